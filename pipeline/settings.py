@@ -1,0 +1,60 @@
+"""Every environment variable the product reads, with its offline default.
+
+This is the one module that reads ``os.environ``. Dagster resources receive the
+variables as ``dagster.EnvVar`` (see ``pipeline/defs/resources.py``) so that secret
+values never show in the Dagster UI; plain entry points (the CLI, the Heroku web
+process, instance configuration) call :func:`value`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEMO_DIR = Path(__file__).parent / "demo"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    description: str
+    secret: bool = False
+
+
+_SETTINGS = [
+    Setting("PIPELINE_DATA_DIR", "./data", "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl."),
+    Setting("PIPELINE_SOURCES", str(DEMO_DIR / "sources.yaml"), "YAML file listing the documentation sources to crawl."),
+    Setting("PIPELINE_QUERIES", str(DEMO_DIR / "queries.yaml"), "YAML or JSONL file of queries, each {id, query}."),
+    Setting("RERANK_URL", "http://127.0.0.1:8765", "Base URL of the rerank service; POST {RERANK_URL}/v1/rerank."),
+    Setting("RERANK_KEY", "local-dev-key", "Bearer token for the rerank service (Heroku Inference key).", secret=True),
+    Setting("RERANK_MODEL_ID", "cohere-rerank-3-5", "Rerank model: cohere-rerank-3-5 or amazon-rerank-1-0."),
+    Setting("CHROMA_HOST", None, "Chroma server host; when set, an HttpClient replaces the local PersistentClient."),
+    Setting("CHROMA_PORT", "8000", "Chroma server port (with CHROMA_HOST)."),
+    Setting("CHROMA_SSL", "false", "Use HTTPS to reach the Chroma server (with CHROMA_HOST)."),
+    Setting("CHROMA_TOKEN", None, "Token sent as x-chroma-token to the Chroma server or Chroma Cloud.", secret=True),
+    Setting("CHROMA_TENANT", None, "Chroma tenant (Chroma Cloud)."),
+    Setting("CHROMA_DATABASE", None, "Chroma database (Chroma Cloud)."),
+    Setting("DATABASE_URL", None, "PostgreSQL URL for durable state; postgres:// is accepted. SQLite in the data directory when unset.", secret=True),
+]
+SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _SETTINGS}
+
+
+def is_set(name: str) -> bool:
+    """True when the variable is present and non-empty in the environment."""
+    _known(name)
+    return bool(os.environ.get(name))
+
+
+def value(name: str) -> str | None:
+    """The variable's value, or its default when unset or empty."""
+    setting = _known(name)
+    return os.environ.get(name) or setting.default
+
+
+def _known(name: str) -> Setting:
+    try:
+        return SETTINGS[name]
+    except KeyError:
+        raise KeyError(f"{name} is not a setting of this pipeline; add it to pipeline/settings.py") from None
