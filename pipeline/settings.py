@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-DEMO_DIR = Path(__file__).parent / "demo"
+from pipeline.demo import QUERIES_FILE, SOURCES_FILE
 
 
 @dataclass(frozen=True)
@@ -25,8 +24,8 @@ class Setting:
 
 _SETTINGS = [
     Setting("PIPELINE_DATA_DIR", "./data", "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl."),
-    Setting("PIPELINE_SOURCES", str(DEMO_DIR / "sources.yaml"), "YAML file listing the documentation sources to crawl."),
-    Setting("PIPELINE_QUERIES", str(DEMO_DIR / "queries.yaml"), "YAML or JSONL file of queries, each {id, query}."),
+    Setting("PIPELINE_SOURCES", str(SOURCES_FILE), "YAML file listing the documentation sources to crawl."),
+    Setting("PIPELINE_QUERIES", str(QUERIES_FILE), "YAML or JSONL file of queries, each {id, query}."),
     Setting("RERANK_URL", "http://127.0.0.1:8765", "Base URL of the rerank service; POST {RERANK_URL}/v1/rerank."),
     Setting("RERANK_KEY", "local-dev-key", "Bearer token for the rerank service (Heroku Inference key).", secret=True),
     Setting("RERANK_MODEL_ID", "cohere-rerank-3-5", "Rerank model: cohere-rerank-3-5 or amazon-rerank-1-0."),

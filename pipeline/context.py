@@ -1,0 +1,111 @@
+"""Ranked context sets: each query's best passages packed into a token budget.
+
+A context set is what the downstream QA system reads. It always says whether its
+order came from the reranker (and which model and API version) or, when reranking
+failed for that query, from retrieval alone, so partial results are never
+presented as reranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeline.tokens import count_tokens
+
+
+@dataclass(frozen=True)
+class RankedPassage:
+    chunk_id: str
+    url: str
+    title: str
+    heading_path: tuple[str, ...]
+    text: str
+    retrieval_rank: int
+    retrieval_score: float
+    rerank_score: float | None
+
+
+@dataclass(frozen=True)
+class ContextPassage:
+    rank: int
+    chunk_id: str
+    url: str
+    title: str
+    heading_path: list[str]
+    text: str
+    tokens: int
+    retrieval_rank: int
+    retrieval_score: float
+    rerank_score: float | None
+
+
+def pack_passages(ranked: Sequence[RankedPassage], token_budget: int) -> list[ContextPassage]:
+    """Take passages in ranked order while they fit the budget.
+
+    A passage too large for the remaining budget is skipped rather than ending the
+    pack, so a smaller, lower-ranked passage can still use the space; order is kept.
+    """
+    if token_budget < 1:
+        raise ValueError(f"token budget must be at least 1, got {token_budget}")
+    packed: list[ContextPassage] = []
+    used = 0
+    for passage in ranked:
+        tokens = count_tokens(passage.text)
+        if used + tokens > token_budget:
+            continue
+        used += tokens
+        packed.append(
+            ContextPassage(
+                rank=len(packed) + 1,
+                chunk_id=passage.chunk_id,
+                url=passage.url,
+                title=passage.title,
+                heading_path=list(passage.heading_path),
+                text=passage.text,
+                tokens=tokens,
+                retrieval_rank=passage.retrieval_rank,
+                retrieval_score=round(passage.retrieval_score, 6),
+                rerank_score=None if passage.rerank_score is None else round(passage.rerank_score, 6),
+            )
+        )
+    return packed
+
+
+def build_context_set(
+    *,
+    query_id: str,
+    query: str,
+    model: str,
+    reranked: bool,
+    api_version: str | None,
+    reason_not_reranked: str | None,
+    token_budget: int,
+    passages: Sequence[ContextPassage],
+) -> dict[str, Any]:
+    return {
+        "query_id": query_id,
+        "query": query,
+        "model": model,
+        "reranked": reranked,
+        "api_version": api_version,
+        "reason_not_reranked": reason_not_reranked,
+        "token_budget": token_budget,
+        "tokens": sum(passage.tokens for passage in passages),
+        "passages": [asdict(passage) for passage in passages],
+    }
+
+
+def markdown_preview(context_sets: Sequence[dict[str, Any]], *, per_query: int = 3, width: int = 80) -> str:
+    """A Markdown table of each query's top passages for the Dagster UI."""
+    lines = ["| query | rank | source | score | passage |", "|---|---|---|---|---|"]
+    for context_set in context_sets:
+        for passage in context_set["passages"][:per_query]:
+            score = passage["rerank_score"] if passage["rerank_score"] is not None else passage["retrieval_score"]
+            snippet = " ".join(passage["text"].split())[:width].replace("|", "\\|")
+            title = passage["title"].replace("|", "\\|")
+            lines.append(
+                f"| {context_set['query_id']} | {passage['rank']} | [{title}]({passage['url']}) | {score:.3f} | {snippet} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,11 @@
+"""The one Dagster ``Definitions`` of the pipeline (loaded by workspace.yaml and ``dagster dev``)."""
+
+import dagster as dg
+
+from pipeline.defs import context, ingest, rerank, retrieve
+from pipeline.defs.resources import build_resources
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
+    resources=build_resources(),
+)

@@ -1,0 +1,147 @@
+"""Ingest assets, one partition per documentation source: crawl → extract → chunk → index."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from pipeline.chunking import ChunkingConfig
+from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
+from pipeline.crawl.sources import Source, load_sources
+from pipeline.defs.partitions import source_partitions
+from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.ingest import chunk_documents, extract_pages, fits_embedding_window, index_chunks, record_crawl
+
+GROUP = "ingest"
+
+
+def _source(files: PipelineFilesResource, name: str) -> Source:
+    for source in load_sources(files.sources_path):
+        if source.name == name:
+            return source
+    raise dg.Failure(
+        f"source {name!r} is not in the sources file {files.sources_path}; "
+        "it was removed or renamed since the partition was created"
+    )
+
+
+class CrawlConfig(dg.Config):
+    user_agent: str = Field(default=DEFAULT_USER_AGENT, description="User-Agent sent to documentation sites.")
+    ignore_validators: bool = Field(
+        default=False, description="Refetch every page in full instead of conditional GETs (ETag / Last-Modified)."
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=source_partitions,
+    kinds={"python"},
+    description=(
+        "Pages of one documentation source, fetched politely (robots.txt, per-host limits, retries) with "
+        "conditional GETs. New and changed bodies are stored; pages that are gone or out of scope are deleted; "
+        "a failed fetch deletes nothing."
+    ),
+)
+def crawled_pages(
+    context: dg.AssetExecutionContext,
+    config: CrawlConfig,
+    files: PipelineFilesResource,
+    state_store: StateStoreResource,
+) -> dg.MaterializeResult:
+    source = _source(files, context.partition_key)
+    store = state_store.open()
+    known = {
+        url: KnownPage(
+            url=url,
+            etag=None if config.ignore_validators else page.etag,
+            last_modified=None if config.ignore_validators else page.last_modified,
+            content_hash=page.content_hash,
+        )
+        for url, page in store.known_pages(source.name).items()
+    }
+    report = record_crawl(store, source.name, crawl(source, known, user_agent=config.user_agent))
+    context.log.info(f"crawled {source.name}: {report.metadata()}")
+    failures = "\n".join(f"| {url} | {reason} |" for url, reason in report.failures[:50])
+    return dg.MaterializeResult(
+        metadata={
+            **report.metadata(),
+            "failures_by_reason": dict(report.failures_by_reason),
+            "failures": dg.MetadataValue.md("| url | reason |\n|---|---|\n" + failures if failures else "none"),
+            "pages_stored": store.page_count(source.name),
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=source_partitions,
+    deps=[crawled_pages],
+    kinds={"python"},
+    description=(
+        "Clean text of each page with its title and heading structure (navigation, headers, footers, "
+        "scripts and sidebars dropped; code blocks kept). Only pages whose body changed are re-extracted."
+    ),
+)
+def extracted_documents(context: dg.AssetExecutionContext, state_store: StateStoreResource) -> dg.MaterializeResult:
+    store = state_store.open()
+    report = extract_pages(store, context.partition_key)
+    for url, error in report.errors[:20]:
+        context.log.warning(f"could not extract {url}: {error}")
+    return dg.MaterializeResult(metadata={**report.metadata(), "dagster/row_count": report.total_documents})
+
+
+class ChunkConfig(dg.Config):
+    max_tokens: int = Field(default=ChunkingConfig().max_tokens, ge=32, description="cl100k tokens per chunk, header included.")
+    overlap_tokens: int = Field(default=ChunkingConfig().overlap_tokens, ge=0)
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=source_partitions,
+    deps=[extracted_documents],
+    kinds={"python"},
+    description=(
+        "Heading-aware chunks of at most max_tokens cl100k tokens with overlap, each small enough for the "
+        "embedding model's 256 word-piece window. IDs hash the URL and content, so unchanged input keeps its IDs."
+    ),
+)
+def document_chunks(
+    context: dg.AssetExecutionContext,
+    config: ChunkConfig,
+    state_store: StateStoreResource,
+    embedder: EmbedderResource,
+) -> dg.MaterializeResult:
+    chunking = ChunkingConfig(max_tokens=config.max_tokens, overlap_tokens=config.overlap_tokens)
+    store = state_store.open()
+    report = chunk_documents(store, context.partition_key, chunking, fits=fits_embedding_window(embedder.get()))
+    return dg.MaterializeResult(metadata={**report.metadata(), "dagster/row_count": report.total_chunks})
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=source_partitions,
+    deps=[document_chunks],
+    kinds={"chroma"},
+    pool="chroma",
+    description=(
+        "The Chroma collection, kept equal to the stored chunks: only chunks without an embedding are embedded "
+        "(all-MiniLM-L6-v2, ONNX); vanished chunks are deleted; a wiped collection is restored from stored embeddings."
+    ),
+)
+def vector_index(
+    context: dg.AssetExecutionContext,
+    state_store: StateStoreResource,
+    chroma: ChromaResource,
+    embedder: EmbedderResource,
+) -> dg.MaterializeResult:
+    store = state_store.open()
+    model = embedder.get()
+    vectors = chroma.open(model)
+
+    def progress(done: int, total: int) -> None:
+        context.log.info(f"embedded {done}/{total} chunks")
+
+    report = index_chunks(store, vectors, model, context.partition_key, on_progress=progress)
+    return dg.MaterializeResult(
+        metadata={**report.metadata(), "collection": chroma.collection, "collection_count": vectors.count()}
+    )

@@ -1,0 +1,70 @@
+"""The rerank asset: each query's candidates ordered by the Heroku Inference /v1/rerank endpoint."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from pipeline.defs.resources import RerankResource, StateStoreResource
+from pipeline.defs.retrieve import retrieved_candidates
+from pipeline.ranking import rerank_stored_candidates
+from pipeline.rerank.client import RerankConfigurationError
+
+GROUP = "rerank"
+
+
+class RerankConfig(dg.Config):
+    top_n: int | None = Field(default=None, ge=1, description="Keep the n best per query; unset keeps every candidate.")
+    max_workers: int = Field(default=8, ge=1, le=64, description="Queries reranked in parallel (within the rate limit).")
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[retrieved_candidates],
+    kinds={"heroku"},
+    pool="rerank",
+    description=(
+        "Candidates reranked per query by POST {RERANK_URL}/v1/rerank (model RERANK_MODEL_ID). Results are cached "
+        "by model, query, documents and top_n, so unchanged queries bill no search units on re-runs."
+    ),
+)
+def reranked_candidates(
+    context: dg.AssetExecutionContext,
+    config: RerankConfig,
+    state_store: StateStoreResource,
+    rerank: RerankResource,
+) -> dg.MaterializeResult:
+    try:
+        report = rerank_stored_candidates(
+            state_store.open(), rerank.client(), top_n=config.top_n, max_workers=config.max_workers
+        )
+    except RerankConfigurationError as error:
+        # Bad key, model or request: every query would fail the same way; say which setting to fix.
+        raise dg.Failure(description=str(error)) from None
+    for outcome in report.failed:
+        context.log.warning(f"query {outcome.query_id} not reranked: {outcome.error}")
+    stats = report.stats
+    per_query = "\n".join(
+        f"| {o.query_id} | {o.response.search_units if o.response else 0} | {'yes' if o.cached else 'no'} | "
+        f"{o.response.api_version if o.response else '-'} | {o.error or ''} |"
+        for o in report.outcomes
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model": rerank.model_id,
+            "queries": len(report.outcomes),
+            "queries_reranked": len(report.outcomes) - len(report.failed),
+            "queries_failed": len(report.failed),
+            "billed_search_units": stats.search_units,
+            "api_version": stats.api_version or "",
+            "requests": stats.calls,
+            "cache_hits": stats.cache_hits,
+            "retries": stats.retries,
+            "rate_limited_429s": stats.rate_limited,
+            "latency_p50_ms": round(stats.latency_p50 * 1000, 1),
+            "latency_p95_ms": round(stats.latency_p95 * 1000, 1),
+            "per_query": dg.MetadataValue.md(
+                "| query | search units | cached | api version | error |\n|---|---|---|---|---|\n" + per_query
+            ),
+        }
+    )

@@ -1,0 +1,313 @@
+"""Ingestion stages: crawl results → pages → documents → chunks → vectors.
+
+Each stage reconciles its table in the state store with the stage upstream of it,
+so it only does work for what changed and a run interrupted anywhere is completed
+by running again (the approach of LangChain's indexing API record manager, applied
+per stage):
+
+- ``record_crawl`` stores new and changed page bodies, refreshes validators of
+  unchanged pages, and deletes pages the crawler reports gone or out of scope.
+  A failed fetch never deletes anything.
+- ``extract_pages`` extracts only pages whose body (or the extractor) changed.
+- ``chunk_documents`` rechunks only documents whose text (or the chunker settings)
+  changed; chunks that survive an edit keep their embeddings.
+- ``index_chunks`` embeds chunks that have no embedding yet, then makes the Chroma
+  collection hold exactly the stored chunks: vanished IDs are deleted, missing ones
+  restored from stored embeddings (no re-embedding after Chroma is wiped).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.chunking import ChunkingConfig, chunk_document
+from pipeline.crawl.crawler import PageResult
+from pipeline.embedding import MAX_WORD_PIECES, MiniLMEmbedder
+from pipeline.extract import EXTRACTOR_VERSION, Document, Section, extract_document
+from pipeline.store.state import StateStore, StoredChunk
+from pipeline.store.vectors import VectorIndex
+
+FETCHED_OUTCOMES = {"new", "changed", "unchanged", "not_modified"}
+
+
+@dataclass
+class CrawlReport:
+    outcomes: Counter = field(default_factory=Counter)
+    failures_by_reason: Counter = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    bytes_downloaded: int = 0
+
+    @property
+    def pages_fetched(self) -> int:
+        return sum(self.outcomes[outcome] for outcome in FETCHED_OUTCOMES)
+
+    @property
+    def pages_deleted(self) -> int:
+        return self.outcomes["gone"] + self.outcomes["removed"]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "pages_fetched": self.pages_fetched,
+            "pages_new": self.outcomes["new"],
+            "pages_changed": self.outcomes["changed"],
+            "pages_not_modified": self.outcomes["not_modified"] + self.outcomes["unchanged"],
+            "pages_deleted": self.pages_deleted,
+            "pages_failed": self.outcomes["failed"],
+            "pages_skipped": self.outcomes["skipped"],
+            "bytes_downloaded": self.bytes_downloaded,
+        }
+
+
+def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) -> CrawlReport:
+    """Persist each crawl result as it arrives."""
+    report = CrawlReport()
+    for result in results:
+        report.bytes_downloaded += result.bytes_downloaded
+        outcome = result.outcome
+        if outcome in ("new", "changed"):
+            owner = store.page_owner(result.url)
+            if owner is not None and owner != source:
+                # A page reachable from two sources is indexed once, under the first.
+                outcome = "skipped"
+                _record_failure(report, result.url, f"owned_by_source:{owner}")
+            else:
+                store.save_page(
+                    url=result.url,
+                    source=source,
+                    final_url=result.final_url,
+                    status=result.status,
+                    content_type=result.content_type,
+                    etag=result.etag,
+                    last_modified=result.last_modified,
+                    content_hash=result.content_hash,
+                    html=result.html,
+                    fetched_at=result.fetched_at,
+                )
+        elif outcome in ("unchanged", "not_modified"):
+            store.touch_page(
+                result.url, etag=result.etag, last_modified=result.last_modified, fetched_at=result.fetched_at
+            )
+        elif outcome in ("gone", "removed"):
+            store.delete_page(result.url)
+        elif outcome in ("failed", "skipped"):
+            _record_failure(report, result.url, result.reason or outcome)
+        report.outcomes[outcome] += 1
+    return report
+
+
+def _record_failure(report: CrawlReport, url: str, reason: str) -> None:
+    report.failures_by_reason[reason] += 1
+    report.failures.append((url, reason))
+
+
+@dataclass
+class ExtractReport:
+    extracted: int = 0
+    empty: int = 0
+    deleted: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    total_documents: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "documents_extracted": self.extracted,
+            "documents_without_text": self.empty,
+            "documents_deleted": self.deleted,
+            "extraction_errors": len(self.errors),
+            "documents_total": self.total_documents,
+        }
+
+
+def extract_pages(store: StateStore, source: str) -> ExtractReport:
+    report = ExtractReport()
+    report.deleted = store.delete_orphan_documents(source)
+    for url in store.pages_to_extract(source, EXTRACTOR_VERSION):
+        html, page_hash = store.page_html(url)
+        try:
+            document = extract_document(html, url)
+        except Exception as error:  # noqa: BLE001 - one malformed page must not stop the others
+            report.errors.append((url, f"{type(error).__name__}: {error}"))
+            continue
+        if not document.text.strip():
+            report.empty += 1
+        store.save_document(
+            url=url,
+            source=source,
+            page_hash=page_hash,
+            extractor_version=EXTRACTOR_VERSION,
+            title=document.title,
+            sections=[{"heading_path": list(s.heading_path), "text": s.text} for s in document.sections],
+            content_hash=document.content_hash(),
+        )
+        report.extracted += 1
+    report.total_documents = store.document_count(source)
+    return report
+
+
+@dataclass
+class ChunkReport:
+    documents_chunked: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    total_chunks: int = 0
+    max_token_count: int = 0
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "documents_chunked": self.documents_chunked,
+            "chunks_added": self.chunks_added,
+            "chunks_removed": self.chunks_removed,
+            "chunks_total": self.total_chunks,
+            "max_chunk_tokens": self.max_token_count,
+        }
+
+
+def fits_embedding_window(embedder: MiniLMEmbedder) -> Callable[[str], bool]:
+    """A chunk must not be truncated by the embedding model's word-piece window."""
+    return lambda text: embedder.word_piece_counts([text])[0] <= MAX_WORD_PIECES
+
+
+def chunk_documents(
+    store: StateStore,
+    source: str,
+    config: ChunkingConfig,
+    fits: Callable[[str], bool] | None = None,
+) -> ChunkReport:
+    report = ChunkReport()
+    fingerprint = config.fingerprint()
+    report.chunks_removed += store.delete_orphan_chunks(source)
+    for row in store.documents_to_chunk(source, fingerprint):
+        document = Document(
+            url=row["url"],
+            title=row["title"],
+            sections=tuple(Section(tuple(s["heading_path"]), s["text"]) for s in row["sections"]),
+        )
+        stored = [
+            StoredChunk(
+                chunk_id=chunk.chunk_id,
+                source=source,
+                url=chunk.url,
+                title=chunk.title,
+                heading_path=chunk.heading_path,
+                text=chunk.text,
+                embedding_text=chunk.embedding_text,
+                token_count=chunk.token_count,
+                position=chunk.position,
+            )
+            for chunk in chunk_document(document, config, fits=fits)
+        ]
+        added, removed = store.replace_chunks(
+            source=source, url=document.url, new_chunks=stored, chunked_key=f"{row['content_hash']}:{fingerprint}"
+        )
+        report.documents_chunked += 1
+        report.chunks_added += added
+        report.chunks_removed += removed
+        report.max_token_count = max([report.max_token_count, *(chunk.token_count for chunk in stored)])
+    report.total_chunks = store.chunk_count(source)
+    return report
+
+
+@dataclass
+class IndexReport:
+    chunks_embedded: int = 0
+    vectors_deleted: int = 0
+    vectors_restored: int = 0
+    vectors_total: int = 0
+    embed_seconds: float = 0.0
+
+    def metadata(self) -> dict[str, Any]:
+        rate = self.chunks_embedded / self.embed_seconds if self.embed_seconds else 0.0
+        return {
+            "chunks_embedded": self.chunks_embedded,
+            "vectors_deleted": self.vectors_deleted,
+            "vectors_restored": self.vectors_restored,
+            "vectors_total": self.vectors_total,
+            "embed_seconds": round(self.embed_seconds, 2),
+            "chunks_embedded_per_second": round(rate, 2),
+        }
+
+
+def chroma_metadata(chunk: StoredChunk) -> dict[str, Any]:
+    return {
+        "source": chunk.source,
+        "url": chunk.url,
+        "title": chunk.title,
+        "heading_path": " > ".join(chunk.heading_path),
+        "token_count": chunk.token_count,
+        "position": chunk.position,
+    }
+
+
+def index_chunks(
+    store: StateStore,
+    vectors: VectorIndex,
+    embedder: MiniLMEmbedder,
+    source: str,
+    *,
+    flush_every: int = 256,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IndexReport:
+    report = IndexReport()
+    pending = store.chunks_without_embedding(source)
+    texts = [text for _, text in pending]
+    embedded: dict[str, Any] = {}
+
+    def flush() -> None:
+        # Stored first: Chroma is rebuilt from the state store, never the other way round.
+        store.save_embeddings(embedded)
+        _upsert_stored(store, vectors, embedded)
+        report.chunks_embedded += len(embedded)
+        embedded.clear()
+        if on_progress:
+            on_progress(report.chunks_embedded, len(pending))
+
+    started = time.perf_counter()
+    for positions, batch_vectors in embedder.iter_batches(texts):
+        for position, vector in zip(positions, batch_vectors, strict=True):
+            embedded[pending[position][0]] = vector
+        if len(embedded) >= flush_every:
+            flush()
+    if embedded:
+        flush()
+    report.embed_seconds = time.perf_counter() - started
+
+    stored_ids = store.chunk_ids(source)
+    indexed_ids = vectors.ids(source)
+    report.vectors_deleted = vectors.delete(indexed_ids - stored_ids)
+    report.vectors_restored = restore_vectors(store, vectors, stored_ids - indexed_ids)
+    report.vectors_total = len(stored_ids)
+    return report
+
+
+def restore_vectors(store: StateStore, vectors: VectorIndex, chunk_ids: Iterable[str], batch: int = 1024) -> int:
+    """Upsert chunks into Chroma from their stored embeddings; returns how many."""
+    wanted = sorted(chunk_ids)
+    restored = 0
+    for start in range(0, len(wanted), batch):
+        rows = store.chunks_by_id(wanted[start : start + batch], with_embeddings=True)
+        restorable = {chunk_id: vector for chunk_id, (_, vector) in rows.items() if vector is not None}
+        _upsert_stored(store, vectors, restorable, rows)
+        restored += len(restorable)
+    return restored
+
+
+def _upsert_stored(
+    store: StateStore,
+    vectors: VectorIndex,
+    embeddings: Mapping[str, Any],
+    rows: Mapping[str, tuple[StoredChunk, Any]] | None = None,
+) -> None:
+    if not embeddings:
+        return
+    rows = rows if rows is not None else store.chunks_by_id(embeddings)
+    ids = [chunk_id for chunk_id in embeddings if chunk_id in rows]
+    vectors.upsert(
+        ids=ids,
+        embeddings=[embeddings[chunk_id] for chunk_id in ids],
+        documents=[rows[chunk_id][0].text for chunk_id in ids],
+        metadatas=[chroma_metadata(rows[chunk_id][0]) for chunk_id in ids],
+    )

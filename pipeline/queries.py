@@ -1,0 +1,77 @@
+"""The queries file: YAML (``queries: [{id, query}]`` or a bare list) or JSONL (one ``{id, query}`` per line)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Query:
+    query_id: str
+    query: str
+
+
+class QueriesFileError(ValueError):
+    """The queries file is missing or malformed; the message names the file and entry."""
+
+
+def load_queries(path: str | Path) -> list[Query]:
+    path = Path(path)
+    if not path.is_file():
+        raise QueriesFileError(f"queries file {path} does not exist (set PIPELINE_QUERIES to a YAML or JSONL file)")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".jsonl":
+        entries = _jsonl_entries(path, text)
+    else:
+        entries = _yaml_entries(path, text)
+    queries: list[Query] = []
+    seen: set[str] = set()
+    for where, entry in entries:
+        query = _parse_entry(path, where, entry)
+        if query.query_id in seen:
+            raise QueriesFileError(f"{path}: {where}: duplicate query id {query.query_id!r}")
+        seen.add(query.query_id)
+        queries.append(query)
+    if not queries:
+        raise QueriesFileError(f"{path}: no queries found")
+    return queries
+
+
+def _jsonl_entries(path: Path, text: str) -> list[tuple[str, Any]]:
+    entries = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append((f"line {line_number}", json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise QueriesFileError(f"{path}: line {line_number}: invalid JSON ({error.msg})") from None
+    return entries
+
+
+def _yaml_entries(path: Path, text: str) -> list[tuple[str, Any]]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise QueriesFileError(f"{path}: invalid YAML ({error})") from None
+    if isinstance(document, dict):
+        document = document.get("queries")
+    if not isinstance(document, list):
+        raise QueriesFileError(f"{path}: expected a list of queries or a mapping with a 'queries' list")
+    return [(f"entry {index}", entry) for index, entry in enumerate(document, start=1)]
+
+
+def _parse_entry(path: Path, where: str, entry: Any) -> Query:
+    if not isinstance(entry, dict):
+        raise QueriesFileError(f"{path}: {where}: expected a mapping with 'id' and 'query', got {type(entry).__name__}")
+    query_id, query = entry.get("id"), entry.get("query")
+    if not isinstance(query_id, (str, int)) or isinstance(query_id, bool) or not str(query_id).strip():
+        raise QueriesFileError(f"{path}: {where}: 'id' must be a non-empty string")
+    if not isinstance(query, str) or not query.strip():
+        raise QueriesFileError(f"{path}: {where}: 'query' must be a non-empty string (id {query_id!r})")
+    return Query(query_id=str(query_id).strip(), query=query.strip())

@@ -1,0 +1,570 @@
+"""Durable pipeline state: SQLite in the data directory by default, PostgreSQL from ``DATABASE_URL``.
+
+The state store is the source of truth for everything the pipeline has learned:
+crawled pages (with validators for conditional GET), extracted documents, chunks
+(with their embeddings), queries, candidates, rerank results and cache, and the
+published context sets. Chroma and the lexical index are derived from the
+``chunks`` table and can be rebuilt from it without re-crawling or re-embedding.
+
+Every stage reconciles its own table with the one upstream of it, inside
+transactions, so a run killed at any point is finished by simply running again.
+Tables carry a ``pipeline_`` prefix because on Heroku they share a database with
+Dagster's own run and event storage.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+pages = sa.Table(
+    "pipeline_pages",
+    metadata,
+    # A URL belongs to one source: the first that crawled it (see StateStore.save_page).
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False, index=True),
+    sa.Column("final_url", sa.Text),
+    sa.Column("status", sa.Integer),
+    sa.Column("content_type", sa.Text),
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    sa.Column("content_hash", sa.Text),
+    sa.Column("html_zlib", sa.LargeBinary),
+    sa.Column("fetched_at", sa.DateTime(timezone=True)),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True)),
+)
+
+documents = sa.Table(
+    "pipeline_documents",
+    metadata,
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False, index=True),
+    # Which page content and extractor produced this row: a mismatch means re-extract.
+    sa.Column("page_hash", sa.Text, nullable=False),
+    sa.Column("extractor_version", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("sections", sa.JSON, nullable=False),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    # Which document content and chunker settings the current chunks came from.
+    sa.Column("chunked_key", sa.Text),
+    sa.Column("extracted_at", sa.DateTime(timezone=True)),
+)
+
+chunks = sa.Table(
+    "pipeline_chunks",
+    metadata,
+    sa.Column("chunk_id", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False, index=True),
+    sa.Column("url", sa.Text, nullable=False, index=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("heading_path", sa.JSON, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("embedding_text", sa.Text, nullable=False),
+    sa.Column("token_count", sa.Integer, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    # float32 little-endian; kept so Chroma can be rebuilt without re-embedding.
+    sa.Column("embedding", sa.LargeBinary),
+)
+
+queries = sa.Table(
+    "pipeline_queries",
+    metadata,
+    sa.Column("query_id", sa.Text, primary_key=True),
+    sa.Column("query", sa.Text, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+)
+
+candidates = sa.Table(
+    "pipeline_candidates",
+    metadata,
+    sa.Column("query_id", sa.Text, primary_key=True),
+    sa.Column("retrieval_rank", sa.Integer, primary_key=True),
+    sa.Column("chunk_id", sa.Text, nullable=False),
+    sa.Column("retrieval_score", sa.Float, nullable=False),
+)
+
+reranked = sa.Table(
+    "pipeline_reranked",
+    metadata,
+    sa.Column("query_id", sa.Text, primary_key=True),
+    # Rerank outcome per query: the ranking plus how it was obtained.
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("reranked", sa.Boolean, nullable=False),
+    sa.Column("api_version", sa.Text),
+    sa.Column("search_units", sa.Integer, nullable=False, default=0),
+    sa.Column("cached", sa.Boolean, nullable=False, default=False),
+    sa.Column("error", sa.Text),
+    # [[retrieval_rank, relevance_score], ...] highest score first.
+    sa.Column("ranking", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+rerank_cache = sa.Table(
+    "pipeline_rerank_cache",
+    metadata,
+    sa.Column("cache_key", sa.Text, primary_key=True),
+    sa.Column("response", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+context_sets = sa.Table(
+    "pipeline_context_sets",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("query_id", sa.Text, primary_key=True),
+    sa.Column("query", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("reranked", sa.Boolean, nullable=False),
+    sa.Column("context_set", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def normalize_database_url(url: str) -> str:
+    """Heroku hands out ``postgres://`` URLs, a scheme SQLAlchemy no longer accepts."""
+    if url.startswith("postgres://"):
+        return "postgresql://" + url[len("postgres://") :]
+    return url
+
+
+def sqlite_url(data_dir: str | Path) -> str:
+    path = Path(data_dir).resolve() / "state.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def create_state_engine(url: str) -> Engine:
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+            # WAL lets Dagster's step processes read while one of them writes.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+
+def _upsert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows, replacing those whose primary key already exists (SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    key_names = [column.name for column in table.primary_key.columns]
+    updates = {name: statement.excluded[name] for name in rows[0] if name not in key_names}
+    statement = (
+        statement.on_conflict_do_update(index_elements=key_names, set_=updates)
+        if updates
+        else statement.on_conflict_do_nothing(index_elements=key_names)
+    )
+    connection.execute(statement, list(rows))
+
+
+def pack_embedding(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def unpack_embedding(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    url: str
+    source: str
+    etag: str | None
+    last_modified: str | None
+    content_hash: str | None
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    chunk_id: str
+    source: str
+    url: str
+    title: str
+    heading_path: tuple[str, ...]
+    text: str
+    embedding_text: str
+    token_count: int
+    position: int
+
+
+class StateStore:
+    """Typed access to the pipeline tables; one instance per process is enough."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_state_engine(url)
+        metadata.create_all(self.engine, checkfirst=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- pages ---------------------------------------------------------------
+
+    def known_pages(self, source: str) -> dict[str, StoredPage]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(pages.c.url, pages.c.source, pages.c.etag, pages.c.last_modified, pages.c.content_hash).where(
+                    pages.c.source == source
+                )
+            )
+            return {row.url: StoredPage(*row) for row in rows}
+
+    def page_owner(self, url: str) -> str | None:
+        with self.engine.connect() as connection:
+            return connection.scalar(sa.select(pages.c.source).where(pages.c.url == url))
+
+    def save_page(
+        self,
+        *,
+        url: str,
+        source: str,
+        final_url: str | None,
+        status: int | None,
+        content_type: str | None,
+        etag: str | None,
+        last_modified: str | None,
+        content_hash: str | None,
+        html: str | None,
+        fetched_at: datetime | None,
+    ) -> None:
+        """Record a fetched page; ``html=None`` keeps the stored body (304 / unchanged)."""
+        row: dict[str, Any] = {
+            "url": url,
+            "source": source,
+            "final_url": final_url,
+            "status": status,
+            "content_type": content_type,
+            "etag": etag,
+            "last_modified": last_modified,
+            "content_hash": content_hash,
+            "fetched_at": fetched_at,
+            "last_seen_at": utcnow(),
+        }
+        if html is not None:
+            row["html_zlib"] = zlib.compress(html.encode("utf-8"), 6)
+        with self.transaction() as connection:
+            _upsert(connection, pages, [row])
+
+    def touch_page(self, url: str, *, etag: str | None, last_modified: str | None, fetched_at: datetime | None) -> None:
+        """A page confirmed unchanged: refresh its validators and last-seen time only."""
+        values: dict[str, Any] = {"last_seen_at": utcnow(), "fetched_at": fetched_at}
+        if etag:
+            values["etag"] = etag
+        if last_modified:
+            values["last_modified"] = last_modified
+        with self.transaction() as connection:
+            connection.execute(sa.update(pages).where(pages.c.url == url).values(**values))
+
+    def delete_page(self, url: str) -> None:
+        with self.transaction() as connection:
+            connection.execute(sa.delete(pages).where(pages.c.url == url))
+
+    def page_count(self, source: str | None = None) -> int:
+        return self._count(pages, source)
+
+    # -- documents -------------------------------------------------------------
+
+    def pages_to_extract(self, source: str, extractor_version: str) -> list[str]:
+        """URLs whose stored page body has no document extracted from it by this extractor."""
+        joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
+        query = (
+            sa.select(pages.c.url)
+            .select_from(joined)
+            .where(pages.c.source == source, pages.c.html_zlib.is_not(None))
+            .where(
+                sa.or_(
+                    documents.c.url.is_(None),
+                    documents.c.page_hash != pages.c.content_hash,
+                    documents.c.extractor_version != extractor_version,
+                )
+            )
+            .order_by(pages.c.url)
+        )
+        with self.engine.connect() as connection:
+            return list(connection.scalars(query))
+
+    def page_html(self, url: str) -> tuple[str, str]:
+        """The stored body of a page and the content hash it was stored under."""
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(pages.c.html_zlib, pages.c.content_hash).where(pages.c.url == url)).one()
+        return zlib.decompress(row.html_zlib).decode("utf-8"), row.content_hash
+
+    def save_document(
+        self,
+        *,
+        url: str,
+        source: str,
+        page_hash: str,
+        extractor_version: str,
+        title: str,
+        sections: list[dict[str, Any]],
+        content_hash: str,
+    ) -> None:
+        row = {
+            "url": url,
+            "source": source,
+            "page_hash": page_hash,
+            "extractor_version": extractor_version,
+            "title": title,
+            "sections": sections,
+            "content_hash": content_hash,
+            "extracted_at": utcnow(),
+        }
+        with self.transaction() as connection:
+            _upsert(connection, documents, [row])
+
+    def delete_orphan_documents(self, source: str) -> int:
+        """Drop documents whose page is gone; returns how many."""
+        orphan = sa.and_(documents.c.source == source, ~sa.exists().where(pages.c.url == documents.c.url))
+        with self.transaction() as connection:
+            return connection.execute(sa.delete(documents).where(orphan)).rowcount
+
+    def documents_to_chunk(self, source: str, chunker_fingerprint: str) -> list[dict[str, Any]]:
+        """Documents whose chunks were not produced from their current content and chunker settings."""
+        key = documents.c.content_hash + ":" + chunker_fingerprint
+        query = (
+            sa.select(documents.c.url, documents.c.title, documents.c.sections, documents.c.content_hash)
+            .where(documents.c.source == source)
+            .where(sa.or_(documents.c.chunked_key.is_(None), documents.c.chunked_key != key))
+            .order_by(documents.c.url)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def document_count(self, source: str | None = None) -> int:
+        return self._count(documents, source)
+
+    # -- chunks ----------------------------------------------------------------
+
+    def replace_chunks(
+        self, *, source: str, url: str, new_chunks: Sequence[StoredChunk], chunked_key: str
+    ) -> tuple[int, int]:
+        """Make the page's chunks exactly ``new_chunks`` in one transaction.
+
+        Chunks whose ID survives keep their stored embedding, so an edit to one
+        section of a page re-embeds only that section. Returns (added, removed).
+        """
+        new_ids = {chunk.chunk_id for chunk in new_chunks}
+        with self.transaction() as connection:
+            existing = set(connection.scalars(sa.select(chunks.c.chunk_id).where(chunks.c.url == url)))
+            removed = existing - new_ids
+            if removed:
+                connection.execute(sa.delete(chunks).where(chunks.c.chunk_id.in_(removed)))
+            added = [chunk for chunk in new_chunks if chunk.chunk_id not in existing]
+            _upsert(connection, chunks, [_chunk_row(chunk) for chunk in added])
+            connection.execute(
+                sa.update(documents).where(documents.c.url == url).values(chunked_key=chunked_key)
+            )
+        return len(added), len(removed)
+
+    def delete_orphan_chunks(self, source: str) -> int:
+        orphan = sa.and_(chunks.c.source == source, ~sa.exists().where(documents.c.url == chunks.c.url))
+        with self.transaction() as connection:
+            return connection.execute(sa.delete(chunks).where(orphan)).rowcount
+
+    def chunks_without_embedding(self, source: str) -> list[tuple[str, str]]:
+        """(chunk_id, embedding_text) of chunks never embedded."""
+        query = (
+            sa.select(chunks.c.chunk_id, chunks.c.embedding_text)
+            .where(chunks.c.source == source, chunks.c.embedding.is_(None))
+            .order_by(chunks.c.chunk_id)
+        )
+        with self.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(query)]
+
+    def save_embeddings(self, embeddings: Mapping[str, np.ndarray]) -> None:
+        if not embeddings:
+            return
+        statement = (
+            sa.update(chunks)
+            .where(chunks.c.chunk_id == sa.bindparam("target_id"))
+            .values(embedding=sa.bindparam("blob"))
+        )
+        with self.transaction() as connection:
+            connection.execute(
+                statement,
+                [{"target_id": chunk_id, "blob": pack_embedding(vector)} for chunk_id, vector in embeddings.items()],
+            )
+
+    def chunk_ids(self, source: str | None = None) -> set[str]:
+        query = sa.select(chunks.c.chunk_id)
+        if source is not None:
+            query = query.where(chunks.c.source == source)
+        with self.engine.connect() as connection:
+            return set(connection.scalars(query))
+
+    def chunks_by_id(self, chunk_ids: Iterable[str], *, with_embeddings: bool = False) -> dict[str, tuple[StoredChunk, np.ndarray | None]]:
+        wanted = list(dict.fromkeys(chunk_ids))
+        result: dict[str, tuple[StoredChunk, np.ndarray | None]] = {}
+        columns = [chunks.c[name] for name in _CHUNK_FIELDS]
+        if with_embeddings:
+            columns.append(chunks.c.embedding)
+        with self.engine.connect() as connection:
+            # Bounded IN lists: SQLite caps bound parameters per statement.
+            for start in range(0, len(wanted), 500):
+                batch = wanted[start : start + 500]
+                for row in connection.execute(sa.select(*columns).where(chunks.c.chunk_id.in_(batch))):
+                    chunk = _stored_chunk(row)
+                    vector = unpack_embedding(row.embedding) if with_embeddings and row.embedding is not None else None
+                    result[chunk.chunk_id] = (chunk, vector)
+        return result
+
+    def iter_chunks(self, source: str | None = None) -> Iterator[StoredChunk]:
+        query = sa.select(*[chunks.c[name] for name in _CHUNK_FIELDS]).order_by(chunks.c.chunk_id)
+        if source is not None:
+            query = query.where(chunks.c.source == source)
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                yield _stored_chunk(row)
+
+    def chunk_count(self, source: str | None = None) -> int:
+        return self._count(chunks, source)
+
+    # -- queries, candidates, rerank -----------------------------------------
+
+    def replace_queries(self, items: Sequence[tuple[str, str]]) -> None:
+        with self.transaction() as connection:
+            connection.execute(sa.delete(queries))
+            if items:
+                connection.execute(
+                    sa.insert(queries),
+                    [{"query_id": qid, "query": text, "position": i} for i, (qid, text) in enumerate(items)],
+                )
+
+    def load_queries(self) -> list[tuple[str, str]]:
+        with self.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(sa.select(queries.c.query_id, queries.c.query).order_by(queries.c.position))]
+
+    def replace_candidates(self, ranked: Mapping[str, Sequence[tuple[str, float]]]) -> None:
+        """Store each query's retrieval ranking: [(chunk_id, score), ...] best first."""
+        rows = [
+            {"query_id": query_id, "retrieval_rank": rank, "chunk_id": chunk_id, "retrieval_score": score}
+            for query_id, ranking in ranked.items()
+            for rank, (chunk_id, score) in enumerate(ranking, start=1)
+        ]
+        with self.transaction() as connection:
+            connection.execute(sa.delete(candidates))
+            if rows:
+                connection.execute(sa.insert(candidates), rows)
+
+    def load_candidates(self) -> dict[str, list[tuple[int, str, float]]]:
+        """query_id → [(retrieval_rank, chunk_id, score), ...] in rank order."""
+        result: dict[str, list[tuple[int, str, float]]] = {}
+        query = sa.select(candidates).order_by(candidates.c.query_id, candidates.c.retrieval_rank)
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                result.setdefault(row.query_id, []).append((row.retrieval_rank, row.chunk_id, row.retrieval_score))
+        return result
+
+    def replace_reranked(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        stamped = [{**row, "updated_at": utcnow()} for row in rows]
+        with self.transaction() as connection:
+            connection.execute(sa.delete(reranked))
+            if stamped:
+                connection.execute(sa.insert(reranked), stamped)
+
+    def load_reranked(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as connection:
+            return {row.query_id: dict(row._mapping) for row in connection.execute(sa.select(reranked))}
+
+    def cache_get(self, cache_key: str) -> dict | None:
+        with self.engine.connect() as connection:
+            return connection.scalar(sa.select(rerank_cache.c.response).where(rerank_cache.c.cache_key == cache_key))
+
+    def cache_put(self, cache_key: str, response: dict) -> None:
+        with self.transaction() as connection:
+            _upsert(connection, rerank_cache, [{"cache_key": cache_key, "response": response, "created_at": utcnow()}])
+
+    # -- context sets ----------------------------------------------------------
+
+    def save_context_sets(self, run_id: str, sets: Sequence[Mapping[str, Any]]) -> None:
+        now = utcnow()
+        rows = [
+            {
+                "run_id": run_id,
+                "query_id": context_set["query_id"],
+                "query": context_set["query"],
+                "model": context_set["model"],
+                "reranked": bool(context_set["reranked"]),
+                "context_set": json.loads(json.dumps(context_set)),
+                "created_at": now,
+            }
+            for context_set in sets
+        ]
+        with self.transaction() as connection:
+            connection.execute(sa.delete(context_sets).where(context_sets.c.run_id == run_id))
+            if rows:
+                connection.execute(sa.insert(context_sets), rows)
+
+    def latest_context_sets(self) -> dict[str, dict[str, Any]]:
+        """The newest context set of each query."""
+        newest = (
+            sa.select(context_sets.c.query_id, sa.func.max(context_sets.c.created_at).label("created_at"))
+            .group_by(context_sets.c.query_id)
+            .subquery()
+        )
+        query = sa.select(context_sets.c.query_id, context_sets.c.context_set).join(
+            newest,
+            sa.and_(newest.c.query_id == context_sets.c.query_id, newest.c.created_at == context_sets.c.created_at),
+        )
+        with self.engine.connect() as connection:
+            return {row.query_id: row.context_set for row in connection.execute(query)}
+
+    # -------------------------------------------------------------------------
+
+    def _count(self, table: sa.Table, source: str | None) -> int:
+        query = sa.select(sa.func.count()).select_from(table)
+        if source is not None:
+            query = query.where(table.c.source == source)
+        with self.engine.connect() as connection:
+            return int(connection.scalar(query) or 0)
+
+
+_CHUNK_FIELDS = ("chunk_id", "source", "url", "title", "heading_path", "text", "embedding_text", "token_count", "position")
+
+
+def _chunk_row(chunk: StoredChunk) -> dict[str, Any]:
+    row = {name: getattr(chunk, name) for name in _CHUNK_FIELDS}
+    row["heading_path"] = list(chunk.heading_path)
+    return row
+
+
+def _stored_chunk(row: Any) -> StoredChunk:
+    values = {name: getattr(row, name) for name in _CHUNK_FIELDS}
+    values["heading_path"] = tuple(values["heading_path"])
+    return StoredChunk(**values)

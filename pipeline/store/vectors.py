@@ -1,0 +1,183 @@
+"""The Chroma collection holding chunk embeddings.
+
+Local by default (``PersistentClient`` under the data directory); a Chroma server or
+Chroma Cloud when a host is configured. Chroma is a derived index here: the state
+store keeps every chunk with its embedding, so :meth:`VectorIndex.sync` can rebuild a
+wiped collection (a Heroku dyno restart) without re-embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.embedding import DIMENSIONS, MODEL_NAME, MiniLMEmbedder
+
+DEFAULT_COLLECTION = "documentation"
+
+
+@dataclass(frozen=True)
+class ChromaConnection:
+    """Where the collection lives; ``host=None`` means a local persistent store."""
+
+    data_dir: str = "./data"
+    host: str | None = None
+    port: int = 8000
+    ssl: bool = False
+    token: str | None = None
+    tenant: str | None = None
+    database: str | None = None
+    collection: str = DEFAULT_COLLECTION
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self.port}" if self.host else str(Path(self.data_dir) / "chroma")
+        return f"ChromaConnection({where!r}, collection={self.collection!r})"
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    chunk_id: str
+    score: float  # cosine similarity, 1 is identical
+
+
+def _client(connection: ChromaConnection):
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    if connection.host is None:
+        path = Path(connection.data_dir) / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+    headers = {"x-chroma-token": connection.token} if connection.token else None
+    optional = {
+        key: value
+        for key, value in (("tenant", connection.tenant), ("database", connection.database))
+        if value
+    }
+    return chromadb.HttpClient(
+        host=connection.host,
+        port=connection.port,
+        ssl=connection.ssl,
+        headers=headers,
+        settings=settings,
+        **optional,
+    )
+
+
+class MiniLMEmbeddingFunction:
+    """Chroma embedding function over :class:`MiniLMEmbedder`.
+
+    Registered on the collection so anyone opening it with Chroma directly (for
+    example ``collection.query(query_texts=[...])``) embeds queries with the same
+    model the pipeline indexed with.
+    """
+
+    def __init__(self, embedder: MiniLMEmbedder | None = None) -> None:
+        self._embedder = embedder or MiniLMEmbedder()
+
+    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:  # noqa: A002 - Chroma's protocol name
+        return list(self._embedder.embed(list(input)))
+
+    def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:  # noqa: A002
+        return self(input)
+
+    @staticmethod
+    def name() -> str:
+        return "docs_to_answer_minilm"
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine"]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": MODEL_NAME, "dimensions": DIMENSIONS}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
+        return MiniLMEmbeddingFunction()
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        return None
+
+    def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
+        return None
+
+
+def _register_embedding_function() -> None:
+    from chromadb.utils.embedding_functions import known_embedding_functions, register_embedding_function
+
+    if MiniLMEmbeddingFunction.name() not in known_embedding_functions:
+        register_embedding_function(MiniLMEmbeddingFunction)
+
+
+class VectorIndex:
+    """Upsert, delete and query chunk vectors in one Chroma collection."""
+
+    def __init__(self, connection: ChromaConnection, embedder: MiniLMEmbedder | None = None) -> None:
+        _register_embedding_function()
+        self.connection = connection
+        self.client = _client(connection)
+        self.collection = self.client.get_or_create_collection(
+            name=connection.collection,
+            embedding_function=MiniLMEmbeddingFunction(embedder),
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"embedding_model": MODEL_NAME},
+        )
+        self.max_batch_size = self.client.get_max_batch_size()
+
+    def __repr__(self) -> str:
+        return f"VectorIndex({self.connection!r})"
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def ids(self, source: str | None = None) -> set[str]:
+        where = {"source": source} if source is not None else None
+        return set(self.collection.get(where=where, include=[])["ids"])
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        embeddings: Sequence[np.ndarray] | np.ndarray,
+        documents: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Upsert in batches no larger than the client's maximum batch size."""
+        step = self.max_batch_size
+        for start in range(0, len(ids), step):
+            stop = start + step
+            self.collection.upsert(
+                ids=list(ids[start:stop]),
+                embeddings=np.asarray(embeddings[start:stop], dtype=np.float32),
+                documents=list(documents[start:stop]),
+                metadatas=[dict(metadata) for metadata in metadatas[start:stop]],
+            )
+
+    def delete(self, ids: Iterable[str]) -> int:
+        doomed = list(ids)
+        for start in range(0, len(doomed), self.max_batch_size):
+            self.collection.delete(ids=doomed[start : start + self.max_batch_size])
+        return len(doomed)
+
+    def query(self, embedding: np.ndarray, k: int) -> list[VectorHit]:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        result = self.collection.query(
+            query_embeddings=np.asarray([embedding], dtype=np.float32), n_results=k, include=["distances"]
+        )
+        # Chroma's cosine distance is 1 - cosine similarity.
+        return [
+            VectorHit(chunk_id=chunk_id, score=1.0 - float(distance))
+            for chunk_id, distance in zip(result["ids"][0], result["distances"][0], strict=True)
+        ]

@@ -1,0 +1,120 @@
+"""The state store on both backends: SQLite (local default) and real PostgreSQL (Heroku)."""
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from pipeline.store.state import StateStore, StoredChunk, normalize_database_url, sqlite_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    state = StateStore(url)
+    yield state
+    state.dispose()
+
+
+def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
+    store.save_page(
+        url=url,
+        source=source,
+        final_url=url,
+        status=200,
+        content_type="text/html",
+        etag=f'"{content_hash}"',
+        last_modified=None,
+        content_hash=content_hash,
+        html=html,
+        fetched_at=datetime.now(timezone.utc),
+    )
+
+
+def _chunk(chunk_id, url="http://d/a", source="docs"):
+    return StoredChunk(chunk_id, source, url, "A", ("H1", "H2"), f"text {chunk_id}", f"A > H1\ntext {chunk_id}", 5, 0)
+
+
+def test_heroku_postgres_scheme_is_rewritten():
+    assert normalize_database_url("postgres://u:p@h:5432/d") == "postgresql://u:p@h:5432/d"
+    assert normalize_database_url("postgresql://h/d") == "postgresql://h/d"
+
+
+def test_pages_round_trip_and_extraction_queue(store):
+    _save(store, "http://d/a", "h1", html="<p>é</p>")
+    _save(store, "http://d/b", "h2")
+    assert set(store.known_pages("docs")) == {"http://d/a", "http://d/b"}
+    assert store.page_owner("http://d/a") == "docs"
+    assert store.page_html("http://d/a") == ("<p>é</p>", "h1")
+    assert store.pages_to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+
+    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    assert store.pages_to_extract("docs", "v1") == ["http://d/b"]
+    # A new extractor version re-extracts stored pages without any fetch.
+    assert store.pages_to_extract("docs", "v2") == ["http://d/a", "http://d/b"]
+    _save(store, "http://d/a", "h1-changed")
+    assert store.pages_to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+
+    store.touch_page("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)
+    assert store.known_pages("docs")["http://d/b"].etag == '"new"'
+    assert store.page_html("http://d/b")[1] == "h2"
+
+
+def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
+    _save(store, "http://d/a", "h1")
+    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    assert [row["url"] for row in store.documents_to_chunk("docs", "cfg")] == ["http://d/a"]
+
+    assert store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="d1:cfg") == (2, 0)
+    assert store.documents_to_chunk("docs", "cfg") == []
+    assert [row["url"] for row in store.documents_to_chunk("docs", "other-cfg")] == ["http://d/a"]
+
+    vector = np.arange(384, dtype=np.float32) / 384
+    store.save_embeddings({"c1": vector})
+    assert [chunk_id for chunk_id, _ in store.chunks_without_embedding("docs")] == ["c2"]
+
+    assert store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c3")], chunked_key="d2:cfg") == (1, 1)
+    rows = store.chunks_by_id(["c1", "c3", "missing"], with_embeddings=True)
+    assert set(rows) == {"c1", "c3"}
+    np.testing.assert_array_equal(rows["c1"][1], vector)
+    assert rows["c3"][1] is None
+    assert rows["c1"][0].heading_path == ("H1", "H2")
+
+
+def test_deletions_cascade_through_reconciliation(store):
+    _save(store, "http://d/a", "h1")
+    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="d1:cfg")
+    _save(store, "http://o/x", "h9", source="other")
+    store.save_document(url="http://o/x", source="other", page_hash="h9", extractor_version="v1", title="X", sections=[], content_hash="d9")
+    store.replace_chunks(source="other", url="http://o/x", new_chunks=[_chunk("c9", "http://o/x", "other")], chunked_key="d9:cfg")
+
+    store.delete_page("http://d/a")
+    assert store.delete_orphan_documents("docs") == 1
+    assert store.delete_orphan_chunks("docs") == 1
+    assert store.chunk_ids() == {"c9"}
+    assert store.document_count() == 1
+
+
+def test_queries_candidates_rankings_cache_and_context_sets(store):
+    store.replace_queries([("q1", "first"), ("q2", "second")])
+    store.replace_queries([("q2", "second"), ("q1", "first")])
+    assert store.load_queries() == [("q2", "second"), ("q1", "first")]
+
+    store.replace_candidates({"q1": [("c1", 0.9), ("c2", 0.5)]})
+    assert store.load_candidates() == {"q1": [(1, "c1", 0.9), (2, "c2", 0.5)]}
+
+    store.replace_reranked(
+        [{"query_id": "q1", "model": "m", "reranked": True, "api_version": "2", "search_units": 1, "cached": False, "error": None, "ranking": [[2, 0.8], [1, 0.1]]}]
+    )
+    assert store.load_reranked()["q1"]["ranking"] == [[2, 0.8], [1, 0.1]]
+
+    assert store.cache_get("k") is None
+    store.cache_put("k", {"results": [{"index": 0, "relevance_score": 0.5}]})
+    store.cache_put("k", {"results": []})
+    assert store.cache_get("k") == {"results": []}
+
+    first = {"query_id": "q1", "query": "first", "model": "m", "reranked": True, "passages": [{"rank": 1}]}
+    store.save_context_sets("run-1", [first])
+    store.save_context_sets("run-2", [{**first, "passages": []}])
+    assert store.latest_context_sets()["q1"]["passages"] == []
