@@ -7,9 +7,9 @@ timeouts, refused connections, one malformed 200) are retried with backoff; erro
 that would recur on every request (400, 401, 403, 404) are raised at once with a
 message that names the config var to fix.
 
-The API key lives only in the ``Authorization`` header of the pooled client; every
-message built from server or transport text passes through :meth:`RerankClient._redact`
-in case a server echoes the token back.
+The API key lives only in the ``Authorization`` header of the pooled client (httpx masks
+it in reprs); every message built from server or transport text passes through
+:meth:`RerankClient._redact` in case a server echoes the token back.
 """
 
 from __future__ import annotations
@@ -334,18 +334,16 @@ class RequestRateLimiter:
         return self.window_seconds / self.requests_per_minute
 
     def acquire(self) -> float:
-        """Block until a request may be sent, record it, and return the seconds waited."""
-        waited = 0.0
+        """Block until a request may be sent; record and return the clock time it was admitted."""
         while True:
             with self._lock:
                 now = self._clock()
                 delay = self._delay(now)
                 if delay <= 0:
                     self._sent.append(now)
-                    return waited
+                    return now
             # Sleep outside the lock and re-check: a push_back may arrive meanwhile.
             self._sleep(delay)
-            waited += delay
 
     def push_back(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now."""
@@ -423,7 +421,6 @@ class RerankClient:
         self.max_attempts = max_attempts
         self.max_total_seconds = max_total_seconds
         self.max_document_tokens = max_document_tokens
-        self._api_key = api_key
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -744,7 +741,8 @@ class RerankClient:
         return self._redact(text[:_SERVER_TEXT_LIMIT])
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[REDACTED]")
+        api_key = self._http.headers["authorization"].removeprefix("Bearer ")
+        return text.replace(api_key, "[REDACTED]")
 
 
 def _check_top_n(top_n: int | None) -> None:
