@@ -463,28 +463,41 @@ class RerankClient:
     ) -> list[RerankOutcome]:
         """Rerank every request in parallel, in request order; one query's failure is its own outcome.
 
-        A configuration error (401, 403, 404) cancels the queued queries and is raised:
-        every other request would fail the same way. The cache and ``on_result`` are
+        A configuration error (401, 403, 404) stops every query not yet sent and is
+        raised: all of them would fail the same way. The cache and ``on_result`` are
         only called from the calling thread, so neither needs to be thread-safe.
         """
         outcomes: list[RerankOutcome | None] = [None] * len(requests)
+        aborted = threading.Event()
 
         def finish(position: int, outcome: RerankOutcome) -> None:
             outcomes[position] = outcome
             if on_result is not None:
                 on_result(outcome)
 
+        def run(query: str, documents: list[str], top_n: int | None) -> RerankResponse | None:
+            # Workers check and set the flag themselves so an abort does not wait for the main thread.
+            if aborted.is_set():
+                return None
+            try:
+                return self._rerank_prepared(query, documents, top_n)
+            except RerankConfigurationError:
+                aborted.set()
+                raise
+
         pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rerank")
-        pending: dict[Future[RerankResponse], tuple[int, str]] = {}
+        pending: dict[Future[RerankResponse | None], tuple[int, str]] = {}
         try:
             for position, request in enumerate(requests):
+                if aborted.is_set():
+                    break
                 documents = self.prepare_documents(request.documents)
                 key = cache_key(self.model, request.query, documents, request.top_n)
                 cached = self._cached_response(cache, key)
                 if cached is not None:
                     finish(position, RerankOutcome.succeeded(request.query_id, cached, cached=True))
                     continue
-                future = pool.submit(self._rerank_prepared, request.query, documents, request.top_n)
+                future = pool.submit(run, request.query, documents, request.top_n)
                 pending[future] = (position, key)
             for future in as_completed(pending):
                 position, key = pending[future]
@@ -496,11 +509,13 @@ class RerankClient:
                 except RerankError as error:
                     finish(position, RerankOutcome.failed(query_id, error))
                     continue
+                if response is None:
+                    continue
                 if cache is not None:
                     cache.put(key, response.to_cache_value())
                 finish(position, RerankOutcome.succeeded(query_id, response))
         finally:
-            # On an abort, queued queries are dropped; those in flight finish their current call.
+            # Requests already in flight finish their current call; queued ones are dropped.
             pool.shutdown(wait=True, cancel_futures=True)
         return [outcome for outcome in outcomes if outcome is not None]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -12,16 +13,23 @@ import httpx
 import pytest
 
 from pipeline.rerank import (
+    InMemoryRerankCache,
+    RequestRateLimiter,
     RerankBadRequest,
     RerankClient,
     RerankError,
     RerankForbidden,
     RerankModelNotFound,
+    RerankOutcome,
     RerankProtocolError,
     RerankRateLimited,
+    RerankRequest,
+    RerankResponse,
     RerankServerError,
+    RerankStats,
     RerankUnauthorized,
     RerankUnavailable,
+    cache_key,
 )
 from pipeline.tokens import count_tokens, truncate_to_tokens
 
@@ -377,3 +385,143 @@ def test_invalid_arguments_are_rejected_before_any_request(make_client, rerank_s
     with pytest.raises(ValueError, match="RERANK_KEY is empty"):
         RerankClient(rerank_service.url, "", "cohere-rerank-3-5")
     assert rerank_service.requests == []
+
+
+# --- rate limiter ---------------------------------------------------------------------------
+
+
+def _most_in_any_window(times: list[float], window: float) -> int:
+    """The largest number of times inside any half-open window [t, t + window)."""
+    return max(sum(start <= other < start + window for other in times) for start in times)
+
+
+def test_limiter_admits_at_most_n_per_window(fake_clock):
+    limiter = RequestRateLimiter(3, clock=fake_clock, sleep=fake_clock.sleep)
+    admitted = [limiter.acquire() for _ in range(10)]
+
+    assert admitted[:3] == [1000.0] * 3
+    assert admitted[3:6] == [1060.0] * 3
+    assert admitted[9] == 1180.0
+    assert _most_in_any_window(admitted, 60.0) == 3
+
+
+def test_limiter_push_back_delays_the_next_request(fake_clock):
+    limiter = RequestRateLimiter(100, clock=fake_clock, sleep=fake_clock.sleep)
+    first = limiter.acquire()
+    limiter.push_back(12.5)
+    limiter.push_back(3.0)
+
+    assert limiter.acquire() == first + 12.5
+    assert limiter.slot_interval == 0.6
+
+
+def test_limiter_holds_across_threads():
+    limiter = RequestRateLimiter(5, window_seconds=0.2)
+    admitted: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(5):
+            stamp = limiter.acquire()
+            with lock:
+                admitted.append(stamp)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(admitted) == 20
+    assert _most_in_any_window(admitted, 0.2) == 5
+    assert max(admitted) - min(admitted) >= 3 * 0.2
+
+
+# --- rerank_many ----------------------------------------------------------------------------
+
+
+def _requests(*queries: str) -> list[RerankRequest]:
+    return [RerankRequest(f"q{number}", query, DOCUMENTS, top_n=2) for number, query in enumerate(queries)]
+
+
+def test_rerank_many_runs_queries_in_parallel(start_service, make_client):
+    service = start_service(added_latency_seconds=0.3)
+    client = make_client(base_url=service.url, sleep=time.sleep, clock=time.monotonic)
+    outcomes = client.rerank_many(_requests(*(f"{QUERY} {n}" for n in range(6))), max_workers=6)
+
+    assert [outcome.query_id for outcome in outcomes] == [f"q{n}" for n in range(6)]
+    assert all(outcome.ok and len(outcome.response.results) == 2 for outcome in outcomes)
+    logged = service.requests
+    assert len(logged) == 6
+    # Every request arrived before any finished: they were all in flight at once.
+    assert max(entry.received_at for entry in logged) < min(entry.finished_at for entry in logged)
+    stats = RerankStats.from_outcomes(outcomes)
+    assert stats.latency_p50_seconds >= 0.3
+
+
+def test_rerank_many_isolates_failing_queries(make_client, rerank_service):
+    rerank_service.faults.add("500", times=None, query="fails")
+    reported: list[RerankOutcome] = []
+    outcomes = make_client(max_attempts=2).rerank_many(
+        _requests(QUERY, "", "fails", "database pool size"), max_workers=4, on_result=reported.append
+    )
+
+    assert [outcome.ok for outcome in outcomes] == [True, False, False, True]
+    assert outcomes[1].error_type == "RerankBadRequest" and "query must be a non-empty string" in outcomes[1].error
+    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].error.startswith("RerankServerError: ")
+    assert sorted(outcome.query_id for outcome in reported) == ["q0", "q1", "q2", "q3"]
+    stats = RerankStats.from_outcomes(outcomes)
+    assert (stats.queries, stats.succeeded, stats.failed, stats.cache_hits) == (4, 2, 2, 0)
+    assert (stats.calls, stats.retries, stats.rate_limited, stats.search_units) == (5, 1, 0, 2)
+    assert stats.calls == len(rerank_service.requests)
+
+
+def test_rerank_many_aborts_on_a_configuration_error(make_client, rerank_service):
+    client = make_client(api_key="wrong-key-0000")
+    with pytest.raises(RerankUnauthorized):
+        client.rerank_many(_requests(*(f"query {n}" for n in range(40))), max_workers=2)
+
+    # Only the requests already in flight (one per worker, give or take a race) reach the service.
+    assert len(rerank_service.requests) <= 4
+
+
+def test_rerank_many_serves_repeats_from_the_cache(make_client, rerank_service):
+    client = make_client()
+    cache = InMemoryRerankCache()
+    requests = _requests(QUERY, "database pool size", "bananas")
+    first = client.rerank_many(requests, cache=cache)
+    calls_after_first = len(rerank_service.requests)
+    second = client.rerank_many(requests, cache=cache)
+
+    assert calls_after_first == 3 and len(cache) == 3
+    assert len(rerank_service.requests) == calls_after_first
+    assert all(outcome.cached and outcome.response.search_units == 0 for outcome in second)
+    assert [o.response.results for o in second] == [o.response.results for o in first]
+    stats = RerankStats.from_outcomes(second)
+    assert (stats.calls, stats.cache_hits, stats.search_units) == (0, 3, 0)
+    assert stats.latency_p50_seconds is None
+
+
+def test_cache_key_covers_model_query_documents_order_and_top_n():
+    base = cache_key("cohere-rerank-3-5", "q", ["a", "b"], 3)
+    assert base == cache_key("cohere-rerank-3-5", "q", ["a", "b"], 3)
+    variants = [
+        cache_key("amazon-rerank-1-0", "q", ["a", "b"], 3),
+        cache_key("cohere-rerank-3-5", "q2", ["a", "b"], 3),
+        cache_key("cohere-rerank-3-5", "q", ["b", "a"], 3),
+        cache_key("cohere-rerank-3-5", "q", ["a", "b "], 3),
+        cache_key("cohere-rerank-3-5", "q", ["a", "b"], None),
+    ]
+    assert len({base, *variants}) == 6 and len(base) == 64
+
+
+def test_stats_percentiles_use_nearest_rank():
+    outcomes = [
+        RerankOutcome.succeeded(
+            f"q{n}", RerankResponse((), "2", False, 1, 1, 0, 0, latency_seconds=float(n))
+        )
+        for n in range(1, 21)
+    ]
+    stats = RerankStats.from_outcomes(outcomes)
+    assert (stats.latency_p50_seconds, stats.latency_p95_seconds) == (10.0, 19.0)
+    assert stats.search_units == 20 and stats.calls == 20
