@@ -68,9 +68,17 @@ def start_service(scorer: LocalRelevanceScorer) -> Iterator[Callable[..., LocalR
         service.stop()
 
 
+@pytest.fixture(scope="session")
+def _shared_service(scorer: LocalRelevanceScorer) -> Iterator[LocalRerankService]:
+    with LocalRerankService(ServiceConfig(api_key=API_KEY, test_mode=True), scorer=scorer) as service:
+        yield service
+
+
 @pytest.fixture
-def rerank_service(start_service) -> LocalRerankService:
-    return start_service()
+def rerank_service(_shared_service: LocalRerankService) -> LocalRerankService:
+    """The default service (test mode), with an empty request log and no queued faults."""
+    _shared_service.service.clear()
+    return _shared_service
 
 
 @pytest.fixture

@@ -294,14 +294,14 @@ def test_refused_connection_raises_unavailable(make_client):
 
 
 def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_service):
-    documents = [f"note {position}" for position in range(2345)]
-    relevant = {1500: "database connection pooling reuses connections", 2300: "connection pooling for a database"}
+    documents = [f"note {position}" for position in range(2050)]
+    relevant = {1500: "database connection pooling reuses connections", 2040: "connection pooling for a database"}
     for position, text in relevant.items():
         documents[position] = text
     response = make_client().rerank("database connection pooling", documents, top_n=5)
 
     batches = rerank_service.requests
-    assert [logged.document_count for logged in batches] == [1000, 1000, 345]
+    assert [logged.document_count for logged in batches] == [1000, 1000, 50]
     assert all(logged.top_n is None for logged in batches)
     # Every document's score as the service returned it, by position in the caller's list.
     served = {
@@ -309,12 +309,12 @@ def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_ser
         for offset, logged in zip((0, 1000, 2000), batches)
         for index, score in logged.results
     }
-    assert len(served) == 2345
+    assert len(served) == 2050
     expected_top = sorted(served, key=lambda position: (-served[position], position))[:5]
     assert [result.index for result in response.results] == expected_top
     assert [result.relevance_score for result in response.results] == [served[p] for p in expected_top]
     assert {result.index for result in response.results[:2]} == set(relevant)
-    assert response.search_units == 10 + 10 + 4 and response.requests == 3
+    assert response.search_units == 10 + 10 + 1 and response.requests == 3
 
 
 def test_long_documents_are_truncated_before_sending(make_client, rerank_service):
