@@ -75,3 +75,16 @@ def test_bm25_normalises_for_document_length():
 def test_bm25_without_query_words_scores_zero():
     assert list(lexical_scores("?!", ["anything at all"])) == [0.0]
     assert tokenize("Connection-Pooling, v2!") == ["connection", "pooling", "v2"]
+
+
+def test_seeded_vectors_replace_embedding(scorer):
+    seeded = LocalRelevanceScorer(scorer.embedder)
+    irrelevant = "Knitting a scarf takes patience and a good pair of needles."
+    query_vector = scorer.embedder.embed([QUERY])
+    seeded.seed_vectors([irrelevant], query_vector)
+
+    # The seeded vector equals the query's, so the dense part is a perfect match.
+    assert seeded.dense_scores(QUERY, [irrelevant])[0] == pytest.approx(1.0, abs=1e-5)
+    assert scorer.dense_scores(QUERY, [irrelevant])[0] < 0.2
+    with pytest.raises(ValueError, match="1 documents but 2 vectors"):
+        seeded.seed_vectors(["one"], query_vector.repeat(2, axis=0))
