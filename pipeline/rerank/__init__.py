@@ -5,6 +5,7 @@ No Dagster here; ``pipeline/defs`` wraps these in resources and assets.
 
 from pipeline.rerank.client import (
     InMemoryRerankCache,
+    RequestRateLimiter,
     RerankBadRequest,
     RerankCache,
     RerankClient,
@@ -22,12 +23,17 @@ from pipeline.rerank.client import (
     RerankStats,
     RerankUnauthorized,
     RerankUnavailable,
-    RequestRateLimiter,
     cache_key,
 )
 from pipeline.rerank.contract import KNOWN_MODELS, MAX_DOCUMENTS_PER_REQUEST, search_units
 from pipeline.rerank.scoring import LocalRelevanceScorer
-from pipeline.rerank.service import LocalRerankService, LoggedRequest, RerankService, ServiceConfig, run_service
+from pipeline.rerank.service import (
+    LocalRerankService,
+    LoggedRequest,
+    RerankService,
+    ServiceConfig,
+    run_service,
+)
 
 __all__ = [
     "KNOWN_MODELS",

@@ -552,12 +552,18 @@ class RerankClient:
                 batches = []
                 merged: list[RerankResult] = []
                 for offset in range(0, len(documents), MAX_DOCUMENTS_PER_REQUEST):
-                    batch = self._call(query, documents[offset : offset + MAX_DOCUMENTS_PER_REQUEST], None, tally)
+                    batch = self._call(
+                        query, documents[offset : offset + MAX_DOCUMENTS_PER_REQUEST], None, tally
+                    )
                     batches.append(batch)
                     merged.extend(RerankResult(offset + r.index, r.relevance_score) for r in batch.results)
                 results = tuple(_ranked(merged)[:top_n])
         except RerankError as error:
-            error.requests, error.retries, error.rate_limited = tally.requests, tally.retries, tally.rate_limited
+            error.requests, error.retries, error.rate_limited = (
+                tally.requests,
+                tally.retries,
+                tally.rate_limited,
+            )
             raise
         return RerankResponse(
             results=results,
@@ -578,26 +584,15 @@ class RerankClient:
         expected = min(top_n, len(documents)) if top_n is not None else len(documents)
         started = self._clock()
         protocol_failures = 0
-        for attempt_number in range(1, self.max_attempts + 1):
+        attempt_number = 0
+        while True:
+            attempt_number += 1
             self.limiter.acquire()
             tally.requests += 1
             try:
                 response = self._http.post(RERANK_PATH, json=body)
-            except httpx.TimeoutException as exc:
-                attempt = _Attempt(
-                    RerankUnavailable(
-                        f"could not reach RERANK_URL={self.base_url}: no response within the timeout "
-                        f"({type(exc).__name__})"
-                    ),
-                    self._backoff(attempt_number),
-                )
             except httpx.TransportError as exc:
-                attempt = _Attempt(
-                    RerankUnavailable(
-                        f"could not reach RERANK_URL={self.base_url}: {type(exc).__name__}: {self._redact(str(exc))}"
-                    ),
-                    self._backoff(attempt_number),
-                )
+                attempt = _Attempt(RerankUnavailable(self._unreachable(exc)), self._backoff(attempt_number))
             else:
                 if response.status_code == 200:
                     self._respect_rate_headers(response)
@@ -611,7 +606,7 @@ class RerankClient:
                 else:
                     attempt = self._failed_status(response, attempt_number, tally)
             elapsed = self._clock() - started
-            if attempt_number == self.max_attempts or elapsed + attempt.delay > self.max_total_seconds:
+            if attempt_number >= self.max_attempts or elapsed + attempt.delay > self.max_total_seconds:
                 raise self._gave_up(attempt.error, attempt_number, elapsed)
             log.warning(
                 "rerank request to %s (model %s) failed: %s; retry %d of %d in %.2fs",
@@ -624,7 +619,6 @@ class RerankClient:
             )
             tally.retries += 1
             self._sleep(attempt.delay)
-        raise AssertionError("unreachable: the last attempt always returns or raises")
 
     def _failed_status(self, response: httpx.Response, attempt_number: int, tally: _Tally) -> _Attempt:
         """Map a non-200 response to an error; raise it now unless it is worth retrying."""
@@ -632,10 +626,13 @@ class RerankClient:
         detail = self._server_message(response)
         error: RerankError
         if status == 400:
-            error = RerankBadRequest(f"{self.base_url} rejected the rerank request (HTTP 400): {detail}", status_code=status)
+            error = RerankBadRequest(
+                f"{self.base_url} rejected the rerank request (HTTP 400): {detail}", status_code=status
+            )
         elif status == 401:
             error = RerankUnauthorized(
-                f"RERANK_KEY was rejected by {self.base_url}: check the RERANK_KEY config var", status_code=status
+                f"RERANK_KEY was rejected by {self.base_url}: check the RERANK_KEY config var",
+                status_code=status,
             )
         elif status == 403:
             error = RerankForbidden(
@@ -654,7 +651,9 @@ class RerankClient:
             delay = self._rate_limit_delay(response, attempt_number)
             self.limiter.push_back(delay)
             return _Attempt(
-                RerankRateLimited(f"{self.base_url} rate-limited model {self.model} (HTTP 429)", status_code=status),
+                RerankRateLimited(
+                    f"{self.base_url} rate-limited model {self.model} (HTTP 429)", status_code=status
+                ),
                 delay,
             )
         elif status >= 500:
@@ -663,7 +662,9 @@ class RerankClient:
                 self._backoff(attempt_number),
             )
         elif 400 <= status < 500:
-            error = RerankBadRequest(f"{self.base_url} rejected the rerank request (HTTP {status}): {detail}", status_code=status)
+            error = RerankBadRequest(
+                f"{self.base_url} rejected the rerank request (HTTP {status}): {detail}", status_code=status
+            )
         else:
             error = RerankProtocolError(
                 f"unexpected HTTP {status} from {self.base_url}{RERANK_PATH}"
@@ -672,6 +673,13 @@ class RerankClient:
             )
             error.retryable = False
         raise error
+
+    def _unreachable(self, exc: httpx.TransportError) -> str:
+        if isinstance(exc, httpx.TimeoutException):
+            reason = f"no response within the timeout ({type(exc).__name__})"
+        else:
+            reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
+        return f"could not reach RERANK_URL={self.base_url}: {reason}"
 
     def _gave_up(self, error: RerankError, attempts: int, elapsed: float) -> RerankError:
         return type(error)(
@@ -694,7 +702,10 @@ class RerankClient:
 
     def _respect_rate_headers(self, response: httpx.Response) -> None:
         """When a success says the quota is spent, hold every thread until it resets."""
-        remaining = _first_header(response.headers, ("x-ratelimit-remaining", "x-ratelimit-remaining-requests", "ratelimit-remaining"))
+        remaining = _first_header(
+            response.headers,
+            ("x-ratelimit-remaining", "x-ratelimit-remaining-requests", "ratelimit-remaining"),
+        )
         if remaining is None:
             return
         try:

@@ -98,7 +98,10 @@ class LocalRelevanceScorer:
         if len(documents) != len(vectors):
             raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
         self._remember(
-            {_text_key(document): np.asarray(vector, dtype=np.float32) for document, vector in zip(documents, vectors)}
+            {
+                _text_key(document): np.asarray(vector, dtype=np.float32)
+                for document, vector in zip(documents, vectors)
+            }
         )
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:

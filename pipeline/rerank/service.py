@@ -84,12 +84,14 @@ class ServiceConfig:
                 raise ValueError(f"ServiceConfig.{name} must be within [0, 1], got {rate}")
         unknown = set(self.allowed_models or ()) - set(KNOWN_MODELS)
         if unknown:
-            raise ValueError(f"allowed_models lists unknown models {sorted(unknown)}; known: {', '.join(KNOWN_MODELS)}")
+            raise ValueError(
+                f"allowed_models lists unknown models {sorted(unknown)}; known: {', '.join(KNOWN_MODELS)}"
+            )
 
 
 @dataclass(frozen=True)
 class LoggedRequest:
-    """One request as the service saw it. ``authorized`` says whether the token matched; the token is not kept."""
+    """One request as the service saw it; ``authorized`` says whether the token matched (never the token)."""
 
     received_at: float
     finished_at: float
@@ -277,7 +279,9 @@ class RerankService:
             raise _BadRequest(400, "bad_request", "missing required field: model")
         seen.model = model
         if model not in KNOWN_MODELS:
-            raise _BadRequest(404, "not_found", f"model {model!r} not found; available models: {', '.join(KNOWN_MODELS)}")
+            raise _BadRequest(
+                404, "not_found", f"model {model!r} not found; available models: {', '.join(KNOWN_MODELS)}"
+            )
         if self.config.allowed_models is not None and model not in self.config.allowed_models:
             raise _BadRequest(403, "forbidden", f"this key has no access to model {model!r}")
         query, documents, top_n = _validated_fields(body)
@@ -337,10 +341,14 @@ class RerankService:
                 window.append(now)
                 return
             wait = window[0] + RATE_WINDOW_SECONDS - now
-        raise self._rate_limited(f"rate limit of {limit} requests per minute exceeded for model {model!r}", wait)
+        raise self._rate_limited(
+            f"rate limit of {limit} requests per minute exceeded for model {model!r}", wait
+        )
 
     def _rate_limited(self, message: str, retry_after: float) -> _BadRequest:
-        headers = None if self.config.omit_retry_after else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+        headers = (
+            None if self.config.omit_retry_after else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+        )
         return _BadRequest(429, "rate_limited", message, headers)
 
     def _choose_fault(self, request: Request, query: str) -> Fault | None:
@@ -358,7 +366,11 @@ class RerankService:
             return None
         with self._rng_lock:
             draw = self._rng.random()
-        for kind, rate in (("500", config.error_rate), ("timeout", config.timeout_rate), ("malformed", config.malformed_rate)):
+        for kind, rate in (
+            ("500", config.error_rate),
+            ("timeout", config.timeout_rate),
+            ("malformed", config.malformed_rate),
+        ):
             if draw < rate:
                 return Fault(kind)
             draw -= rate
@@ -370,15 +382,21 @@ class RerankService:
             await asyncio.sleep(fault.latency_seconds)
             return None
         if fault.kind == "500":
-            return JSONResponse({"error": "internal_error", "message": "injected fault: internal error"}, status_code=500)
+            return JSONResponse(
+                {"error": "internal_error", "message": "injected fault: internal error"}, status_code=500
+            )
         if fault.kind == "429":
-            raise self._rate_limited("injected fault: rate limit exceeded", self.config.fault_retry_after_seconds)
+            raise self._rate_limited(
+                "injected fault: rate limit exceeded", self.config.fault_retry_after_seconds
+            )
         if fault.kind == "malformed":
             return Response(MALFORMED_BODY, status_code=200, media_type="application/json")
         deadline = time.monotonic() + self.config.hang_seconds
         while not self._stopping.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(_HANG_POLL_SECONDS)
-        return JSONResponse({"error": "timeout", "message": "injected fault: upstream timeout"}, status_code=504)
+        return JSONResponse(
+            {"error": "timeout", "message": "injected fault: upstream timeout"}, status_code=504
+        )
 
 
 def _validated_fields(body: dict[str, Any]) -> tuple[str, list[str], int | None]:
@@ -397,7 +415,9 @@ def _validated_fields(body: dict[str, Any]) -> tuple[str, list[str], int | None]
         raise _BadRequest(400, "bad_request", "documents must not be empty")
     if len(documents) > MAX_DOCUMENTS_PER_REQUEST:
         raise _BadRequest(
-            400, "bad_request", f"too many documents: {len(documents)} (at most {MAX_DOCUMENTS_PER_REQUEST} per request)"
+            400,
+            "bad_request",
+            f"too many documents: {len(documents)} (at most {MAX_DOCUMENTS_PER_REQUEST} per request)",
         )
     top_n = body.get("top_n")
     if top_n is not None and (type(top_n) is not int or top_n < 1):
@@ -453,18 +473,27 @@ class LocalRerankService:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((self.host, self._requested_port))
         config = uvicorn.Config(
-            self.service.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+            self.service.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, name="local-rerank-service", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name="local-rerank-service",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + ready_timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"local rerank service did not start on {self.host}:{self._requested_port}")
+                raise RuntimeError(
+                    f"local rerank service did not start on {self.host}:{self._requested_port}"
+                )
             time.sleep(0.01)
 
     def stop(self) -> None:
@@ -485,7 +514,9 @@ class LocalRerankService:
         self.stop()
 
 
-def run_service(host: str = "127.0.0.1", port: int = 8765, *, config: ServiceConfig, warm: bool = True) -> None:
+def run_service(
+    host: str = "127.0.0.1", port: int = 8765, *, config: ServiceConfig, warm: bool = True
+) -> None:
     """Serve the local rerank service in the foreground until interrupted."""
     service = RerankService(config)
     if warm:

@@ -53,7 +53,7 @@ def scorer() -> LocalRelevanceScorer:
 
 @pytest.fixture
 def start_service(scorer: LocalRelevanceScorer) -> Iterator[Callable[..., LocalRerankService]]:
-    """Start a service with ServiceConfig overrides (test_mode on by default); all are stopped after the test."""
+    """Start a service with ServiceConfig overrides (test_mode on by default); stopped after the test."""
     started: list[LocalRerankService] = []
 
     def start(**overrides) -> LocalRerankService:
@@ -82,7 +82,9 @@ def rerank_service(_shared_service: LocalRerankService) -> LocalRerankService:
 
 
 @pytest.fixture
-def make_client(rerank_service: LocalRerankService, fake_clock: FakeClock) -> Iterator[Callable[..., RerankClient]]:
+def make_client(
+    rerank_service: LocalRerankService, fake_clock: FakeClock
+) -> Iterator[Callable[..., RerankClient]]:
     """Clients of ``rerank_service`` that sleep on ``fake_clock`` (so backoffs are recorded, not waited)."""
     clients: list[RerankClient] = []
 

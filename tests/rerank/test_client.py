@@ -86,7 +86,13 @@ def test_bad_request_surfaces_the_server_message_without_retrying(make_client, r
 @pytest.mark.parametrize(
     ("client_options", "service_options", "error_type", "status", "phrases"),
     [
-        ({"api_key": "wrong-key-0000"}, {}, RerankUnauthorized, 401, ["RERANK_KEY was rejected by http://127.0.0.1:"]),
+        (
+            {"api_key": "wrong-key-0000"},
+            {},
+            RerankUnauthorized,
+            401,
+            ["RERANK_KEY was rejected by http://127.0.0.1:"],
+        ),
         (
             {},
             {"allowed_models": ["amazon-rerank-1-0"]},
@@ -99,7 +105,11 @@ def test_bad_request_surfaces_the_server_message_without_retrying(make_client, r
             {},
             RerankModelNotFound,
             404,
-            ["unknown model cohere-rerank-9", "valid: cohere-rerank-3-5, amazon-rerank-1-0", "RERANK_MODEL_ID"],
+            [
+                "unknown model cohere-rerank-9",
+                "valid: cohere-rerank-3-5, amazon-rerank-1-0",
+                "RERANK_MODEL_ID",
+            ],
         ),
     ],
     ids=["401", "403", "404"],
@@ -164,8 +174,12 @@ def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
         return httpx.Response(429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1m30s"})
 
     client = RerankClient(
-        "https://inference.example", "key", "cohere-rerank-3-5", transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep, clock=fake_clock,
+        "https://inference.example",
+        "key",
+        "cohere-rerank-3-5",
+        transport=httpx.MockTransport(handler),
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
     )
     client.rerank(QUERY, ["one document"])
 
@@ -176,11 +190,17 @@ def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
 
 def test_exhausted_quota_on_a_success_holds_the_next_request(fake_clock):
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"})
+        return httpx.Response(
+            200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"}
+        )
 
     client = RerankClient(
-        "https://inference.example", "key", "cohere-rerank-3-5", transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep, clock=fake_clock,
+        "https://inference.example",
+        "key",
+        "cohere-rerank-3-5",
+        transport=httpx.MockTransport(handler),
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
     )
     client.rerank(QUERY, ["one document"])
     assert fake_clock.sleeps == []
@@ -230,7 +250,10 @@ def test_timeout_is_retried(start_service, make_client):
     deadline = time.monotonic() + 3
     while len(service.requests) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sorted((logged.fault or "", logged.status) for logged in service.requests) == [("", 200), ("timeout", 504)]
+    assert sorted((logged.fault or "", logged.status) for logged in service.requests) == [
+        ("", 200),
+        ("timeout", 504),
+    ]
 
 
 def test_persistent_timeout_raises_unavailable(start_service, make_client):
@@ -262,7 +285,10 @@ def test_repeated_malformed_bodies_raise_protocol_error(make_client, rerank_serv
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ({"results": [{"index": 5, "relevance_score": 0.5}], "meta": OK_BODY["meta"]}, "outside the 1 documents"),
+        (
+            {"results": [{"index": 5, "relevance_score": 0.5}], "meta": OK_BODY["meta"]},
+            "outside the 1 documents",
+        ),
         ({"results": [{"index": 0}], "meta": OK_BODY["meta"]}, "malformed result"),
         ({"results": [{"index": 0, "relevance_score": 0.5}], "meta": {}}, "search_units"),
         ({"meta": OK_BODY["meta"]}, "no 'results' list"),
@@ -272,9 +298,12 @@ def test_repeated_malformed_bodies_raise_protocol_error(make_client, rerank_serv
 )
 def test_contract_violations_in_a_200_are_protocol_errors(fake_clock, body, reason):
     client = RerankClient(
-        "https://inference.example", "key", "cohere-rerank-3-5",
+        "https://inference.example",
+        "key",
+        "cohere-rerank-3-5",
         transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body)),
-        sleep=fake_clock.sleep, clock=fake_clock,
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
     )
     with pytest.raises(RerankProtocolError) as caught:
         client.rerank(QUERY, ["one document"])
@@ -295,7 +324,10 @@ def test_refused_connection_raises_unavailable(make_client):
 
 def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_service):
     documents = [f"note {position}" for position in range(2050)]
-    relevant = {1500: "database connection pooling reuses connections", 2040: "connection pooling for a database"}
+    relevant = {
+        1500: "database connection pooling reuses connections",
+        2040: "connection pooling for a database",
+    }
     for position, text in relevant.items():
         documents[position] = text
     response = make_client().rerank("database connection pooling", documents, top_n=5)
@@ -368,8 +400,12 @@ def test_a_key_echoed_by_the_server_is_redacted(fake_clock):
         return httpx.Response(400, json={"message": f"bad header {request.headers['authorization']}"})
 
     client = RerankClient(
-        "https://inference.example", "secret-key-123", "cohere-rerank-3-5", transport=httpx.MockTransport(echo),
-        sleep=fake_clock.sleep, clock=fake_clock,
+        "https://inference.example",
+        "secret-key-123",
+        "cohere-rerank-3-5",
+        transport=httpx.MockTransport(echo),
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
     )
     with pytest.raises(RerankBadRequest) as caught:
         client.rerank(QUERY, ["one document"])
@@ -467,8 +503,13 @@ def test_rerank_many_isolates_failing_queries(make_client, rerank_service):
     )
 
     assert [outcome.ok for outcome in outcomes] == [True, False, False, True]
-    assert outcomes[1].error_type == "RerankBadRequest" and "query must be a non-empty string" in outcomes[1].error
-    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].error.startswith("RerankServerError: ")
+    assert (
+        outcomes[1].error_type == "RerankBadRequest"
+        and "query must be a non-empty string" in outcomes[1].error
+    )
+    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].error.startswith(
+        "RerankServerError: "
+    )
     assert sorted(outcome.query_id for outcome in reported) == ["q0", "q1", "q2", "q3"]
     stats = RerankStats.from_outcomes(outcomes)
     assert (stats.queries, stats.succeeded, stats.failed, stats.cache_hits) == (4, 2, 2, 0)
@@ -517,9 +558,7 @@ def test_cache_key_covers_model_query_documents_order_and_top_n():
 
 def test_stats_percentiles_use_nearest_rank():
     outcomes = [
-        RerankOutcome.succeeded(
-            f"q{n}", RerankResponse((), "2", False, 1, 1, 0, 0, latency_seconds=float(n))
-        )
+        RerankOutcome.succeeded(f"q{n}", RerankResponse((), "2", False, 1, 1, 0, 0, latency_seconds=float(n)))
         for n in range(1, 21)
     ]
     stats = RerankStats.from_outcomes(outcomes)

@@ -8,7 +8,9 @@ from pipeline.embedding import MiniLMEmbedder
 from pipeline.rerank.scoring import DENSE_WEIGHT, LocalRelevanceScorer, lexical_scores, tokenize
 
 QUERY = "How do I optimize database connection pooling?"
-RELEVANT = "Connection pooling reduces database overhead by reusing existing connections instead of opening new ones."
+RELEVANT = (
+    "Connection pooling reduces database overhead by reusing existing connections instead of opening new ones"
+)
 DOCUMENTS = [
     "Bananas are a yellow fruit rich in potassium.",
     "The museum opens at nine and closes at five on weekdays.",
@@ -59,7 +61,12 @@ def test_a_document_scores_about_the_same_in_any_candidate_set(scorer):
 
 
 def test_bm25_prefers_more_query_terms_and_stays_below_one():
-    documents = ["database connection pooling", "database tuning", "gardening tips", "database database database"]
+    documents = [
+        "database connection pooling",
+        "database tuning",
+        "gardening tips",
+        "database database database",
+    ]
     full, partial, none, repeated = lexical_scores("database connection pooling", documents)
 
     assert full > partial > none == 0.0

@@ -58,7 +58,11 @@ def test_success_follows_the_contract(post, rerank_service):
     assert results[0]["index"] == 0
     [logged] = rerank_service.requests
     assert (logged.status, logged.model, logged.query, logged.documents, logged.top_n) == (
-        200, MODEL, QUERY, tuple(DOCUMENTS), None
+        200,
+        MODEL,
+        QUERY,
+        tuple(DOCUMENTS),
+        None,
     )
     assert logged.authorized and logged.received_at <= logged.finished_at
 
@@ -204,7 +208,8 @@ def test_stopping_releases_a_hanging_request(scorer, api_key):
     service.start()
     with httpx.Client(timeout=0.3) as http, pytest.raises(httpx.ReadTimeout):
         http.post(
-            f"{service.url}/v1/rerank", json=body(),
+            f"{service.url}/v1/rerank",
+            json=body(),
             headers={"Authorization": f"Bearer {api_key}", "X-Fault": "timeout"},
         )
     started = time.monotonic()
@@ -212,7 +217,7 @@ def test_stopping_releases_a_hanging_request(scorer, api_key):
 
     assert time.monotonic() - started < 3
     with pytest.raises(RuntimeError, match="not running"):
-        service.url
+        _ = service.url
 
 
 def test_the_request_log_is_bounded(start_service, post):
