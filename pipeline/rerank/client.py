@@ -61,7 +61,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class RerankError(Exception):
-    """Base of every rerank failure. ``requests``/``rate_limited`` count the HTTP calls spent on it."""
+    """Base of every rerank failure; ``requests``, ``retries``, ``rate_limited`` count the calls spent."""
 
     retryable = False
 

@@ -184,7 +184,9 @@ class _Seen:
     results: tuple[tuple[int, float], ...] = field(default=())
 
 
-class _BadRequest(Exception):
+class _Rejection(Exception):
+    """An error response (4xx) raised from deep in validation and turned into JSON in one place."""
+
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -249,7 +251,7 @@ class RerankService:
         seen = _Seen()
         try:
             response = await self._respond(request, seen)
-        except _BadRequest as error:
+        except _Rejection as error:
             response = JSONResponse(
                 {"error": error.code, "message": str(error)}, status_code=error.status, headers=error.headers
             )
@@ -276,14 +278,14 @@ class RerankService:
         body = await self._json_body(request)
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise _BadRequest(400, "bad_request", "missing required field: model")
+            raise _Rejection(400, "bad_request", "missing required field: model")
         seen.model = model
         if model not in KNOWN_MODELS:
-            raise _BadRequest(
+            raise _Rejection(
                 404, "not_found", f"model {model!r} not found; available models: {', '.join(KNOWN_MODELS)}"
             )
         if self.config.allowed_models is not None and model not in self.config.allowed_models:
-            raise _BadRequest(403, "forbidden", f"this key has no access to model {model!r}")
+            raise _Rejection(403, "forbidden", f"this key has no access to model {model!r}")
         query, documents, top_n = _validated_fields(body)
         seen.query, seen.documents, seen.top_n = query, tuple(documents), top_n
         self._admit(model)
@@ -311,20 +313,20 @@ class RerankService:
 
     def _check_token(self, authorization: str | None) -> None:
         if not authorization:
-            raise _BadRequest(401, "unauthorized", "missing Authorization header; expected 'Bearer <key>'")
+            raise _Rejection(401, "unauthorized", "missing Authorization header; expected 'Bearer <key>'")
         scheme, _, token = authorization.partition(" ")
         matches = hmac.compare_digest(token.strip().encode("utf-8"), self.config.api_key.encode("utf-8"))
         if scheme.lower() != "bearer" or not matches:
-            raise _BadRequest(401, "unauthorized", "invalid bearer token")
+            raise _Rejection(401, "unauthorized", "invalid bearer token")
 
     @staticmethod
     async def _json_body(request: Request) -> dict[str, Any]:
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
-            raise _BadRequest(400, "bad_request", "request body is not valid JSON") from None
+            raise _Rejection(400, "bad_request", "request body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise _BadRequest(400, "bad_request", "request body must be a JSON object")
+            raise _Rejection(400, "bad_request", "request body must be a JSON object")
         return body
 
     def _admit(self, model: str) -> None:
@@ -345,11 +347,11 @@ class RerankService:
             f"rate limit of {limit} requests per minute exceeded for model {model!r}", wait
         )
 
-    def _rate_limited(self, message: str, retry_after: float) -> _BadRequest:
+    def _rate_limited(self, message: str, retry_after: float) -> _Rejection:
         headers = (
             None if self.config.omit_retry_after else {"Retry-After": str(max(1, math.ceil(retry_after)))}
         )
-        return _BadRequest(429, "rate_limited", message, headers)
+        return _Rejection(429, "rate_limited", message, headers)
 
     def _choose_fault(self, request: Request, query: str) -> Fault | None:
         header = request.headers.get(FAULT_HEADER)
@@ -357,7 +359,7 @@ class RerankService:
             try:
                 return Fault.parse(header)
             except ValueError as error:
-                raise _BadRequest(400, "bad_request", f"{FAULT_HEADER}: {error}") from None
+                raise _Rejection(400, "bad_request", f"{FAULT_HEADER}: {error}") from None
         queued = self.faults.take(query)
         if queued is not None:
             return queued
@@ -402,26 +404,26 @@ class RerankService:
 def _validated_fields(body: dict[str, Any]) -> tuple[str, list[str], int | None]:
     """query, documents and top_n (capped at the document count), or a 400."""
     if "query" not in body:
-        raise _BadRequest(400, "bad_request", "missing required field: query")
+        raise _Rejection(400, "bad_request", "missing required field: query")
     query = body["query"]
     if not isinstance(query, str) or not query.strip():
-        raise _BadRequest(400, "bad_request", "query must be a non-empty string")
+        raise _Rejection(400, "bad_request", "query must be a non-empty string")
     if "documents" not in body:
-        raise _BadRequest(400, "bad_request", "missing required field: documents")
+        raise _Rejection(400, "bad_request", "missing required field: documents")
     documents = body["documents"]
     if not isinstance(documents, list) or not all(isinstance(document, str) for document in documents):
-        raise _BadRequest(400, "bad_request", "documents must be a list of strings")
+        raise _Rejection(400, "bad_request", "documents must be a list of strings")
     if not documents:
-        raise _BadRequest(400, "bad_request", "documents must not be empty")
+        raise _Rejection(400, "bad_request", "documents must not be empty")
     if len(documents) > MAX_DOCUMENTS_PER_REQUEST:
-        raise _BadRequest(
+        raise _Rejection(
             400,
             "bad_request",
             f"too many documents: {len(documents)} (at most {MAX_DOCUMENTS_PER_REQUEST} per request)",
         )
     top_n = body.get("top_n")
     if top_n is not None and (type(top_n) is not int or top_n < 1):
-        raise _BadRequest(400, "bad_request", f"top_n must be a positive integer, got {top_n!r}")
+        raise _Rejection(400, "bad_request", f"top_n must be a positive integer, got {top_n!r}")
     return query, documents, None if top_n is None else min(top_n, len(documents))
 
 
