@@ -1,0 +1,68 @@
+"""Reranking through Heroku Inference ``/v1/rerank``: the client, a local stand-in service, and its scorer.
+
+No Dagster here; ``pipeline/defs`` wraps these in resources and assets.
+"""
+
+from pipeline.rerank.client import (
+    InMemoryRerankCache,
+    RequestRateLimiter,
+    RerankBadRequest,
+    RerankCache,
+    RerankClient,
+    RerankConfigurationError,
+    RerankError,
+    RerankForbidden,
+    RerankModelNotFound,
+    RerankOutcome,
+    RerankProtocolError,
+    RerankRateLimited,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    RerankServerError,
+    RerankStats,
+    RerankUnauthorized,
+    RerankUnavailable,
+    cache_key,
+)
+from pipeline.rerank.contract import KNOWN_MODELS, MAX_DOCUMENTS_PER_REQUEST, search_units
+from pipeline.rerank.scoring import LocalRelevanceScorer
+from pipeline.rerank.service import (
+    LocalRerankService,
+    LoggedRequest,
+    RerankService,
+    ServiceConfig,
+    run_service,
+)
+
+__all__ = [
+    "KNOWN_MODELS",
+    "MAX_DOCUMENTS_PER_REQUEST",
+    "InMemoryRerankCache",
+    "LocalRelevanceScorer",
+    "LocalRerankService",
+    "LoggedRequest",
+    "RequestRateLimiter",
+    "RerankBadRequest",
+    "RerankCache",
+    "RerankClient",
+    "RerankConfigurationError",
+    "RerankError",
+    "RerankForbidden",
+    "RerankModelNotFound",
+    "RerankOutcome",
+    "RerankProtocolError",
+    "RerankRateLimited",
+    "RerankRequest",
+    "RerankResponse",
+    "RerankResult",
+    "RerankServerError",
+    "RerankService",
+    "RerankStats",
+    "RerankUnauthorized",
+    "RerankUnavailable",
+    "ServiceConfig",
+    "cache_key",
+    "run_service",
+    "search_units",
+]

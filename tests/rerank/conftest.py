@@ -1,0 +1,108 @@
+"""Fixtures: the local rerank service on 127.0.0.1 (ephemeral port) and clients with a fake clock."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pipeline.embedding import MiniLMEmbedder
+from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, ServiceConfig
+
+# Distinctive so that a leak is unmistakable when logs and messages are searched for it.
+API_KEY = "inf-test-7c1f9a2e4b6d8e0f"
+MODEL = "cohere-rerank-3-5"
+
+
+class FakeClock:
+    """A monotonic clock that only moves when something sleeps on it; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+
+@pytest.fixture
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def scorer() -> LocalRelevanceScorer:
+    scorer = LocalRelevanceScorer(MiniLMEmbedder())
+    scorer.warm()
+    return scorer
+
+
+@pytest.fixture
+def start_service(scorer: LocalRelevanceScorer) -> Iterator[Callable[..., LocalRerankService]]:
+    """Start a service with ServiceConfig overrides (test_mode on by default); stopped after the test."""
+    started: list[LocalRerankService] = []
+
+    def start(**overrides) -> LocalRerankService:
+        config = ServiceConfig(**{"api_key": API_KEY, "test_mode": True, **overrides})
+        service = LocalRerankService(config, scorer=scorer)
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_service(scorer: LocalRelevanceScorer) -> Iterator[LocalRerankService]:
+    with LocalRerankService(ServiceConfig(api_key=API_KEY, test_mode=True), scorer=scorer) as service:
+        yield service
+
+
+@pytest.fixture
+def rerank_service(_shared_service: LocalRerankService) -> LocalRerankService:
+    """The default service (test mode), with an empty request log and no queued faults."""
+    _shared_service.service.clear()
+    return _shared_service
+
+
+@pytest.fixture
+def make_client(
+    rerank_service: LocalRerankService, fake_clock: FakeClock
+) -> Iterator[Callable[..., RerankClient]]:
+    """Clients of ``rerank_service`` that sleep on ``fake_clock`` (so backoffs are recorded, not waited)."""
+    clients: list[RerankClient] = []
+
+    def make(**overrides) -> RerankClient:
+        options = {
+            "base_url": rerank_service.url,
+            "api_key": API_KEY,
+            "model": MODEL,
+            "timeout": 5.0,
+            "sleep": fake_clock.sleep,
+            "clock": fake_clock,
+            "rng": random.Random(1),
+            **overrides,
+        }
+        client = RerankClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

@@ -1,0 +1,566 @@
+"""RerankClient against the local service over loopback HTTP, one status code at a time."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from pipeline.rerank import (
+    InMemoryRerankCache,
+    RequestRateLimiter,
+    RerankBadRequest,
+    RerankClient,
+    RerankError,
+    RerankForbidden,
+    RerankModelNotFound,
+    RerankOutcome,
+    RerankProtocolError,
+    RerankRateLimited,
+    RerankRequest,
+    RerankResponse,
+    RerankServerError,
+    RerankStats,
+    RerankUnauthorized,
+    RerankUnavailable,
+    cache_key,
+)
+from pipeline.tokens import count_tokens, truncate_to_tokens
+
+QUERY = "How do I optimize database connection pooling?"
+DOCUMENTS = [
+    "You can monitor application performance using built-in metrics.",
+    "Connection pooling reduces overhead by reusing existing database connections.",
+    "Bananas are a yellow fruit rich in potassium.",
+    "Set the maximum pool size based on your dyno count and concurrent queries.",
+]
+OK_BODY = {
+    "results": [{"index": 0, "relevance_score": 0.9}],
+    "meta": {"api_version": {"version": "2", "is_experimental": False}, "billed_units": {"search_units": 1}},
+}
+
+
+def test_success_maps_results_meta_and_billing(make_client, rerank_service):
+    response = make_client().rerank(QUERY, DOCUMENTS, top_n=2)
+
+    [logged] = rerank_service.requests
+    assert logged.status == 200 and logged.top_n == 2 and logged.documents == tuple(DOCUMENTS)
+    assert [(r.index, r.relevance_score) for r in response.results] == list(logged.results)
+    assert response.results[0].index == 1
+    assert response.results[0].relevance_score >= response.results[1].relevance_score
+    assert (response.api_version, response.is_experimental, response.search_units) == ("2", False, 1)
+    assert (response.requests, response.retries, response.rate_limited) == (1, 0, 0)
+
+
+def test_without_top_n_every_document_is_ranked(make_client, rerank_service):
+    response = make_client().rerank(QUERY, DOCUMENTS)
+
+    assert rerank_service.requests[0].top_n is None
+    assert sorted(result.index for result in response.results) == [0, 1, 2, 3]
+    scores = [result.relevance_score for result in response.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_no_documents_makes_no_call(make_client, rerank_service):
+    response = make_client().rerank(QUERY, [])
+
+    assert response.results == () and response.search_units == 0 and response.requests == 0
+    assert rerank_service.requests == []
+
+
+def test_bad_request_surfaces_the_server_message_without_retrying(make_client, rerank_service, fake_clock):
+    with pytest.raises(RerankBadRequest) as caught:
+        make_client().rerank("   ", DOCUMENTS)
+
+    assert caught.value.status_code == 400 and not caught.value.retryable
+    assert "query must be a non-empty string" in str(caught.value)
+    assert len(rerank_service.requests) == 1 and fake_clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("client_options", "service_options", "error_type", "status", "phrases"),
+    [
+        (
+            {"api_key": "wrong-key-0000"},
+            {},
+            RerankUnauthorized,
+            401,
+            ["RERANK_KEY was rejected by http://127.0.0.1:"],
+        ),
+        (
+            {},
+            {"allowed_models": ["amazon-rerank-1-0"]},
+            RerankForbidden,
+            403,
+            ["no access to model cohere-rerank-3-5", "heroku ai:models:attach", "RERANK_MODEL_ID"],
+        ),
+        (
+            {"model": "cohere-rerank-9"},
+            {},
+            RerankModelNotFound,
+            404,
+            [
+                "unknown model cohere-rerank-9",
+                "valid: cohere-rerank-3-5, amazon-rerank-1-0",
+                "RERANK_MODEL_ID",
+            ],
+        ),
+    ],
+    ids=["401", "403", "404"],
+)
+def test_configuration_errors_fail_at_once(
+    start_service, make_client, fake_clock, client_options, service_options, error_type, status, phrases
+):
+    service = start_service(**service_options)
+    with pytest.raises(error_type) as caught:
+        make_client(base_url=service.url, **client_options).rerank(QUERY, DOCUMENTS)
+
+    assert caught.value.status_code == status and not caught.value.retryable
+    for phrase in phrases:
+        assert phrase in str(caught.value)
+    assert len(service.requests) == 1 and fake_clock.sleeps == []
+
+
+def test_429_is_retried_after_the_retry_after_delay(make_client, rerank_service, fake_clock):
+    rerank_service.faults.add("429")
+    client = make_client()
+    response = client.rerank(QUERY, DOCUMENTS)
+
+    assert [logged.status for logged in rerank_service.requests] == [429, 200]
+    assert (response.requests, response.retries, response.rate_limited) == (2, 1, 1)
+    # Retry-After: 1 is honoured exactly, and the limiter, pushed back by the same second, adds nothing.
+    assert fake_clock.sleeps == [1.0]
+
+
+def test_429_without_retry_after_backs_off_at_least_the_slot_interval(start_service, make_client, fake_clock):
+    service = start_service(omit_retry_after=True)
+    service.faults.add("429", times=2)
+    client = make_client(base_url=service.url, requests_per_minute=120)
+    client.rerank(QUERY, DOCUMENTS)
+
+    slot = 60 / 120
+    first, second = fake_clock.sleeps
+    assert slot * 2 <= first <= slot * 4
+    assert slot * 4 <= second <= slot * 8
+
+
+def test_429_on_every_attempt_raises_rate_limited(make_client, rerank_service):
+    rerank_service.faults.add("429", times=None)
+    with pytest.raises(RerankRateLimited) as caught:
+        make_client(max_attempts=3).rerank(QUERY, DOCUMENTS)
+
+    assert caught.value.retryable and caught.value.rate_limited == 3 and caught.value.requests == 3
+    assert "gave up after 3 attempts" in str(caught.value)
+    assert len(rerank_service.requests) == 3
+
+
+@pytest.mark.parametrize("header", ["retry-after-date", "x-ratelimit-reset"])
+def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) > 1:
+            return httpx.Response(200, json=OK_BODY)
+        if header == "retry-after-date":
+            when = datetime.now(timezone.utc) + timedelta(seconds=20)
+            return httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)})
+        return httpx.Response(429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1m30s"})
+
+    client = RerankClient(
+        "https://inference.example",
+        "key",
+        "cohere-rerank-3-5",
+        transport=httpx.MockTransport(handler),
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
+    )
+    client.rerank(QUERY, ["one document"])
+
+    [wait] = fake_clock.sleeps
+    expected = 20 if header == "retry-after-date" else 90
+    assert expected - 2 <= wait <= expected
+
+
+def test_exhausted_quota_on_a_success_holds_the_next_request(fake_clock):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"}
+        )
+
+    client = RerankClient(
+        "https://inference.example",
+        "key",
+        "cohere-rerank-3-5",
+        transport=httpx.MockTransport(handler),
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
+    )
+    client.rerank(QUERY, ["one document"])
+    assert fake_clock.sleeps == []
+    client.rerank(QUERY, ["one document"])
+    assert fake_clock.sleeps == [7.0]
+
+
+def test_500_then_success(make_client, rerank_service, fake_clock):
+    rerank_service.faults.add("500")
+    response = make_client().rerank(QUERY, DOCUMENTS)
+
+    assert [logged.status for logged in rerank_service.requests] == [500, 200]
+    assert response.retries == 1 and len(response.results) == len(DOCUMENTS)
+    [wait] = fake_clock.sleeps
+    assert 0 <= wait <= 1.0
+
+
+def test_persistent_500_raises_server_error_after_max_attempts(make_client, rerank_service, fake_clock):
+    rerank_service.faults.add("500", times=None)
+    with pytest.raises(RerankServerError) as caught:
+        make_client(max_attempts=4).rerank(QUERY, DOCUMENTS)
+
+    assert caught.value.status_code == 500 and "gave up after 4 attempts" in str(caught.value)
+    assert "injected fault" in str(caught.value)
+    assert len(rerank_service.requests) == 4
+    # Full jitter under a doubling ceiling: 1 s, 2 s, 4 s.
+    assert len(fake_clock.sleeps) == 3
+    for attempt, wait in enumerate(fake_clock.sleeps):
+        assert 0 <= wait <= 2**attempt
+
+
+def test_retries_stop_at_max_total_seconds(make_client, rerank_service, fake_clock):
+    rerank_service.faults.add("500", times=None)
+    with pytest.raises(RerankServerError):
+        make_client(max_attempts=50, max_total_seconds=20).rerank(QUERY, DOCUMENTS)
+
+    assert sum(fake_clock.sleeps) <= 20
+    assert len(rerank_service.requests) < 50
+
+
+def test_timeout_is_retried(start_service, make_client):
+    service = start_service(hang_seconds=0.5)
+    service.faults.add("timeout")
+    response = make_client(base_url=service.url, timeout=0.25).rerank(QUERY, DOCUMENTS)
+
+    assert response.requests == 2 and response.retries == 1
+    deadline = time.monotonic() + 3
+    while len(service.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted((logged.fault or "", logged.status) for logged in service.requests) == [
+        ("", 200),
+        ("timeout", 504),
+    ]
+
+
+def test_persistent_timeout_raises_unavailable(start_service, make_client):
+    service = start_service(hang_seconds=0.5)
+    service.faults.add("timeout", times=None)
+    with pytest.raises(RerankUnavailable) as caught:
+        make_client(base_url=service.url, timeout=0.2, max_attempts=2).rerank(QUERY, DOCUMENTS)
+
+    assert "no response within the timeout" in str(caught.value) and caught.value.requests == 2
+
+
+def test_one_malformed_body_is_retried(make_client, rerank_service):
+    rerank_service.faults.add("malformed")
+    response = make_client().rerank(QUERY, DOCUMENTS)
+
+    assert [logged.status for logged in rerank_service.requests] == [200, 200]
+    assert response.requests == 2 and len(response.results) == len(DOCUMENTS)
+
+
+def test_repeated_malformed_bodies_raise_protocol_error(make_client, rerank_service):
+    rerank_service.faults.add("malformed", times=None)
+    with pytest.raises(RerankProtocolError) as caught:
+        make_client(max_attempts=6).rerank(QUERY, DOCUMENTS)
+
+    assert "not JSON" in str(caught.value)
+    assert len(rerank_service.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            {"results": [{"index": 5, "relevance_score": 0.5}], "meta": OK_BODY["meta"]},
+            "outside the 1 documents",
+        ),
+        ({"results": [{"index": 0}], "meta": OK_BODY["meta"]}, "malformed result"),
+        ({"results": [{"index": 0, "relevance_score": 0.5}], "meta": {}}, "search_units"),
+        ({"meta": OK_BODY["meta"]}, "no 'results' list"),
+        ({"results": [], "meta": OK_BODY["meta"]}, "0 results where 1 were expected"),
+    ],
+    ids=["index-out-of-range", "missing-score", "missing-units", "missing-results", "missing-document"],
+)
+def test_contract_violations_in_a_200_are_protocol_errors(fake_clock, body, reason):
+    client = RerankClient(
+        "https://inference.example",
+        "key",
+        "cohere-rerank-3-5",
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body)),
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
+    )
+    with pytest.raises(RerankProtocolError) as caught:
+        client.rerank(QUERY, ["one document"])
+    assert reason in str(caught.value)
+
+
+def test_refused_connection_raises_unavailable(make_client):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{closed_port}"
+    with pytest.raises(RerankUnavailable) as caught:
+        make_client(base_url=url, max_attempts=3).rerank(QUERY, DOCUMENTS)
+
+    assert str(caught.value).startswith(f"could not reach RERANK_URL={url}: ConnectError")
+    assert caught.value.requests == 3 and caught.value.retryable
+
+
+def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_service):
+    documents = [f"note {position}" for position in range(2050)]
+    relevant = {
+        1500: "database connection pooling reuses connections",
+        2040: "connection pooling for a database",
+    }
+    for position, text in relevant.items():
+        documents[position] = text
+    response = make_client().rerank("database connection pooling", documents, top_n=5)
+
+    batches = rerank_service.requests
+    assert [logged.document_count for logged in batches] == [1000, 1000, 50]
+    assert all(logged.top_n is None for logged in batches)
+    # Every document's score as the service returned it, by position in the caller's list.
+    served = {
+        offset + index: score
+        for offset, logged in zip((0, 1000, 2000), batches)
+        for index, score in logged.results
+    }
+    assert len(served) == 2050
+    expected_top = sorted(served, key=lambda position: (-served[position], position))[:5]
+    assert [result.index for result in response.results] == expected_top
+    assert [result.relevance_score for result in response.results] == [served[p] for p in expected_top]
+    assert {result.index for result in response.results[:2]} == set(relevant)
+    assert response.search_units == 10 + 10 + 1 and response.requests == 3
+
+
+def test_long_documents_are_truncated_before_sending(make_client, rerank_service):
+    long_document = " ".join(f"word{position}" for position in range(80))
+    make_client(max_document_tokens=12).rerank(QUERY, [long_document, "short one"])
+
+    sent_long, sent_short = rerank_service.requests[0].documents
+    assert sent_long == truncate_to_tokens(long_document, 12) and count_tokens(sent_long) == 12
+    assert sent_short == "short one"
+
+
+def test_repr_shows_url_and_model_only(make_client, rerank_service, api_key):
+    client = make_client()
+    assert repr(client) == f"RerankClient(base_url={rerank_service.url!r}, model='cohere-rerank-3-5')"
+    assert api_key not in repr(client) and api_key not in repr(client.__dict__)
+
+
+def test_the_key_never_appears_in_errors_logs_or_the_service_log(
+    start_service, make_client, rerank_service, api_key, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    wrong_key = "inf-wrong-5e5e5e5e5e5e"
+    forbidden = start_service(allowed_models=["amazon-rerank-1-0"])
+    rerank_service.faults.add("500", times=None, query="fails")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    attempts = [
+        (make_client(api_key=wrong_key), QUERY),
+        (make_client(base_url=forbidden.url), QUERY),
+        (make_client(model="no-such-model"), QUERY),
+        (make_client(), ""),
+        (make_client(max_attempts=2), "fails"),
+        (make_client(base_url=closed_url, max_attempts=2), QUERY),
+    ]
+    texts = []
+    for client, query in attempts:
+        with pytest.raises(RerankError) as caught:
+            client.rerank(query, DOCUMENTS)
+        texts += [str(caught.value), repr(caught.value), repr(client)]
+
+    texts.append(caplog.text)
+    texts += [repr(logged) for logged in rerank_service.requests + forbidden.requests]
+    assert any("retry 1 of 1" in record.getMessage() for record in caplog.records)
+    for text in texts:
+        assert api_key not in text and wrong_key not in text
+
+
+def test_a_key_echoed_by_the_server_is_redacted(fake_clock):
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"message": f"bad header {request.headers['authorization']}"})
+
+    client = RerankClient(
+        "https://inference.example",
+        "secret-key-123",
+        "cohere-rerank-3-5",
+        transport=httpx.MockTransport(echo),
+        sleep=fake_clock.sleep,
+        clock=fake_clock,
+    )
+    with pytest.raises(RerankBadRequest) as caught:
+        client.rerank(QUERY, ["one document"])
+    assert "bad header Bearer [REDACTED]" in str(caught.value)
+
+
+def test_invalid_arguments_are_rejected_before_any_request(make_client, rerank_service):
+    client = make_client()
+    with pytest.raises(ValueError, match="top_n must be at least 1"):
+        client.rerank(QUERY, DOCUMENTS, top_n=0)
+    with pytest.raises(TypeError, match="not one string"):
+        client.rerank(QUERY, "a single string")
+    with pytest.raises(ValueError, match="RERANK_KEY is empty"):
+        RerankClient(rerank_service.url, "", "cohere-rerank-3-5")
+    assert rerank_service.requests == []
+
+
+# --- rate limiter ---------------------------------------------------------------------------
+
+
+def _most_in_any_window(times: list[float], window: float) -> int:
+    """The largest number of times inside any half-open window [t, t + window)."""
+    return max(sum(start <= other < start + window for other in times) for start in times)
+
+
+def test_limiter_admits_at_most_n_per_window(fake_clock):
+    limiter = RequestRateLimiter(3, clock=fake_clock, sleep=fake_clock.sleep)
+    admitted = [limiter.acquire() for _ in range(10)]
+
+    assert admitted[:3] == [1000.0] * 3
+    assert admitted[3:6] == [1060.0] * 3
+    assert admitted[9] == 1180.0
+    assert _most_in_any_window(admitted, 60.0) == 3
+
+
+def test_limiter_push_back_delays_the_next_request(fake_clock):
+    limiter = RequestRateLimiter(100, clock=fake_clock, sleep=fake_clock.sleep)
+    first = limiter.acquire()
+    limiter.push_back(12.5)
+    limiter.push_back(3.0)
+
+    assert limiter.acquire() == first + 12.5
+    assert limiter.slot_interval == 0.6
+
+
+def test_limiter_holds_across_threads():
+    limiter = RequestRateLimiter(5, window_seconds=0.2)
+    admitted: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(5):
+            stamp = limiter.acquire()
+            with lock:
+                admitted.append(stamp)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(admitted) == 20
+    assert _most_in_any_window(admitted, 0.2) == 5
+    assert max(admitted) - min(admitted) >= 3 * 0.2
+
+
+# --- rerank_many ----------------------------------------------------------------------------
+
+
+def _requests(*queries: str) -> list[RerankRequest]:
+    return [RerankRequest(f"q{number}", query, DOCUMENTS, top_n=2) for number, query in enumerate(queries)]
+
+
+def test_rerank_many_runs_queries_in_parallel(start_service, make_client):
+    service = start_service(added_latency_seconds=0.3)
+    client = make_client(base_url=service.url, sleep=time.sleep, clock=time.monotonic)
+    outcomes = client.rerank_many(_requests(*(f"{QUERY} {n}" for n in range(6))), max_workers=6)
+
+    assert [outcome.query_id for outcome in outcomes] == [f"q{n}" for n in range(6)]
+    assert all(outcome.ok and len(outcome.response.results) == 2 for outcome in outcomes)
+    logged = service.requests
+    assert len(logged) == 6
+    # Every request arrived before any finished: they were all in flight at once.
+    assert max(entry.received_at for entry in logged) < min(entry.finished_at for entry in logged)
+    stats = RerankStats.from_outcomes(outcomes)
+    assert stats.latency_p50_seconds >= 0.3
+
+
+def test_rerank_many_isolates_failing_queries(make_client, rerank_service):
+    rerank_service.faults.add("500", times=None, query="fails")
+    reported: list[RerankOutcome] = []
+    outcomes = make_client(max_attempts=2).rerank_many(
+        _requests(QUERY, "", "fails", "database pool size"), max_workers=4, on_result=reported.append
+    )
+
+    assert [outcome.ok for outcome in outcomes] == [True, False, False, True]
+    assert (
+        outcomes[1].error_type == "RerankBadRequest"
+        and "query must be a non-empty string" in outcomes[1].error
+    )
+    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].error.startswith(
+        "RerankServerError: "
+    )
+    assert sorted(outcome.query_id for outcome in reported) == ["q0", "q1", "q2", "q3"]
+    stats = RerankStats.from_outcomes(outcomes)
+    assert (stats.queries, stats.succeeded, stats.failed, stats.cache_hits) == (4, 2, 2, 0)
+    assert (stats.calls, stats.retries, stats.rate_limited, stats.search_units) == (5, 1, 0, 2)
+    assert stats.calls == len(rerank_service.requests)
+
+
+def test_rerank_many_aborts_on_a_configuration_error(make_client, rerank_service):
+    client = make_client(api_key="wrong-key-0000")
+    with pytest.raises(RerankUnauthorized):
+        client.rerank_many(_requests(*(f"query {n}" for n in range(40))), max_workers=2)
+
+    # Only the requests already in flight (one per worker, give or take a race) reach the service.
+    assert len(rerank_service.requests) <= 4
+
+
+def test_rerank_many_serves_repeats_from_the_cache(make_client, rerank_service):
+    client = make_client()
+    cache = InMemoryRerankCache()
+    requests = _requests(QUERY, "database pool size", "bananas")
+    first = client.rerank_many(requests, cache=cache)
+    calls_after_first = len(rerank_service.requests)
+    second = client.rerank_many(requests, cache=cache)
+
+    assert calls_after_first == 3 and len(cache) == 3
+    assert len(rerank_service.requests) == calls_after_first
+    assert all(outcome.cached and outcome.response.search_units == 0 for outcome in second)
+    assert [o.response.results for o in second] == [o.response.results for o in first]
+    stats = RerankStats.from_outcomes(second)
+    assert (stats.calls, stats.cache_hits, stats.search_units) == (0, 3, 0)
+    assert stats.latency_p50_seconds is None
+
+
+def test_cache_key_covers_model_query_documents_order_and_top_n():
+    base = cache_key("cohere-rerank-3-5", "q", ["a", "b"], 3)
+    assert base == cache_key("cohere-rerank-3-5", "q", ["a", "b"], 3)
+    variants = [
+        cache_key("amazon-rerank-1-0", "q", ["a", "b"], 3),
+        cache_key("cohere-rerank-3-5", "q2", ["a", "b"], 3),
+        cache_key("cohere-rerank-3-5", "q", ["b", "a"], 3),
+        cache_key("cohere-rerank-3-5", "q", ["a", "b "], 3),
+        cache_key("cohere-rerank-3-5", "q", ["a", "b"], None),
+    ]
+    assert len({base, *variants}) == 6 and len(base) == 64
+
+
+def test_stats_percentiles_use_nearest_rank():
+    outcomes = [
+        RerankOutcome.succeeded(f"q{n}", RerankResponse((), "2", False, 1, 1, 0, 0, latency_seconds=float(n)))
+        for n in range(1, 21)
+    ]
+    stats = RerankStats.from_outcomes(outcomes)
+    assert (stats.latency_p50_seconds, stats.latency_p95_seconds) == (10.0, 19.0)
+    assert stats.search_units == 20 and stats.calls == 20
