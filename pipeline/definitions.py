@@ -3,9 +3,11 @@
 import dagster as dg
 
 from pipeline.defs import context, ingest, rerank, retrieve
+from pipeline.defs.jobs import context_sets_job, ingest_source_job
 from pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
+    jobs=[ingest_source_job, context_sets_job],
     resources=build_resources(),
 )

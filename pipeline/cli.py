@@ -1,0 +1,147 @@
+"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the rerank service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from pipeline import settings
+from pipeline.demo import SITE_DIR, SITE_PORT, SOURCES_FILE, serve_directory
+
+RERANK_PORT = 8765
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="Run every asset end to end on the bundled site, offline.")
+    demo.add_argument("--top", type=int, default=3, help="Passages to print per query.")
+
+    serve = commands.add_parser("serve-demo", help="Serve the bundled docs site and the local rerank service.")
+    serve.add_argument("--site-port", type=int, default=SITE_PORT)
+    serve.add_argument("--rerank-port", type=int, default=RERANK_PORT)
+
+    service = commands.add_parser("rerank-service", help="Serve the local /v1/rerank service.")
+    service.add_argument("--host", default="127.0.0.1")
+    service.add_argument("--port", type=int, default=RERANK_PORT)
+
+    arguments = parser.parse_args(argv)
+    if arguments.command == "demo":
+        return run_demo(top=arguments.top)
+    if arguments.command == "serve-demo":
+        return serve_demo(arguments.site_port, arguments.rerank_port)
+    return serve_rerank(arguments.host, arguments.port)
+
+
+def _local_rerank_service(stack: ExitStack, port: int) -> str:
+    from pipeline.rerank.service import LocalRerankService, ServiceConfig
+
+    service = stack.enter_context(
+        LocalRerankService(ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True)
+    )
+    return service.url
+
+
+def serve_demo(site_port: int, rerank_port: int) -> int:
+    with ExitStack() as stack:
+        site_url = stack.enter_context(serve_directory(SITE_DIR, port=site_port))
+        rerank_url = _local_rerank_service(stack, rerank_port)
+        print(f"demo docs site:       {site_url}")
+        print(f"local rerank service: {rerank_url}  (RERANK_KEY={settings.SETTINGS['RERANK_KEY'].default})")
+        print("Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def serve_rerank(host: str, port: int) -> int:
+    from pipeline.rerank.service import ServiceConfig, run_service
+
+    run_service(host=host, port=port, config=ServiceConfig(api_key=settings.value("RERANK_KEY")))
+    return 0
+
+
+def _demo_instance(data_dir: Path):
+    import dagster as dg
+
+    # The demo's runs land in a persistent instance, so `dagster dev` shows them afterwards.
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str((data_dir / "dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def run_demo(top: int) -> int:
+    from pipeline.crawl.sources import load_sources
+    from pipeline.definitions import defs
+    from pipeline.defs.jobs import context_sets_job, ingest_source_job
+    from pipeline.defs.partitions import register_sources
+
+    started = time.perf_counter()
+    data_dir = Path(settings.value("PIPELINE_DATA_DIR"))
+    sources_path = Path(settings.value("PIPELINE_SOURCES"))
+    with ExitStack() as stack:
+        if sources_path.resolve() == SOURCES_FILE.resolve():
+            stack.enter_context(serve_directory(SITE_DIR, port=SITE_PORT))
+        if not settings.is_set("RERANK_URL"):
+            _local_rerank_service(stack, RERANK_PORT)
+        instance = stack.enter_context(_demo_instance(data_dir))
+        sources = load_sources(sources_path)
+        register_sources(instance, [source.name for source in sources])
+        for source in sources:
+            print(f"ingesting source {source.name} ...", flush=True)
+            result = defs.get_job_def(ingest_source_job.name).execute_in_process(
+                instance=instance, partition_key=source.name
+            )
+            _report(result)
+        print("retrieving, reranking and packing context sets ...", flush=True)
+        result = defs.get_job_def(context_sets_job.name).execute_in_process(instance=instance)
+        _report(result)
+        _print_context_sets(data_dir / "ranked_context_sets.jsonl", result, top)
+    print(f"demo finished in {time.perf_counter() - started:.1f}s; Dagster home: {os.environ['DAGSTER_HOME']}")
+    return 0
+
+
+def _report(result) -> None:
+    for event in result.get_asset_materialization_events():
+        materialization = event.asset_materialization
+        counts = {
+            key: value.value
+            for key, value in materialization.metadata.items()
+            if isinstance(value.value, int) and not isinstance(value.value, bool)
+        }
+        partition = f"[{materialization.partition}]" if materialization.partition else ""
+        print(f"  {materialization.asset_key.to_user_string()}{partition}: {json.dumps(counts)}")
+
+
+def _print_context_sets(path: Path, result, top: int) -> None:
+    billed = 0
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == "reranked_candidates":
+            billed = event.asset_materialization.metadata["billed_search_units"].value
+    print()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        context_set = json.loads(line)
+        status = f"reranked by {context_set['model']}" if context_set["reranked"] else "NOT reranked"
+        print(f"{context_set['query_id']}: {context_set['query']}  ({status})")
+        for passage in context_set["passages"][:top]:
+            heading = " > ".join(passage["heading_path"]) or passage["title"]
+            print(f"   {passage['rank']}. [{passage['rerank_score'] or 0:.3f}] {heading}  <{passage['url']}>")
+    print(f"\nbilled search units this run: {billed}")
+    print(f"context sets: {path.resolve()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
