@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.context import RankedPassage, build_context_set, pack_passages
-from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats, rerank_many
+from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
 from pipeline.store.state import StateStore
 
 
@@ -37,7 +37,11 @@ class RerankRunReport:
 
     @property
     def failed(self) -> list[RerankOutcome]:
-        return [outcome for outcome in self.outcomes if outcome.error is not None]
+        return [outcome for outcome in self.outcomes if not outcome.ok]
+
+    @property
+    def api_versions(self) -> list[str]:
+        return sorted({o.response.api_version for o in self.outcomes if o.response is not None and o.response.api_version})
 
 
 def rerank_stored_candidates(
@@ -59,7 +63,7 @@ def rerank_stored_candidates(
         documents = [chunk_rows[chunk_id][0].embedding_text for _, chunk_id, _ in ranking if chunk_id in chunk_rows]
         if documents:
             requests.append(RerankRequest(query_id=query_id, query=query_texts[query_id], documents=documents, top_n=top_n))
-    outcomes = rerank_many(client, requests, max_workers=max_workers, cache=StoreRerankCache(store))
+    outcomes = client.rerank_many(requests, max_workers=max_workers, cache=StoreRerankCache(store))
     store.replace_reranked([_ranking_row(client.model, stored_candidates[o.query_id], chunk_rows, o) for o in outcomes])
     return RerankRunReport(stats=RerankStats.from_outcomes(outcomes), outcomes=outcomes)
 

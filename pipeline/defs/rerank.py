@@ -13,6 +13,10 @@ from pipeline.rerank.client import RerankConfigurationError
 GROUP = "rerank"
 
 
+def _milliseconds(seconds: float | None) -> float:
+    return round(seconds * 1000, 1) if seconds is not None else 0.0
+
+
 class RerankConfig(dg.Config):
     top_n: int | None = Field(default=None, ge=1, description="Keep the n best per query; unset keeps every candidate.")
     max_workers: int = Field(default=8, ge=1, le=64, description="Queries reranked in parallel (within the rate limit).")
@@ -56,13 +60,13 @@ def reranked_candidates(
             "queries_reranked": len(report.outcomes) - len(report.failed),
             "queries_failed": len(report.failed),
             "billed_search_units": stats.search_units,
-            "api_version": stats.api_version or "",
+            "api_version": ", ".join(report.api_versions),
             "requests": stats.calls,
             "cache_hits": stats.cache_hits,
             "retries": stats.retries,
             "rate_limited_429s": stats.rate_limited,
-            "latency_p50_ms": round(stats.latency_p50 * 1000, 1),
-            "latency_p95_ms": round(stats.latency_p95 * 1000, 1),
+            "latency_p50_ms": _milliseconds(stats.latency_p50_seconds),
+            "latency_p95_ms": _milliseconds(stats.latency_p95_seconds),
             "per_query": dg.MetadataValue.md(
                 "| query | search units | cached | api version | error |\n|---|---|---|---|---|\n" + per_query
             ),
