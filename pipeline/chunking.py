@@ -1,10 +1,15 @@
 """Document → token-bounded, overlapping chunks with stable IDs.
 
 Each section is chunked on its own, so a chunk never spans two headings and its
-heading path is exact. Within a section the text is cut at the coarsest boundary
-that yields pieces within budget: paragraphs, then lines (list items, table rows,
-code lines), then sentences, then words, then — for a single huge "word" such as a
-minified blob — token windows. Pieces are packed greedily; consecutive chunks of
+heading path is exact. Small neighbouring sections are deliberately not merged:
+a merged chunk would carry only the first section's path, and a short section
+(a reference page's one-line summary, a "See Also" list) retrieves well on its
+own because the header gives it context.
+
+Within a section the text is cut at the coarsest boundary that yields pieces
+within budget: paragraphs, then lines (list items, table rows, code lines), then
+sentences, then words, then — for a single huge "word" such as a minified blob —
+token windows. Pieces are packed greedily; consecutive chunks of
 one section share a tail of about ``overlap_tokens``.
 
 Token counts are cl100k (``pipeline.tokens``). Every piece is encoded once and the
@@ -53,9 +58,18 @@ class Chunk:
 
 @dataclass(frozen=True)
 class ChunkingConfig:
+    """Chunk limits in cl100k tokens.
+
+    ``max_tokens`` bounds the whole ``embedding_text`` (header included);
+    ``overlap_tokens`` is the most text repeated from the end of one chunk at the
+    start of the next within a section; a section's last chunk that adds fewer
+    than ``min_tokens`` new tokens is folded into the previous chunk when the
+    result still fits.
+    """
+
     max_tokens: int = 200
     overlap_tokens: int = 30
-    min_tokens: int = 20  # trailing pieces smaller than this merge into the previous chunk when they fit
+    min_tokens: int = 20
 
     def __post_init__(self) -> None:
         if self.max_tokens < MAX_HEADER_TOKENS + 20:

@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
+from bs4 import BeautifulSoup, NavigableString, Tag
 
 # Bump when extraction output changes so stored documents get re-extracted.
 EXTRACTOR_VERSION = "1"
@@ -67,10 +66,10 @@ _DROP_TAGS = frozenset(
 _SECTIONING_TAGS = frozenset({"article", "section", "main"})
 _DROP_ROLES = frozenset({"navigation", "search", "banner", "contentinfo", "complementary", "menu", "menubar"})
 # Matched against each class token and the id. Whole-word matches for short words so
-# that e.g. DocBook's "guimenu" or Sphinx's "toctree-wrapper" content survives.
+# that e.g. DocBook's "guimenu" or Sphinx's "menuselection" content survives.
 _CHROME_NAME = re.compile(
     r"sidebar|breadcrumb|navigation|skip-?link"
-    r"|(?:^|[-_])(?:toc|menu|nav|navbar|navheader|navfooter|linenos|linenodiv)(?:$|[-_])",
+    r"|(?:^|[-_])(?:toc|toctree|menu|nav|navbar|navheader|navfooter|linenos|linenodiv)(?:$|[-_])",
     re.IGNORECASE,
 )
 _PERMALINK_CLASSES = frozenset({"headerlink", "permalink", "anchorjs-link", "hash-link", "header-anchor", "anchor-link"})
@@ -84,17 +83,23 @@ _BLOCK_TAGS = frozenset(
     " dl dt dd hr center fieldset legend caption li tr td th thead tbody tfoot body html"
     " h1 h2 h3 h4 h5 h6".split()
 )
-# Ordered by preference; the first match in document order wins within a rank.
+_LAYOUT_TABLE_MARKERS = [*_HEADING_LEVELS, "pre"]
+# Main-content candidates, best first: <main>, role=main, <article>, then known
+# documentation containers (Sphinx div.body/div.document, PostgreSQL #docContent,
+# ...). Within a rank the first in document order wins.
+_CONTAINER_RANKS = 4
 _CONTAINER_CLASSES = frozenset({"body", "document", "rst-content", "markdown-body", "md-content"})
 _CONTAINER_IDS = frozenset({"content", "doccontent", "main-content"})
+_NEVER_CONTAINS_MAIN = frozenset({"nav", "aside", "template", "header", "footer", "script", "style", "head"})
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
 def extract_document(html: str, url: str) -> Document:
     """Parse ``html`` (fetched from ``url``) into a titled, sectioned document."""
-    with warnings.catch_warnings():
-        # DocBook emits XHTML with an XML declaration; the HTML parser reads it fine.
-        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
-        soup = BeautifulSoup(html, "lxml")
+    # DocBook emits XHTML with an XML declaration. The HTML parser reads it fine, but
+    # BeautifulSoup would warn on every page; stripping it beats touching the
+    # process-wide (and thread-unsafe) warning filters.
+    soup = BeautifulSoup(_XML_DECLARATION.sub("", html, count=1), "lxml")
     walker = _Walker()
     walker.walk(_find_content_root(soup))
     title = walker.first_h1 or _page_title(soup) or _title_from_url(url)
@@ -124,10 +129,6 @@ def _find_content_root(soup: BeautifulSoup) -> Tag:
             if isinstance(child, Tag) and child.name not in _NEVER_CONTAINS_MAIN and not _is_hidden(child)
         )
     return next((candidate for candidate in best if candidate is not None), start)
-
-
-_NEVER_CONTAINS_MAIN = frozenset({"nav", "aside", "template", "header", "footer", "script", "style", "head"})
-_CONTAINER_RANKS = 4
 
 
 def _container_rank(tag: Tag) -> int | None:
@@ -187,9 +188,6 @@ def _is_admonition_title(heading: Tag) -> bool:
 def _is_layout_table(table: Tag) -> bool:
     """Tables that hold headings or code blocks lay out a page; they are not data."""
     return table.get("role") == "presentation" or table.find(_LAYOUT_TABLE_MARKERS) is not None
-
-
-_LAYOUT_TABLE_MARKERS = [*_HEADING_LEVELS, "pre"]
 
 
 def _preformatted_text(pre: Tag) -> str:

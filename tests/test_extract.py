@@ -32,6 +32,8 @@ PAGE_WITH_CHROME = """<!DOCTYPE html>
     <svg><text>svg text</text></svg>
     <aside><p>Aside note</p></aside>
     <div role="navigation">Role nav</div>
+    <div class="toctree-wrapper compound"><ul><li><a href="a.html">Toctree link</a></li></ul></div>
+    <p>Choose <span class="guimenu">File</span> &gt; <span class="menuselection">Save</span>.</p>
     <!-- an HTML comment -->
     <p>Body text stays.</p>
   </main>
@@ -44,15 +46,16 @@ def test_chrome_is_removed_and_main_content_kept():
     text = document.text
     assert "Requests are limited per key." in text
     assert "Body text stays." in text
+    assert "Choose File > Save." in text
     for chrome in [
         "Skip to content", "logo", "Home nav", "Sidebar links", "TOC entry", "Docs / Guide",
         "¶", "Enable JavaScript", "Template text", "Search", "Go", "svg text", "Aside note",
-        "Role nav", "an HTML comment", "Copyright footer", "script text", "color: red",
+        "Role nav", "Toctree link", "an HTML comment", "Copyright footer", "script text", "color: red",
     ]:
         assert chrome not in text, chrome
     # <main> is used even though its own class and the body's class name sidebars.
     assert document.title == "Rate limits"
-    assert document.sections == (Section(("Rate limits",), "Requests are limited per key.\n\nBody text stays."),)
+    assert document.sections == (Section(("Rate limits",), "Requests are limited per key.\n\nChoose File > Save.\n\nBody text stays."),)
 
 
 def test_heading_paths_follow_heading_levels_and_ignore_inline_markup():
