@@ -133,6 +133,15 @@ def test_tables_and_lists_render_as_lines():
     )
 
 
+def test_article_header_is_content_but_page_header_is_chrome():
+    html = """<body><header><p>Site banner</p></header>
+    <article><header><h1>Post title</h1><p>Lede.</p></header><p>Body.</p><footer>Edit this page</footer></article>
+    </body>"""
+    document = extract_document(html, URL)
+    assert document.title == "Post title"
+    assert document.sections == (Section(("Post title",), "Lede.\n\nBody."),)
+
+
 def test_hidden_elements_are_dropped():
     html = """<main><p>visible</p><p hidden>hidden attr</p><div style="display: none">display none</div>
     <span aria-hidden="true">aria hidden</span><p style="visibility:hidden">invisible</p></main>"""
