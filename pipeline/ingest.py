@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.chunking import ChunkingConfig, chunk_document
 from pipeline.crawl.crawler import PageResult
-from pipeline.embedding import MAX_WORD_PIECES, MiniLMEmbedder
+from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.extract import EXTRACTOR_VERSION, Document, Section, extract_document
 from pipeline.store.state import StateStore, StoredChunk
 from pipeline.store.vectors import VectorIndex
@@ -166,19 +166,19 @@ class ChunkReport:
         }
 
 
-def fits_embedding_window(embedder: MiniLMEmbedder) -> Callable[[str], bool]:
-    """A chunk must not be truncated by the embedding model's word-piece window."""
-    return lambda text: embedder.word_piece_counts([text])[0] <= MAX_WORD_PIECES
+def chunk_documents(store: StateStore, source: str, config: ChunkingConfig, embedder: MiniLMEmbedder) -> ChunkReport:
+    """Rechunk changed documents; every chunk fits the embedding model's word-piece window.
 
-
-def chunk_documents(
-    store: StateStore,
-    source: str,
-    config: ChunkingConfig,
-    fits: Callable[[str], bool] | None = None,
-) -> ChunkReport:
+    About 1% of 200-token chunks of code-heavy docs exceed MiniLM's 256 word pieces
+    and would be silently truncated when embedded, so the chunker splits those further.
+    """
     report = ChunkReport()
-    fingerprint = config.fingerprint()
+
+    def fits(text: str) -> bool:
+        return embedder.word_piece_counts([text])[0] <= MAX_WORD_PIECES
+
+    # The window is part of the key: a different model window must rechunk.
+    fingerprint = f"{config.fingerprint()}:{MODEL_NAME}/{MAX_WORD_PIECES}"
     report.chunks_removed += store.delete_orphan_chunks(source)
     for row in store.documents_to_chunk(source, fingerprint):
         document = Document(

@@ -10,7 +10,7 @@ from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
-from pipeline.ingest import chunk_documents, extract_pages, fits_embedding_window, index_chunks, record_crawl
+from pipeline.ingest import chunk_documents, extract_pages, index_chunks, record_crawl
 
 GROUP = "ingest"
 
@@ -113,7 +113,7 @@ def document_chunks(
 ) -> dg.MaterializeResult:
     chunking = ChunkingConfig(max_tokens=config.max_tokens, overlap_tokens=config.overlap_tokens)
     store = state_store.open()
-    report = chunk_documents(store, context.partition_key, chunking, fits=fits_embedding_window(embedder.get()))
+    report = chunk_documents(store, context.partition_key, chunking, embedder.get())
     return dg.MaterializeResult(metadata={**report.metadata(), "dagster/row_count": report.total_chunks})
 
 
