@@ -1,0 +1,85 @@
+"""Helpers for tests that materialise the asset graph on real resources over loopback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from pipeline.defs import context, ingest, rerank, retrieve
+from pipeline.defs.partitions import register_sources
+from pipeline.defs.resources import (
+    ChromaResource,
+    EmbedderResource,
+    PipelineFilesResource,
+    RerankResource,
+    StateStoreResource,
+)
+
+ALL_ASSETS = dg.load_assets_from_modules([ingest, retrieve, rerank, context])
+INGEST = dg.AssetSelection.groups("ingest")
+DOWNSTREAM = dg.AssetSelection.groups("retrieve", "rerank", "context")
+TEST_KEY = "test-rerank-key-5f1d0c"
+
+
+def write_sources(path: Path, sources: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"sources": sources}))
+    return path
+
+
+def make_resources(
+    data_dir: Path,
+    sources_path: Path,
+    queries_path: Path,
+    rerank_url: str,
+    *,
+    api_key: str = TEST_KEY,
+    model_id: str = "cohere-rerank-3-5",
+    database_url: str | None = None,
+) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "files": PipelineFilesResource(
+            data_dir=str(data_dir), sources_path=str(sources_path), queries_path=str(queries_path)
+        ),
+        "state_store": StateStoreResource(data_dir=str(data_dir), database_url=database_url),
+        "chroma": ChromaResource(data_dir=str(data_dir)),
+        "embedder": EmbedderResource(),
+        "rerank": RerankResource(url=rerank_url, api_key=api_key, model_id=model_id),
+    }
+
+
+@dataclass
+class PipelineRun:
+    """Materialises the graph the way the demo does: every source's ingest partition, then the rest."""
+
+    resources: dict[str, dg.ConfigurableResource]
+    instance: dg.DagsterInstance
+
+    def ingest(self, source: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+        register_sources(self.instance, [source])
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=INGEST,
+            partition_key=source,
+            resources=self.resources,
+            instance=self.instance,
+            run_config=run_config,
+        )
+
+    def downstream(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=DOWNSTREAM,
+            resources=self.resources,
+            instance=self.instance,
+            run_config=run_config,
+            raise_on_error=raise_on_error,
+        )
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    assert events, f"{asset} was not materialised"
+    return {key: value.value for key, value in events[-1].asset_materialization.metadata.items()}

@@ -1,0 +1,120 @@
+"""The whole asset graph on the bundled demo site, over real loopback HTTP, into a temporary data directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dagster as dg
+import pytest
+
+from pipeline.demo import QUERIES_FILE, SITE_DIR, serve_directory
+from pipeline.queries import load_queries
+from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.store.state import StateStore, sqlite_url
+from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """Run the demo pipeline twice over unchanged input; yield both runs' results."""
+    data_dir = tmp_path_factory.mktemp("data")
+    with serve_directory(SITE_DIR) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY)) as service:
+        sources = write_sources(
+            data_dir / "sources.yaml",
+            [{"name": "user-guide", "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
+        )
+        resources = make_resources(data_dir, sources, QUERIES_FILE, service.url)
+        with dg.DagsterInstance.ephemeral() as instance:
+            run = PipelineRun(resources, instance)
+            first_ingest = run.ingest("user-guide")
+            first_downstream = run.downstream()
+            store = StateStore(sqlite_url(data_dir))
+            first_chunk_ids = store.chunk_ids()
+            first_output = (data_dir / "ranked_context_sets.jsonl").read_text()
+            requests_after_first = len(service.requests)
+            second_ingest = run.ingest("user-guide")
+            second_downstream = run.downstream()
+            yield {
+                "site_url": site_url,
+                "data_dir": data_dir,
+                "store": store,
+                "first_ingest": first_ingest,
+                "first_downstream": first_downstream,
+                "first_chunk_ids": first_chunk_ids,
+                "first_output": first_output,
+                "second_ingest": second_ingest,
+                "second_downstream": second_downstream,
+                "rerank_requests_first": requests_after_first,
+                "rerank_requests_second": len(service.requests) - requests_after_first,
+            }
+            store.dispose()
+
+
+def _context_sets(data_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (data_dir / "ranked_context_sets.jsonl").read_text().splitlines()]
+
+
+def test_every_query_gets_a_reranked_context_set_within_budget(demo_run):
+    context_sets = _context_sets(demo_run["data_dir"])
+    assert [c["query_id"] for c in context_sets] == [q.query_id for q in load_queries(QUERIES_FILE)]
+    for context_set in context_sets:
+        assert context_set["reranked"] is True, context_set["reason_not_reranked"]
+        assert context_set["model"] == "cohere-rerank-3-5"
+        assert context_set["passages"], context_set["query_id"]
+        assert context_set["tokens"] <= context_set["token_budget"] == 3000
+        scores = [p["rerank_score"] for p in context_set["passages"]]
+        assert scores == sorted(scores, reverse=True)
+        assert [p["rank"] for p in context_set["passages"]] == list(range(1, len(scores) + 1))
+        for passage in context_set["passages"]:
+            assert set(passage) >= {
+                "rank", "chunk_id", "url", "title", "heading_path", "text", "tokens",
+                "retrieval_rank", "retrieval_score", "rerank_score",
+            }
+            path = urlparse(passage["url"]).path.lstrip("/") or "index.html"
+            if path.endswith("/"):
+                path += "index.html"
+            assert (SITE_DIR / path).is_file(), passage["url"]
+            assert passage["url"].startswith(demo_run["site_url"])
+
+
+def test_metadata_reports_counts_and_billed_units(demo_run):
+    crawl = materialization_metadata(demo_run["first_ingest"], "crawled_pages")
+    pages = len(list(SITE_DIR.rglob("*.html"))) - 1  # 404.html is not linked
+    assert crawl["pages_new"] == pages
+    assert crawl["pages_failed"] == 0
+    index = materialization_metadata(demo_run["first_ingest"], "vector_index")
+    assert index["chunks_embedded"] == index["vectors_total"] == index["collection_count"] > pages
+    rerank = materialization_metadata(demo_run["first_downstream"], "reranked_candidates")
+    assert rerank["billed_search_units"] == rerank["queries"] == 12
+    assert rerank["queries_failed"] == 0
+    assert "| q01 |" in materialization_metadata(demo_run["first_downstream"], "ranked_context_sets")["preview"]
+
+
+def test_unchanged_input_reuses_everything(demo_run):
+    assert demo_run["store"].chunk_ids() == demo_run["first_chunk_ids"]
+    crawl = materialization_metadata(demo_run["second_ingest"], "crawled_pages")
+    assert crawl["pages_new"] == crawl["pages_changed"] == 0
+    assert crawl["pages_not_modified"] == crawl["pages_fetched"] > 0
+    assert materialization_metadata(demo_run["second_ingest"], "extracted_documents")["documents_extracted"] == 0
+    assert materialization_metadata(demo_run["second_ingest"], "vector_index")["chunks_embedded"] == 0
+    rerank = materialization_metadata(demo_run["second_downstream"], "reranked_candidates")
+    assert rerank["billed_search_units"] == 0 and rerank["cache_hits"] == 12
+    assert demo_run["rerank_requests_second"] == 0
+    assert (demo_run["data_dir"] / "ranked_context_sets.jsonl").read_text() == demo_run["first_output"]
+
+
+def test_definitions_validate():
+    completed = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
