@@ -92,15 +92,14 @@ def is_blocked_address(address: str) -> bool:
     """True for any address that is not globally routable, including IPv6 addresses
     embedding a non-global IPv4 address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
-        return True
     if isinstance(ip, ipaddress.IPv6Address):
+        # Judge the IPv4 address inside: these forms reach it (mapped, 6to4, Teredo, NAT64).
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return is_blocked_address(str(embedded))
-    return False
+    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
 def system_resolver(host: str) -> list[str]:

@@ -4,7 +4,8 @@ Every URL the crawler stores, compares or schedules goes through :func:`normaliz
 first, so that two spellings of one resource collapse to one key:
 
 - relative references are resolved against the base;
-- the fragment is dropped; scheme and host are lower-cased; IDN hosts become punycode;
+- the fragment is dropped; scheme and host are lower-cased; IDN hosts become punycode
+  and IPv6 literals their compressed form;
 - default ports (80 for http, 443 for https) and user-info are dropped;
 - dot segments are removed and an empty path becomes ``/``;
 - characters that are not allowed in a URL are percent-encoded, escapes of unreserved
@@ -16,6 +17,7 @@ the page (by ``<link rel="canonical">``) can say they are the same.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
@@ -94,6 +96,11 @@ def directory_of(url: str) -> str:
 
 
 def _ascii_host(host: str) -> str | None:
+    if ":" in host:  # IPv6 literal: one spelling per address
+        try:
+            return str(ipaddress.IPv6Address(host))
+        except ValueError:
+            return None
     if host.isascii():
         return host
     try:
