@@ -58,6 +58,8 @@ def decompress(data: bytes, max_bytes: int = MAX_SITEMAP_BYTES) -> bytes:
         output += inflater.flush()
     except zlib.error as exc:
         raise SitemapError(f"bad gzip data: {exc}") from exc
+    if not inflater.eof:
+        raise SitemapError("bad gzip data: truncated")
     if len(output) > max_bytes:
         raise SitemapError(f"decompresses to more than {max_bytes} bytes")
     return bytes(output)
