@@ -297,3 +297,9 @@ def test_closing_early_cancels_the_crawl_and_its_thread(site: SiteServer) -> Non
     assert len(site.log) == requests_at_close < 20  # bounded hand-over: the crawl did not run ahead
     assert list(crawler) == []
     assert threading.active_count() <= threads_before + 1  # at most a server handler finishing
+
+
+def test_known_pages_refused_for_passing_reasons_fail_instead_of_going(docs_site: SiteServer) -> None:
+    loop = docs_site.url("/docs/loop-a.html")
+    results, _ = run(docs_source(docs_site, max_depth=0, discover_sitemaps=False), {loop: KnownPage(loop, None, None, "h")})
+    assert (results[loop].outcome, results[loop].reason) == ("failed", "redirect_loop")

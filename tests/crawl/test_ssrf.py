@@ -10,7 +10,7 @@ import asyncio
 import httpx
 import pytest
 
-from pipeline.crawl import crawl
+from pipeline.crawl import KnownPage, crawl
 from pipeline.crawl.fetcher import Fetcher, is_blocked_address
 from tests.crawl.conftest import FAST, by_url, docs_source, html
 from tests.crawl.site_server import Reply, SiteServer
@@ -80,10 +80,14 @@ def test_ip_literals_are_checked_without_resolving() -> None:
 
 def test_loopback_source_is_refused_without_opt_in(site: SiteServer) -> None:
     site.page("/docs/index.html", html("Home"))
-    crawler = crawl(docs_source(site, allow_private_hosts=False), fetch_config=FAST)
+    stored = site.url("/docs/stored.html")
+    crawler = crawl(docs_source(site, allow_private_hosts=False), {stored: KnownPage(stored, None, None, "h")},
+                    fetch_config=FAST)
     results = by_url(list(crawler))
     start = site.url("/docs/index.html")
     assert (results[start].outcome, results[start].reason) == ("skipped", "blocked_address")
+    # A stored page is not deleted because its host now resolves somewhere refused.
+    assert (results[stored].outcome, results[stored].reason) == ("failed", "blocked_address")
     assert site.log == []
     assert crawler.stats.robots == {site.base: "blocked (blocked_address)"}
 
