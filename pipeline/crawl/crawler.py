@@ -45,7 +45,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -153,13 +153,9 @@ class Crawl(Iterator[PageResult]):
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.source = source
         self.stats = CrawlStats(source=source.name)
-        self._frontier = _Frontier(source, known, self.stats, user_agent=user_agent, transport=transport,
-                                   resolver=resolver, fetch_config=fetch_config, max_queue=max_queue)
-        self._handover: queue.SimpleQueue[PageResult | _Finished] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"crawl-{source.name}", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._main: asyncio.Task[None] | None = None
-        self._ready = threading.Event()
+        frontier = _Frontier(source, known, self.stats, user_agent=user_agent, transport=transport,
+                             resolver=resolver, fetch_config=fetch_config, max_queue=max_queue)
+        self._runner = _LoopThread(frontier, name=f"crawl-{source.name}")
         self._started = False
         self._done = False
 
@@ -171,16 +167,15 @@ class Crawl(Iterator[PageResult]):
             raise StopIteration
         if not self._started:
             self._started = True
-            self._thread.start()
-            self._ready.wait()
-        item = self._handover.get()
+            self._runner.start()
+        item = self._runner.handover.get()
         if isinstance(item, _Finished):
             self._done = True
-            self._thread.join(_JOIN_TIMEOUT)
+            self._runner.thread.join(_JOIN_TIMEOUT)
             if item.error is not None:
                 raise RuntimeError(f"crawl of source {self.source.name!r} failed: {item.error!r}") from item.error
             raise StopIteration
-        self._call_in_loop(self._frontier.room.release)
+        self._runner.call(self._runner.frontier.room.release)
         return item
 
     def close(self) -> None:
@@ -189,10 +184,9 @@ class Crawl(Iterator[PageResult]):
             return
         self._done = True
         if self._started:
-            self.stats.cancelled = self._thread.is_alive()
-            if self._main is not None:
-                self._call_in_loop(self._main.cancel)
-            self._thread.join(_JOIN_TIMEOUT)
+            self.stats.cancelled = self._runner.thread.is_alive()
+            self._runner.cancel()
+            self._runner.thread.join(_JOIN_TIMEOUT)
 
     def __enter__(self) -> Crawl:
         return self
@@ -201,14 +195,36 @@ class Crawl(Iterator[PageResult]):
         self.close()
 
     def __del__(self) -> None:
+        # An abandoned crawl stops too: the thread holds no reference back to this object.
         self.close()
 
-    def _call_in_loop(self, callback: Any) -> None:
+
+class _LoopThread:
+    """Runs the frontier on an event loop in a daemon thread and hands results over."""
+
+    def __init__(self, frontier: _Frontier, name: str) -> None:
+        self.frontier = frontier
+        self.handover: queue.SimpleQueue[PageResult | _Finished] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self.thread.start()
+        self._ready.wait()
+
+    def call(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the loop thread, if the loop still runs."""
         try:
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(callback)
         except RuntimeError:  # the loop has already finished
             pass
+
+    def cancel(self) -> None:
+        if self._main is not None:
+            self.call(self._main.cancel)
 
     def _run(self) -> None:
         error: BaseException | None = None
@@ -220,14 +236,14 @@ class Crawl(Iterator[PageResult]):
             error = exc
         finally:
             self._ready.set()  # never leave the consumer waiting, even if the loop failed to start
-        self._handover.put(_Finished(error))
+        self.handover.put(_Finished(error))
 
     async def _async_main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
-        self._frontier.bind(self._handover)
+        self.frontier.bind(self.handover)
         self._ready.set()
-        await self._frontier.run()
+        await self.frontier.run()
 
 
 class _Frontier:

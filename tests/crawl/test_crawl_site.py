@@ -303,3 +303,21 @@ def test_known_pages_refused_for_passing_reasons_fail_instead_of_going(docs_site
     loop = docs_site.url("/docs/loop-a.html")
     results, _ = run(docs_source(docs_site, max_depth=0, discover_sitemaps=False), {loop: KnownPage(loop, None, None, "h")})
     assert (results[loop].outcome, results[loop].reason) == ("failed", "redirect_loop")
+
+
+def test_breaking_out_of_a_for_loop_stops_the_crawl(site: SiteServer) -> None:
+    import gc
+    import threading
+
+    site.page("/docs/index.html", html("Home", *(f"p{i}.html" for i in range(300))))
+    for i in range(300):
+        site.page(f"/docs/p{i}.html", html(f"P{i}"), delay=0.01)
+    for result in crawl(docs_source(site), fetch_config=FAST, max_queue=2):
+        if result.url.endswith("/p0.html"):
+            break
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(t.name == "crawl-testdocs" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(t.name == "crawl-testdocs" for t in threading.enumerate())
+    assert len(site.log) < 30
