@@ -6,9 +6,11 @@ maps onto the loopback server, and the transport refuses any other destination."
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import httpx
 import pytest
+import trustme
 
 from pipeline.crawl import KnownPage, crawl
 from pipeline.crawl.fetcher import Fetcher, is_blocked_address
@@ -21,8 +23,8 @@ PUBLIC = "93.184.216.34"  # a global address; never contacted, the transport map
 class LoopbackNAT(httpx.AsyncBaseTransport):
     """Forwards requests for ``PUBLIC`` to 127.0.0.1 and refuses every other destination."""
 
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+    def __init__(self, verify: ssl.SSLContext | bool = True) -> None:
+        self.inner = httpx.AsyncHTTPTransport(verify=verify)
         self.destinations: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -128,3 +130,25 @@ def test_redirects_to_private_addresses_are_refused_at_each_hop(site: SiteServer
     assert site.count("/docs/x") == 0
     assert {seen.headers["host"] for seen in site.log} == {f"docs.public.test:{port}"}
     assert resolutions.count("docs.public.test") == 1
+
+
+@pytest.mark.parametrize(("certificate_name", "outcome"), [("docs.secure.test", "new"), ("someone-else.test", "failed")])
+def test_https_goes_to_the_checked_address_with_sni_and_certificate_check(certificate_name: str, outcome: str) -> None:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(certificate_name).configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    with SiteServer(tls=server_tls) as site:
+        site.page("/docs/index.html", html("Secure home"))
+        start = f"https://docs.secure.test:{site.port}/docs/index.html"
+        nat = LoopbackNAT(verify=client_tls)
+        source = docs_source(site, start_urls=(start,), allow_private_hosts=False, discover_sitemaps=False)
+        results = by_url(list(crawl(source, fetch_config=FAST, transport=nat,
+                                    resolver=lambda host: [PUBLIC] if host == "docs.secure.test" else [])))
+    assert results[start].outcome == outcome
+    if outcome == "new":
+        assert "Secure home" in results[start].html
+        assert {seen.headers["host"] for seen in site.log} == {f"docs.secure.test:{site.port}"}
+    else:  # the certificate does not name the host: no request ever reached the server
+        assert results[start].reason == "robots_unavailable" and site.log == []
