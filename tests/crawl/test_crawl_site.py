@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+from dataclasses import replace
 
-from pipeline.crawl import KnownPage, PageResult, crawl
+from pipeline.crawl import CrawlStats, KnownPage, PageResult, Source, crawl
 from tests.crawl.conftest import ACCENTED, FAST, HUGE_CHUNK, HUGE_CHUNKS, build_docs_site, by_url, docs_source, html
-from tests.crawl.site_server import Reply, SiteServer
+from tests.crawl.site_server import Reply, SiteServer, sequence
 
 
-def run(source, known=None, **kwargs) -> tuple[dict[str, PageResult], object]:
+def run(source: Source, known: dict[str, KnownPage] | None = None, **kwargs: object) -> tuple[dict[str, PageResult], CrawlStats]:
     crawler = crawl(source, known, fetch_config=kwargs.pop("fetch_config", FAST), **kwargs)
     results = by_url(list(crawler))
     return results, crawler.stats
@@ -170,7 +173,7 @@ def test_transient_failures_of_known_pages_are_failed_never_gone(site: SiteServe
     site.routes["/docs/b.html"] = Reply(403)
     site.routes["/docs/slow.html"] = Reply(body=html("slow"), delay=1.5)
     known = {url: KnownPage(url, None, None, "h") for url in (u("/docs/a.html"), u("/docs/b.html"), u("/docs/slow.html"))}
-    config = FAST.__class__(**{**FAST.__dict__, "read_timeout": 0.3, "max_retries": 1})
+    config = replace(FAST, read_timeout=0.3, max_retries=1)
     results, _ = run(docs_source(site), known, fetch_config=config)
     assert (results[u("/docs/a.html")].outcome, results[u("/docs/a.html")].reason) == ("failed", "http_503")
     assert site.count("/docs/a.html") == 2
@@ -207,8 +210,6 @@ def test_missing_robots_allows_everything(site: SiteServer) -> None:
 
 
 def test_retry_after_is_honoured(site: SiteServer) -> None:
-    from tests.crawl.site_server import sequence
-
     site.page("/docs/index.html", html("Home", "limited.html"))
     site.routes["/docs/limited.html"] = sequence(Reply(429, headers={"Retry-After": "1"}), Reply(body=html("ok")))
     results, stats = run(docs_source(site))
@@ -281,8 +282,6 @@ def test_too_many_redirects(site: SiteServer) -> None:
 
 
 def test_closing_early_cancels_the_crawl_and_its_thread(site: SiteServer) -> None:
-    import threading
-
     site.page("/docs/index.html", html("Home", *(f"p{i}.html" for i in range(300))))
     for i in range(300):
         site.page(f"/docs/p{i}.html", html(f"P{i}"), delay=0.01)
@@ -306,9 +305,6 @@ def test_known_pages_refused_for_passing_reasons_fail_instead_of_going(docs_site
 
 
 def test_breaking_out_of_a_for_loop_stops_the_crawl(site: SiteServer) -> None:
-    import gc
-    import threading
-
     site.page("/docs/index.html", html("Home", *(f"p{i}.html" for i in range(300))))
     for i in range(300):
         site.page(f"/docs/p{i}.html", html(f"P{i}"), delay=0.01)

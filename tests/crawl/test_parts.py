@@ -14,7 +14,7 @@ from pipeline.crawl.fetcher import FetchConfig, Fetcher, parse_retry_after
 from pipeline.crawl.robots import MAX_CRAWL_DELAY, fetch_robots
 from pipeline.crawl.sitemap import SitemapError, collect_sitemap_urls, decompress, parse_sitemap
 from tests.crawl.conftest import ACCENTED, FAST
-from tests.crawl.site_server import Reply, SiteServer
+from tests.crawl.site_server import Reply, SiteServer, sequence
 
 UA = "docs-to-answer-pipeline/0.1 (+test)"
 
@@ -172,8 +172,6 @@ def test_retry_after_beyond_the_cap_is_not_waited_for(site: SiteServer) -> None:
 
 
 def test_retry_after_http_date_is_honoured(site: SiteServer) -> None:
-    from tests.crawl.site_server import sequence
-
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
     site.routes["/later"] = sequence(Reply(503, headers={"Retry-After": later}), Reply(body="ok"))
 
