@@ -82,14 +82,16 @@ class Source:
             minimum = 0 if attr == "max_depth" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise _error(self.name, attr, f"must be an integer >= {minimum}, got {value!r}")
-        if isinstance(self.delay_seconds, bool) or not isinstance(self.delay_seconds, int | float) or not 0 <= self.delay_seconds <= 3600:
-            raise _error(self.name, "delay_seconds", f"must be a number of seconds in [0, 3600], got {self.delay_seconds!r}")
+        delay = self.delay_seconds
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 3600:
+            raise _error(self.name, "delay_seconds", f"must be a number of seconds in [0, 3600], got {delay!r}")
         for attr in ("allow_private_hosts", "discover_sitemaps"):
             if not isinstance(getattr(self, attr), bool):
                 raise _error(self.name, attr, f"must be true or false, got {getattr(self, attr)!r}")
         for url in start_urls:
             if not self.in_scope(url):
-                raise _error(self.name, "start_urls", f"{url} is outside the source's own scope (allowed_prefixes/include/exclude)")
+                raise _error(self.name, "start_urls",
+                             f"{url} is outside the source's own scope (allowed_prefixes/include/exclude)")
 
     def in_scope(self, url: str) -> bool:
         """True when the normalised ``url`` is under an allowed prefix, matches an include
