@@ -1,0 +1,353 @@
+"""Polite, bounded, SSRF-guarded HTTP fetching on top of ``httpx.AsyncClient``.
+
+What one :meth:`Fetcher.fetch` does:
+
+- **SSRF guard.** Before every connection (every redirect hop and retry) the host is
+  resolved (``getaddrinfo`` in a thread, or the injected resolver) and refused with
+  ``blocked_address`` when ANY address is not globally routable: private, loopback,
+  link-local, multicast, reserved, unspecified, shared (CGNAT), documentation ranges,
+  and IPv6 forms that embed such an IPv4 address (``::ffff:a.b.c.d``, 6to4, NAT64).
+  The connection then goes to the checked address itself (the URL host is replaced by
+  the IP; ``Host`` header and TLS SNI/certificate check keep the real name), so a DNS
+  answer that changes between check and connect (rebinding) cannot redirect it.
+  ``trust_env`` is off so an environment proxy cannot bypass this either.
+- **Politeness.** Per host (``scheme://host:port``): a semaphore bounds requests in
+  flight and a minimum delay separates request starts; a ``Retry-After`` pushes the
+  host's next start back for every worker.
+- **Deadlines.** httpx connect/read/write/pool timeouts plus an overall deadline for
+  each attempt, body included.
+- **Retries.** Connect errors, timeouts, broken connections, 429 and 5xx are retried
+  with exponential backoff and full jitter; ``Retry-After`` (seconds or HTTP-date) is
+  used instead when present. A ``Retry-After`` beyond ``max_retry_after`` is not waited
+  for: the fetch gives up at once rather than hold a worker that long.
+- **Redirects** are followed by hand so each hop passes the SSRF guard and the caller's
+  ``check_redirect`` (scope, robots, duplicates), with a hop limit and loop detection.
+- **Size cap** enforced while streaming the (decoded) body: ``too_large``, or the
+  first ``max_bytes`` kept when ``truncate`` (robots.txt).
+- **Body only when useful**: non-200 responses and responses the caller's ``accept``
+  rejects (e.g. not HTML) are closed without reading the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import AsyncIterator
+
+import httpx
+
+from pipeline.crawl.urls import normalize_url, origin_of
+
+DEFAULT_USER_AGENT = "docs-to-answer-pipeline/0.1 (+https://github.com/docs-to-answer/pipeline)"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+BODY_STATUSES = frozenset({200, 203})
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+Resolver = Callable[[str], list[str]]
+Accept = Callable[[httpx.Headers], str | None]
+CheckRedirect = Callable[[str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    write_timeout: float = 30.0
+    pool_timeout: float = 30.0
+    request_deadline: float = 60.0  # one attempt, headers and body
+    max_retries: int = 3
+    backoff_base: float = 0.5  # attempt n sleeps uniform(0, min(backoff_max, base * 2**n))
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0
+    max_redirects: int = 5
+    max_page_bytes: int = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str  # the URL asked for
+    final_url: str  # the last hop (the refused target when a redirect was refused)
+    status: int | None  # of the last response; None when no response
+    headers: httpx.Headers
+    body: bytes | None  # only for an accepted 200/203 response
+    error: str | None  # why the fetch stopped short; statuses are left to the caller
+    bytes_downloaded: int  # body bytes over the wire, every attempt and hop
+    redirects: tuple[str, ...] = ()  # the hops followed after ``url``
+
+
+class BlockedAddress(Exception):
+    """The host resolves to an address the SSRF guard refuses."""
+
+
+def is_blocked_address(address: str) -> bool:
+    """True for any address that is not globally routable, including IPv6 addresses
+    embedding a non-global IPv4 address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Judge the IPv4 address inside: these forms reach it (mapped, 6to4, Teredo, NAT64).
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_blocked_address(str(embedded))
+    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+
+
+def system_resolver(host: str) -> list[str]:
+    """Every address ``getaddrinfo`` gives for ``host``."""
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass
+class _HostSlot:
+    semaphore: asyncio.Semaphore
+    delay: float
+    next_start: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with self.semaphore:
+            async with self.lock:
+                wait = self.next_start - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self.next_start = time.monotonic() + self.delay
+            yield
+
+    def defer(self, seconds: float) -> None:
+        self.next_start = max(self.next_start, time.monotonic() + seconds)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    status: int | None = None
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
+    body: bytes | None = None
+    error: str | None = None
+    bytes_downloaded: int = 0
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+class Fetcher:
+    """One crawl's HTTP client; use as ``async with Fetcher(...) as fetcher``."""
+
+    def __init__(
+        self,
+        *,
+        user_agent: str = DEFAULT_USER_AGENT,
+        config: FetchConfig | None = None,
+        allow_private_hosts: bool = False,
+        max_concurrency_per_host: int = 4,
+        delay_seconds: float = 0.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.config = config or FetchConfig()
+        self.allow_private_hosts = allow_private_hosts
+        self.requests = 0
+        self.bytes_downloaded = 0
+        self._concurrency = max_concurrency_per_host
+        self._delay = delay_seconds
+        self._resolver = resolver or system_resolver
+        self._addresses: dict[str, list[str] | OSError] = {}
+        self._slots: dict[str, _HostSlot] = {}
+        c = self.config
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            headers={"User-Agent": user_agent},
+            timeout=httpx.Timeout(connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout),
+            follow_redirects=False,
+            trust_env=False,
+            # Cookies would be keyed by the pinned IP, not the host; a crawler needs none.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.aclose()
+
+    def raise_host_delay(self, origin: str, seconds: float) -> None:
+        """Make ``origin``'s minimum delay at least ``seconds`` (robots.txt Crawl-delay)."""
+        slot = self._slot(origin)
+        slot.delay = max(slot.delay, seconds)
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        accept: Accept | None = None,
+        max_bytes: int | None = None,
+        truncate: bool = False,
+        headers_for: Callable[[str], Mapping[str, str]] | None = None,
+        check_redirect: CheckRedirect | None = None,
+    ) -> FetchResult:
+        """GET ``url`` (normalised), following redirects; never raises for network or
+        HTTP problems, which come back as ``error``/``status``."""
+        chain = [url]
+        downloaded = 0
+        while True:
+            extra = dict(headers_for(chain[-1])) if headers_for else {}
+            attempt = await self._with_retries(chain[-1], extra, accept, max_bytes or self.config.max_page_bytes, truncate)
+            downloaded += attempt.bytes_downloaded
+            self.bytes_downloaded += attempt.bytes_downloaded
+            location = attempt.headers.get("location")
+            if attempt.error or attempt.status not in REDIRECT_STATUSES or not location:
+                return FetchResult(url, chain[-1], attempt.status, attempt.headers, attempt.body, attempt.error,
+                                   downloaded, tuple(chain[1:]))
+            target = normalize_url(location, chain[-1])
+            if target is None:
+                error = "bad_redirect"
+            elif target in chain:
+                error = "redirect_loop"
+            elif len(chain) > self.config.max_redirects:
+                error = "too_many_redirects"
+            else:
+                error = await check_redirect(target) if check_redirect else None
+            if error:
+                return FetchResult(url, target or chain[-1], attempt.status, attempt.headers, None, error,
+                                   downloaded, tuple(chain[1:]))
+            chain.append(target)
+
+    async def _with_retries(self, url: str, headers: dict[str, str], accept: Accept | None, max_bytes: int,
+                            truncate: bool) -> _Attempt:
+        downloaded = 0
+        for number in range(self.config.max_retries + 1):
+            attempt = await self._attempt(url, headers, accept, max_bytes, truncate)
+            downloaded += attempt.bytes_downloaded
+            if not attempt.retryable or number == self.config.max_retries:
+                break
+            if attempt.retry_after is not None:
+                if attempt.retry_after > self.config.max_retry_after:
+                    break
+                delay = attempt.retry_after
+            else:
+                delay = random.uniform(0, min(self.config.backoff_max, self.config.backoff_base * 2**number))
+            await asyncio.sleep(delay)
+        return _Attempt(attempt.status, attempt.headers, attempt.body, attempt.error, downloaded)
+
+    async def _attempt(self, url: str, headers: dict[str, str], accept: Accept | None, max_bytes: int,
+                       truncate: bool) -> _Attempt:
+        target = httpx.URL(url)
+        try:
+            address = await self._checked_address(target.host)
+        except BlockedAddress:
+            return _Attempt(error="blocked_address")
+        except OSError:
+            return _Attempt(error="dns_error")
+        request_headers = {**headers, "Host": target.netloc.decode("ascii")}
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        slot = self._slot(origin_of(url))
+        async with slot.turn():
+            self.requests += 1
+            request = self._client.build_request("GET", target.copy_with(host=address), headers=request_headers,
+                                                 extensions=extensions)
+            response: httpx.Response | None = None
+            try:
+                async with asyncio.timeout(self.config.request_deadline):
+                    response = await self._client.send(request, stream=True)
+                    try:
+                        return await self._read(response, slot, accept, max_bytes, truncate)
+                    finally:
+                        await response.aclose()
+            except (TimeoutError, httpx.TimeoutException):
+                return _Attempt(error="timeout", retryable=True, bytes_downloaded=_downloaded(response))
+            except httpx.ConnectError:
+                return _Attempt(error="connect_error", retryable=True)
+            except httpx.TransportError:
+                return _Attempt(error="network_error", retryable=True, bytes_downloaded=_downloaded(response))
+
+    async def _read(self, response: httpx.Response, slot: _HostSlot, accept: Accept | None, max_bytes: int,
+                    truncate: bool) -> _Attempt:
+        status, headers = response.status_code, response.headers
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            if retry_after is not None:
+                slot.defer(min(retry_after, self.config.max_retry_after))
+            return _Attempt(status, headers, retryable=True, retry_after=retry_after)
+        if status not in BODY_STATUSES:
+            return _Attempt(status, headers)
+        rejection = accept(headers) if accept else None
+        if rejection:
+            return _Attempt(status, headers, error=rejection)
+        declared = headers.get("content-length", "")
+        if not truncate and declared.isdigit() and int(declared) > max_bytes:
+            return _Attempt(status, headers, error="too_large")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                if not truncate:
+                    return _Attempt(status, headers, error="too_large", bytes_downloaded=response.num_bytes_downloaded)
+                break
+        body = b"".join(chunks)[:max_bytes]
+        return _Attempt(status, headers, body=body, bytes_downloaded=response.num_bytes_downloaded)
+
+    async def _checked_address(self, host: str) -> str:
+        """The address to connect to for ``host``, after the SSRF check."""
+        cached = self._addresses.get(host)
+        if cached is None:
+            try:
+                ipaddress.ip_address(host)
+                cached = [host]
+            except ValueError:
+                try:
+                    cached = await asyncio.to_thread(self._resolver, host) or OSError(f"{host} has no address")
+                except OSError as exc:
+                    cached = exc
+            self._addresses[host] = cached
+        if isinstance(cached, OSError):
+            raise cached
+        if not self.allow_private_hosts:
+            blocked = [address for address in cached if is_blocked_address(address)]
+            if blocked:
+                raise BlockedAddress(f"{host} resolves to non-public address {blocked[0]}")
+        return cached[0]
+
+    def _slot(self, origin: str) -> _HostSlot:
+        slot = self._slots.get(origin)
+        if slot is None:
+            slot = self._slots[origin] = _HostSlot(asyncio.Semaphore(self._concurrency), self._delay)
+        return slot
+
+
+def _downloaded(response: httpx.Response | None) -> int:
+    return response.num_bytes_downloaded if response is not None else 0
+
+
+def html_only(headers: httpx.Headers) -> str | None:
+    """``accept`` for pages: only ``text/html`` and ``application/xhtml+xml``."""
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return None if media_type in ("text/html", "application/xhtml+xml") else "not_html"

@@ -1,0 +1,71 @@
+"""robots.txt per origin, parsed with protego.
+
+Fetch outcomes follow Google's documented convention:
+
+- 200: the rules apply (the first 500 KiB are parsed, the rest ignored);
+- 4xx other than 429 (typically 404): no robots.txt, everything is allowed;
+- 429, 5xx or a network failure: the site is treated as fully disallowed for this run
+  (``unavailable``, with the reason), because the site may be struggling and its rules
+  are unknown. The crawler reports such pages as ``failed`` (``robots_unavailable``),
+  never as removed: a passing robots.txt outage must not delete stored pages;
+- an address the SSRF guard refuses: ``blocked``; nothing is decided here, since every
+  page fetch of that host is refused by the same guard and reported as such.
+
+Redirects are followed (up to the fetcher's limit), each hop SSRF-checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protego import Protego
+
+from pipeline.crawl.fetcher import Fetcher
+from pipeline.crawl.urls import normalize_url
+
+MAX_ROBOTS_BYTES = 500 * 1024
+# A Crawl-delay above this is capped so one robots.txt cannot stall a run for hours;
+# the cap is reported in the crawl stats.
+MAX_CRAWL_DELAY = 30.0
+
+
+@dataclass(frozen=True)
+class RobotsRules:
+    origin: str
+    status: str  # "ok" (rules parsed), "missing" (4xx: allow all), "unavailable" (disallow all), "blocked"
+    reason: str | None  # why unavailable/missing: "http_503", "timeout", ...
+    user_agent: str
+    parser: Protego | None = None
+
+    def allows(self, url: str) -> bool:
+        if self.status == "unavailable":
+            return False
+        return self.parser is None or self.parser.can_fetch(url, self.user_agent)
+
+    @property
+    def crawl_delay(self) -> float | None:
+        delay = self.parser.crawl_delay(self.user_agent) if self.parser else None
+        return None if delay is None else min(float(delay), MAX_CRAWL_DELAY)
+
+    @property
+    def sitemaps(self) -> tuple[str, ...]:
+        if self.parser is None:
+            return ()
+        urls = (normalize_url(url, self.origin + "/") for url in self.parser.sitemaps)
+        return tuple(dict.fromkeys(url for url in urls if url))
+
+
+async def fetch_robots(fetcher: Fetcher, origin: str, user_agent: str) -> RobotsRules:
+    """The robots.txt rules of ``origin`` (``scheme://host[:port]``)."""
+    result = await fetcher.fetch(f"{origin}/robots.txt", max_bytes=MAX_ROBOTS_BYTES, truncate=True)
+    if result.error == "blocked_address":
+        return RobotsRules(origin, "blocked", result.error, user_agent)
+    if result.error:
+        return RobotsRules(origin, "unavailable", result.error, user_agent)
+    status = result.status or 0
+    if status in (200, 203) and result.body is not None:
+        text = result.body.decode("utf-8", errors="replace")
+        return RobotsRules(origin, "ok", None, user_agent, Protego.parse(text))
+    if 400 <= status < 500 and status != 429:
+        return RobotsRules(origin, "missing", f"http_{status}", user_agent)
+    return RobotsRules(origin, "unavailable", f"http_{status}", user_agent)
