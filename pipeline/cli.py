@@ -116,7 +116,7 @@ def run_demo(top: int) -> int:
 
 def _report(result) -> None:
     for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
+        materialization = event.materialization
         counts = {
             key: value.value
             for key, value in materialization.metadata.items()
@@ -130,7 +130,7 @@ def _print_context_sets(path: Path, result, top: int) -> None:
     billed = 0
     for event in result.get_asset_materialization_events():
         if event.asset_key.to_user_string() == "reranked_candidates":
-            billed = event.asset_materialization.metadata["billed_search_units"].value
+            billed = event.materialization.metadata["billed_search_units"].value
     print()
     for line in path.read_text(encoding="utf-8").splitlines():
         context_set = json.loads(line)

@@ -70,10 +70,17 @@ def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) 
         outcome = result.outcome
         if outcome in ("new", "changed"):
             owner = store.page_owner(result.url)
+            duplicate = store.page_with_content(source, result.content_hash, other_than=result.url)
             if owner is not None and owner != source:
                 # A page reachable from two sources is indexed once, under the first.
                 outcome = "skipped"
-                _record_failure(report, result.url, f"owned_by_source:{owner}")
+                _record_failure(report, result.url, "owned_by_other_source", owner)
+            elif duplicate is not None:
+                # The same page under two URLs (``/`` and ``/index.html``) would rank twice.
+                outcome = "skipped"
+                _record_failure(report, result.url, "duplicate_content", duplicate)
+                if owner is not None:
+                    store.delete_page(result.url)
             else:
                 store.save_page(
                     url=result.url,
@@ -99,9 +106,9 @@ def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) 
     return report
 
 
-def _record_failure(report: CrawlReport, url: str, reason: str) -> None:
+def _record_failure(report: CrawlReport, url: str, reason: str, detail: str | None = None) -> None:
     report.failures_by_reason[reason] += 1
-    report.failures.append((url, reason))
+    report.failures.append((url, f"{reason} ({detail})" if detail else reason))
 
 
 @dataclass

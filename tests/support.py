@@ -82,4 +82,4 @@ class PipelineRun:
 def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
     assert events, f"{asset} was not materialised"
-    return {key: value.value for key, value in events[-1].asset_materialization.metadata.items()}
+    return {key: value.value for key, value in events[-1].materialization.metadata.items()}

@@ -87,6 +87,8 @@ def test_metadata_reports_counts_and_billed_units(demo_run):
     crawl = materialization_metadata(demo_run["first_ingest"], "crawled_pages")
     pages = len(list(SITE_DIR.rglob("*.html"))) - 1  # 404.html is not linked
     assert crawl["pages_new"] == pages
+    # "/" and "/index.html" are the same page, stored once; two linked downloads are not HTML.
+    assert crawl["failures_by_reason"] == {"duplicate_content": 1, "not_html": 2}
     assert crawl["pages_failed"] == 0
     index = materialization_metadata(demo_run["first_ingest"], "vector_index")
     assert index["chunks_embedded"] == index["vectors_total"] == index["collection_count"] > pages

@@ -1,6 +1,5 @@
 """The published output: one ranked context set per query, packed into a token budget."""
 
-from __future__ import annotations
 
 import json
 

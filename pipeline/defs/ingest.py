@@ -1,6 +1,5 @@
 """Ingest assets, one partition per documentation source: crawl → extract → chunk → index."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

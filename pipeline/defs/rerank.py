@@ -1,6 +1,5 @@
 """The rerank asset: each query's candidates ordered by the Heroku Inference /v1/rerank endpoint."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

@@ -6,7 +6,6 @@ shows the variable's name, never its value; unset ones fall back to the offline
 defaults declared in ``pipeline/settings.py``.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Any

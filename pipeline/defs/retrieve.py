@@ -1,6 +1,5 @@
 """Retrieve assets: the queries and each query's top-k candidate chunks."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

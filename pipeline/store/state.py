@@ -41,7 +41,7 @@ pages = sa.Table(
     sa.Column("content_type", sa.Text),
     sa.Column("etag", sa.Text),
     sa.Column("last_modified", sa.Text),
-    sa.Column("content_hash", sa.Text),
+    sa.Column("content_hash", sa.Text, index=True),
     sa.Column("html_zlib", sa.LargeBinary),
     sa.Column("fetched_at", sa.DateTime(timezone=True)),
     sa.Column("last_seen_at", sa.DateTime(timezone=True)),
@@ -243,6 +243,16 @@ class StateStore:
                 )
             )
             return {row.url: StoredPage(*row) for row in rows}
+
+    def page_with_content(self, source: str, content_hash: str, other_than: str) -> str | None:
+        """Another stored page of the source with exactly this content, if any."""
+        query = (
+            sa.select(pages.c.url)
+            .where(pages.c.source == source, pages.c.content_hash == content_hash, pages.c.url != other_than)
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            return connection.scalar(query)
 
     def page_owner(self, url: str) -> str | None:
         with self.engine.connect() as connection:
