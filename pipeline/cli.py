@@ -15,6 +15,8 @@ from pipeline import settings
 from pipeline.demo import SITE_DIR, SITE_PORT, SOURCES_FILE, serve_directory
 
 RERANK_PORT = 8765
+# The demo prints its own summary; Dagster's per-step debug events would bury it.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,12 +104,14 @@ def run_demo(top: int) -> int:
         register_sources(instance, [source.name for source in sources])
         for source in sources:
             print(f"ingesting source {source.name} ...", flush=True)
-            result = defs.get_job_def(ingest_source_job.name).execute_in_process(
-                instance=instance, partition_key=source.name
+            result = defs.resolve_job_def(ingest_source_job.name).execute_in_process(
+                instance=instance, partition_key=source.name, run_config=QUIET_RUN_CONFIG
             )
             _report(result)
         print("retrieving, reranking and packing context sets ...", flush=True)
-        result = defs.get_job_def(context_sets_job.name).execute_in_process(instance=instance)
+        result = defs.resolve_job_def(context_sets_job.name).execute_in_process(
+            instance=instance, run_config=QUIET_RUN_CONFIG
+        )
         _report(result)
         _print_context_sets(data_dir / "ranked_context_sets.jsonl", result, top)
     print(f"demo finished in {time.perf_counter() - started:.1f}s; Dagster home: {os.environ['DAGSTER_HOME']}")
