@@ -1,0 +1,101 @@
+"""Page-level retrieval quality: labelled query sets and nDCG@10, MRR@10, Recall@50 via pytrec_eval.
+
+Labels grade pages (not chunks), so a ranked list of chunks is first reduced to the
+ranked list of distinct pages it reaches, in order of each page's first chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+
+import pytrec_eval
+import yaml
+
+# name → (rank cut-off, pytrec_eval measure requested, key of its result)
+_MEASURES = {
+    "ndcg@10": (10, "ndcg_cut.10", "ndcg_cut_10"),
+    # trec_eval's reciprocal rank has no cut-off: the run is cut to 10 instead.
+    "mrr@10": (10, "recip_rank", "recip_rank"),
+    "recall@50": (50, "recall.50", "recall_50"),
+}
+METRICS = tuple(_MEASURES)
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    query_id: str
+    query: str
+    relevant: Mapping[str, int]  # page path relative to the corpus root → grade (1 or 2)
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    corpus: str
+    queries: tuple[LabelledQuery, ...]
+
+    @property
+    def qrels(self) -> dict[str, dict[str, int]]:
+        return {query.query_id: dict(query.relevant) for query in self.queries}
+
+
+class LabelFileError(ValueError):
+    """A labelled query file is malformed; the message names the file and entry."""
+
+
+def load_labelled_set(path: str | Path) -> LabelledSet:
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise LabelFileError(f"{path}: cannot read labelled queries ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("queries"), list):
+        raise LabelFileError(f"{path}: expected a mapping with 'corpus' and a 'queries' list")
+    queries = []
+    for index, entry in enumerate(document["queries"], start=1):
+        try:
+            relevant = {str(item["path"]): int(item["grade"]) for item in entry["relevant"]}
+            queries.append(LabelledQuery(str(entry["id"]), str(entry["query"]), relevant))
+        except (KeyError, TypeError, ValueError) as error:
+            raise LabelFileError(f"{path}: entry {index}: needs id, query and relevant [{{path, grade}}] ({error})") from None
+    return LabelledSet(corpus=str(document.get("corpus", "")), queries=tuple(queries))
+
+
+def page_path(url: str, base_url: str) -> str:
+    """The labelled path of a page URL: relative to the corpus root, ``index.html`` for directories."""
+    if not url.startswith(base_url):
+        return url
+    path = url[len(base_url) :].lstrip("/")
+    return path + "index.html" if path == "" or path.endswith("/") else path
+
+
+def pages_in_order(urls: Iterable[str], base_url: str) -> list[str]:
+    """Distinct page paths in order of first appearance (a chunk ranking → a page ranking)."""
+    return list(dict.fromkeys(page_path(url, base_url) for url in urls))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    mean: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+
+
+def evaluate_rankings(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Sequence[str]]) -> Evaluation:
+    """Score page rankings (best first) against graded labels; a query without a ranking scores 0."""
+    per_query: dict[str, dict[str, float]] = {query_id: {} for query_id in qrels}
+    judged = {query_id: dict(grades) for query_id, grades in qrels.items()}
+    for name, (cutoff, measure, key) in _MEASURES.items():
+        # trec_eval orders by score, so each rank becomes a descending score.
+        run = {
+            query_id: {path: float(cutoff - rank) for rank, path in enumerate(rankings.get(query_id, [])[:cutoff])}
+            for query_id in qrels
+        }
+        scores = pytrec_eval.RelevanceEvaluator(judged, {measure}).evaluate(
+            {query_id: ranking for query_id, ranking in run.items() if ranking}
+        )
+        for query_id in qrels:
+            per_query[query_id][name] = scores.get(query_id, {}).get(key, 0.0)
+    mean = {name: fmean(scores[name] for scores in per_query.values()) if per_query else 0.0 for name in METRICS}
+    return Evaluation(mean=mean, per_query=per_query)

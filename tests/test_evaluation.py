@@ -1,0 +1,43 @@
+"""Metrics checked against values computed by hand."""
+
+import math
+
+import pytest
+
+from pipeline.demo import LABELLED_QUERIES_FILE
+from pipeline.evaluation import evaluate_rankings, load_labelled_set, pages_in_order, page_path
+
+
+def test_hand_computed_example():
+    qrels = {"q1": {"a.html": 2, "b.html": 1}, "q2": {"c.html": 2}}
+    rankings = {"q1": ["x.html", "a.html", "y.html", "b.html"], "q2": [f"p{i}.html" for i in range(12)] + ["c.html"]}
+    result = evaluate_rankings(qrels, rankings)
+    # q1, with trec_eval's linear gains: DCG = 2/log2(3) + 1/log2(5); ideal = 2/log2(2) + 1/log2(3)
+    dcg = 2 / math.log2(3) + 1 / math.log2(5)
+    ideal = 2 / 1 + 1 / math.log2(3)
+    assert result.per_query["q1"]["ndcg@10"] == pytest.approx(dcg / ideal)
+    assert result.per_query["q1"]["mrr@10"] == pytest.approx(0.5)
+    assert result.per_query["q1"]["recall@50"] == pytest.approx(1.0)
+    # q2: relevant page at rank 13, beyond the cut-offs of nDCG@10 and MRR@10.
+    assert result.per_query["q2"] == {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@50": 1.0}
+    assert result.mean["recall@50"] == pytest.approx(1.0)
+    assert result.mean["mrr@10"] == pytest.approx(0.25)
+
+
+def test_query_without_ranking_scores_zero():
+    result = evaluate_rankings({"q1": {"a.html": 2}}, {})
+    assert result.per_query["q1"] == {"ndcg@10": 0.0, "mrr@10": 0.0, "recall@50": 0.0}
+
+
+def test_chunk_urls_reduce_to_distinct_pages():
+    base = "http://127.0.0.1:8764/"
+    urls = [base + "guide/a.html", base, base + "guide/a.html", base + "b.html"]
+    assert pages_in_order(urls, base) == ["guide/a.html", "index.html", "b.html"]
+    assert page_path("http://elsewhere/x.html", base) == "http://elsewhere/x.html"
+
+
+def test_demo_labels_load():
+    labelled = load_labelled_set(LABELLED_QUERIES_FILE)
+    assert labelled.corpus == "demo-user-guide"
+    assert len(labelled.queries) >= 40
+    assert all(2 in query.relevant.values() for query in labelled.queries)
