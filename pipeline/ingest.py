@@ -282,12 +282,21 @@ def index_chunks(
         flush()
     report.embed_seconds = time.perf_counter() - started
 
+    report.vectors_deleted, report.vectors_restored, report.vectors_total = sync_vectors(store, vectors, source)
+    return report
+
+
+def sync_vectors(store: StateStore, vectors: VectorIndex, source: str | None = None) -> tuple[int, int, int]:
+    """Make Chroma hold exactly the stored (embedded) chunks; returns (deleted, restored, total).
+
+    Chroma on a Heroku worker's disk is wiped on every restart; this rebuilds it from
+    the embeddings in the state store, without re-embedding or re-crawling.
+    """
     stored_ids = store.chunk_ids(source)
     indexed_ids = vectors.ids(source)
-    report.vectors_deleted = vectors.delete(indexed_ids - stored_ids)
-    report.vectors_restored = restore_vectors(store, vectors, stored_ids - indexed_ids)
-    report.vectors_total = len(stored_ids)
-    return report
+    deleted = vectors.delete(indexed_ids - stored_ids)
+    restored = restore_vectors(store, vectors, stored_ids - indexed_ids)
+    return deleted, restored, len(stored_ids)
 
 
 def restore_vectors(store: StateStore, vectors: VectorIndex, chunk_ids: Iterable[str], batch: int = 1024) -> int:

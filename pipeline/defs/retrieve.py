@@ -7,6 +7,7 @@ from pydantic import Field
 from pipeline.defs.ingest import vector_index
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.queries import QueriesFileError, Query, load_queries
+from pipeline.ingest import sync_vectors
 from pipeline.retrieve import retrieve_candidates
 
 GROUP = "retrieve"
@@ -46,6 +47,7 @@ class RetrieveConfig(dg.Config):
     description="Each query's top-k chunks from the vector index, with cosine similarity scores.",
 )
 def retrieved_candidates(
+    context: dg.AssetExecutionContext,
     config: RetrieveConfig,
     state_store: StateStoreResource,
     chroma: ChromaResource,
@@ -53,8 +55,13 @@ def retrieved_candidates(
 ) -> dg.MaterializeResult:
     store = state_store.open()
     model = embedder.get()
+    vectors = chroma.open(model)
+    # A fresh dyno starts with an empty local Chroma: restore it before searching it.
+    deleted, restored, total = sync_vectors(store, vectors)
+    if deleted or restored:
+        context.log.info(f"vector index synced with the state store: {restored} restored, {deleted} deleted")
     stored_queries = [Query(query_id, text) for query_id, text in store.load_queries()]
-    hits = retrieve_candidates(stored_queries, chroma.open(model), model, config.top_k)
+    hits = retrieve_candidates(stored_queries, vectors, model, config.top_k)
     store.replace_candidates({qid: [(hit.chunk_id, hit.score) for hit in ranked] for qid, ranked in hits.items()})
     counts = [len(ranked) for ranked in hits.values()]
     return dg.MaterializeResult(
@@ -63,5 +70,6 @@ def retrieved_candidates(
             "top_k": config.top_k,
             "candidates_total": sum(counts),
             "queries_without_candidates": sum(1 for count in counts if count == 0),
+            "vectors_restored": restored,
         }
     )
