@@ -1,17 +1,129 @@
-"""Candidate retrieval: the top-k chunks for each query from the vector index."""
+"""Candidate retrieval: dense (Chroma), lexical (BM25) or both fused with reciprocal-rank fusion.
+
+Dense retrieval finds paraphrases ("too many clients" → max_connections); BM25 finds
+exact identifiers, error texts and rare terms that a 384-dimensional sentence
+embedding blurs. Reciprocal-rank fusion (Cormack et al., 2009) combines the two
+rankings by rank alone, so it needs no score calibration between cosine similarity
+and BM25: ``score(chunk) = Σ weight_r / (rrf_k + rank_r(chunk))`` over the rankings
+that contain the chunk. Each retriever contributes its ``depth`` best chunks; the
+union is deduplicated by chunk ID and cut to ``k``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.queries import Query
-from pipeline.store.vectors import VectorHit, VectorIndex
+from pipeline.store.lexical import LexicalIndex
+from pipeline.store.vectors import VectorIndex
+
+RETRIEVERS = ("hybrid", "dense", "lexical")
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How dense and lexical rankings are fused; ``depth=None`` means each retriever returns ``k``."""
+
+    rrf_k: int = 60
+    lexical_weight: float = 1.0  # the dense ranking weighs 1
+    depth: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rrf_k < 0:
+            raise ValueError(f"rrf_k must be non-negative, got {self.rrf_k}")
+        if self.lexical_weight < 0:
+            raise ValueError(f"lexical_weight must be non-negative, got {self.lexical_weight}")
+        if self.depth is not None and self.depth < 1:
+            raise ValueError(f"depth must be at least 1, got {self.depth}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    chunk_id: str
+    # Fused RRF score (hybrid), cosine similarity (dense) or BM25 (lexical); higher is better.
+    score: float
+    dense_rank: int | None = None  # 1-based rank in the dense list, None if absent
+    lexical_rank: int | None = None
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], weights: Sequence[float], rrf_k: int
+) -> list[tuple[str, float]]:
+    """Fuse ID rankings (best first) into one, best first; ties keep first-seen order."""
+    if len(rankings) != len(weights):
+        raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, chunk_id in enumerate(dict.fromkeys(ranking), start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (rrf_k + rank)
+    order = {chunk_id: position for position, chunk_id in enumerate(fused)}
+    return sorted(fused.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def fuse(dense: Sequence[str], lexical: Sequence[str], k: int, fusion: Fusion = Fusion()) -> list[Candidate]:
+    """The ``k`` best of the union of a dense and a lexical ranking of chunk IDs."""
+    dense_ranks = {chunk_id: rank for rank, chunk_id in enumerate(dense, start=1)}
+    lexical_ranks = {chunk_id: rank for rank, chunk_id in enumerate(lexical, start=1)}
+    fused = reciprocal_rank_fusion([dense, lexical], [1.0, fusion.lexical_weight], fusion.rrf_k)
+    return [
+        Candidate(chunk_id, score, dense_ranks.get(chunk_id), lexical_ranks.get(chunk_id))
+        for chunk_id, score in fused[:k]
+    ]
+
+
+def dense_candidates(
+    queries: Sequence[Query], vectors: VectorIndex, embedder: MiniLMEmbedder, k: int
+) -> dict[str, list[Candidate]]:
+    """query_id → the ``k`` nearest chunks by cosine similarity, best first."""
+    query_vectors = embedder.embed([query.query for query in queries])
+    return {
+        query.query_id: [
+            Candidate(hit.chunk_id, hit.score, dense_rank=rank)
+            for rank, hit in enumerate(vectors.query(vector, k), start=1)
+        ]
+        for query, vector in zip(queries, query_vectors, strict=True)
+    }
+
+
+def lexical_candidates(queries: Sequence[Query], lexical: LexicalIndex, k: int) -> dict[str, list[Candidate]]:
+    """query_id → the ``k`` best chunks by BM25, best first."""
+    return {
+        query.query_id: [
+            Candidate(hit.chunk_id, hit.score, lexical_rank=rank)
+            for rank, hit in enumerate(lexical.search(query.query, k), start=1)
+        ]
+        for query in queries
+    }
 
 
 def retrieve_candidates(
-    queries: Sequence[Query], vectors: VectorIndex, embedder: MiniLMEmbedder, k: int
-) -> dict[str, list[VectorHit]]:
-    """query_id → hits, best first."""
-    query_vectors = embedder.embed([query.query for query in queries])
-    return {query.query_id: vectors.query(vector, k) for query, vector in zip(queries, query_vectors, strict=True)}
+    queries: Sequence[Query],
+    vectors: VectorIndex,
+    embedder: MiniLMEmbedder,
+    k: int,
+    *,
+    lexical: LexicalIndex | None = None,
+    fusion: Fusion = Fusion(),
+) -> dict[str, list[Candidate]]:
+    """query_id → candidates, best first: hybrid when a lexical index is given, dense only otherwise."""
+    if lexical is None:
+        return dense_candidates(queries, vectors, embedder, k)
+    depth = fusion.depth or k
+    dense = dense_candidates(queries, vectors, embedder, depth)
+    lexical_hits = lexical_candidates(queries, lexical, depth)
+    return {
+        query.query_id: fuse(
+            [c.chunk_id for c in dense[query.query_id]],
+            [c.chunk_id for c in lexical_hits[query.query_id]],
+            k,
+            fusion,
+        )
+        for query in queries
+    }
+
+
+def candidate_rankings(candidates: Mapping[str, Sequence[Candidate]]) -> dict[str, list[tuple[str, float]]]:
+    """The stored form: query_id → [(chunk_id, score), ...] best first."""
+    return {query_id: [(c.chunk_id, c.score) for c in ranked] for query_id, ranked in candidates.items()}
