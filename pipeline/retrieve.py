@@ -5,8 +5,12 @@ exact identifiers, error texts and rare terms that a 384-dimensional sentence
 embedding blurs. Reciprocal-rank fusion (Cormack et al., 2009) combines the two
 rankings by rank alone, so it needs no score calibration between cosine similarity
 and BM25: ``score(chunk) = Σ weight_r / (rrf_k + rank_r(chunk))`` over the rankings
-that contain the chunk. Each retriever contributes its ``depth`` best chunks; the
-union is deduplicated by chunk ID and cut to ``k``.
+that contain the chunk. Each retriever contributes its ``depth`` best chunks (2·k by
+default); the union is deduplicated by chunk ID and cut to ``k``.
+
+Defaults (``benchmarks/quality.py`` measures the alternatives): the standard
+``rrf_k=60``, and the BM25 ranking at half the dense ranking's weight, since BM25
+alone is much weaker on questions phrased the way users ask them.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ RETRIEVERS = ("hybrid", "dense", "lexical")
 
 @dataclass(frozen=True)
 class Fusion:
-    """How dense and lexical rankings are fused; ``depth=None`` means each retriever returns ``k``."""
+    """How dense and lexical rankings are fused; ``depth=None`` means each retriever returns ``2·k``."""
 
     rrf_k: int = 60
-    lexical_weight: float = 1.0  # the dense ranking weighs 1
+    lexical_weight: float = 0.5  # the dense ranking weighs 1
     depth: int | None = None
 
     def __post_init__(self) -> None:
@@ -110,7 +114,7 @@ def retrieve_candidates(
     """query_id → candidates, best first: hybrid when a lexical index is given, dense only otherwise."""
     if lexical is None:
         return dense_candidates(queries, vectors, embedder, k)
-    depth = fusion.depth or k
+    depth = fusion.depth or 2 * k
     dense = dense_candidates(queries, vectors, embedder, depth)
     lexical_hits = lexical_candidates(queries, lexical, depth)
     return {

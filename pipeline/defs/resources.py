@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr
 from pipeline import settings
 from pipeline.embedding import DEFAULT_BATCH_SIZE, MiniLMEmbedder
 from pipeline.rerank.client import RerankClient
+from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import DEFAULT_COLLECTION, ChromaConnection, VectorIndex
 
@@ -23,6 +24,7 @@ from pipeline.store.vectors import DEFAULT_COLLECTION, ChromaConnection, VectorI
 # more than once per step, and the MiniLM session takes a second to load.
 _EMBEDDERS: dict[tuple[int, int], MiniLMEmbedder] = {}
 _STATE_STORES: dict[str, StateStore] = {}
+_LEXICAL_INDEXES: dict[str, LexicalIndex] = {}
 
 
 class StateStoreResource(dg.ConfigurableResource):
@@ -120,7 +122,7 @@ class RerankResource(dg.ConfigurableResource):
 
 
 class PipelineFilesResource(dg.ConfigurableResource):
-    """Where the pipeline reads its inputs and writes ranked_context_sets.jsonl."""
+    """Where the pipeline reads its inputs and writes ranked_context_sets.jsonl and the lexical index."""
 
     data_dir: str
     sources_path: str
@@ -130,6 +132,13 @@ class PipelineFilesResource(dg.ConfigurableResource):
         path = Path(self.data_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def lexical_index(self) -> LexicalIndex:
+        """The BM25 index under the data directory (kept loaded for the process)."""
+        key = str(Path(self.data_dir).resolve())
+        if key not in _LEXICAL_INDEXES:
+            _LEXICAL_INDEXES[key] = LexicalIndex(key)
+        return _LEXICAL_INDEXES[key]
 
 
 def from_env(name: str) -> Any:

@@ -1,14 +1,16 @@
-"""Retrieve assets: the queries and each query's top-k candidate chunks."""
+"""Retrieve assets: the queries and each query's top-k candidate chunks (hybrid dense + BM25 by default)."""
 
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
-from pipeline.defs.ingest import vector_index
+from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
-from pipeline.queries import QueriesFileError, Query, load_queries
 from pipeline.ingest import sync_vectors
-from pipeline.retrieve import retrieve_candidates
+from pipeline.queries import QueriesFileError, Query, load_queries
+from pipeline.retrieve import Fusion, candidate_rankings, lexical_candidates, retrieve_candidates
+from pipeline.store.lexical import sync_lexical
 
 GROUP = "retrieve"
 
@@ -37,18 +39,32 @@ def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg
 
 class RetrieveConfig(dg.Config):
     top_k: int = Field(default=50, ge=1, le=1000, description="Candidates per query handed to the reranker.")
+    retriever: Literal["hybrid", "dense", "lexical"] = Field(
+        default="hybrid", description="hybrid: dense and BM25 fused by reciprocal rank; or either one alone."
+    )
+    depth: int | None = Field(
+        default=None, ge=1, le=1000, description="Chunks each retriever contributes before fusion; unset = 2 × top_k."
+    )
+    rrf_k: int = Field(default=Fusion().rrf_k, ge=0, description="Reciprocal-rank fusion constant.")
+    lexical_weight: float = Field(
+        default=Fusion().lexical_weight, ge=0, description="Weight of the BM25 ranking in the fusion (dense weighs 1)."
+    )
 
 
 @dg.asset(
     group_name=GROUP,
-    deps=[queries, vector_index],
+    deps=[queries, vector_index, lexical_index],
     kinds={"chroma"},
     pool="chroma",
-    description="Each query's top-k chunks from the vector index, with cosine similarity scores.",
+    description=(
+        "Each query's top-k chunks: by default the union of the dense (Chroma) and BM25 rankings fused by reciprocal "
+        "rank and deduplicated; the stored score is the fused score (cosine or BM25 with a single retriever)."
+    ),
 )
 def retrieved_candidates(
     context: dg.AssetExecutionContext,
     config: RetrieveConfig,
+    files: PipelineFilesResource,
     state_store: StateStoreResource,
     chroma: ChromaResource,
     embedder: EmbedderResource,
@@ -56,20 +72,42 @@ def retrieved_candidates(
     store = state_store.open()
     model = embedder.get()
     vectors = chroma.open(model)
-    # A fresh dyno starts with an empty local Chroma: restore it before searching it.
+    lexical = files.lexical_index()
+    # A fresh dyno starts with empty local indexes: restore them before searching.
     deleted, restored, total = sync_vectors(store, vectors)
     if deleted or restored:
         context.log.info(f"vector index synced with the state store: {restored} restored, {deleted} deleted")
+    lexical_sync = sync_lexical(store, lexical)
+    if lexical_sync.rebuilt:
+        context.log.info(f"lexical index rebuilt from the state store: {lexical_sync.metadata()}")
     stored_queries = [Query(query_id, text) for query_id, text in store.load_queries()]
-    hits = retrieve_candidates(stored_queries, vectors, model, config.top_k)
-    store.replace_candidates({qid: [(hit.chunk_id, hit.score) for hit in ranked] for qid, ranked in hits.items()})
-    counts = [len(ranked) for ranked in hits.values()]
+    if config.retriever == "lexical":
+        candidates = lexical_candidates(stored_queries, lexical, config.top_k)
+    else:
+        candidates = retrieve_candidates(
+            stored_queries,
+            vectors,
+            model,
+            config.top_k,
+            lexical=lexical if config.retriever == "hybrid" else None,
+            fusion=Fusion(rrf_k=config.rrf_k, lexical_weight=config.lexical_weight, depth=config.depth),
+        )
+    store.replace_candidates(candidate_rankings(candidates))
+    counts = [len(ranked) for ranked in candidates.values()]
     return dg.MaterializeResult(
         metadata={
-            "queries": len(hits),
+            "queries": len(candidates),
+            "retriever": config.retriever,
             "top_k": config.top_k,
             "candidates_total": sum(counts),
+            "candidates_from_both": sum(
+                1 for ranked in candidates.values() for c in ranked if c.dense_rank and c.lexical_rank
+            ),
+            "candidates_only_lexical": sum(
+                1 for ranked in candidates.values() for c in ranked if c.lexical_rank and not c.dense_rank
+            ),
             "queries_without_candidates": sum(1 for count in counts if count == 0),
             "vectors_restored": restored,
+            "lexical_index_rebuilt": lexical_sync.rebuilt,
         }
     )
