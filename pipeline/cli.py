@@ -42,11 +42,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve_rerank(arguments.host, arguments.port)
 
 
+def _local_scorer():
+    """The local scorer, reusing the embeddings the pipeline stored at ingest (same model, computed earlier)."""
+    from pipeline.embedding import MiniLMEmbedder
+    from pipeline.rerank.known_vectors import StoredEmbeddings
+    from pipeline.rerank.scoring import LocalRelevanceScorer
+    from pipeline.store.state import StateStore, sqlite_url
+
+    url = settings.value("DATABASE_URL") or sqlite_url(settings.value("PIPELINE_DATA_DIR"))
+    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(url)))
+
+
 def _local_rerank_service(stack: ExitStack, port: int) -> str:
     from pipeline.rerank.service import LocalRerankService, ServiceConfig
 
     service = stack.enter_context(
-        LocalRerankService(ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True)
+        LocalRerankService(
+            ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True, scorer=_local_scorer()
+        )
     )
     return service.url
 
@@ -69,7 +82,7 @@ def serve_demo(site_port: int, rerank_port: int) -> int:
 def serve_rerank(host: str, port: int) -> int:
     from pipeline.rerank.service import ServiceConfig, run_service
 
-    run_service(host=host, port=port, config=ServiceConfig(api_key=settings.value("RERANK_KEY")))
+    run_service(host=host, port=port, config=ServiceConfig(api_key=settings.value("RERANK_KEY")), scorer=_local_scorer())
     return 0
 
 

@@ -41,6 +41,27 @@ class ContextPassage:
     rerank_score: float | None
 
 
+def diversify_pages(ranked: Sequence[RankedPassage], max_per_page: int | None) -> list[RankedPassage]:
+    """Keep at most ``max_per_page`` passages of a page in front; move the rest behind all others.
+
+    Near-duplicate passages of one page (overlapping chunks, a long reference page)
+    would otherwise spend the token budget before other relevant pages get in. The
+    deferred passages keep their order and still fill whatever budget is left, so a
+    query with one relevant page loses nothing. ``None`` keeps the ranked order.
+    """
+    if max_per_page is None:
+        return list(ranked)
+    if max_per_page < 1:
+        raise ValueError(f"max_per_page must be at least 1 or None, got {max_per_page}")
+    taken: dict[str, int] = {}
+    front: list[RankedPassage] = []
+    deferred: list[RankedPassage] = []
+    for passage in ranked:
+        taken[passage.url] = taken.get(passage.url, 0) + 1
+        (front if taken[passage.url] <= max_per_page else deferred).append(passage)
+    return front + deferred
+
+
 def pack_passages(ranked: Sequence[RankedPassage], token_budget: int) -> list[ContextPassage]:
     """Take passages in ranked order while they fit the budget.
 

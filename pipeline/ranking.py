@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.context import RankedPassage, build_context_set, pack_passages
+from pipeline.context import RankedPassage, build_context_set, diversify_pages, pack_passages
 from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
 from pipeline.store.state import StateStore
 
@@ -95,8 +95,10 @@ def _ranking_row(model: str, ranking, chunk_rows, outcome: RerankOutcome) -> dic
     }
 
 
-def assemble_context_sets(store: StateStore, token_budget: int) -> list[dict[str, Any]]:
-    """One context set per stored query, in the queries file's order."""
+def assemble_context_sets(
+    store: StateStore, token_budget: int, max_passages_per_page: int | None = None
+) -> list[dict[str, Any]]:
+    """One context set per stored query, in the queries file's order (see ``diversify_pages`` for the cap)."""
     stored_candidates = store.load_candidates()
     rankings = store.load_reranked()
     chunk_rows = store.chunks_by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
@@ -135,7 +137,7 @@ def assemble_context_sets(store: StateStore, token_budget: int) -> list[dict[str
                 api_version=ranking["api_version"] if ranking else None,
                 reason_not_reranked=None if reranked else (ranking["error"] if ranking else "no rerank result for this query"),
                 token_budget=token_budget,
-                passages=pack_passages(passages, token_budget),
+                passages=pack_passages(diversify_pages(passages, max_passages_per_page), token_budget),
             )
         )
     return context_sets

@@ -1,69 +1,95 @@
-"""The local service's relevance scorer: dense similarity fused with BM25. Not a cross-encoder.
+"""The local service's relevance scorer: a small linear model over cheap features. Not a cross-encoder.
 
-Cohere's and Amazon's rerankers read query and document together; this scorer only
-compares separately computed MiniLM embeddings and counts shared words, so it ranks
-worse than the hosted models. It exists so the pipeline runs offline with scores that
-behave like a reranker's: in [0, 1], higher is more relevant, deterministic.
+Cohere's and Amazon's rerankers read query and document together; no such model ships
+offline, so this scorer combines what does, each feature in [0, 1]:
 
-Fusion (absolute, not min-max): ``DENSE_WEIGHT * dense + LEXICAL_WEIGHT * lexical`` where
+- ``dense``: cosine similarity of all-MiniLM-L6-v2 embeddings of query and document
+  (the model the index was built with), clipped at 0;
+- ``lexical``: BM25 over the request's documents with stemming and stopwords
+  (``pipeline.store.lexical.analyze``), divided by the best score any document could
+  reach for this query (every query term, unbounded frequency);
+- ``coverage``: the share of distinct query terms the document contains;
+- ``page_best`` and ``page_support``: documents of the pipeline start with their page's
+  context header (``Title > Heading``); passages of one page are grouped by title, and
+  a passage gets its page's best ``dense`` score and a support value that grows with
+  the number of the page's passages among the candidates (``log n / log 10``, capped
+  at 1). A page that several candidates come from is more likely to answer.
 
-- ``dense`` is the query/document cosine similarity clipped to [0, 1] (unrelated
-  texts sit near 0 with MiniLM, so clipping loses little);
-- ``lexical`` is the document's BM25 score divided by the highest BM25 score any
-  document could reach for this query in this candidate set (every query term with
-  unbounded frequency), i.e. an IDF-weighted, frequency-saturated query coverage.
+``score = Σ WEIGHTS[f] · f / Σ WEIGHTS``, in [0, 1]. The weights were fitted by
+coordinate ascent on page-level nDCG@10 over the two labelled sets (the demo site and
+the PostgreSQL 15 manual) with 5-fold cross-validation by query; ``benchmarks/fit_scorer.py``
+refits them and prints the cross-validated figures (docs/evaluation.md). Features
+that did not help under cross-validation were dropped: similarity of the query to
+the heading path alone, heading term coverage, query bigrams found in order,
+pseudo-relevance feedback on the query vector, and the document's centrality among
+the candidates.
 
-Min-max normalisation was rejected because it always hands some candidate 1.0 and
-another 0.0, even when every candidate is irrelevant, and makes scores from different
-requests (the client's 1,000-document batches) incomparable. IDF still comes from the
-candidate set, so the lexical part shifts a little between batches; the dense part
-does not.
+Unlike a pointwise reranker, the page features make a document's score depend on
+the other documents in the request (the lexical IDF already did, slightly).
 
-Cost: embedding the documents dominates (about 35-40 ms per 200-token document on two
-idle cores, so roughly 2 s for 50 new candidates), so document vectors are kept in a
-bounded LRU cache keyed by text hash: the pipeline reranks the same chunks for many
-queries and on every re-run (about 16 ms for 50 cached candidates). A caller that
-already holds MiniLM vectors for its chunks (the vector store does) can hand them over
-with :meth:`LocalRelevanceScorer.seed_vectors` and skip the embedding entirely.
+Cost: embedding documents would dominate (about 35-40 ms per 200-token document on
+two cores, 2 s for 50), so document vectors come, in order, from a bounded LRU cache
+keyed by text hash, from ``known_vectors`` (the local service looks the texts up
+among the embeddings the pipeline computed at ingest time: the same model, computed
+earlier; see :class:`pipeline.rerank.known_vectors.StoredEmbeddings`), and only then
+from the model. Scoring 50 candidates whose vectors are known takes a few tens of
+milliseconds (``benchmarks/quality.py`` reports p50/p95).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import re
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from pipeline.embedding import MiniLMEmbedder
+from pipeline.store.lexical import analyze
 
-DENSE_WEIGHT = 0.7
-LEXICAL_WEIGHT = 0.3
+FEATURES = ("dense", "lexical", "coverage", "page_best", "page_support")
+# Fitted by benchmarks/fit_scorer.py (see the module docstring); only ratios matter.
+WEIGHTS: Mapping[str, float] = {
+    "dense": 1.0,
+    "lexical": 1.1,
+    "coverage": 0.3,
+    "page_best": 0.8,
+    "page_support": 0.1,
+}
 BM25_K1 = 1.2
 BM25_B = 0.75
+# A page with this many passages among the candidates gets full support.
+PAGE_SUPPORT_SATURATION = 10
 # 8,192 vectors of 384 float32 values take about 12.6 MB.
 DEFAULT_CACHE_SIZE = 8192
-
-_WORD = re.compile(r"\w+")
-
-
-def tokenize(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+_HEADER_SEPARATOR = " > "
 
 
-def _text_key(text: str) -> bytes:
+class KnownVectors(Protocol):
+    """Document vectors computed earlier with the same model, found by text key (SHA-256 of the text)."""
+
+    def lookup(self, texts: Mapping[bytes, str]) -> dict[bytes, np.ndarray]: ...
+
+
+def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def lexical_scores(query: str, documents: Sequence[str]) -> np.ndarray:
+def lexical_scores(
+    query: str, documents: Sequence[str], analyzer: Callable[[str], list[str]] = analyze
+) -> np.ndarray:
     """BM25 (k1=1.2, b=0.75) over ``documents`` as the corpus, scaled into [0, 1)."""
-    query_terms = set(tokenize(query))
-    document_terms = [Counter(tokenize(document)) for document in documents]
-    scores = np.zeros(len(documents), dtype=np.float64)
-    if not query_terms or not documents:
+    query_terms = set(analyzer(query))
+    document_terms = [Counter(analyzer(document)) for document in documents]
+    return _bm25(query_terms, document_terms)
+
+
+def _bm25(query_terms: set[str], document_terms: Sequence[Counter]) -> np.ndarray:
+    scores = np.zeros(len(document_terms), dtype=np.float64)
+    if not query_terms or not document_terms:
         return scores
     lengths = np.array([sum(terms.values()) for terms in document_terms], dtype=np.float64)
     average_length = lengths.mean() or 1.0
@@ -72,19 +98,52 @@ def lexical_scores(query: str, documents: Sequence[str]) -> np.ndarray:
     for term in query_terms:
         frequencies = np.array([terms[term] for terms in document_terms], dtype=np.float64)
         containing = int(np.count_nonzero(frequencies))
-        idf = math.log(1 + (len(documents) - containing + 0.5) / (containing + 0.5))
+        idf = math.log(1 + (len(document_terms) - containing + 0.5) / (containing + 0.5))
         scores += idf * frequencies * (BM25_K1 + 1) / (frequencies + length_norm)
         best_possible += idf * (BM25_K1 + 1)
     return scores / best_possible
 
 
+def page_of(document: str) -> str:
+    """The page title a pipeline document starts with (``Title > H2 > H3`` then a newline), else the whole text."""
+    header, newline, _ = document.partition("\n")
+    return header.split(_HEADER_SEPARATOR, 1)[0] if newline else document
+
+
+def page_features(dense: np.ndarray, pages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per document: its page's best dense score, and the page's support among the candidates."""
+    best: dict[str, float] = {}
+    counts: Counter[str] = Counter(pages)
+    for page, value in zip(pages, dense, strict=True):
+        best[page] = max(best.get(page, 0.0), float(value))
+    page_best = np.array([best[page] for page in pages], dtype=np.float64)
+    support = np.array(
+        [min(1.0, math.log(counts[page]) / math.log(PAGE_SUPPORT_SATURATION)) for page in pages], dtype=np.float64
+    )
+    return page_best, support
+
+
 class LocalRelevanceScorer:
     """Scores documents against a query in [0, 1]; safe to share across threads."""
 
-    def __init__(self, embedder: MiniLMEmbedder, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        embedder: MiniLMEmbedder,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        known_vectors: KnownVectors | None = None,
+        weights: Mapping[str, float] = WEIGHTS,
+    ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size must be non-negative, got {cache_size}")
+        unknown = set(weights) - set(FEATURES)
+        if unknown or any(value < 0 for value in weights.values()) or not any(weights.values()):
+            raise ValueError(
+                f"weights must be non-negative, not all zero, and name only {', '.join(FEATURES)}; got {dict(weights)}"
+            )
         self.embedder = embedder
+        self.known_vectors = known_vectors
+        self._weights = np.array([weights.get(name, 0.0) for name in FEATURES], dtype=np.float64)
         self._cache_size = cache_size
         self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -98,20 +157,27 @@ class LocalRelevanceScorer:
         if len(documents) != len(vectors):
             raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
         self._remember(
-            {
-                _text_key(document): np.asarray(vector, dtype=np.float32)
-                for document, vector in zip(documents, vectors)
-            }
+            {text_key(document): np.asarray(vector, dtype=np.float32) for document, vector in zip(documents, vectors)}
         )
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """One score per document, in input order."""
         if not documents:
             return []
-        fused = DENSE_WEIGHT * self.dense_scores(query, documents) + LEXICAL_WEIGHT * lexical_scores(
-            query, documents
-        )
+        fused = self.features(query, documents) @ self._weights / self._weights.sum()
         return [float(value) for value in np.clip(fused, 0.0, 1.0)]
+
+    def features(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """A ``(len(documents), len(FEATURES))`` array, columns in :data:`FEATURES` order."""
+        dense = self.dense_scores(query, documents)
+        query_terms = set(analyze(query))
+        document_terms = [Counter(analyze(document)) for document in documents]
+        lexical = _bm25(query_terms, document_terms)
+        coverage = np.array(
+            [len(query_terms & terms.keys()) / len(query_terms) if query_terms else 0.0 for terms in document_terms]
+        )
+        page_best, page_support = page_features(dense, [page_of(document) for document in documents])
+        return np.column_stack([dense, lexical, coverage, page_best, page_support])
 
     def dense_scores(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each document to the query, clipped to [0, 1]."""
@@ -120,7 +186,7 @@ class LocalRelevanceScorer:
         return np.clip(similarities.astype(np.float64), 0.0, 1.0)
 
     def _document_vectors(self, documents: Sequence[str]) -> np.ndarray:
-        keys = [_text_key(document) for document in documents]
+        keys = [text_key(document) for document in documents]
         found: dict[bytes, np.ndarray] = {}
         with self._lock:
             for key in keys:
@@ -129,10 +195,16 @@ class LocalRelevanceScorer:
                     self._vectors.move_to_end(key)
                     found[key] = vector
         missing = {key: document for key, document in zip(keys, documents) if key not in found}
+        if missing and self.known_vectors is not None:
+            known = self.known_vectors.lookup(missing)
+            found.update(known)
+            self._remember(known)
+            missing = {key: document for key, document in missing.items() if key not in known}
         if missing:
             vectors = self.embedder.embed(list(missing.values()))
-            found.update(zip(missing, vectors))
-            self._remember(dict(zip(missing, vectors)))
+            computed = dict(zip(missing, vectors))
+            found.update(computed)
+            self._remember(computed)
         return np.stack([found[key] for key in keys])
 
     def _remember(self, vectors: dict[bytes, np.ndarray]) -> None:

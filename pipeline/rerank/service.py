@@ -517,10 +517,15 @@ class LocalRerankService:
 
 
 def run_service(
-    host: str = "127.0.0.1", port: int = 8765, *, config: ServiceConfig, warm: bool = True
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    config: ServiceConfig,
+    warm: bool = True,
+    scorer: LocalRelevanceScorer | None = None,
 ) -> None:
     """Serve the local rerank service in the foreground until interrupted."""
-    service = RerankService(config)
+    service = RerankService(config, scorer)
     if warm:
         service.warm()
     log.info("local rerank service on http://%s:%d%s", host, port, RERANK_PATH)

@@ -465,6 +465,13 @@ class StateStore:
     def chunk_count(self, source: str | None = None) -> int:
         return self._count(chunks, source)
 
+    def iter_embedded_texts(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(embedding_text, embedding) of every embedded chunk: what the local rerank service reuses."""
+        query = sa.select(chunks.c.embedding_text, chunks.c.embedding).where(chunks.c.embedding.is_not(None))
+        with self.engine.connect() as connection:
+            for text, blob in connection.execute(query):
+                yield text, unpack_embedding(blob)
+
     # -- queries, candidates, rerank -----------------------------------------
 
     def replace_queries(self, items: Sequence[tuple[str, str]]) -> None:
