@@ -1,6 +1,8 @@
 """Ranked context sets: each query's best passages packed into a token budget.
 
-A context set is what the downstream QA system reads. It always says whether its
+A context set is what the downstream QA system reads. Its passages follow the rerank
+order, except that a page's passages beyond ``max_per_page`` wait until every other
+candidate page had its turn (``diversify_pages``). It always says whether its
 order came from the reranker (and which model and API version) or, when reranking
 failed for that query, from retrieval alone, so partial results are never
 presented as reranked.

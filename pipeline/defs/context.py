@@ -17,6 +17,14 @@ OUTPUT_FILE = "ranked_context_sets.jsonl"
 
 class ContextConfig(dg.Config):
     token_budget: int = Field(default=3000, ge=1, description="cl100k tokens of passage text per context set.")
+    max_passages_per_page: int | None = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Passages of one page allowed before every other candidate page had its turn; the rest move behind "
+            "and still fill leftover budget. Unset keeps the rerank order."
+        ),
+    )
 
 
 @dg.asset(
@@ -24,7 +32,8 @@ class ContextConfig(dg.Config):
     deps=[reranked_candidates],
     kinds={"json"},
     description=(
-        "Per query, the reranked passages that fit the token budget, each with rank, chunk ID, url, title, heading "
+        "Per query, the reranked passages that fit the token budget (at most max_passages_per_page of one page ahead "
+        "of other pages), each with rank, chunk ID, url, title, heading "
         "path, text, tokens, retrieval rank and score, and rerank score. Written to ranked_context_sets.jsonl in the "
         "data directory and to the pipeline_context_sets table (keyed by run and query)."
     ),
@@ -36,7 +45,7 @@ def ranked_context_sets(
     state_store: StateStoreResource,
 ) -> dg.MaterializeResult:
     store = state_store.open()
-    context_sets = assemble_context_sets(store, config.token_budget)
+    context_sets = assemble_context_sets(store, config.token_budget, config.max_passages_per_page)
     path = files.output_dir() / OUTPUT_FILE
     temporary = path.with_suffix(".jsonl.tmp")
     with temporary.open("w", encoding="utf-8") as output:

@@ -9,11 +9,10 @@ offline, so this scorer combines what does, each feature in [0, 1]:
   (``pipeline.store.lexical.analyze``), divided by the best score any document could
   reach for this query (every query term, unbounded frequency);
 - ``coverage``: the share of distinct query terms the document contains;
-- ``page_best`` and ``page_support``: documents of the pipeline start with their page's
-  context header (``Title > Heading``); passages of one page are grouped by title, and
-  a passage gets its page's best ``dense`` score and a support value that grows with
-  the number of the page's passages among the candidates (``log n / log 10``, capped
-  at 1). A page that several candidates come from is more likely to answer.
+- ``page_support``: documents of the pipeline start with their page's context header
+  (``Title > Heading``); passages are grouped by title, and a passage's support grows
+  with the number of its page's passages among the candidates (``log n / log 10``,
+  capped at 1): a page that several candidates come from is more likely to answer.
 
 ``score = Σ WEIGHTS[f] · f / Σ WEIGHTS``, in [0, 1]. The weights were fitted by
 coordinate ascent on page-level nDCG@10 over the two labelled sets (the demo site and
@@ -21,8 +20,9 @@ the PostgreSQL 15 manual) with 5-fold cross-validation by query; ``benchmarks/fi
 refits them and prints the cross-validated figures (docs/evaluation.md). Features
 that did not help under cross-validation were dropped: similarity of the query to
 the heading path alone, heading term coverage, query bigrams found in order,
-pseudo-relevance feedback on the query vector, and the document's centrality among
-the candidates.
+pseudo-relevance feedback on the query vector, the document's centrality among the
+candidates, the best dense score of the document's page, similarity of query windows
+to the document, and BM25 with corpus-wide IDF.
 
 Unlike a pointwise reranker, the page features make a document's score depend on
 the other documents in the request (the lexical IDF already did, slightly).
@@ -50,14 +50,13 @@ import numpy as np
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.store.lexical import analyze
 
-FEATURES = ("dense", "lexical", "coverage", "page_best", "page_support")
+FEATURES = ("dense", "lexical", "coverage", "page_support")
 # Fitted by benchmarks/fit_scorer.py (see the module docstring); only ratios matter.
 WEIGHTS: Mapping[str, float] = {
     "dense": 1.0,
-    "lexical": 1.1,
-    "coverage": 0.3,
-    "page_best": 0.8,
-    "page_support": 0.1,
+    "lexical": 0.4,
+    "coverage": 0.1,
+    "page_support": 0.2,
 }
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -110,17 +109,13 @@ def page_of(document: str) -> str:
     return header.split(_HEADER_SEPARATOR, 1)[0] if newline else document
 
 
-def page_features(dense: np.ndarray, pages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per document: its page's best dense score, and the page's support among the candidates."""
-    best: dict[str, float] = {}
-    counts: Counter[str] = Counter(pages)
-    for page, value in zip(pages, dense, strict=True):
-        best[page] = max(best.get(page, 0.0), float(value))
-    page_best = np.array([best[page] for page in pages], dtype=np.float64)
-    support = np.array(
+def page_support(documents: Sequence[str]) -> np.ndarray:
+    """Per document: how many candidates come from its page, as ``log n / log 10`` capped at 1."""
+    pages = [page_of(document) for document in documents]
+    counts = Counter(pages)
+    return np.array(
         [min(1.0, math.log(counts[page]) / math.log(PAGE_SUPPORT_SATURATION)) for page in pages], dtype=np.float64
     )
-    return page_best, support
 
 
 class LocalRelevanceScorer:
@@ -176,8 +171,7 @@ class LocalRelevanceScorer:
         coverage = np.array(
             [len(query_terms & terms.keys()) / len(query_terms) if query_terms else 0.0 for terms in document_terms]
         )
-        page_best, page_support = page_features(dense, [page_of(document) for document in documents])
-        return np.column_stack([dense, lexical, coverage, page_best, page_support])
+        return np.column_stack([dense, lexical, coverage, page_support(documents)])
 
     def dense_scores(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each document to the query, clipped to [0, 1]."""

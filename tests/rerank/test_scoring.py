@@ -1,11 +1,23 @@
-"""LocalRelevanceScorer: relevant beats irrelevant, bounded, deterministic; BM25 part in isolation."""
+"""LocalRelevanceScorer: relevant beats irrelevant, bounded, deterministic; each feature in isolation; stored vectors."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.rerank.scoring import DENSE_WEIGHT, LocalRelevanceScorer, lexical_scores, tokenize
+import numpy as np
+
+from pipeline.rerank.known_vectors import StoredEmbeddings
+from pipeline.rerank.scoring import (
+    FEATURES,
+    WEIGHTS,
+    LocalRelevanceScorer,
+    lexical_scores,
+    page_of,
+    page_support,
+    text_key,
+)
+from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 
 QUERY = "How do I optimize database connection pooling?"
 RELEVANT = (
@@ -56,8 +68,8 @@ def test_a_document_scores_about_the_same_in_any_candidate_set(scorer):
     alone = scorer.score(QUERY, [RELEVANT])[0]
     among_others = scorer.score(QUERY, DOCUMENTS)[2]
 
-    # Only the lexical part depends on the set (through IDF); the dense part does not.
-    assert abs(alone - among_others) < 1 - DENSE_WEIGHT
+    # Only the lexical part depends on the set (through IDF); without page headers, nothing else does.
+    assert abs(alone - among_others) < WEIGHTS["lexical"] / sum(WEIGHTS.values())
 
 
 def test_bm25_prefers_more_query_terms_and_stays_below_one():
@@ -81,7 +93,88 @@ def test_bm25_normalises_for_document_length():
 
 def test_bm25_without_query_words_scores_zero():
     assert list(lexical_scores("?!", ["anything at all"])) == [0.0]
-    assert tokenize("Connection-Pooling, v2!") == ["connection", "pooling", "v2"]
+
+
+def test_bm25_matches_word_forms_through_stemming():
+    stemmed, unrelated = lexical_scores("too many connections", ["the connection limit", "disk space"])
+    assert stemmed > unrelated == 0.0
+
+
+def _feature(scorer, query, documents, name):
+    return scorer.features(query, documents)[:, FEATURES.index(name)]
+
+
+def test_coverage_is_the_share_of_query_terms_present(scorer):
+    coverage = _feature(scorer, "vacuum freeze wraparound", ["vacuum freeze prevents wraparound", "vacuum only"], "coverage")
+    assert list(coverage) == pytest.approx([1.0, 1 / 3])
+
+
+def test_page_support_counts_passages_of_the_same_page():
+    documents = [
+        "Routine Vacuuming > Autovacuum\nThe autovacuum daemon...",
+        "Routine Vacuuming > Freezing\nTo prevent wraparound...",
+        "Routine Vacuuming\nPostgreSQL databases require...",
+        "Server Configuration > Memory\nwork_mem sets...",
+        "no header line: a plain document",
+    ]
+    assert page_of(documents[0]) == page_of(documents[1]) == "Routine Vacuuming"
+    assert page_of(documents[4]) == documents[4]
+    support = page_support(documents)
+    assert support[0] == support[1] == support[2] == pytest.approx(np.log(3) / np.log(10))
+    assert support[3] == support[4] == 0.0
+    assert page_support(["Big Page\nchunk"] * 20)[0] == 1.0
+
+
+def test_a_passage_backed_by_its_page_outranks_an_equal_lone_passage(scorer):
+    query = "how do I size shared buffers"
+    lone = "Tuning Notes > Memory\nshared_buffers sets the memory for shared buffers."
+    backed = "Server Configuration > Memory\nshared_buffers sets the memory for shared buffers."
+    siblings = [f"Server Configuration > Memory\nOther memory setting number {n}." for n in range(3)]
+    scores = scorer.score(query, [lone, backed, *siblings])
+    assert scores[1] > scores[0]
+    only_dense = LocalRelevanceScorer(scorer.embedder, weights={"dense": 1.0})
+    assert only_dense.score(query, [lone, backed])[1] == pytest.approx(only_dense.score(query, [lone, backed])[0], abs=0.05)
+
+
+def test_weights_are_validated(scorer):
+    for weights in ({"dense": 1.0, "title": 1.0}, {"dense": -1.0}, {"dense": 0.0}):
+        with pytest.raises(ValueError, match="weights must be non-negative"):
+            LocalRelevanceScorer(scorer.embedder, weights=weights)
+
+
+def _stored_chunk(text: str) -> StoredChunk:
+    return StoredChunk(text[:8], "docs", "http://d/a", "A", ("A",), text, text, 5, 0)
+
+
+def test_vectors_stored_at_ingest_replace_embedding(scorer, tmp_path):
+    store = StateStore(sqlite_url(tmp_path))
+    irrelevant = "Knitting a scarf takes patience and a good pair of needles."
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_stored_chunk(irrelevant)], chunked_key="k")
+    # Pretend ingest embedded this text as the query's vector: the scorer must take the stored one.
+    store.save_embeddings({irrelevant[:8]: scorer.embedder.embed([QUERY])[0]})
+    uses_store = LocalRelevanceScorer(scorer.embedder, cache_size=0, known_vectors=StoredEmbeddings(store))
+    assert uses_store.dense_scores(QUERY, [irrelevant])[0] == pytest.approx(1.0, abs=1e-5)
+    assert scorer.dense_scores(QUERY, [irrelevant])[0] < 0.2
+    # Texts the store does not know are embedded.
+    assert uses_store.dense_scores(QUERY, [RELEVANT])[0] == pytest.approx(scorer.dense_scores(QUERY, [RELEVANT])[0])
+    store.dispose()
+
+
+def test_stored_embeddings_reload_on_a_miss_at_most_every_interval(tmp_path):
+    store = StateStore(sqlite_url(tmp_path))
+    now = [0.0]
+    known = StoredEmbeddings(store, reload_seconds=60, clock=lambda: now[0])
+    text = "VACUUM reclaims storage."
+    key = {text_key(text): text}
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_stored_chunk(text)], chunked_key="k")
+    assert known.lookup(key) == {}  # the first lookup loads; the chunk has no embedding yet
+    store.save_embeddings({text[:8]: np.ones(384, dtype=np.float32)})
+    now[0] = 30.0
+    assert known.lookup(key) == {}  # too soon to reload
+    now[0] = 61.0
+    assert list(known.lookup(key)) == list(key)
+    assert len(known) == 1
+    store.dispose()
 
 
 def test_seeded_vectors_replace_embedding(scorer):

@@ -1,0 +1,124 @@
+"""Refit the local scorer's feature weights (``pipeline/rerank/scoring.py: WEIGHTS``) on the labelled sets.
+
+    flock /work/wt/bench.lock uv run python benchmarks/fit_scorer.py --postgresql-data DIR [--demo-data DIR]
+
+Coordinate ascent on page-level nDCG@10 of the reranked hybrid candidates, averaged
+over the two labelled sets (so the 52 demo questions weigh as much as the 172
+PostgreSQL ones). ``dense`` stays at weight 1 (only ratios matter); each other weight
+is searched on a 0.1 grid in [0, 2]. Five folds by query (within each set, seeded)
+give the cross-validated figures: every fold's weights are fitted without its
+queries. Prints those, the committed weights' figures, and the weights fitted on all
+queries, to be copied into ``WEIGHTS`` by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from corpora import Corpus, ensure_demo_data, open_corpus
+from quality import retrieval
+
+from pipeline.embedding import MiniLMEmbedder
+from pipeline.rerank.known_vectors import StoredEmbeddings
+from pipeline.rerank.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer
+from pipeline.retrieve import Fusion
+
+FOLDS = 5
+GRID = [round(0.1 * step, 1) for step in range(21)]
+ROUNDS = 3
+SEED = 8
+
+
+class FeatureTable:
+    """Each query's hybrid candidates and their feature rows, computed once."""
+
+    def __init__(self, corpus: Corpus, embedder: MiniLMEmbedder) -> None:
+        self.corpus = corpus
+        scorer = LocalRelevanceScorer(embedder, known_vectors=StoredEmbeddings(corpus.store))
+        texts = {query.query_id: query.query for query in corpus.queries}
+        self.candidates = retrieval(corpus, embedder, Fusion())
+        self.features = {
+            query_id: scorer.features(texts[query_id], [corpus.chunks[c].embedding_text for c in ranking])
+            for query_id, ranking in self.candidates.items()
+        }
+
+    def ndcg(self, weights: np.ndarray, query_ids: list[str]) -> float:
+        rankings = {}
+        for query_id in query_ids:
+            scores = self.features[query_id] @ weights
+            order = sorted(range(len(scores)), key=lambda index: (-scores[index], index))
+            rankings[query_id] = [self.candidates[query_id][index] for index in order]
+        evaluation = self.corpus.evaluate(rankings)
+        return float(np.mean([evaluation.per_query[query_id]["ndcg@10"] for query_id in query_ids]))
+
+
+def objective(tables: list[FeatureTable], splits: list[list[str]], weights: np.ndarray) -> float:
+    return float(np.mean([table.ndcg(weights, query_ids) for table, query_ids in zip(tables, splits, strict=True)]))
+
+
+def coordinate_ascent(tables: list[FeatureTable], splits: list[list[str]]) -> np.ndarray:
+    weights = np.array([1.0] + [0.0] * (len(FEATURES) - 1))
+    best = objective(tables, splits, weights)
+    for _ in range(ROUNDS):
+        improved = False
+        for position in range(1, len(FEATURES)):
+            for value in GRID:
+                trial = weights.copy()
+                trial[position] = value
+                score = objective(tables, splits, trial)
+                if score > best + 1e-9:
+                    best, weights, improved = score, trial, True
+        if not improved:
+            break
+    return weights
+
+
+def folds(query_ids: list[str]) -> list[list[str]]:
+    shuffled = sorted(query_ids)
+    random.Random(SEED).shuffle(shuffled)
+    return [shuffled[fold::FOLDS] for fold in range(FOLDS)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgresql-data", type=Path, required=True)
+    parser.add_argument("--demo-data", type=Path)
+    arguments = parser.parse_args()
+    embedder = MiniLMEmbedder()
+    scratch = Path(tempfile.mkdtemp(prefix="fit-demo-"))
+    try:
+        demo_dir = arguments.demo_data or ensure_demo_data(scratch / "data")
+        tables = [
+            FeatureTable(open_corpus("demo", demo_dir, embedder), embedder),
+            FeatureTable(open_corpus("postgresql", arguments.postgresql_data, embedder), embedder),
+        ]
+        all_ids = [list(table.candidates) for table in tables]
+        split = [folds(ids) for ids in all_ids]
+        held_out: list[dict[str, float]] = [{} for _ in tables]
+        for fold in range(FOLDS):
+            train = [[q for q in ids if q not in set(parts[fold])] for ids, parts in zip(all_ids, split, strict=True)]
+            weights = coordinate_ascent(tables, train)
+            print(f"fold {fold + 1}: " + ", ".join(f"{n}={w:g}" for n, w in zip(FEATURES, weights, strict=True)))
+            for table, parts, scores in zip(tables, split, held_out, strict=True):
+                for query_id in parts[fold]:
+                    scores[query_id] = table.ndcg(weights, [query_id])
+        committed = np.array([WEIGHTS.get(name, 0.0) for name in FEATURES])
+        dense_only = np.array([1.0] + [0.0] * (len(FEATURES) - 1))
+        for table, ids, scores in zip(tables, all_ids, held_out, strict=True):
+            print(
+                f"{table.corpus.name}: nDCG@10 cross-validated {np.mean(list(scores.values())):.3f}, "
+                f"committed weights {table.ndcg(committed, ids):.3f}, dense feature alone {table.ndcg(dense_only, ids):.3f}"
+            )
+        final = coordinate_ascent(tables, all_ids)
+        print("fitted on all queries: " + ", ".join(f'"{n}": {w:g}' for n, w in zip(FEATURES, final, strict=True)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Retrieval-quality ablation on the labelled sets: retrieval, local rerank, and context-set order.
+
+    flock /work/wt/bench.lock uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR]
+
+``--postgresql-data`` is a data directory ingested from the PostgreSQL 15 manual
+(``benchmarks/ingest_postgresql.py``); ``--demo-data`` defaults to a fresh run of the
+offline demo. Prints a Markdown table of page-level nDCG@10, MRR@10 and Recall@50
+(``pipeline/evaluation.py``) per labelled set, the local scorer's time per query
+(50 candidates), and the lexical index's rebuild time. Everything runs through the
+pipeline's own functions: Chroma for dense retrieval, the bm25s index, reciprocal-rank
+fusion, the local scorer the rerank service uses, the per-page cap and token packing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from corpora import Corpus, ensure_demo_data, open_corpus
+
+from pipeline.context import RankedPassage, diversify_pages, pack_passages
+from pipeline.embedding import MiniLMEmbedder
+from pipeline.evaluation import METRICS
+from pipeline.rerank.known_vectors import StoredEmbeddings
+from pipeline.rerank.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
+from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
+from pipeline.store.lexical import LexicalIndex, sync_lexical
+
+K = 50
+TOKEN_BUDGET = 3000
+Rankings = dict[str, list[str]]
+
+
+def plain_words(text: str) -> list[str]:
+    """The previous scorer's BM25 analysis: lower-cased words, no stemming, no stopwords."""
+    import re
+
+    return re.findall(r"\w+", text.lower())
+
+
+def previous_scorer(scorer: LocalRelevanceScorer) -> Callable[[str, Sequence[str]], list[float]]:
+    """The scorer before issue 8: 0.7 × cosine + 0.3 × BM25 over the candidates (unstemmed)."""
+
+    def score(query: str, documents: Sequence[str]) -> list[float]:
+        fused = 0.7 * scorer.dense_scores(query, documents) + 0.3 * lexical_scores(query, documents, plain_words)
+        return [float(value) for value in fused]
+
+    return score
+
+
+def retrieval(corpus: Corpus, embedder: MiniLMEmbedder, fusion: Fusion | None, lexical_only: bool = False) -> Rankings:
+    if lexical_only:
+        found = lexical_candidates(corpus.queries, corpus.lexical, K)
+    else:
+        lexical = corpus.lexical if fusion is not None else None
+        found = retrieve_candidates(corpus.queries, corpus.vectors, embedder, K, lexical=lexical, fusion=fusion or Fusion())
+    return {query_id: [c.chunk_id for c in ranked] for query_id, ranked in found.items()}
+
+
+def rerank(corpus: Corpus, candidates: Rankings, score: Callable[[str, Sequence[str]], list[float]]) -> Rankings:
+    texts = {query.query_id: query.query for query in corpus.queries}
+    reranked = {}
+    for query_id, ranking in candidates.items():
+        scores = score(texts[query_id], [corpus.chunks[chunk_id].embedding_text for chunk_id in ranking])
+        order = sorted(range(len(ranking)), key=lambda index: (-scores[index], index))
+        reranked[query_id] = [ranking[index] for index in order]
+    return reranked
+
+
+def context_order(corpus: Corpus, ranked: Rankings, max_per_page: int | None) -> Rankings:
+    """The passages of each query's context set, in order, as the context asset packs them."""
+    packed = {}
+    for query_id, ranking in ranked.items():
+        passages = [
+            RankedPassage(
+                chunk_id=chunk_id,
+                url=corpus.chunks[chunk_id].url,
+                title=corpus.chunks[chunk_id].title,
+                heading_path=corpus.chunks[chunk_id].heading_path,
+                text=corpus.chunks[chunk_id].text,
+                retrieval_rank=rank,
+                retrieval_score=0.0,
+                rerank_score=None,
+            )
+            for rank, chunk_id in enumerate(ranking, start=1)
+        ]
+        packed[query_id] = [p.chunk_id for p in pack_passages(diversify_pages(passages, max_per_page), TOKEN_BUDGET)]
+    return packed
+
+
+def ablation(corpus: Corpus, embedder: MiniLMEmbedder) -> list[tuple[str, dict[str, float]]]:
+    scorer = LocalRelevanceScorer(embedder, known_vectors=StoredEmbeddings(corpus.store))
+    rows: list[tuple[str, Rankings]] = []
+    dense = retrieval(corpus, embedder, None)
+    rows.append(("retrieval: dense only (Chroma)", dense))
+    rows.append(("retrieval: BM25 only (bm25s)", retrieval(corpus, embedder, None, lexical_only=True)))
+    rows.append(("retrieval: hybrid RRF, equal weights, depth 50", retrieval(corpus, embedder, Fusion(lexical_weight=1.0, depth=K))))
+    rows.append(("retrieval: hybrid RRF, equal weights, depth 100", retrieval(corpus, embedder, Fusion(lexical_weight=1.0))))
+    rows.append(("retrieval: hybrid RRF, BM25 weight 0.5, depth 50", retrieval(corpus, embedder, Fusion(depth=K))))
+    hybrid = retrieval(corpus, embedder, Fusion())
+    rows.append(("**retrieval: hybrid RRF, BM25 weight 0.5, depth 100 (default)**", hybrid))
+    rows.append(("rerank hybrid: previous scorer (0.7 cosine + 0.3 BM25)", rerank(corpus, hybrid, previous_scorer(scorer))))
+    rows.append(("rerank dense-only candidates: new scorer", rerank(corpus, dense, scorer.score)))
+    reranked = rerank(corpus, hybrid, scorer.score)
+    rows.append(("**rerank hybrid: new scorer (default)**", reranked))
+    for feature in FEATURES:
+        without = LocalRelevanceScorer(
+            embedder, known_vectors=scorer.known_vectors, weights={**WEIGHTS, feature: 0.0}
+        )
+        rows.append((f"rerank hybrid: new scorer without {feature}", rerank(corpus, hybrid, without.score)))
+    for cap in (None, 1, 2, 3):
+        label = "no per-page cap" if cap is None else f"at most {cap} passage(s) per page in front"
+        rows.append((f"context sets (3,000 tokens), {label}", context_order(corpus, reranked, cap)))
+    return [(label, corpus.evaluate(ranking).mean) for label, ranking in rows]
+
+
+def scoring_times(corpus: Corpus, embedder: MiniLMEmbedder, with_known_vectors: bool, limit: int | None = None) -> list[float]:
+    """Seconds to score each query's 50 hybrid candidates with an empty document cache."""
+    known = StoredEmbeddings(corpus.store) if with_known_vectors else None
+    if known is not None:
+        known.load()  # the service loads them once, on its first request
+    scorer = LocalRelevanceScorer(embedder, cache_size=0, known_vectors=known)
+    scorer.warm()
+    hybrid = retrieval(corpus, embedder, Fusion())
+    texts = {query.query_id: query.query for query in corpus.queries}
+    seconds = []
+    for query_id, ranking in list(hybrid.items())[:limit]:
+        documents = [corpus.chunks[chunk_id].embedding_text for chunk_id in ranking]
+        started = time.perf_counter()
+        scorer.score(texts[query_id], documents)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def lexical_rebuild_seconds(corpus: Corpus, data_dir: Path) -> tuple[float, float]:
+    """(full rebuild from the state store, check of an unchanged index) in seconds, on a scratch copy."""
+    with tempfile.TemporaryDirectory() as scratch:
+        index = LexicalIndex(scratch)
+        started = time.perf_counter()
+        sync_lexical(corpus.store, index)
+        rebuild = time.perf_counter() - started
+        started = time.perf_counter()
+        sync_lexical(corpus.store, index)
+        return rebuild, time.perf_counter() - started
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def print_table(results: Mapping[str, list[tuple[str, dict[str, float]]]]) -> None:
+    names = list(results)
+    header = "| configuration | " + " | ".join(f"{name} {metric}" for name in names for metric in METRICS) + " |"
+    print(header)
+    print("|---|" + "---:|" * (len(names) * len(METRICS)))
+    for index, (label, _) in enumerate(results[names[0]]):
+        cells = [f"{results[name][index][1][metric]:.3f}" for name in names for metric in METRICS]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgresql-data", type=Path, required=True)
+    parser.add_argument("--demo-data", type=Path, help="default: run the offline demo into a temporary directory")
+    arguments = parser.parse_args()
+    embedder = MiniLMEmbedder()
+    scratch = Path(tempfile.mkdtemp(prefix="quality-demo-"))
+    try:
+        demo_dir = arguments.demo_data or ensure_demo_data(scratch / "data")
+        corpora = {
+            "demo": open_corpus("demo", demo_dir, embedder),
+            "postgresql": open_corpus("postgresql", arguments.postgresql_data, embedder),
+        }
+        print(", ".join(f"{c.name}: {len(c.labels.queries)} queries, {len(c.chunks)} chunks" for c in corpora.values()))
+        print_table({name: ablation(corpus, embedder) for name, corpus in corpora.items()})
+
+        postgresql = corpora["postgresql"]
+        known = scoring_times(postgresql, embedder, with_known_vectors=True)
+        unknown = scoring_times(postgresql, embedder, with_known_vectors=False, limit=10)
+        print(
+            f"\nscoring 50 candidates, PostgreSQL queries, empty cache: vectors from the state store "
+            f"p50 {1000 * statistics.median(known):.0f} ms, p95 {1000 * _percentile(known, 0.95):.0f} ms "
+            f"({len(known)} queries); embedding every document p50 {1000 * statistics.median(unknown):.0f} ms "
+            f"({len(unknown)} queries)"
+        )
+        rebuild, unchanged = lexical_rebuild_seconds(postgresql, arguments.postgresql_data)
+        print(
+            f"lexical index, {len(postgresql.chunks)} chunks: rebuild from the state store {rebuild:.2f} s, "
+            f"sync of an unchanged index {1000 * unchanged:.0f} ms"
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
