@@ -8,6 +8,7 @@ from pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
+    asset_checks=dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context]),
     jobs=[ingest_source_job, context_sets_job],
     resources=build_resources(),
 )

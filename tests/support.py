@@ -18,7 +18,10 @@ from pipeline.defs.resources import (
     StateStoreResource,
 )
 
-ALL_ASSETS = dg.load_assets_from_modules([ingest, retrieve, rerank, context])
+ALL_ASSETS = [
+    *dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
+    *dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context]),
+]
 INGEST = dg.AssetSelection.groups("ingest")
 DOWNSTREAM = dg.AssetSelection.groups("retrieve", "rerank", "context")
 TEST_KEY = "test-rerank-key-5f1d0c"

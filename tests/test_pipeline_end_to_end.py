@@ -97,6 +97,12 @@ def test_metadata_reports_counts_and_billed_units(demo_run):
     assert crawl["pages_failed"] == 0
     index = materialization_metadata(demo_run["first_ingest"], "vector_index")
     assert index["chunks_embedded"] == index["vectors_total"] == index["collection_count"] > pages
+    lexical = materialization_metadata(demo_run["first_ingest"], "lexical_index")
+    assert lexical["chunks_added"] == lexical["dagster/row_count"] == index["vectors_total"]
+    [check] = demo_run["first_ingest"].get_asset_check_evaluations()
+    assert check.check_name == "indexes_match_stored_chunks" and check.passed
+    retrieve = materialization_metadata(demo_run["first_downstream"], "retrieved_candidates")
+    assert retrieve["retriever"] == "hybrid" and retrieve["candidates_from_both"] > 0
     rerank = materialization_metadata(demo_run["first_downstream"], "reranked_candidates")
     assert rerank["billed_search_units"] == rerank["queries"] == 12
     assert rerank["queries_failed"] == 0
@@ -110,6 +116,7 @@ def test_unchanged_input_reuses_everything(demo_run):
     assert crawl["pages_not_modified"] == crawl["pages_fetched"] > 0
     assert materialization_metadata(demo_run["second_ingest"], "extracted_documents")["documents_extracted"] == 0
     assert materialization_metadata(demo_run["second_ingest"], "vector_index")["chunks_embedded"] == 0
+    assert materialization_metadata(demo_run["second_ingest"], "lexical_index")["rebuilt"] is False
     rerank = materialization_metadata(demo_run["second_downstream"], "reranked_candidates")
     assert rerank["billed_search_units"] == 0 and rerank["cache_hits"] == 12
     assert demo_run["rerank_requests_second"] == 0

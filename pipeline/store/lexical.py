@@ -88,7 +88,7 @@ class LexicalSyncReport:
         return {
             "chunks_added": self.added,
             "chunks_removed": self.removed,
-            "chunks_total": self.total,
+            "chunks_total_all_sources": self.total,
             "rebuilt": self.rebuilt,
             "rebuild_seconds": round(self.seconds, 2),
         }

@@ -1,0 +1,69 @@
+"""Ingest the PostgreSQL 15 manual (Debian ``postgresql-doc-15``) into a data directory, timing each stage.
+
+    flock /work/wt/bench.lock uv run python benchmarks/ingest_postgresql.py DATA_DIR
+
+Serves ``/usr/share/doc/postgresql-doc-15/html`` on 127.0.0.1:18900 (the base URL
+the labelled set's paths are relative to) and runs the ``ingest_source`` job for one
+source, ``postgresql``, exactly as the Dagster UI would. Prints the wall-clock time,
+each asset's step time and the index metadata: the lexical index's share of the
+ingest time is the throughput cost of hybrid retrieval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+CORPUS_DIR = Path("/usr/share/doc/postgresql-doc-15/html")
+PORT = 18900
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir", type=Path)
+    arguments = parser.parse_args()
+    data_dir = arguments.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sources = data_dir / "sources.yaml"
+    os.environ["PIPELINE_DATA_DIR"] = str(data_dir)
+    os.environ["PIPELINE_SOURCES"] = str(sources)
+
+    import dagster as dg
+
+    from pipeline.definitions import defs
+    from pipeline.defs.jobs import ingest_source_job
+    from pipeline.defs.partitions import register_sources
+    from pipeline.demo import serve_directory
+
+    with serve_directory(CORPUS_DIR, port=PORT) as url:
+        source = {
+            "name": "postgresql",
+            "start_urls": [url + "index.html"],
+            "allow_private_hosts": True,
+            "max_pages": 2000,
+            "max_depth": 10,
+        }
+        sources.write_text(yaml.safe_dump({"sources": [source]}))
+        with dg.DagsterInstance.ephemeral() as instance:
+            register_sources(instance, ["postgresql"])
+            started = time.perf_counter()
+            result = defs.resolve_job_def(ingest_source_job.name).execute_in_process(
+                instance=instance,
+                partition_key="postgresql",
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
+            elapsed = time.perf_counter() - started
+            print(f"ingest wall clock {elapsed:.1f} s")
+            for step in instance.get_run_step_stats(result.run_id):
+                print(f"  step {step.step_key}: {step.end_time - step.start_time:.1f} s")
+            for event in result.get_asset_materialization_events():
+                metadata = {key: value.value for key, value in event.materialization.metadata.items()}
+                print(f"  {event.asset_key.to_user_string()}: {metadata}")
+
+
+if __name__ == "__main__":
+    main()
