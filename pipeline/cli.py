@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from pipeline import settings
-from pipeline.demo import SITE_DIR, SITE_PORT, SOURCES_FILE, serve_directory
+from pipeline.demo import SITE_PORT, SOURCES_FILE, serve_directory, site_dir
 
 RERANK_PORT = 8765
 # The demo prints its own summary; Dagster's per-step debug events would bury it.
@@ -66,7 +66,7 @@ def _local_rerank_service(stack: ExitStack, port: int) -> str:
 
 def serve_demo(site_port: int, rerank_port: int) -> int:
     with ExitStack() as stack:
-        site_url = stack.enter_context(serve_directory(SITE_DIR, port=site_port))
+        site_url = stack.enter_context(serve_directory(site_dir(), port=site_port))
         rerank_url = _local_rerank_service(stack, rerank_port)
         print(f"demo docs site:       {site_url}")
         print(f"local rerank service: {rerank_url}  (RERANK_KEY={settings.SETTINGS['RERANK_KEY'].default})")
@@ -109,7 +109,7 @@ def run_demo(top: int) -> int:
     sources_path = Path(settings.value("PIPELINE_SOURCES"))
     with ExitStack() as stack:
         if sources_path.resolve() == SOURCES_FILE.resolve():
-            stack.enter_context(serve_directory(SITE_DIR, port=SITE_PORT))
+            stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))
         if not settings.is_set("RERANK_URL"):
             _local_rerank_service(stack, RERANK_PORT)
         instance = stack.enter_context(_demo_instance(data_dir))

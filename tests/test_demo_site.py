@@ -19,11 +19,9 @@ from urllib.robotparser import RobotFileParser
 import pytest
 import yaml
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "pipeline" / "demo"
-SITE_DIR = DEMO_DIR / "site"
-SOURCES_FILE = DEMO_DIR / "sources.yaml"
-QUERIES_FILE = DEMO_DIR / "queries.yaml"
-LABELLED_QUERIES_FILE = DEMO_DIR / "labelled_queries.yaml"
+from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, SOURCES_FILE, site_dir
+
+SITE_DIR = site_dir()
 
 PAGES = sorted(SITE_DIR.rglob("*.html"))
 # The 404 page is served for missing URLs, is linked from nowhere and is deliberately short.

@@ -2,7 +2,7 @@
 
 The format is described in benchmarks/labels/README.md. `validate_label_file`
 is corpus-agnostic: a label file only has to name its corpus directory, so the
-demo site's labels (paths relative to pipeline/demo/site/) can be checked by
+demo site's labels (paths relative to the rendered demo site root) can be checked by
 the same code.
 """
 

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from pipeline.demo import QUERIES_FILE, SITE_DIR, serve_directory
+from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.queries import load_queries
 from pipeline.rerank.service import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore, sqlite_url
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def demo_run(tmp_path_factory):
     """Run the demo pipeline twice over unchanged input; yield both runs' results."""
     data_dir = tmp_path_factory.mktemp("data")
-    with serve_directory(SITE_DIR) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY)) as service:
+    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY)) as service:
         sources = write_sources(
             data_dir / "sources.yaml",
             [{"name": "user-guide", "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
@@ -84,13 +84,13 @@ def test_every_query_gets_a_reranked_context_set_within_budget(demo_run):
             path = urlparse(passage["url"]).path.lstrip("/") or "index.html"
             if path.endswith("/"):
                 path += "index.html"
-            assert (SITE_DIR / path).is_file(), passage["url"]
+            assert (site_dir() / path).is_file(), passage["url"]
             assert passage["url"].startswith(demo_run["site_url"])
 
 
 def test_metadata_reports_counts_and_billed_units(demo_run):
     crawl = materialization_metadata(demo_run["first_ingest"], "crawled_pages")
-    pages = len(list(SITE_DIR.rglob("*.html"))) - 1  # 404.html is not linked
+    pages = len(list(site_dir().rglob("*.html"))) - 1  # 404.html is not linked
     assert crawl["pages_new"] == pages
     # "/" and "/index.html" are the same page, stored once; two linked downloads are not HTML.
     assert crawl["failures_by_reason"] == {"duplicate_content": 1, "not_html": 2}

@@ -1,4 +1,7 @@
-"""The bundled demo: a documentation site (this product's user guide) with its sources and queries files."""
+"""The bundled demo: a documentation site (this product's user guide) with its sources and queries files.
+
+``site_dir()`` renders the site (see ``site.py``); ``serve_directory`` serves it, or any folder, on loopback.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from pipeline.demo.site import site_dir  # noqa: F401 - the demo's public entry point
+
 DEMO_DIR = Path(__file__).parent
-SITE_DIR = DEMO_DIR / "site"
 SOURCES_FILE = DEMO_DIR / "sources.yaml"
 QUERIES_FILE = DEMO_DIR / "queries.yaml"
 LABELLED_QUERIES_FILE = DEMO_DIR / "labelled_queries.yaml"
