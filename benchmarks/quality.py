@@ -14,6 +14,7 @@ fusion, the local scorer the rerank service uses, the per-page cap and token pac
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 from corpora import Corpus, ensure_demo_data, open_corpus
 
 from pipeline.context import RankedPassage, diversify_pages, pack_passages
+from pipeline.defs.context import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation import METRICS
 from pipeline.rerank.known_vectors import StoredEmbeddings
@@ -33,13 +35,12 @@ from pipeline.store.lexical import LexicalIndex, sync_lexical
 
 K = 50
 TOKEN_BUDGET = 3000
+DEFAULT_PAGE_CAP = ContextConfig().max_passages_per_page
 Rankings = dict[str, list[str]]
 
 
 def plain_words(text: str) -> list[str]:
     """The previous scorer's BM25 analysis: lower-cased words, no stemming, no stopwords."""
-    import re
-
     return re.findall(r"\w+", text.lower())
 
 
@@ -54,6 +55,7 @@ def previous_scorer(scorer: LocalRelevanceScorer) -> Callable[[str, Sequence[str
 
 
 def retrieval(corpus: Corpus, embedder: MiniLMEmbedder, fusion: Fusion | None, lexical_only: bool = False) -> Rankings:
+    """Each labelled question's K candidates: hybrid with ``fusion``, dense when it is None, or BM25 alone."""
     if lexical_only:
         found = lexical_candidates(corpus.queries, corpus.lexical, K)
     else:
@@ -115,7 +117,10 @@ def ablation(corpus: Corpus, embedder: MiniLMEmbedder) -> list[tuple[str, dict[s
         rows.append((f"rerank hybrid: new scorer without {feature}", rerank(corpus, hybrid, without.score)))
     for cap in (None, 1, 2, 3):
         label = "no per-page cap" if cap is None else f"at most {cap} passage(s) per page in front"
-        rows.append((f"context sets (3,000 tokens), {label}", context_order(corpus, reranked, cap)))
+        label = f"context sets (3,000 tokens), {label}"
+        if cap == DEFAULT_PAGE_CAP:
+            label = f"**{label} (default)**"
+        rows.append((label, context_order(corpus, reranked, cap)))
     return [(label, corpus.evaluate(ranking).mean) for label, ranking in rows]
 
 
@@ -137,7 +142,7 @@ def scoring_times(corpus: Corpus, embedder: MiniLMEmbedder, with_known_vectors: 
     return seconds
 
 
-def lexical_rebuild_seconds(corpus: Corpus, data_dir: Path) -> tuple[float, float]:
+def lexical_rebuild_seconds(corpus: Corpus) -> tuple[float, float]:
     """(full rebuild from the state store, check of an unchanged index) in seconds, on a scratch copy."""
     with tempfile.TemporaryDirectory() as scratch:
         index = LexicalIndex(scratch)
@@ -189,7 +194,7 @@ def main() -> None:
             f"({len(known)} queries); embedding every document p50 {1000 * statistics.median(unknown):.0f} ms "
             f"({len(unknown)} queries)"
         )
-        rebuild, unchanged = lexical_rebuild_seconds(postgresql, arguments.postgresql_data)
+        rebuild, unchanged = lexical_rebuild_seconds(postgresql)
         print(
             f"lexical index, {len(postgresql.chunks)} chunks: rebuild from the state store {rebuild:.2f} s, "
             f"sync of an unchanged index {1000 * unchanged:.0f} ms"

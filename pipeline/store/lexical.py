@@ -137,7 +137,7 @@ class LexicalIndex:
         return [LexicalHit(self._chunk_ids[position], float(scores[position])) for position in top]
 
     def rebuild(self, chunks: Iterable[tuple[str, str, str]]) -> None:
-        """Replace the index with ``(chunk_id, source, text)`` rows, atomically."""
+        """Replace the index with ``(chunk_id, source, text)`` rows, atomically; call it under :meth:`locked`."""
         import bm25s
 
         rows = sorted(chunks)
@@ -147,9 +147,11 @@ class LexicalIndex:
         ).hexdigest()[:16]
         name = f"index-{digest}"
         target = self.directory / name
+        # Rebuilds are serialised (``locked``), so any staging directory left is from a crashed one.
+        for leftover in self.directory.glob(".staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         if not target.is_dir():
             staging = self.directory / f".staging-{name}-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir()
             if rows:
                 retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
