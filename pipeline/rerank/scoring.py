@@ -22,7 +22,8 @@ that did not help under cross-validation were dropped: similarity of the query t
 the heading path alone, heading term coverage, query bigrams found in order,
 pseudo-relevance feedback on the query vector, the document's centrality among the
 candidates, the best dense score of the document's page, similarity of query windows
-to the document, and BM25 with corpus-wide IDF.
+to the document, BM25 with corpus-wide IDF, a passage length prior, and BM25 as a rank
+percentile among the candidates (docs/evaluation.md lists the figures).
 
 Unlike a pointwise reranker, the page features make a document's score depend on
 the other documents in the request (the lexical IDF already did, slightly).
