@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from pipeline.defs import context, ingest, rerank, retrieve
-from pipeline.defs.jobs import context_sets_job, ingest_source_job
+from pipeline.defs import context, evaluate, ingest, rerank, retrieve
+from pipeline.defs.jobs import context_sets_job, evaluation_job, ingest_source_job
 from pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
-    asset_checks=dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context]),
-    jobs=[ingest_source_job, context_sets_job],
+    assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context, evaluate]),
+    asset_checks=dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context, evaluate]),
+    jobs=[ingest_source_job, context_sets_job, evaluation_job],
     resources=build_resources(),
 )

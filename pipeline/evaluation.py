@@ -1,15 +1,19 @@
 """Page-level retrieval quality: labelled query sets and nDCG@10, MRR@10, Recall@50 via pytrec_eval.
 
 Labels grade pages (not chunks), so a ranked list of chunks is first reduced to the
-ranked list of distinct pages it reaches, in order of each page's first chunk.
+ranked list of distinct pages it reaches, in order of each page's first chunk. A label's
+``path`` is relative to the file's ``base_url`` when it has one, else to the root of
+the page's own site (scheme, host and port), so one file fits a site wherever it is served.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
+from urllib.parse import urlsplit
 
 import pytrec_eval
 import yaml
@@ -35,6 +39,7 @@ class LabelledQuery:
 class LabelledSet:
     corpus: str
     queries: tuple[LabelledQuery, ...]
+    base_url: str | None = None
 
     @property
     def qrels(self) -> dict[str, dict[str, int]]:
@@ -53,6 +58,9 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
         raise LabelFileError(f"{path}: cannot read labelled queries ({error})") from None
     if not isinstance(document, dict) or not isinstance(document.get("queries"), list):
         raise LabelFileError(f"{path}: expected a mapping with 'corpus' and a 'queries' list")
+    base_url = document.get("base_url")
+    if base_url is not None and not (isinstance(base_url, str) and urlsplit(base_url).netloc):
+        raise LabelFileError(f"{path}: base_url must be an absolute URL such as https://docs.example.com/guide/")
     queries = []
     for index, entry in enumerate(document["queries"], start=1):
         try:
@@ -60,18 +68,26 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
             queries.append(LabelledQuery(str(entry["id"]), str(entry["query"]), relevant))
         except (KeyError, TypeError, ValueError) as error:
             raise LabelFileError(f"{path}: entry {index}: needs id, query and relevant [{{path, grade}}] ({error})") from None
-    return LabelledSet(corpus=str(document.get("corpus", "")), queries=tuple(queries))
+    if not queries:
+        raise LabelFileError(f"{path}: no labelled queries")
+    duplicates = sorted(query_id for query_id, count in Counter(q.query_id for q in queries).items() if count > 1)
+    if duplicates:
+        raise LabelFileError(f"{path}: duplicate query ids {', '.join(duplicates)}")
+    return LabelledSet(corpus=str(document.get("corpus", "")), queries=tuple(queries), base_url=base_url)
 
 
-def page_path(url: str, base_url: str) -> str:
-    """The labelled path of a page URL: relative to the corpus root, ``index.html`` for directories."""
+def page_path(url: str, base_url: str | None = None) -> str:
+    """The labelled path of a page URL: relative to ``base_url`` (default: the URL's site root), ``index.html`` for directories."""
+    if base_url is None:
+        parts = urlsplit(url)
+        base_url = f"{parts.scheme}://{parts.netloc}/"
     if not url.startswith(base_url):
         return url
     path = url[len(base_url) :].lstrip("/")
     return path + "index.html" if path == "" or path.endswith("/") else path
 
 
-def pages_in_order(urls: Iterable[str], base_url: str) -> list[str]:
+def pages_in_order(urls: Iterable[str], base_url: str | None = None) -> list[str]:
     """Distinct page paths in order of first appearance (a chunk ranking → a page ranking)."""
     return list(dict.fromkeys(page_path(url, base_url) for url in urls))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.context import RankedPassage, build_context_set, diversify_pages, pack_passages
 from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
-from pipeline.store.state import StateStore
+from pipeline.store.state import StateStore, StoredChunk
 
 
 class StoreRerankCache:
@@ -95,6 +95,21 @@ def _ranking_row(model: str, ranking, chunk_rows, outcome: RerankOutcome) -> dic
     }
 
 
+def ranked_passage(
+    chunk: StoredChunk, retrieval_rank: int, retrieval_score: float, rerank_score: float | None
+) -> RankedPassage:
+    return RankedPassage(
+        chunk_id=chunk.chunk_id,
+        url=chunk.url,
+        title=chunk.title,
+        heading_path=chunk.heading_path,
+        text=chunk.text,
+        retrieval_rank=retrieval_rank,
+        retrieval_score=retrieval_score,
+        rerank_score=rerank_score,
+    )
+
+
 def assemble_context_sets(
     store: StateStore, token_budget: int, max_passages_per_page: int | None = None
 ) -> list[dict[str, Any]]:
@@ -114,19 +129,7 @@ def assemble_context_sets(
             chunk_id, retrieval_score = by_rank[retrieval_rank]
             if chunk_id not in chunk_rows:
                 continue
-            chunk = chunk_rows[chunk_id][0]
-            passages.append(
-                RankedPassage(
-                    chunk_id=chunk_id,
-                    url=chunk.url,
-                    title=chunk.title,
-                    heading_path=chunk.heading_path,
-                    text=chunk.text,
-                    retrieval_rank=retrieval_rank,
-                    retrieval_score=retrieval_score,
-                    rerank_score=rerank_score,
-                )
-            )
+            passages.append(ranked_passage(chunk_rows[chunk_id][0], retrieval_rank, retrieval_score, rerank_score))
         reranked = bool(ranking and ranking["reranked"])
         context_sets.append(
             build_context_set(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipeline.demo import QUERIES_FILE, SOURCES_FILE
+from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, SOURCES_FILE
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,11 @@ _SETTINGS = [
     Setting("PIPELINE_DATA_DIR", "./data", "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl."),
     Setting("PIPELINE_SOURCES", str(SOURCES_FILE), "YAML file listing the documentation sources to crawl."),
     Setting("PIPELINE_QUERIES", str(QUERIES_FILE), "YAML or JSONL file of queries, each {id, query}."),
+    Setting(
+        "PIPELINE_LABELLED_QUERIES",
+        str(LABELLED_QUERIES_FILE),
+        "YAML file of labelled queries (id, query, relevant pages with grades) for the retrieval_evaluation asset.",
+    ),
     Setting("RERANK_URL", "http://127.0.0.1:8765", "Base URL of the rerank service; POST {RERANK_URL}/v1/rerank."),
     Setting("RERANK_KEY", "local-dev-key", "Bearer token for the rerank service (Heroku Inference key).", secret=True),
     Setting("RERANK_MODEL_ID", "cohere-rerank-3-5", "Rerank model: cohere-rerank-3-5 or amazon-rerank-1-0."),

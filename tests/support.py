@@ -8,8 +8,9 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from pipeline.defs import context, ingest, rerank, retrieve
+from pipeline.defs import context, evaluate, ingest, rerank, retrieve
 from pipeline.defs.partitions import register_sources
+from pipeline.demo import LABELLED_QUERIES_FILE
 from pipeline.defs.resources import (
     ChromaResource,
     EmbedderResource,
@@ -19,11 +20,12 @@ from pipeline.defs.resources import (
 )
 
 ALL_ASSETS = [
-    *dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
-    *dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context]),
+    *dg.load_assets_from_modules([ingest, retrieve, rerank, context, evaluate]),
+    *dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context, evaluate]),
 ]
 INGEST = dg.AssetSelection.groups("ingest")
 DOWNSTREAM = dg.AssetSelection.groups("retrieve", "rerank", "context")
+EVALUATE = dg.AssetSelection.groups("evaluate")
 TEST_KEY = "test-rerank-key-5f1d0c"
 
 
@@ -41,10 +43,14 @@ def make_resources(
     api_key: str = TEST_KEY,
     model_id: str = "cohere-rerank-3-5",
     database_url: str | None = None,
+    labelled_queries_path: Path = LABELLED_QUERIES_FILE,
 ) -> dict[str, dg.ConfigurableResource]:
     return {
         "files": PipelineFilesResource(
-            data_dir=str(data_dir), sources_path=str(sources_path), queries_path=str(queries_path)
+            data_dir=str(data_dir),
+            sources_path=str(sources_path),
+            queries_path=str(queries_path),
+            labelled_queries_path=str(labelled_queries_path),
         ),
         "state_store": StateStoreResource(data_dir=str(data_dir), database_url=database_url),
         "chroma": ChromaResource(data_dir=str(data_dir)),
@@ -72,9 +78,17 @@ class PipelineRun:
         )
 
     def downstream(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        return self.materialize(DOWNSTREAM, run_config, raise_on_error)
+
+    def evaluate(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        return self.materialize(EVALUATE, run_config, raise_on_error)
+
+    def materialize(
+        self, selection: dg.AssetSelection, run_config: dict | None = None, raise_on_error: bool = True
+    ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             ALL_ASSETS,
-            selection=DOWNSTREAM,
+            selection=selection,
             resources=self.resources,
             instance=self.instance,
             run_config=run_config,

@@ -181,7 +181,9 @@ def test_consistency_check_names_what_differs(indexed):
 
 def _materialise_lexical_index(tmp_path) -> dg.ExecuteInProcessResult:
     resources = {
-        "files": PipelineFilesResource(data_dir=str(tmp_path), sources_path="unused", queries_path="unused"),
+        "files": PipelineFilesResource(
+            data_dir=str(tmp_path), sources_path="unused", queries_path="unused", labelled_queries_path="unused"
+        ),
         "state_store": StateStoreResource(data_dir=str(tmp_path)),
         "chroma": ChromaResource(data_dir=str(tmp_path)),
         "embedder": EmbedderResource(),

@@ -46,18 +46,14 @@ def ranked_context_sets(
 ) -> dg.MaterializeResult:
     store = state_store.open()
     context_sets = assemble_context_sets(store, config.token_budget, config.max_passages_per_page)
-    path = files.output_dir() / OUTPUT_FILE
-    temporary = path.with_suffix(".jsonl.tmp")
-    with temporary.open("w", encoding="utf-8") as output:
-        for context_set in context_sets:
-            output.write(json.dumps(context_set, ensure_ascii=False) + "\n")
-    # Readers never see a half-written file.
-    temporary.replace(path)
+    path = files.write_output(
+        OUTPUT_FILE, "".join(json.dumps(context_set, ensure_ascii=False) + "\n" for context_set in context_sets)
+    )
     store.save_context_sets(context.run_id, context_sets)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(context_sets),
-            "path": dg.MetadataValue.path(str(path.resolve())),
+            "path": dg.MetadataValue.path(str(path)),
             "reranked_sets": sum(1 for context_set in context_sets if context_set["reranked"]),
             "passages": sum(len(context_set["passages"]) for context_set in context_sets),
             "preview": dg.MetadataValue.md(markdown_preview(context_sets)),

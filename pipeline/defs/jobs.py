@@ -1,4 +1,4 @@
-"""Jobs over the asset graph: refresh one source's index, and rebuild the context sets from the index."""
+"""Jobs over the asset graph: refresh one source's index, rebuild the context sets, evaluate retrieval quality."""
 
 import dagster as dg
 
@@ -15,4 +15,10 @@ context_sets_job = dg.define_asset_job(
     "build_context_sets",
     selection=dg.AssetSelection.groups("retrieve", "rerank", "context"),
     description="Retrieve, rerank and pack context sets for every query from the current index.",
+)
+
+evaluation_job = dg.define_asset_job(
+    "evaluate_retrieval",
+    selection=dg.AssetSelection.groups("evaluate"),
+    description="Measure every ranking stage on the labelled questions (PIPELINE_LABELLED_QUERIES).",
 )

@@ -122,16 +122,22 @@ class RerankResource(dg.ConfigurableResource):
 
 
 class PipelineFilesResource(dg.ConfigurableResource):
-    """Where the pipeline reads its inputs and writes ranked_context_sets.jsonl and the lexical index."""
+    """Where the pipeline reads its inputs and writes its output files and the lexical index."""
 
     data_dir: str
     sources_path: str
     queries_path: str
+    labelled_queries_path: str
 
-    def output_dir(self) -> Path:
-        path = Path(self.data_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def write_output(self, name: str, text: str) -> Path:
+        """Write ``name`` in the data directory atomically: readers never see a half-written file."""
+        directory = Path(self.data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / name
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+        return path.resolve()
 
     def lexical_index(self) -> LexicalIndex:
         """The BM25 index under the data directory (kept loaded for the process)."""
@@ -153,6 +159,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             data_dir=data_dir,
             sources_path=from_env("PIPELINE_SOURCES"),
             queries_path=from_env("PIPELINE_QUERIES"),
+            labelled_queries_path=from_env("PIPELINE_LABELLED_QUERIES"),
         ),
         "state_store": StateStoreResource(data_dir=data_dir, database_url=from_env("DATABASE_URL")),
         "chroma": ChromaResource(

@@ -1,5 +1,6 @@
 """Retrieve assets: the queries and each query's top-k candidate chunks (hybrid dense + BM25 by default)."""
 
+from dataclasses import dataclass
 from typing import Literal
 
 import dagster as dg
@@ -7,10 +8,13 @@ from pydantic import Field
 
 from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.embedding import MiniLMEmbedder
 from pipeline.ingest import sync_vectors
 from pipeline.queries import QueriesFileError, Query, load_queries
 from pipeline.retrieve import Fusion, candidate_rankings, lexical_candidates, retrieve_candidates
-from pipeline.store.lexical import sync_lexical
+from pipeline.store.lexical import LexicalIndex, sync_lexical
+from pipeline.store.state import StateStore
+from pipeline.store.vectors import VectorIndex
 
 GROUP = "retrieve"
 
@@ -37,11 +41,10 @@ def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg
     )
 
 
-class RetrieveConfig(dg.Config):
+class CandidatesConfig(dg.Config):
+    """How many candidates a query gets and how the dense and BM25 rankings are fused (shared with evaluation)."""
+
     top_k: int = Field(default=50, ge=1, le=1000, description="Candidates per query handed to the reranker.")
-    retriever: Literal["hybrid", "dense", "lexical"] = Field(
-        default="hybrid", description="hybrid: dense and BM25 fused by reciprocal rank; or either one alone."
-    )
     depth: int | None = Field(
         default=None, ge=1, le=1000, description="Chunks each retriever contributes before fusion; unset = 2 × top_k."
     )
@@ -49,6 +52,42 @@ class RetrieveConfig(dg.Config):
     lexical_weight: float = Field(
         default=Fusion().lexical_weight, ge=0, description="Weight of the BM25 ranking in the fusion (dense weighs 1)."
     )
+
+    def fusion(self) -> Fusion:
+        return Fusion(rrf_k=self.rrf_k, lexical_weight=self.lexical_weight, depth=self.depth)
+
+
+class RetrieveConfig(CandidatesConfig):
+    retriever: Literal["hybrid", "dense", "lexical"] = Field(
+        default="hybrid", description="hybrid: dense and BM25 fused by reciprocal rank; or either one alone."
+    )
+
+
+@dataclass(frozen=True)
+class SearchIndexes:
+    vectors: VectorIndex
+    lexical: LexicalIndex
+    vectors_restored: int
+    lexical_rebuilt: bool
+
+
+def synced_indexes(
+    context: dg.AssetExecutionContext,
+    store: StateStore,
+    files: PipelineFilesResource,
+    chroma: ChromaResource,
+    model: MiniLMEmbedder,
+) -> SearchIndexes:
+    """Chroma and the lexical index, restored from the state store first: a fresh dyno starts with both empty."""
+    vectors = chroma.open(model)
+    lexical = files.lexical_index()
+    deleted, restored, _ = sync_vectors(store, vectors)
+    if deleted or restored:
+        context.log.info(f"vector index synced with the state store: {restored} restored, {deleted} deleted")
+    lexical_sync = sync_lexical(store, lexical)
+    if lexical_sync.rebuilt:
+        context.log.info(f"lexical index rebuilt from the state store: {lexical_sync.metadata()}")
+    return SearchIndexes(vectors, lexical, restored, lexical_sync.rebuilt)
 
 
 @dg.asset(
@@ -71,26 +110,18 @@ def retrieved_candidates(
 ) -> dg.MaterializeResult:
     store = state_store.open()
     model = embedder.get()
-    vectors = chroma.open(model)
-    lexical = files.lexical_index()
-    # A fresh dyno starts with empty local indexes: restore them before searching.
-    deleted, restored, total = sync_vectors(store, vectors)
-    if deleted or restored:
-        context.log.info(f"vector index synced with the state store: {restored} restored, {deleted} deleted")
-    lexical_sync = sync_lexical(store, lexical)
-    if lexical_sync.rebuilt:
-        context.log.info(f"lexical index rebuilt from the state store: {lexical_sync.metadata()}")
+    indexes = synced_indexes(context, store, files, chroma, model)
     stored_queries = [Query(query_id, text) for query_id, text in store.load_queries()]
     if config.retriever == "lexical":
-        candidates = lexical_candidates(stored_queries, lexical, config.top_k)
+        candidates = lexical_candidates(stored_queries, indexes.lexical, config.top_k)
     else:
         candidates = retrieve_candidates(
             stored_queries,
-            vectors,
+            indexes.vectors,
             model,
             config.top_k,
-            lexical=lexical if config.retriever == "hybrid" else None,
-            fusion=Fusion(rrf_k=config.rrf_k, lexical_weight=config.lexical_weight, depth=config.depth),
+            lexical=indexes.lexical if config.retriever == "hybrid" else None,
+            fusion=config.fusion(),
         )
     store.replace_candidates(candidate_rankings(candidates))
     counts = [len(ranked) for ranked in candidates.values()]
@@ -107,7 +138,7 @@ def retrieved_candidates(
                 1 for ranked in candidates.values() for c in ranked if c.lexical_rank and not c.dense_rank
             ),
             "queries_without_candidates": sum(1 for count in counts if count == 0),
-            "vectors_restored": restored,
-            "lexical_index_rebuilt": lexical_sync.rebuilt,
+            "vectors_restored": indexes.vectors_restored,
+            "lexical_index_rebuilt": indexes.lexical_rebuilt,
         }
     )
