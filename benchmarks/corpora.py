@@ -14,7 +14,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pipeline.demo import LABELLED_QUERIES_FILE
 from pipeline.embedding import MiniLMEmbedder
@@ -39,7 +38,6 @@ class Corpus:
     vectors: VectorIndex
     lexical: LexicalIndex
     chunks: dict[str, StoredChunk]
-    base_url: str
 
     @property
     def queries(self) -> list[Query]:
@@ -48,7 +46,7 @@ class Corpus:
     def evaluate(self, rankings: Mapping[str, Sequence[str]]) -> Evaluation:
         """Page-level metrics of chunk-ID rankings (best first)."""
         pages = {
-            query_id: pages_in_order((self.chunks[chunk_id].url for chunk_id in ranking), self.base_url)
+            query_id: pages_in_order((self.chunks[chunk_id].url for chunk_id in ranking), self.labels.base_url)
             for query_id, ranking in rankings.items()
         }
         return evaluate_rankings(self.labels.qrels, pages)
@@ -64,8 +62,6 @@ def open_corpus(name: str, data_dir: str | Path, embedder: MiniLMEmbedder) -> Co
     chunks = {chunk.chunk_id: chunk for chunk in store.iter_chunks()}
     if not chunks:
         raise ValueError(f"{data_dir} holds no chunks")
-    # Labels are paths relative to the site root the corpus was served from.
-    first = urlsplit(next(iter(chunks.values())).url)
     return Corpus(
         name=name,
         labels=load_labelled_set(LABELS[name]),
@@ -73,7 +69,6 @@ def open_corpus(name: str, data_dir: str | Path, embedder: MiniLMEmbedder) -> Co
         vectors=VectorIndex(ChromaConnection(data_dir=str(data_dir)), embedder),
         lexical=lexical,
         chunks=chunks,
-        base_url=f"{first.scheme}://{first.netloc}/",
     )
 
 

@@ -1,19 +1,27 @@
 """Retrieval-quality ablation on the labelled sets: retrieval, local rerank, and context-set order.
 
-    flock /work/wt/bench.lock uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR]
+    flock /work/wt/bench.lock uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR] [--json FILE]
 
 ``--postgresql-data`` is a data directory ingested from the PostgreSQL 15 manual
 (``benchmarks/ingest_postgresql.py``); ``--demo-data`` defaults to a fresh run of the
-offline demo. Prints a Markdown table of page-level nDCG@10, MRR@10 and Recall@50
-(``pipeline/evaluation.py``) per labelled set, the local scorer's time per query
-(50 candidates), and the lexical index's rebuild time. Everything runs through the
-pipeline's own functions: Chroma for dense retrieval, the bm25s index, reciprocal-rank
-fusion, the local scorer the rerank service uses, the per-page cap and token packing.
+offline demo. Prints, per labelled set:
+
+- the stages table: what the ``retrieval_evaluation`` asset reports, computed by the
+  same function (``pipeline.evaluate.evaluate_pipeline``) with the local rerank service
+  on loopback; ``--json`` writes it for ``benchmarks/plot_evaluation.py``;
+- the ablation table of page-level nDCG@10, MRR@10 and Recall@50 (``pipeline/evaluation.py``):
+  retrieval variants, the local scorer without each feature, and the per-page cap;
+
+then the local scorer's time per query (50 candidates) and the lexical index's
+rebuild time. Everything runs through the pipeline's own functions: Chroma for dense
+retrieval, the bm25s index, reciprocal-rank fusion, the local scorer the rerank
+service uses, the per-page cap and token packing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import statistics
@@ -24,10 +32,13 @@ from pathlib import Path
 
 from corpora import Corpus, ensure_demo_data, open_corpus
 
-from pipeline.context import RankedPassage, diversify_pages, pack_passages
 from pipeline.defs.context import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
+from pipeline.evaluate import EvaluationPlan, PipelineEvaluation, evaluate_pipeline
+from pipeline.evaluate import context_order as pipeline_context_order
 from pipeline.evaluation import METRICS
+from pipeline.rerank.client import InMemoryRerankCache, RerankClient
+from pipeline.rerank.service import LocalRerankService, ServiceConfig
 from pipeline.rerank.known_vectors import StoredEmbeddings
 from pipeline.rerank.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
@@ -37,6 +48,7 @@ K = 50
 TOKEN_BUDGET = 3000
 DEFAULT_PAGE_CAP = ContextConfig().max_passages_per_page
 Rankings = dict[str, list[str]]
+SERVICE_KEY = "benchmark-key"
 
 
 def plain_words(text: str) -> list[str]:
@@ -76,27 +88,27 @@ def rerank(corpus: Corpus, candidates: Rankings, score: Callable[[str, Sequence[
 
 def context_order(corpus: Corpus, ranked: Rankings, max_per_page: int | None) -> Rankings:
     """The passages of each query's context set, in order, as the context asset packs them."""
-    packed = {}
-    for query_id, ranking in ranked.items():
-        passages = [
-            RankedPassage(
-                chunk_id=chunk_id,
-                url=corpus.chunks[chunk_id].url,
-                title=corpus.chunks[chunk_id].title,
-                heading_path=corpus.chunks[chunk_id].heading_path,
-                text=corpus.chunks[chunk_id].text,
-                retrieval_rank=rank,
-                retrieval_score=0.0,
-                rerank_score=None,
-            )
-            for rank, chunk_id in enumerate(ranking, start=1)
-        ]
-        packed[query_id] = [p.chunk_id for p in pack_passages(diversify_pages(passages, max_per_page), TOKEN_BUDGET)]
-    return packed
+    return {
+        query_id: pipeline_context_order([corpus.chunks[c] for c in ranking], None, TOKEN_BUDGET, max_per_page)
+        for query_id, ranking in ranked.items()
+    }
 
 
-def ablation(corpus: Corpus, embedder: MiniLMEmbedder) -> list[tuple[str, dict[str, float]]]:
-    scorer = LocalRelevanceScorer(embedder, known_vectors=StoredEmbeddings(corpus.store))
+def stages(corpus: Corpus, scorer: LocalRelevanceScorer) -> PipelineEvaluation:
+    """What the retrieval_evaluation asset computes, with the local rerank service on loopback."""
+    with (
+        LocalRerankService(ServiceConfig(api_key=SERVICE_KEY), scorer=scorer) as service,
+        RerankClient(service.url, SERVICE_KEY, "cohere-rerank-3-5", requests_per_minute=100_000) as client,
+    ):
+        return evaluate_pipeline(
+            corpus.labels, corpus.store, corpus.vectors, corpus.lexical, scorer.embedder, client,
+            EvaluationPlan(top_k=K, token_budget=TOKEN_BUDGET, max_passages_per_page=DEFAULT_PAGE_CAP),
+            cache=InMemoryRerankCache(),
+        )
+
+
+def ablation(corpus: Corpus, scorer: LocalRelevanceScorer) -> list[tuple[str, dict[str, float]]]:
+    embedder = scorer.embedder
     rows: list[tuple[str, Rankings]] = []
     dense = retrieval(corpus, embedder, None)
     rows.append(("retrieval: dense only (Chroma)", dense))
@@ -173,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgresql-data", type=Path, required=True)
     parser.add_argument("--demo-data", type=Path, help="default: run the offline demo into a temporary directory")
+    parser.add_argument("--json", type=Path, help="write each set's stage metrics here (for plot_evaluation.py)")
     arguments = parser.parse_args()
     embedder = MiniLMEmbedder()
     scratch = Path(tempfile.mkdtemp(prefix="quality-demo-"))
@@ -183,7 +196,18 @@ def main() -> None:
             "postgresql": open_corpus("postgresql", arguments.postgresql_data, embedder),
         }
         print(", ".join(f"{c.name}: {len(c.labels.queries)} queries, {len(c.chunks)} chunks" for c in corpora.values()))
-        print_table({name: ablation(corpus, embedder) for name, corpus in corpora.items()})
+        scorers = {
+            name: LocalRelevanceScorer(embedder, known_vectors=StoredEmbeddings(corpus.store))
+            for name, corpus in corpora.items()
+        }
+        reports = {name: stages(corpus, scorers[name]) for name, corpus in corpora.items()}
+        for name, report in reports.items():
+            print(f"\n{name} (retrieval_evaluation):\n{report.markdown()}")
+        if arguments.json:
+            summary = {name: {k: report.to_json()[k] for k in ("queries", "plan", "metrics", "gains")} for name, report in reports.items()}
+            arguments.json.write_text(json.dumps(summary, indent=1) + "\n")
+        print()
+        print_table({name: ablation(corpus, scorers[name]) for name, corpus in corpora.items()})
 
         postgresql = corpora["postgresql"]
         known = scoring_times(postgresql, embedder, with_known_vectors=True)

@@ -152,7 +152,9 @@ def evaluate_pipeline(
     reranked, scores, stats, not_reranked = _rerank(queries, rankings["hybrid"], chunks, client, cache, max_workers)
     rankings["reranked"] = reranked
     rankings["context_sets"] = {
-        query_id: _context_order([chunks[c] for c in ranking], scores.get(query_id), plan)
+        query_id: context_order(
+            [chunks[c] for c in ranking], scores.get(query_id), plan.token_budget, plan.max_passages_per_page
+        )
         for query_id, ranking in reranked.items()
     }
     page_rankings = {
@@ -199,11 +201,13 @@ def _rerank(
     return reranked, scores, RerankStats.from_outcomes(outcomes), not_reranked
 
 
-def _context_order(ranked: Sequence[StoredChunk], scores: Sequence[float] | None, plan: EvaluationPlan) -> list[str]:
-    """Chunk IDs of the context set these ranked chunks would make, in its order."""
+def context_order(
+    ranked: Sequence[StoredChunk], scores: Sequence[float] | None, token_budget: int, max_passages_per_page: int | None
+) -> list[str]:
+    """Chunk IDs of the context set these ranked chunks (best first) would make, in its order."""
     passages = [
         ranked_passage(chunk, rank, 0.0, scores[rank - 1] if scores else None)
         for rank, chunk in enumerate(ranked, start=1)
     ]
-    packed = pack_passages(diversify_pages(passages, plan.max_passages_per_page), plan.token_budget)
+    packed = pack_passages(diversify_pages(passages, max_passages_per_page), token_budget)
     return [passage.chunk_id for passage in packed]
