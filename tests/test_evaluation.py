@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pipeline.demo import LABELLED_QUERIES_FILE
-from pipeline.evaluation import evaluate_rankings, load_labelled_set, pages_in_order, page_path
+from pipeline.evaluation import LabelFileError, evaluate_rankings, load_labelled_set, page_path, pages_in_order
 
 
 def test_hand_computed_example():
@@ -41,3 +41,34 @@ def test_demo_labels_load():
     assert labelled.corpus == "demo-user-guide"
     assert len(labelled.queries) >= 40
     assert all(2 in query.relevant.values() for query in labelled.queries)
+
+
+def test_pages_default_to_each_site_root_and_labels_may_name_a_base_url(tmp_path):
+    assert page_path("http://127.0.0.1:8764/guide/") == "guide/index.html"
+    labels = tmp_path / "labels.yaml"
+    labels.write_text(
+        "corpus: pg\nbase_url: https://www.postgresql.org/docs/15/\n"
+        "queries:\n  - {id: a, query: upsert, relevant: [{path: sql-insert.html, grade: 2}]}\n"
+    )
+    labelled = load_labelled_set(labels)
+    assert pages_in_order(["https://www.postgresql.org/docs/15/sql-insert.html"], labelled.base_url) == ["sql-insert.html"]
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("corpus: x\nqueries: []\n", "no labelled queries"),
+        ("corpus: x\nbase_url: docs\nqueries: []\n", "base_url must be an absolute URL"),
+        ("queries:\n  - {id: a, query: q, relevant: [{path: p.html}]}\n", "entry 1: needs id, query and relevant"),
+        (
+            "queries:\n  - {id: a, query: q, relevant: []}\n  - {id: a, query: r, relevant: []}\n",
+            "duplicate query ids a",
+        ),
+    ],
+)
+def test_bad_label_files_are_refused_with_the_reason(tmp_path, text, complaint):
+    path = tmp_path / "labels.yaml"
+    path.write_text(text)
+    with pytest.raises(LabelFileError, match=complaint) as raised:
+        load_labelled_set(path)
+    assert str(path) in str(raised.value)
