@@ -12,18 +12,28 @@ offline, so this scorer combines what does, each feature in [0, 1]:
 - ``page_support``: documents of the pipeline start with their page's context header
   (``Title > Heading``); passages are grouped by title, and a passage's support grows
   with the number of its page's passages among the candidates (``log n / log 10``,
-  capped at 1): a page that several candidates come from is more likely to answer.
+  capped at 1): a page that several candidates come from is more likely to answer;
+- ``heading_dense``: field weighting for the header line: cosine similarity of the
+  query to the document's ``Title > H2 > H3`` line embedded alone (the whole document
+  when it has no header), so a section titled after the question counts beyond the
+  share of the passage its header takes;
+- ``page_mass``: relevance-weighted page support: per page, the sum over its candidates
+  of how far their ``dense`` score lies above the candidates' median, divided by the
+  largest such sum among the pages. Unlike ``page_support`` it does not count passages
+  of a page that are off topic.
 
 ``score = Σ WEIGHTS[f] · f / Σ WEIGHTS``, in [0, 1]. The weights were fitted by
 coordinate ascent on page-level nDCG@10 over the two labelled sets (the demo site and
 the PostgreSQL 15 manual) with 5-fold cross-validation by query; ``benchmarks/fit_scorer.py``
 refits them and prints the cross-validated figures (docs/evaluation.md). Features
-that did not help under cross-validation were dropped: similarity of the query to
-the heading path alone, heading term coverage, query bigrams found in order,
-pseudo-relevance feedback on the query vector, the document's centrality among the
-candidates, the best dense score of the document's page, similarity of query windows
-to the document, BM25 with corpus-wide IDF, a passage length prior, and BM25 as a rank
-percentile among the candidates (docs/evaluation.md lists the figures).
+that did not help under cross-validation were dropped: heading term coverage,
+query bigrams found in order, a proximity window, pseudo-relevance feedback on the
+query vector, the document's centrality among the candidates, hubness (mean
+similarity to the document's nearest chunks in the corpus), the best dense score of
+the document's page, similarity of the page title alone, similarity of query windows
+to the document, BM25 with corpus-wide IDF, a passage length prior, the request
+order, and BM25 as a rank percentile among the candidates (docs/evaluation.md lists
+the figures).
 
 Unlike a pointwise reranker, the page features make a document's score depend on
 the other documents in the request (the lexical IDF already did, slightly).
@@ -33,8 +43,9 @@ two cores, 2 s for 50), so document vectors come, in order, from a bounded LRU c
 keyed by text hash, from ``known_vectors`` (the local service looks the texts up
 among the embeddings the pipeline computed at ingest time: the same model, computed
 earlier; see :class:`pipeline.rerank.known_vectors.StoredEmbeddings`), and only then
-from the model. Scoring 50 candidates whose vectors are known takes a few tens of
-milliseconds (``benchmarks/quality.py`` reports p50/p95).
+from the model. Header lines are short and shared by a page's passages; they are
+embedded at query time and kept in the same LRU cache. ``benchmarks/quality.py``
+reports the time to score 50 candidates (p50/p95).
 """
 
 from __future__ import annotations
@@ -51,13 +62,15 @@ import numpy as np
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.store.lexical import analyze
 
-FEATURES = ("dense", "lexical", "coverage", "page_support")
+FEATURES = ("dense", "lexical", "coverage", "page_support", "heading_dense", "page_mass")
 # Fitted by benchmarks/fit_scorer.py (see the module docstring); only ratios matter.
 WEIGHTS: Mapping[str, float] = {
     "dense": 1.0,
-    "lexical": 0.4,
-    "coverage": 0.1,
+    "lexical": 0.7,
+    "coverage": 0.6,
     "page_support": 0.2,
+    "heading_dense": 0.4,
+    "page_mass": 0.2,
 }
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -104,6 +117,12 @@ def _bm25(query_terms: set[str], document_terms: Sequence[Counter]) -> np.ndarra
     return scores / best_possible
 
 
+def header_of(document: str) -> str:
+    """The ``Title > H2 > H3`` line a pipeline document starts with, else the whole text."""
+    header, newline, _ = document.partition("\n")
+    return header if newline else document
+
+
 def page_of(document: str) -> str:
     """The page title a pipeline document starts with (``Title > H2 > H3`` then a newline), else the whole text."""
     header, newline, _ = document.partition("\n")
@@ -117,6 +136,17 @@ def page_support(documents: Sequence[str]) -> np.ndarray:
     return np.array(
         [min(1.0, math.log(counts[page]) / math.log(PAGE_SUPPORT_SATURATION)) for page in pages], dtype=np.float64
     )
+
+
+def page_mass(documents: Sequence[str], dense: np.ndarray) -> np.ndarray:
+    """Per document: its page's summed ``dense`` excess over the candidates' median, over the largest page's."""
+    pages = [page_of(document) for document in documents]
+    excess = np.clip(dense - np.median(dense), 0.0, None)
+    mass: Counter = Counter()
+    for page, value in zip(pages, excess):
+        mass[page] += float(value)
+    largest = max(mass.values())
+    return np.array([mass[page] / largest if largest > 0 else 0.0 for page in pages], dtype=np.float64)
 
 
 class LocalRelevanceScorer:
@@ -165,22 +195,30 @@ class LocalRelevanceScorer:
 
     def features(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """A ``(len(documents), len(FEATURES))`` array, columns in :data:`FEATURES` order."""
-        dense = self.dense_scores(query, documents)
+        query_vector = self.embedder.embed([query])[0]
+        dense = _similarities(self._vectors_of(documents, self.known_vectors), query_vector)
+        headers = [header_of(document) for document in documents]
+        with_header = [index for index, (header, document) in enumerate(zip(headers, documents)) if header != document]
+        heading_dense = dense.copy()
+        if with_header:
+            # Header lines are not among the ingest-time embeddings; looking them up would only force reloads.
+            vectors = self._vectors_of([headers[index] for index in with_header], None)
+            heading_dense[with_header] = _similarities(vectors, query_vector)
         query_terms = set(analyze(query))
         document_terms = [Counter(analyze(document)) for document in documents]
         lexical = _bm25(query_terms, document_terms)
         coverage = np.array(
             [len(query_terms & terms.keys()) / len(query_terms) if query_terms else 0.0 for terms in document_terms]
         )
-        return np.column_stack([dense, lexical, coverage, page_support(documents)])
+        return np.column_stack(
+            [dense, lexical, coverage, page_support(documents), heading_dense, page_mass(documents, dense)]
+        )
 
     def dense_scores(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each document to the query, clipped to [0, 1]."""
-        query_vector = self.embedder.embed([query])[0]
-        similarities = self._document_vectors(documents) @ query_vector
-        return np.clip(similarities.astype(np.float64), 0.0, 1.0)
+        return _similarities(self._vectors_of(documents, self.known_vectors), self.embedder.embed([query])[0])
 
-    def _document_vectors(self, documents: Sequence[str]) -> np.ndarray:
+    def _vectors_of(self, documents: Sequence[str], known_vectors: KnownVectors | None) -> np.ndarray:
         keys = [text_key(document) for document in documents]
         found: dict[bytes, np.ndarray] = {}
         with self._lock:
@@ -190,8 +228,8 @@ class LocalRelevanceScorer:
                     self._vectors.move_to_end(key)
                     found[key] = vector
         missing = {key: document for key, document in zip(keys, documents) if key not in found}
-        if missing and self.known_vectors is not None:
-            known = self.known_vectors.lookup(missing)
+        if missing and known_vectors is not None:
+            known = known_vectors.lookup(missing)
             found.update(known)
             self._remember(known)
             missing = {key: document for key, document in missing.items() if key not in known}
@@ -209,3 +247,7 @@ class LocalRelevanceScorer:
                 self._vectors.move_to_end(key)
             while len(self._vectors) > self._cache_size:
                 self._vectors.popitem(last=False)
+
+
+def _similarities(vectors: np.ndarray, query_vector: np.ndarray) -> np.ndarray:
+    return np.clip((vectors @ query_vector).astype(np.float64), 0.0, 1.0)

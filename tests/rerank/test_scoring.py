@@ -13,6 +13,8 @@ from pipeline.rerank.scoring import (
     WEIGHTS,
     LocalRelevanceScorer,
     lexical_scores,
+    header_of,
+    page_mass,
     page_of,
     page_support,
     text_key,
@@ -134,6 +136,30 @@ def test_a_passage_backed_by_its_page_outranks_an_equal_lone_passage(scorer):
     assert scores[1] > scores[0]
     only_dense = LocalRelevanceScorer(scorer.embedder, weights={"dense": 1.0})
     assert only_dense.score(query, [lone, backed])[1] == pytest.approx(only_dense.score(query, [lone, backed])[0], abs=0.05)
+
+
+def test_heading_dense_scores_the_header_line_alone(scorer):
+    query = "how do I prevent transaction ID wraparound"
+    documents = [
+        "Routine Vacuuming > Preventing Transaction ID Wraparound Failures\nThe freeze age of each table is tracked.",
+        "Server Configuration > Logging\nThe freeze age of each table is tracked.",
+        "no header line: transaction ID wraparound",
+    ]
+    assert header_of(documents[0]) == "Routine Vacuuming > Preventing Transaction ID Wraparound Failures"
+    heading = _feature(scorer, query, documents, "heading_dense")
+    dense = _feature(scorer, query, documents, "dense")
+    expected = float(np.clip(scorer.embedder.embed([header_of(documents[0])])[0] @ scorer.embedder.embed([query])[0], 0, 1))
+    assert heading[0] == pytest.approx(expected, abs=1e-5)
+    assert heading[0] > heading[1] + 0.3  # same body, the header decides
+    assert heading[2] == pytest.approx(dense[2])  # no header: the document itself
+
+
+def test_page_mass_sums_each_pages_excess_over_the_median():
+    documents = ["A\none", "A\ntwo", "B\nthree", "C\nfour", "D\nfive"]
+    dense = np.array([0.6, 0.5, 0.7, 0.4, 0.3])  # median 0.5
+    # Excess: A 0.1 + 0.0, B 0.2, C and D 0; divided by the largest page's (B).
+    assert list(page_mass(documents, dense)) == pytest.approx([0.5, 0.5, 1.0, 0.0, 0.0])
+    assert list(page_mass(documents[:2], np.array([0.5, 0.5]))) == [0.0, 0.0]
 
 
 def test_weights_are_validated(scorer):
