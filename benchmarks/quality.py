@@ -49,6 +49,8 @@ TOKEN_BUDGET = 3000
 DEFAULT_PAGE_CAP = ContextConfig().max_passages_per_page
 Rankings = dict[str, list[str]]
 SERVICE_KEY = "benchmark-key"
+# The committed weights before heading_dense and page_mass were added.
+FOUR_FEATURE_WEIGHTS = {"dense": 1.0, "lexical": 0.4, "coverage": 0.1, "page_support": 0.2}
 
 
 def plain_words(text: str) -> list[str]:
@@ -57,7 +59,7 @@ def plain_words(text: str) -> list[str]:
 
 
 def previous_scorer(scorer: LocalRelevanceScorer) -> Callable[[str, Sequence[str]], list[float]]:
-    """The scorer before issue 8: 0.7 × cosine + 0.3 × BM25 over the candidates (unstemmed)."""
+    """The first scorer, before issue 8: 0.7 × cosine + 0.3 × BM25 over the candidates (unstemmed)."""
 
     def score(query: str, documents: Sequence[str]) -> list[float]:
         fused = 0.7 * scorer.dense_scores(query, documents) + 0.3 * lexical_scores(query, documents, plain_words)
@@ -118,7 +120,9 @@ def ablation(corpus: Corpus, scorer: LocalRelevanceScorer) -> list[tuple[str, di
     rows.append(("retrieval: hybrid RRF, BM25 weight 0.5, depth 50", retrieval(corpus, embedder, Fusion(depth=K))))
     hybrid = retrieval(corpus, embedder, Fusion())
     rows.append(("**retrieval: hybrid RRF, BM25 weight 0.5, depth 100 (default)**", hybrid))
-    rows.append(("rerank hybrid: previous scorer (0.7 cosine + 0.3 BM25)", rerank(corpus, hybrid, previous_scorer(scorer))))
+    rows.append(("rerank hybrid: first scorer (0.7 cosine + 0.3 BM25)", rerank(corpus, hybrid, previous_scorer(scorer))))
+    four_features = LocalRelevanceScorer(embedder, known_vectors=scorer.known_vectors, weights=FOUR_FEATURE_WEIGHTS)
+    rows.append(("rerank hybrid: four-feature scorer (before heading_dense, page_mass)", rerank(corpus, hybrid, four_features.score)))
     rows.append(("rerank dense-only candidates: new scorer", rerank(corpus, dense, scorer.score)))
     reranked = rerank(corpus, hybrid, scorer.score)
     rows.append(("**rerank hybrid: new scorer (default)**", reranked))

@@ -108,6 +108,12 @@ def _with_header(header: str, text: str) -> str:
     return f"{header}\n{text}" if header else text
 
 
+def header_line(embedding_text: str) -> str | None:
+    """The context header an ``embedding_text`` starts with (its first line), None when it has none."""
+    header, newline, _ = embedding_text.partition("\n")
+    return header if newline and header else None
+
+
 def chunk_document(
     document: Document,
     config: ChunkingConfig = ChunkingConfig(),

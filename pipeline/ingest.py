@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.chunking import ChunkingConfig, chunk_document
+from pipeline.chunking import ChunkingConfig, chunk_document, header_line
 from pipeline.crawl.crawler import PageResult
 from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.extract import EXTRACTOR_VERSION, Document, Section, extract_document
@@ -228,6 +228,9 @@ class IndexReport:
     vectors_restored: int = 0
     vectors_total: int = 0
     embed_seconds: float = 0.0
+    headers_embedded: int = 0
+    headers_deleted: int = 0
+    header_embed_seconds: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
         rate = self.chunks_embedded / self.embed_seconds if self.embed_seconds else 0.0
@@ -238,6 +241,9 @@ class IndexReport:
             "vectors_total": self.vectors_total,
             "embed_seconds": round(self.embed_seconds, 2),
             "chunks_embedded_per_second": round(rate, 2),
+            "headers_embedded": self.headers_embedded,
+            "headers_deleted": self.headers_deleted,
+            "header_embed_seconds": round(self.header_embed_seconds, 2),
         }
 
 
@@ -284,9 +290,27 @@ def index_chunks(
     if embedded:
         flush()
     report.embed_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    report.headers_embedded, report.headers_deleted = sync_header_embeddings(store, embedder)
+    report.header_embed_seconds = time.perf_counter() - started
 
     report.vectors_deleted, report.vectors_restored, report.vectors_total = sync_vectors(store, vectors, source)
     return report
+
+
+def sync_header_embeddings(store: StateStore, embedder: MiniLMEmbedder) -> tuple[int, int]:
+    """Embed each stored chunk's context header line once, for the local scorer; returns (embedded, deleted).
+
+    Headers are shared by a section's chunks (4,184 for the 12,715 chunks of the PostgreSQL
+    manual) and short, so this adds a few percent to embedding the chunks. Headers that no
+    stored chunk starts with any more are deleted. Every source's headers are kept in one table.
+    """
+    wanted = {header for text in store.iter_embedding_texts() if (header := header_line(text))}
+    stored = store.embedded_headers()
+    missing = sorted(wanted - stored)
+    if missing:
+        store.save_header_embeddings(dict(zip(missing, embedder.embed(missing), strict=True)))
+    return len(missing), store.delete_header_embeddings(stored - wanted)
 
 
 def sync_vectors(store: StateStore, vectors: VectorIndex, source: str | None = None) -> tuple[int, int, int]:

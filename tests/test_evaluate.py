@@ -8,6 +8,7 @@ import math
 import dagster as dg
 import pytest
 
+from pipeline.chunking import header_line
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation import load_labelled_set, pages_in_order
@@ -153,3 +154,10 @@ def test_broken_labels_fail_with_the_file_named_and_keep_the_last_evaluation(eva
     message = failure.step_failure_data.error.message
     assert "broken_labels.yaml" in message and "entry 1" in message and "PIPELINE_LABELLED_QUERIES" in message
     assert evaluated["output_after_broken"] == evaluated["output"]
+
+
+def test_ingest_embedded_every_header_line_for_the_scorer(evaluated):
+    store = StateStore(sqlite_url(evaluated["data_dir"]))
+    headers = {header_line(text) for text in store.iter_embedding_texts()} - {None}
+    assert len(headers) > 20 and store.embedded_headers() == headers
+    store.dispose()

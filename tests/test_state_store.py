@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from pipeline.ingest import sync_header_embeddings
 from pipeline.store.state import StateStore, StoredChunk, normalize_database_url, sqlite_url
 
 
@@ -118,3 +119,33 @@ def test_queries_candidates_rankings_cache_and_context_sets(store):
     store.save_context_sets("run-1", [first])
     store.save_context_sets("run-2", [{**first, "passages": []}])
     assert store.latest_context_sets()["q1"]["passages"] == []
+
+
+class _CountingEmbedder:
+    """Records what it embeds; vectors are derived from the text so they can be checked."""
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def embed(self, texts):
+        self.embedded.extend(texts)
+        return np.array([[len(text), 1.0] + [0.0] * 382 for text in texts], dtype=np.float32)
+
+
+def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
+    chunks = [
+        StoredChunk("c1", "docs", "http://d/a", "A", ("A", "Setup"), "one", "A > Setup\none", 5, 0),
+        StoredChunk("c2", "docs", "http://d/a", "A", ("A", "Setup"), "two", "A > Setup\ntwo", 5, 1),
+        StoredChunk("c3", "docs", "http://d/a", "A", (), "no header", "no header", 5, 2),
+    ]
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
+    embedder = _CountingEmbedder()
+    assert sync_header_embeddings(store, embedder) == (1, 0)
+    assert embedder.embedded == ["A > Setup"]
+    texts = dict(store.iter_embedded_texts())
+    assert texts["A > Setup"][0] == len("A > Setup")  # the scorer finds the header's vector by its text
+    assert sync_header_embeddings(store, embedder) == (0, 0) and embedder.embedded == ["A > Setup"]
+    renamed = StoredChunk("c4", "docs", "http://d/a", "A", ("A", "Install"), "one", "A > Install\none", 5, 0)
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[renamed], chunked_key="k2")
+    assert sync_header_embeddings(store, embedder) == (1, 1)
+    assert store.embedded_headers() == {"A > Install"}

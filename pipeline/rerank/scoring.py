@@ -43,9 +43,10 @@ two cores, 2 s for 50), so document vectors come, in order, from a bounded LRU c
 keyed by text hash, from ``known_vectors`` (the local service looks the texts up
 among the embeddings the pipeline computed at ingest time: the same model, computed
 earlier; see :class:`pipeline.rerank.known_vectors.StoredEmbeddings`), and only then
-from the model. Header lines are short and shared by a page's passages; they are
-embedded at query time and kept in the same LRU cache. ``benchmarks/quality.py``
-reports the time to score 50 candidates (p50/p95).
+from the model. The same goes for header lines: ingest embeds each distinct one once
+(``pipeline.ingest.sync_header_embeddings``), since embedding 40 of them per request
+would cost more than the whole budget. ``benchmarks/quality.py`` reports the time
+to score 50 candidates (p50/p95).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.chunking import header_line
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.store.lexical import analyze
 
@@ -119,8 +121,7 @@ def _bm25(query_terms: set[str], document_terms: Sequence[Counter]) -> np.ndarra
 
 def header_of(document: str) -> str:
     """The ``Title > H2 > H3`` line a pipeline document starts with, else the whole text."""
-    header, newline, _ = document.partition("\n")
-    return header if newline else document
+    return header_line(document) or document
 
 
 def page_of(document: str) -> str:
@@ -201,8 +202,7 @@ class LocalRelevanceScorer:
         with_header = [index for index, (header, document) in enumerate(zip(headers, documents)) if header != document]
         heading_dense = dense.copy()
         if with_header:
-            # Header lines are not among the ingest-time embeddings; looking them up would only force reloads.
-            vectors = self._vectors_of([headers[index] for index in with_header], None)
+            vectors = self._vectors_of([headers[index] for index in with_header], self.known_vectors)
             heading_dense[with_header] = _similarities(vectors, query_vector)
         query_terms = set(analyze(query))
         document_terms = [Counter(analyze(document)) for document in documents]

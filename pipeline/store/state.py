@@ -79,6 +79,15 @@ chunks = sa.Table(
     sa.Column("embedding", sa.LargeBinary),
 )
 
+# The local rerank scorer's heading feature embeds each chunk's context header line
+# alone; headers are shared by a section's chunks, so they are embedded once at ingest.
+header_embeddings = sa.Table(
+    "pipeline_header_embeddings",
+    metadata,
+    sa.Column("header", sa.Text, primary_key=True),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+)
+
 queries = sa.Table(
     "pipeline_queries",
     metadata,
@@ -466,11 +475,38 @@ class StateStore:
         return self._count(chunks, source)
 
     def iter_embedded_texts(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(embedding_text, embedding) of every embedded chunk: what the local rerank service reuses."""
-        query = sa.select(chunks.c.embedding_text, chunks.c.embedding).where(chunks.c.embedding.is_not(None))
+        """(text, embedding) of every embedded chunk and header line: what the local rerank service reuses."""
         with self.engine.connect() as connection:
-            for text, blob in connection.execute(query):
+            embedded = sa.select(chunks.c.embedding_text, chunks.c.embedding).where(chunks.c.embedding.is_not(None))
+            for text, blob in connection.execute(embedded):
                 yield text, unpack_embedding(blob)
+            for text, blob in connection.execute(sa.select(header_embeddings.c.header, header_embeddings.c.embedding)):
+                yield text, unpack_embedding(blob)
+
+    def embedded_headers(self) -> set[str]:
+        with self.engine.connect() as connection:
+            return set(connection.scalars(sa.select(header_embeddings.c.header)))
+
+    def iter_embedding_texts(self) -> Iterator[str]:
+        """Every stored chunk's embedding_text (all sources)."""
+        with self.engine.connect() as connection:
+            yield from connection.scalars(sa.select(chunks.c.embedding_text))
+
+    def save_header_embeddings(self, embeddings: Mapping[str, np.ndarray]) -> None:
+        if embeddings:
+            with self.transaction() as connection:
+                _upsert(
+                    connection,
+                    header_embeddings,
+                    [{"header": header, "embedding": pack_embedding(vector)} for header, vector in embeddings.items()],
+                )
+
+    def delete_header_embeddings(self, headers: Iterable[str]) -> int:
+        wanted = list(headers)
+        with self.transaction() as connection:
+            for start in range(0, len(wanted), 500):
+                connection.execute(sa.delete(header_embeddings).where(header_embeddings.c.header.in_(wanted[start : start + 500])))
+        return len(wanted)
 
     # -- queries, candidates, rerank -----------------------------------------
 
