@@ -103,17 +103,18 @@ def run_demo(top: int) -> int:
     from pipeline.definitions import defs
     from pipeline.defs.jobs import context_sets_job, ingest_source_job
     from pipeline.defs.partitions import register_sources
+    from pipeline.inputs import is_url
 
     started = time.perf_counter()
     data_dir = Path(settings.value("PIPELINE_DATA_DIR"))
-    sources_path = Path(settings.value("PIPELINE_SOURCES"))
+    sources_location = settings.value("PIPELINE_SOURCES")
     with ExitStack() as stack:
-        if sources_path.resolve() == SOURCES_FILE.resolve():
+        if not is_url(sources_location) and Path(sources_location).resolve() == SOURCES_FILE.resolve():
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))
         if not settings.is_set("RERANK_URL"):
             _local_rerank_service(stack, RERANK_PORT)
         instance = stack.enter_context(_demo_instance(data_dir))
-        sources = load_sources(sources_path)
+        sources = load_sources(sources_location)
         register_sources(instance, [source.name for source in sources])
         for source in sources:
             print(f"ingesting source {source.name} ...", flush=True)

@@ -9,6 +9,7 @@ from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.inputs import display_location
 from pipeline.ingest import check_index_consistency, chunk_documents, extract_pages, index_chunks, record_crawl
 from pipeline.store.lexical import sync_lexical
 
@@ -20,7 +21,7 @@ def _source(files: PipelineFilesResource, name: str) -> Source:
         if source.name == name:
             return source
     raise dg.Failure(
-        f"source {name!r} is not in the sources file {files.sources_path}; "
+        f"source {name!r} is not in the sources file {display_location(files.sources_path)}; "
         "it was removed or renamed since the partition was created"
     )
 
