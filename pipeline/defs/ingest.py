@@ -9,8 +9,8 @@ from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
-from pipeline.inputs import display_location
 from pipeline.ingest import check_index_consistency, chunk_documents, extract_pages, index_chunks, record_crawl
+from pipeline.inputs import display_location
 from pipeline.store.lexical import sync_lexical
 
 GROUP = "ingest"
