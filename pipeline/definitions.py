@@ -2,13 +2,16 @@
 
 import dagster as dg
 
-from pipeline.defs import context, ingest, rerank, retrieve
+from pipeline.defs import automation, context, ingest, rerank, retrieve
 from pipeline.defs.jobs import context_sets_job, ingest_source_job
+from pipeline.defs.removal import remove_sources_job
 from pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
     asset_checks=dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context]),
-    jobs=[ingest_source_job, context_sets_job],
+    jobs=[ingest_source_job, context_sets_job, remove_sources_job],
+    schedules=automation.schedules,
+    sensors=automation.sensors,
     resources=build_resources(),
 )

@@ -6,7 +6,9 @@ It is a local path or an http(s) URL (see ``pipeline/inputs.py``); a URL whose p
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,8 @@ def _parse_entry(path: str, where: str, entry: Any) -> Query:
     if not isinstance(query, str) or not query.strip():
         raise QueriesFileError(f"{path}: {where}: 'query' must be a non-empty string (id {query_id!r})")
     return Query(query_id=str(query_id).strip(), query=query.strip())
+
+
+def queries_digest(pairs: Sequence[tuple[str, str]]) -> str:
+    """SHA-256 of the (id, query) pairs in order: equal for files that differ only in format or comments."""
+    return hashlib.sha256(json.dumps([list(pair) for pair in pairs], ensure_ascii=False).encode("utf-8")).hexdigest()

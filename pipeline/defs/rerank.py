@@ -4,6 +4,8 @@
 import dagster as dg
 from pydantic import Field
 
+from pipeline import settings
+from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.resources import RerankResource, StateStoreResource
 from pipeline.defs.retrieve import retrieved_candidates
 from pipeline.ranking import rerank_stored_candidates
@@ -26,6 +28,8 @@ class RerankConfig(dg.Config):
     deps=[retrieved_candidates],
     kinds={"heroku"},
     pool="rerank",
+    retry_policy=STEP_RETRY_POLICY,
+    automation_condition=AFTER_UPSTREAM_SETTLES,
     description=(
         "Candidates reranked per query by POST {RERANK_URL}/v1/rerank (model RERANK_MODEL_ID). Results are cached "
         "by model, query, documents and top_n, so unchanged queries bill no search units on re-runs."
@@ -42,8 +46,8 @@ def reranked_candidates(
             state_store.open(), rerank.client(), top_n=config.top_n, max_workers=config.max_workers
         )
     except RerankConfigurationError as error:
-        # Bad key, model or request: every query would fail the same way; say which setting to fix.
-        raise dg.Failure(description=str(error)) from None
+        # Bad key, model or request: every query would fail the same way (retrying too); say which setting to fix.
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     for outcome in report.failed:
         context.log.warning(f"query {outcome.query_id} not reranked: {outcome.error}")
     stats = report.stats
@@ -70,4 +74,26 @@ def reranked_candidates(
                 "| query | search units | cached | api version | error |\n|---|---|---|---|---|\n" + per_query
             ),
         }
+    )
+
+
+RERANK_UNITS_BUDGET = settings.integer("PIPELINE_RERANK_UNITS_BUDGET", minimum=0)
+
+
+@dg.asset_check(
+    asset=reranked_candidates,
+    description=(
+        f"The run billed at most {RERANK_UNITS_BUDGET:,} rerank search units (PIPELINE_RERANK_UNITS_BUDGET; one unit "
+        "per query and 100 documents). Unchanged queries come from the cache and bill nothing, so going over means "
+        "many queries or candidates changed, or the cache is not being hit."
+    ),
+)
+def billed_units_within_budget(state_store: StateStoreResource) -> dg.AssetCheckResult:
+    billed = state_store.open().billed_search_units()
+    within = billed <= RERANK_UNITS_BUDGET
+    return dg.AssetCheckResult(
+        passed=within,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"billed_search_units": billed, "budget": RERANK_UNITS_BUDGET},
+        description=None if within else f"billed {billed:,} search units, over the budget of {RERANK_UNITS_BUDGET:,}",
     )

@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline.defs.ingest import lexical_index, vector_index
+from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.ingest import sync_vectors
 from pipeline.inputs import InputUnavailable, display_location
@@ -19,6 +20,7 @@ GROUP = "retrieve"
 @dg.asset(
     group_name=GROUP,
     kinds={"yaml"},
+    retry_policy=STEP_RETRY_POLICY,
     description="Questions the support bot must answer, read from the queries file (YAML or JSONL, each {id, query}).",
 )
 def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg.MaterializeResult:
@@ -60,6 +62,8 @@ class RetrieveConfig(dg.Config):
     deps=[queries, vector_index, lexical_index],
     kinds={"chroma"},
     pool="chroma",
+    retry_policy=STEP_RETRY_POLICY,
+    automation_condition=AFTER_UPSTREAM_SETTLES,
     description=(
         "Each query's top-k chunks: by default the union of the dense (Chroma) and BM25 rankings fused by reciprocal "
         "rank and deduplicated; the stored score is the fused score (cosine or BM25 with a single retriever)."
