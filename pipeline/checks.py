@@ -21,6 +21,8 @@ class Markdown(str):
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Markdown:
+    if not rows:
+        return Markdown("none")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows[:EXAMPLES]]
     if len(rows) > EXAMPLES:
