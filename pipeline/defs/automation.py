@@ -15,6 +15,7 @@
 Everything is RUNNING by default, so the one dagster-daemon of a deployment ticks it without a click.
 """
 
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -54,16 +55,20 @@ def _sources_with_active_runs(instance: dg.DagsterInstance, sources: list[str]) 
     ]
 
 
-def refresh_every_source(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+def refresh_every_source(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
     sources = sorted(context.instance.get_dynamic_partitions(source_partitions.name))
     if not sources:
-        return dg.SkipReason("no sources registered yet: the source_partitions_sensor registers PIPELINE_SOURCES")
+        yield dg.SkipReason("no sources registered yet: the source_partitions_sensor registers PIPELINE_SOURCES")
+        return
     # A source still crawling from an earlier run (or yesterday's tick) is not queued twice.
     busy = _sources_with_active_runs(context.instance, sources)
     if busy:
         context.log.info(f"not queueing {', '.join(busy)}: a run of each is still queued or in progress")
-    requests = [dg.RunRequest(run_key=source, partition_key=source) for source in sources if source not in busy]
-    return requests or dg.SkipReason(f"every source already has a run queued or in progress: {', '.join(busy)}")
+    if len(busy) == len(sources):
+        yield dg.SkipReason(f"every source already has a run queued or in progress: {', '.join(busy)}")
+    for source in sources:
+        if source not in busy:
+            yield dg.RunRequest(run_key=source, partition_key=source)
 
 
 def build_refresh_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
