@@ -32,28 +32,39 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Mar
 
 @dataclass(frozen=True)
 class ExtractionCoverage:
-    pages: int
-    without_text: tuple[str, ...]
+    """Per source: how many pages are stored, and which of them yielded no text."""
 
-    @property
-    def share_with_text(self) -> float:
-        return (self.pages - len(self.without_text)) / self.pages if self.pages else 1.0
+    pages: Mapping[str, int]
+    without_text: Mapping[str, tuple[str, ...]]
+
+    def share_with_text(self, source: str) -> float:
+        pages = self.pages[source]
+        return (pages - len(self.without_text[source])) / pages if pages else 1.0
+
+    def below(self, min_share: float) -> list[str]:
+        return sorted(source for source in self.pages if self.share_with_text(source) < min_share)
 
     def metadata(self, min_share: float) -> dict[str, Any]:
+        pages = sum(self.pages.values())
+        missing = [(source, url) for source, urls in sorted(self.without_text.items()) for url in urls]
         return {
-            "pages_fetched": self.pages,
-            "pages_with_text": self.pages - len(self.without_text),
-            "share_with_text": round(self.share_with_text, 4),
+            "pages_fetched": pages,
+            "pages_with_text": pages - len(missing),
             "min_share": min_share,
-            "pages_without_text": _markdown_table(["url"], [[url] for url in self.without_text]),
+            "share_with_text": {source: round(self.share_with_text(source), 4) for source in sorted(self.pages)},
+            "pages_without_text": _markdown_table(["source", "url"], missing),
         }
 
 
-def extraction_coverage(store: StateStore, source: str) -> ExtractionCoverage:
-    """How many of the source's stored pages yielded text (a failed extraction yields none)."""
-    presence = store.page_text_presence(source)
+def extraction_coverage(store: StateStore, sources: Sequence[str]) -> ExtractionCoverage:
+    """Which of the sources' stored pages yielded text (a failed extraction yields none)."""
+    presence = {source: store.page_text_presence(source) for source in sources}
     return ExtractionCoverage(
-        pages=len(presence), without_text=tuple(sorted(url for url, has_text in presence.items() if not has_text))
+        pages={source: len(pages) for source, pages in presence.items()},
+        without_text={
+            source: tuple(sorted(url for url, has_text in pages.items() if not has_text))
+            for source, pages in presence.items()
+        },
     )
 
 

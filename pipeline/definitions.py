@@ -10,7 +10,7 @@ from pipeline.defs.resources import build_resources
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context]),
     asset_checks=dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context]),
-    jobs=[ingest_source_job, context_sets_job, remove_sources_job],
+    jobs=[ingest_source_job, context_sets_job, remove_sources_job, automation.check_source_freshness_job],
     schedules=automation.schedules,
     sensors=automation.sensors,
     resources=build_resources(),

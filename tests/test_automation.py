@@ -29,7 +29,7 @@ from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.crawl.site_server import Reply
 from tests.support import make_resources
-from tests.tiny_site import QUERIES, tiny_site
+from tests.tiny_site import QUERIES, tiny_site_on_a_persistent_instance
 
 REPO = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ["retrieved_candidates", "reranked_candidates", "ranked_context_sets"]
@@ -37,10 +37,7 @@ DOWNSTREAM = ["retrieved_candidates", "reranked_candidates", "ranked_context_set
 
 @pytest.fixture
 def site(tmp_path):
-    # A persistent (SQLite) instance, as a deployment has: schedule and sensor contexts need its reference.
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.DagsterInstance.local_temp(str(home)) as instance, tiny_site(tmp_path, instance) as site:
+    with tiny_site_on_a_persistent_instance(tmp_path) as site:
         yield site
 
 

@@ -14,7 +14,7 @@ from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url
 from tests.crawl.site_server import Reply, sequence
 from tests.support import ALL_ASSETS, make_resources
-from tests.tiny_site import tiny_site
+from tests.tiny_site import tiny_site_on_a_persistent_instance
 
 # Retries off: the failure below is not transient, and waiting out the policy's backoff proves nothing.
 IN_PROCESS_WITHOUT_RETRIES = {"execution": {"config": {"in_process": {"retries": {"disabled": {}}}}}}
@@ -23,9 +23,7 @@ QUERIES_YAML = "queries:\n  - {id: q1, query: 'How do I deploy?'}\n"
 
 @pytest.fixture
 def site(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.DagsterInstance.local_temp(str(home)) as instance, tiny_site(tmp_path, instance) as site:
+    with tiny_site_on_a_persistent_instance(tmp_path) as site:
         yield site
 
 

@@ -102,3 +102,13 @@ def tiny_site(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[TinySite
         site.list_sources("alpha", "beta")
         site.write_queries(QUERIES)
         yield site
+
+
+@contextmanager
+def tiny_site_on_a_persistent_instance(tmp_path: Path) -> Iterator[TinySite]:
+    """The site with a SQLite-backed instance, as a deployment has (schedule, sensor and
+    re-execution APIs need an instance that can be referred to, which an ephemeral one cannot)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.local_temp(str(home)) as instance, tiny_site(tmp_path, instance) as site:
+        yield site

@@ -203,10 +203,16 @@ def context_sets_after_source_removal(context: dg.RunStatusSensorContext) -> dg.
     return dg.RunRequest(run_key=context.dagster_run.run_id)
 
 
+check_source_freshness_job = dg.define_asset_job(
+    "check_source_freshness",
+    selection=dg.AssetSelection.checks(sources_refreshed_recently),
+    description="Only the sources_refreshed_recently check: nothing is crawled or materialised.",
+)
+
 source_freshness_check = dg.ScheduleDefinition(
     name="source_freshness_check",
     cron_schedule="15 * * * *",
-    target=dg.AssetSelection.checks(sources_refreshed_recently),
+    job=check_source_freshness_job,
     default_status=RUNNING,
     description="Runs sources_refreshed_recently every hour: a refresh that stopped happening turns it red.",
 )

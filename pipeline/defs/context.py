@@ -8,7 +8,7 @@ from pydantic import Field
 
 from pipeline.checks import context_set_coverage, rerank_account
 from pipeline.context import markdown_preview
-from pipeline.defs.metadata import ui_metadata
+from pipeline.defs.check_results import must_act_result
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.rerank import reranked_candidates
 from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
@@ -80,13 +80,10 @@ def ranked_context_sets(
 def every_query_has_a_context_set(state_store: StateStoreResource) -> dg.AssetCheckResult:
     store = state_store.open()
     coverage = context_set_coverage([query_id for query_id, _ in store.load_queries()], store.latest_context_sets())
-    return dg.AssetCheckResult(
-        passed=coverage.complete,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=ui_metadata(coverage.metadata()),
-        description=None
-        if coverage.complete
-        else "queries without passages: add a source that covers them, or check retrieved_candidates",
+    return must_act_result(
+        coverage.complete,
+        coverage.metadata(),
+        problem="queries without passages: add a source that covers them, or check retrieved_candidates",
     )
 
 
@@ -101,9 +98,8 @@ def context_sets_reranked_or_explained(state_store: StateStoreResource) -> dg.As
     store = state_store.open()
     latest = store.latest_context_sets()
     account = rerank_account([latest[query_id] for query_id, _ in store.load_queries() if query_id in latest])
-    return dg.AssetCheckResult(
-        passed=not account.unexplained,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=ui_metadata(account.metadata()),
-        description=None if not account.unexplained else "context sets whose rerank status is inconsistent: see problems",
+    return must_act_result(
+        not account.unexplained,
+        account.metadata(),
+        problem="context sets whose rerank status is inconsistent: see problems",
     )

@@ -10,7 +10,7 @@ from pipeline.checks import chunk_limits, extraction_coverage, source_freshness
 from pipeline.chunking import ChunkingConfig
 from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
-from pipeline.defs.metadata import ui_metadata
+from pipeline.defs.check_results import must_act_result
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
@@ -225,23 +225,12 @@ def _checked_sources(context: dg.AssetCheckExecutionContext) -> list[str]:
     ),
 )
 def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateStoreResource) -> dg.AssetCheckResult:
-    store = state_store.open()
-    coverages = {source: extraction_coverage(store, source) for source in _checked_sources(context)}
-    failing = sorted(source for source, coverage in coverages.items() if coverage.share_with_text < MIN_TEXT_SHARE)
-    metadata = (
-        next(iter(coverages.values())).metadata(MIN_TEXT_SHARE)
-        if len(coverages) == 1
-        else {"sources": len(coverages), "min_share": MIN_TEXT_SHARE}
-    )
-    return dg.AssetCheckResult(
-        passed=not failing,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=ui_metadata(
-            {**metadata, "shares": {source: round(coverage.share_with_text, 4) for source, coverage in coverages.items()}}
-        ),
-        description="every source above the threshold"
-        if not failing
-        else f"too few pages yielded text in {', '.join(failing)}: look at pages_without_text and the crawl failures",
+    coverage = extraction_coverage(state_store.open(), _checked_sources(context))
+    failing = coverage.below(MIN_TEXT_SHARE)
+    return must_act_result(
+        not failing,
+        coverage.metadata(MIN_TEXT_SHARE),
+        problem=f"too few pages yielded text in {', '.join(failing)}: look at pages_without_text and the crawl failures",
     )
 
 
@@ -266,11 +255,10 @@ def chunks_within_token_limits(
         word_piece_counts=embedder.get().word_piece_counts,
         max_word_pieces=MAX_WORD_PIECES,
     )
-    return dg.AssetCheckResult(
-        passed=limits.within,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=ui_metadata(limits.metadata(max_tokens, MAX_WORD_PIECES)),
-        description=None if limits.within else "chunks over a limit: the chunker is broken, see examples",
+    return must_act_result(
+        limits.within,
+        limits.metadata(max_tokens, MAX_WORD_PIECES),
+        problem="chunks over a limit: the chunker is broken, see examples",
     )
 
 
@@ -291,11 +279,8 @@ def sources_refreshed_recently(context: dg.AssetCheckExecutionContext) -> dg.Ass
         last_refreshed[source] = records[0].timestamp if records else None
     freshness = source_freshness(last_refreshed, time.time(), FRESHNESS_MAX_AGE_HOURS * 3600)
     overdue = freshness.overdue
-    return dg.AssetCheckResult(
-        passed=not overdue,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=ui_metadata(freshness.metadata()),
-        description=f"{len(last_refreshed)} sources fresh"
-        if not overdue
-        else f"overdue: {', '.join(overdue)}; look for failed ingest_source runs or a stopped knowledge_base_refresh",
+    return must_act_result(
+        not overdue,
+        freshness.metadata(),
+        problem=f"overdue: {', '.join(overdue)}; look for failed ingest_source runs or a stopped knowledge_base_refresh",
     )

@@ -5,6 +5,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline import settings
+from pipeline.defs.check_results import must_act_result
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.resources import RerankResource, StateStoreResource
 from pipeline.defs.retrieve import retrieved_candidates
@@ -90,10 +91,8 @@ RERANK_UNITS_BUDGET = settings.integer("PIPELINE_RERANK_UNITS_BUDGET", minimum=0
 )
 def billed_units_within_budget(state_store: StateStoreResource) -> dg.AssetCheckResult:
     billed = state_store.open().billed_search_units()
-    within = billed <= RERANK_UNITS_BUDGET
-    return dg.AssetCheckResult(
-        passed=within,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"billed_search_units": billed, "budget": RERANK_UNITS_BUDGET},
-        description=None if within else f"billed {billed:,} search units, over the budget of {RERANK_UNITS_BUDGET:,}",
+    return must_act_result(
+        billed <= RERANK_UNITS_BUDGET,
+        {"billed_search_units": billed, "budget": RERANK_UNITS_BUDGET},
+        problem=f"billed {billed:,} search units, over the budget of {RERANK_UNITS_BUDGET:,}",
     )
