@@ -97,6 +97,9 @@ def make_client(
             "sleep": fake_clock.sleep,
             "clock": fake_clock,
             "rng": random.Random(1),
+            # A 1 ms pacing interval, shorter than any backoff these tests record, so fake_clock.sleeps
+            # holds the retry delays alone; the pacing tests set their own rate.
+            "requests_per_minute": 60_000,
             **overrides,
         }
         client = RerankClient(**options)
