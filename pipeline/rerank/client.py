@@ -261,6 +261,8 @@ class RerankStats:
     retries: int
     rate_limited: int
     search_units: int
+    # Queries answered over HTTP; cache hits and failures have no latency to report.
+    latency_samples: int
     latency_p50_seconds: float | None
     latency_p95_seconds: float | None
 
@@ -280,6 +282,7 @@ class RerankStats:
             retries=sum(outcome.retries for outcome in outcomes),
             rate_limited=sum(outcome.rate_limited for outcome in outcomes),
             search_units=sum(outcome.response.search_units for outcome in outcomes if outcome.response),
+            latency_samples=len(latencies),
             latency_p50_seconds=_percentile(latencies, 0.50),
             latency_p95_seconds=_percentile(latencies, 0.95),
         )
