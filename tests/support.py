@@ -73,10 +73,16 @@ class PipelineRun:
             run_config=run_config,
         )
 
-    def downstream(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    def downstream(
+        self,
+        run_config: dict | None = None,
+        raise_on_error: bool = True,
+        selection: dg.AssetSelection = DOWNSTREAM,
+    ) -> dg.ExecuteInProcessResult:
+        """Materialise the assets after ingest (or ``selection`` of them) with their checks."""
         return dg.materialize(
             ALL_ASSETS,
-            selection=DOWNSTREAM,
+            selection=selection,
             resources=self.resources,
             instance=self.instance,
             run_config=run_config,

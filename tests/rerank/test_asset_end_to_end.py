@@ -28,7 +28,7 @@ from pipeline.queries import load_queries
 from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, ServiceConfig
 from pipeline.rerank.known_vectors import StoredEmbeddings
 from pipeline.store.state import StateStore, sqlite_url
-from tests.support import ALL_ASSETS, TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
+from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
 RERANK_STAGE = dg.AssetSelection.assets("reranked_candidates", "ranked_context_sets")
 QUERIES = {query.query_id: query.query for query in load_queries(QUERIES_FILE)}
@@ -58,9 +58,7 @@ def ingested(tmp_path_factory) -> Iterator[Ingested]:
         # Retrieval never calls the rerank endpoint; nothing listens on this URL.
         run = PipelineRun(make_resources(data_dir, sources, QUERIES_FILE, "http://127.0.0.1:9"), instance)
         run.ingest("user-guide")
-        dg.materialize(
-            ALL_ASSETS, selection=dg.AssetSelection.groups("retrieve"), resources=run.resources, instance=instance
-        )
+        run.downstream(selection=dg.AssetSelection.groups("retrieve"))
     store = StateStore(sqlite_url(data_dir))
     scorer = LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(store))
     scorer.warm()
@@ -95,13 +93,7 @@ class Stage:
         resources = make_resources(
             self.data_dir, self.ingested.sources, QUERIES_FILE, service.url, **{**FAST, **rerank_options}
         )
-        return dg.materialize(
-            ALL_ASSETS,
-            selection=RERANK_STAGE,
-            resources=resources,
-            instance=self.instance,
-            raise_on_error=raise_on_error,
-        )
+        return PipelineRun(resources, self.instance).downstream(raise_on_error=raise_on_error, selection=RERANK_STAGE)
 
     def store(self) -> StateStore:
         return StateStore(sqlite_url(self.data_dir))

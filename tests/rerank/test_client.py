@@ -117,21 +117,14 @@ def test_a_400_for_one_querys_content_fails_that_query_only(make_client, rerank_
     ],
     ids=["top_n", "document-count", "document-length", "content"],
 )
-def test_a_400_is_classified_by_what_it_rejects(fake_clock, message, error_type, phrase):
+def test_a_400_is_classified_by_what_it_rejects(mock_client, message, error_type, phrase):
     sent: list[dict] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(json.loads(request.content))
         return httpx.Response(400, json={"message": message})
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler)
     with pytest.raises(RerankError) as caught:
         client.rerank(QUERY, ["one", "two", "three"], top_n=2)
 
@@ -139,21 +132,14 @@ def test_a_400_is_classified_by_what_it_rejects(fake_clock, message, error_type,
     assert len(sent) == 1
 
 
-def test_top_n_above_the_document_count_is_sent_as_the_count(fake_clock):
+def test_top_n_above_the_document_count_is_sent_as_the_count(mock_client):
     sent: list[dict] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(json.loads(request.content))
         return httpx.Response(200, json=OK_BODY)
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler)
     client.rerank(QUERY, ["one document"], top_n=10)
     assert sent[0]["top_n"] == 1
 
@@ -251,7 +237,7 @@ def test_a_long_retry_after_fails_fast_and_holds_no_other_query(start_service, m
     assert len(service.requests) == 1 and fake_clock.sleeps == []
 
 
-def test_retry_after_zero_still_waits_a_second(fake_clock):
+def test_retry_after_zero_still_waits_a_second(mock_client, fake_clock):
     calls: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -260,22 +246,14 @@ def test_retry_after_zero_still_waits_a_second(fake_clock):
             return httpx.Response(429, headers={"Retry-After": "0"})
         return httpx.Response(200, json=OK_BODY)
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        requests_per_minute=60_000,
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler, requests_per_minute=60_000)
     client.rerank(QUERY, ["one document"])
 
     assert len(calls) == 2 and fake_clock.sleeps == [1.0]
 
 
 @pytest.mark.parametrize("header", ["retry-after-date", "x-ratelimit-reset"])
-def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
+def test_rate_limit_hints_in_other_formats_are_honoured(mock_client, fake_clock, header):
     calls: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -287,14 +265,7 @@ def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
             return httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)})
         return httpx.Response(429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1m30s"})
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler)
     client.rerank(QUERY, ["one document"])
 
     [wait] = fake_clock.sleeps
@@ -302,20 +273,13 @@ def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
     assert expected - 2 <= wait <= expected
 
 
-def test_exhausted_quota_on_a_success_holds_the_next_request(fake_clock):
+def test_exhausted_quota_on_a_success_holds_the_next_request(mock_client, fake_clock):
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
             200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"}
         )
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler)
     client.rerank(QUERY, ["one document"])
     assert fake_clock.sleeps == []
     client.rerank(QUERY, ["one document"])
@@ -455,7 +419,7 @@ def test_a_body_that_never_decodes_raises_protocol_error(make_client, rerank_ser
         "api-version-object",
     ],
 )
-def test_contract_violations_in_a_200_are_protocol_errors_not_retried(fake_clock, body, reason):
+def test_contract_violations_in_a_200_are_protocol_errors_not_retried(mock_client, fake_clock, body, reason):
     calls: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -463,14 +427,7 @@ def test_contract_violations_in_a_200_are_protocol_errors_not_retried(fake_clock
         # json.dumps, unlike httpx's json=, writes NaN as Python's json module reads it back.
         return httpx.Response(200, content=json.dumps(body), headers={"Content-Type": "application/json"})
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler)
     with pytest.raises(RerankProtocolError) as caught:
         client.rerank(QUERY, ["one document"])
     assert reason in str(caught.value) and not caught.value.retryable
@@ -483,19 +440,12 @@ def test_contract_violations_in_a_200_are_protocol_errors_not_retried(fake_clock
     [("2", ("2", False)), (2, ("2", False)), (None, ("", False)), ({"version": "3", "is_experimental": True}, ("3", True))],
     ids=["string", "number", "missing", "object"],
 )
-def test_api_version_forms_that_carry_a_version_are_accepted(fake_clock, api_version, expected):
+def test_api_version_forms_that_carry_a_version_are_accepted(mock_client, api_version, expected):
     meta = {"billed_units": {"search_units": 1}}
     if api_version is not None:
         meta["api_version"] = api_version
     body = {"results": [{"index": 0, "relevance_score": 0.5}], "meta": meta}
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body)),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(lambda request: httpx.Response(200, json=body))
     response = client.rerank(QUERY, ["one document"])
     assert (response.api_version, response.is_experimental) == expected
 
@@ -586,18 +536,11 @@ def test_the_key_never_appears_in_errors_logs_or_the_service_log(
         assert api_key not in text and wrong_key not in text
 
 
-def test_a_key_echoed_by_the_server_is_redacted(fake_clock):
+def test_a_key_echoed_by_the_server_is_redacted(mock_client):
     def echo(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"message": f"bad header {request.headers['authorization']}"})
 
-    client = RerankClient(
-        "https://inference.example",
-        "secret-key-123",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(echo),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(echo, api_key="secret-key-123")
     with pytest.raises(RerankBadRequest) as caught:
         client.rerank(QUERY, ["one document"])
     assert "bad header Bearer [REDACTED]" in str(caught.value)
