@@ -522,8 +522,9 @@ class RerankClient:
     ) -> list[RerankOutcome]:
         """Rerank every request in parallel, in request order; one query's failure is its own outcome.
 
-        A configuration error (401, 403, 404) stops every query not yet sent and is
-        raised: all of them would fail the same way. The cache and ``on_result`` are
+        A configuration error (401, 403, 404, or a 400 rejecting top_n or the document
+        count) stops every query not yet sent and is raised: all of them would fail the
+        same way. Failures are never cached, so a rerun sends only them. The cache and ``on_result`` are
         only called from the calling thread, so neither needs to be thread-safe.
         """
         outcomes: list[RerankOutcome | None] = [None] * len(requests)
