@@ -41,7 +41,9 @@ def make_resources(
     api_key: str = TEST_KEY,
     model_id: str = "cohere-rerank-3-5",
     database_url: str | None = None,
+    **rerank_options: object,
 ) -> dict[str, dg.ConfigurableResource]:
+    """The pipeline's resources on these paths; ``rerank_options`` are further RerankResource fields."""
     return {
         "files": PipelineFilesResource(
             data_dir=str(data_dir), sources_path=str(sources_path), queries_path=str(queries_path)
@@ -49,7 +51,7 @@ def make_resources(
         "state_store": StateStoreResource(data_dir=str(data_dir), database_url=database_url),
         "chroma": ChromaResource(data_dir=str(data_dir)),
         "embedder": EmbedderResource(),
-        "rerank": RerankResource(url=rerank_url, api_key=api_key, model_id=model_id),
+        "rerank": RerankResource(url=rerank_url, api_key=api_key, model_id=model_id, **rerank_options),
     }
 
 
@@ -71,10 +73,16 @@ class PipelineRun:
             run_config=run_config,
         )
 
-    def downstream(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    def downstream(
+        self,
+        run_config: dict | None = None,
+        raise_on_error: bool = True,
+        selection: dg.AssetSelection = DOWNSTREAM,
+    ) -> dg.ExecuteInProcessResult:
+        """Materialise the assets after ingest (or ``selection`` of them) with their checks."""
         return dg.materialize(
             ALL_ASSETS,
-            selection=DOWNSTREAM,
+            selection=selection,
             resources=self.resources,
             instance=self.instance,
             run_config=run_config,
