@@ -141,7 +141,7 @@ def source_partitions_sensor(
         )
     changes = source_changes(listed, registered)
     if changes.unchanged:
-        return dg.SkipReason(f"all {len(listed)} sources registered")
+        return dg.SkipReason(f"{len(listed)} sources listed, every one registered")
     # Purging while a run of the source still writes would leave its new chunks behind.
     busy = _sources_with_active_runs(context.instance, list(changes.removed))
     removed = [source for source in changes.removed if source not in busy]
