@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ RERANK_PORT = 8765
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -30,16 +31,102 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--site-port", type=int, default=SITE_PORT)
     serve.add_argument("--rerank-port", type=int, default=RERANK_PORT)
 
-    service = commands.add_parser("rerank-service", help="Serve the local /v1/rerank service.")
+    service = commands.add_parser(
+        "rerank-service",
+        help="Serve the local /v1/rerank service.",
+        description="Serve the local /v1/rerank service (bearer token: RERANK_KEY), optionally misbehaving on purpose.",
+    )
     service.add_argument("--host", default="127.0.0.1")
     service.add_argument("--port", type=int, default=RERANK_PORT)
+    add_fault_arguments(service)
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command == "demo":
         return run_demo(top=arguments.top)
     if arguments.command == "serve-demo":
         return serve_demo(arguments.site_port, arguments.rerank_port)
-    return serve_rerank(arguments.host, arguments.port)
+    try:
+        config = service_config(arguments)
+    except ValueError as error:
+        parser.error(f"rerank-service: {error}")
+    return serve_rerank(arguments.host, arguments.port, config)
+
+
+# ServiceConfig field → the flag that sets it.
+FAULT_FLAGS = {
+    "requests_per_minute": "--requests-per-minute",
+    "error_rate": "--error-rate",
+    "timeout_rate": "--timeout-rate",
+    "hang_seconds": "--hang-seconds",
+    "malformed_rate": "--malformed-rate",
+    "added_latency_seconds": "--latency",
+    "seed": "--seed",
+    "max_documents": "--max-documents",
+    "allowed_models": "--allowed-models",
+}
+
+
+def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ServiceConfig knobs as flags; unset ones keep ServiceConfig's defaults (listed in brackets)."""
+    faults = parser.add_argument_group("fault injection")
+    faults.add_argument(
+        "--requests-per-minute",
+        type=int,
+        metavar="N",
+        dest="requests_per_minute",
+        help="Per model over a sliding minute; past it, 429 [unlimited].",
+    )
+    faults.add_argument("--omit-retry-after", action="store_true", help="Send 429s without Retry-After, as Heroku may.")
+    faults.add_argument("--error-rate", type=float, metavar="RATE", help="Share of requests answered with HTTP 500 [0].")
+    faults.add_argument(
+        "--timeout-rate", type=float, metavar="RATE", help="Share of requests held unanswered, then 504 [0]."
+    )
+    faults.add_argument(
+        "--hang-seconds", type=float, metavar="SECONDS", help="How long --timeout-rate holds a request [30]."
+    )
+    faults.add_argument(
+        "--malformed-rate", type=float, metavar="RATE", help="Share of 200s whose JSON body is cut off [0]."
+    )
+    faults.add_argument(
+        "--latency", type=float, metavar="SECONDS", dest="added_latency_seconds", help="Added to every request [0]."
+    )
+    faults.add_argument("--seed", type=int, metavar="N", help="Seed of the random faults [0].")
+    faults.add_argument(
+        "--test-mode",
+        action="store_true",
+        help="Honour an X-Fault request header: 400, 429, 500, timeout, malformed, garbled or latency=SECONDS.",
+    )
+    faults.add_argument(
+        "--allowed-models",
+        metavar="MODELS",
+        help="Comma-separated models the key may use; the others answer 403 [all known models].",
+    )
+    faults.add_argument("--max-documents", type=int, metavar="N", help="Documents accepted per request, past it 400 [1000].")
+
+
+def service_config(arguments: argparse.Namespace):
+    """The ServiceConfig the flags describe; a bad value raises ValueError naming its flag."""
+    from pipeline.rerank.service import ServiceConfig
+
+    values = {field: getattr(arguments, field) for field in FAULT_FLAGS}
+    if values["allowed_models"] is not None:
+        values["allowed_models"] = tuple(model.strip() for model in values["allowed_models"].split(",") if model.strip())
+    try:
+        return ServiceConfig(
+            api_key=settings.value("RERANK_KEY"),
+            omit_retry_after=arguments.omit_retry_after,
+            test_mode=arguments.test_mode,
+            **{field: value for field, value in values.items() if value is not None},
+        )
+    except ValueError as error:
+        message = str(error)
+        for field, flag in FAULT_FLAGS.items():
+            message = message.replace(f"ServiceConfig.{field}", flag).replace(field, flag)
+        raise ValueError(message) from None
 
 
 def _local_scorer():
@@ -79,10 +166,12 @@ def serve_demo(site_port: int, rerank_port: int) -> int:
     return 0
 
 
-def serve_rerank(host: str, port: int) -> int:
-    from pipeline.rerank.service import ServiceConfig, run_service
+def serve_rerank(host: str, port: int, config) -> int:
+    from pipeline.rerank.service import run_service
 
-    run_service(host=host, port=port, config=ServiceConfig(api_key=settings.value("RERANK_KEY")), scorer=_local_scorer())
+    # One line per request from the service (status, model, documents, fault; never the token).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_service(host=host, port=port, config=config, scorer=_local_scorer())
     return 0
 
 
@@ -103,17 +192,18 @@ def run_demo(top: int) -> int:
     from pipeline.definitions import defs
     from pipeline.defs.jobs import context_sets_job, ingest_source_job
     from pipeline.defs.partitions import register_sources
+    from pipeline.inputs import is_url
 
     started = time.perf_counter()
     data_dir = Path(settings.value("PIPELINE_DATA_DIR"))
-    sources_path = Path(settings.value("PIPELINE_SOURCES"))
+    sources_location = settings.value("PIPELINE_SOURCES")
     with ExitStack() as stack:
-        if sources_path.resolve() == SOURCES_FILE.resolve():
+        if not is_url(sources_location) and Path(sources_location).resolve() == SOURCES_FILE.resolve():
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))
         if not settings.is_set("RERANK_URL"):
             _local_rerank_service(stack, RERANK_PORT)
         instance = stack.enter_context(_demo_instance(data_dir))
-        sources = load_sources(sources_path)
+        sources = load_sources(sources_location)
         register_sources(instance, [source.name for source in sources])
         for source in sources:
             print(f"ingesting source {source.name} ...", flush=True)

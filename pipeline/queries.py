@@ -1,13 +1,21 @@
-"""The queries file: YAML (``queries: [{id, query}]`` or a bare list) or JSONL (one ``{id, query}`` per line)."""
+"""The queries file: YAML (``queries: [{id, query}]`` or a bare list) or JSONL (one ``{id, query}`` per line).
+
+It is a local path or an http(s) URL (see ``pipeline/inputs.py``); a URL whose path ends in
+``.jsonl`` is read as JSONL, anything else as YAML.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.inputs import display_location, is_url, location_suffix, read_input
 
 
 @dataclass(frozen=True)
@@ -20,12 +28,20 @@ class QueriesFileError(ValueError):
     """The queries file is missing or malformed; the message names the file and entry."""
 
 
-def load_queries(path: str | Path) -> list[Query]:
-    path = Path(path)
-    if not path.is_file():
-        raise QueriesFileError(f"queries file {path} does not exist (set PIPELINE_QUERIES to a YAML or JSONL file)")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".jsonl":
+def load_queries(location: str | Path) -> list[Query]:
+    """The queries at a path or URL.
+
+    Raises :class:`QueriesFileError` when the file is missing or its content is wrong, and
+    :class:`~pipeline.inputs.InputUnavailable` when it cannot be read or downloaded
+    (which may pass: a server error, a timeout).
+    """
+    if not is_url(location) and not Path(location).is_file():
+        raise QueriesFileError(
+            f"queries file {location} does not exist (set PIPELINE_QUERIES to a YAML or JSONL file or URL)"
+        )
+    text = read_input(location, setting="PIPELINE_QUERIES")
+    path = display_location(location)
+    if location_suffix(location) == ".jsonl":
         entries = _jsonl_entries(path, text)
     else:
         entries = _yaml_entries(path, text)
@@ -42,7 +58,7 @@ def load_queries(path: str | Path) -> list[Query]:
     return queries
 
 
-def _jsonl_entries(path: Path, text: str) -> list[tuple[str, Any]]:
+def _jsonl_entries(path: str, text: str) -> list[tuple[str, Any]]:
     entries = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -54,7 +70,7 @@ def _jsonl_entries(path: Path, text: str) -> list[tuple[str, Any]]:
     return entries
 
 
-def _yaml_entries(path: Path, text: str) -> list[tuple[str, Any]]:
+def _yaml_entries(path: str, text: str) -> list[tuple[str, Any]]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -66,7 +82,7 @@ def _yaml_entries(path: Path, text: str) -> list[tuple[str, Any]]:
     return [(f"entry {index}", entry) for index, entry in enumerate(document, start=1)]
 
 
-def _parse_entry(path: Path, where: str, entry: Any) -> Query:
+def _parse_entry(path: str, where: str, entry: Any) -> Query:
     if not isinstance(entry, dict):
         raise QueriesFileError(f"{path}: {where}: expected a mapping with 'id' and 'query', got {type(entry).__name__}")
     query_id, query = entry.get("id"), entry.get("query")
@@ -75,3 +91,8 @@ def _parse_entry(path: Path, where: str, entry: Any) -> Query:
     if not isinstance(query, str) or not query.strip():
         raise QueriesFileError(f"{path}: {where}: 'query' must be a non-empty string (id {query_id!r})")
     return Query(query_id=str(query_id).strip(), query=query.strip())
+
+
+def queries_digest(pairs: Sequence[tuple[str, str]]) -> str:
+    """SHA-256 of the (id, query) pairs in order: equal for files that differ only in format or comments."""
+    return hashlib.sha256(json.dumps([list(pair) for pair in pairs], ensure_ascii=False).encode("utf-8")).hexdigest()

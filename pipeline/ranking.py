@@ -3,7 +3,9 @@
 ``rerank_stored_candidates`` sends each query's candidates to the rerank endpoint
 (through the durable cache, so unchanged queries cost nothing) and stores one
 ranking per query: reranked, or the retrieval order with the reason reranking
-failed. ``assemble_context_sets`` turns the stored rankings into context sets.
+failed (``failed_rankings`` lists those; failures are never cached, so the next
+run sends only them). ``assemble_context_sets`` turns the stored rankings into
+context sets.
 """
 
 from __future__ import annotations
@@ -66,6 +68,15 @@ def rerank_stored_candidates(
     outcomes = client.rerank_many(requests, max_workers=max_workers, cache=StoreRerankCache(store))
     store.replace_reranked([_ranking_row(client.model, stored_candidates[o.query_id], chunk_rows, o) for o in outcomes])
     return RerankRunReport(stats=RerankStats.from_outcomes(outcomes), outcomes=outcomes)
+
+
+def failed_rankings(store: StateStore) -> dict[str, str]:
+    """Query ID → why it was not reranked, for every stored ranking that kept the retrieval order."""
+    return {
+        query_id: ranking["error"] or "not reranked"
+        for query_id, ranking in sorted(store.load_reranked().items())
+        if not ranking["reranked"]
+    }
 
 
 def _ranking_row(model: str, ranking, chunk_rows, outcome: RerankOutcome) -> dict[str, Any]:

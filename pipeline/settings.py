@@ -31,6 +31,11 @@ _SETTINGS = [
         str(LABELLED_QUERIES_FILE),
         "YAML file of labelled queries (id, query, relevant pages with grades) for the retrieval_evaluation asset.",
     ),
+    Setting("PIPELINE_REFRESH_CRON", "0 4 * * *", "Cron expression of the daily knowledge-base refresh schedule."),
+    Setting("PIPELINE_REFRESH_TIMEZONE", "UTC", "IANA time zone the refresh cron is read in (e.g. Europe/Berlin)."),
+    Setting("PIPELINE_FRESHNESS_MAX_AGE_HOURS", "26", "Hours after which a source's last successful refresh is overdue."),
+    Setting("PIPELINE_RERANK_UNITS_BUDGET", "1000", "Rerank search units one run may bill before its check fails."),
+    Setting("PIPELINE_MIN_TEXT_SHARE", "0.9", "Share of a source's fetched pages that must yield text (0-1)."),
     Setting("RERANK_URL", "http://127.0.0.1:8765", "Base URL of the rerank service; POST {RERANK_URL}/v1/rerank."),
     Setting("RERANK_KEY", "local-dev-key", "Bearer token for the rerank service (Heroku Inference key).", secret=True),
     Setting("RERANK_MODEL_ID", "cohere-rerank-3-5", "Rerank model: cohere-rerank-3-5 or amazon-rerank-1-0."),
@@ -55,6 +60,35 @@ def value(name: str) -> str | None:
     """The variable's value, or its default when unset or empty."""
     setting = _known(name)
     return os.environ.get(name) or setting.default
+
+
+class SettingError(ValueError):
+    """A variable holds a value the pipeline cannot use; the message names the variable."""
+
+
+def number(name: str, *, minimum: float, maximum: float | None = None) -> float:
+    """The variable (or its default) as a number within [minimum, maximum]."""
+    text = value(name)
+    try:
+        parsed = float(text)
+    except (TypeError, ValueError):
+        raise SettingError(f"{name} must be a number, got {text!r}") from None
+    if not minimum <= parsed <= (maximum if maximum is not None else float("inf")):
+        bounds = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
+        raise SettingError(f"{name} must be {bounds}, got {text!r}")
+    return parsed
+
+
+def integer(name: str, *, minimum: int) -> int:
+    """The variable (or its default) as a whole number of at least ``minimum``."""
+    text = value(name)
+    try:
+        parsed = int(text)
+    except (TypeError, ValueError):
+        raise SettingError(f"{name} must be a whole number, got {text!r}") from None
+    if parsed < minimum:
+        raise SettingError(f"{name} must be at least {minimum}, got {text!r}")
+    return parsed
 
 
 def _known(name: str) -> Setting:

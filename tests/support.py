@@ -10,7 +10,6 @@ import yaml
 
 from pipeline.defs import context, evaluate, ingest, rerank, retrieve
 from pipeline.defs.partitions import register_sources
-from pipeline.demo import LABELLED_QUERIES_FILE
 from pipeline.defs.resources import (
     ChromaResource,
     EmbedderResource,
@@ -18,6 +17,7 @@ from pipeline.defs.resources import (
     RerankResource,
     StateStoreResource,
 )
+from pipeline.demo import LABELLED_QUERIES_FILE
 
 ALL_ASSETS = [
     *dg.load_assets_from_modules([ingest, retrieve, rerank, context, evaluate]),
@@ -44,7 +44,9 @@ def make_resources(
     model_id: str = "cohere-rerank-3-5",
     database_url: str | None = None,
     labelled_queries_path: Path = LABELLED_QUERIES_FILE,
+    **rerank_options: object,
 ) -> dict[str, dg.ConfigurableResource]:
+    """The pipeline's resources on these paths; ``rerank_options`` are further RerankResource fields."""
     return {
         "files": PipelineFilesResource(
             data_dir=str(data_dir),
@@ -55,7 +57,7 @@ def make_resources(
         "state_store": StateStoreResource(data_dir=str(data_dir), database_url=database_url),
         "chroma": ChromaResource(data_dir=str(data_dir)),
         "embedder": EmbedderResource(),
-        "rerank": RerankResource(url=rerank_url, api_key=api_key, model_id=model_id),
+        "rerank": RerankResource(url=rerank_url, api_key=api_key, model_id=model_id, **rerank_options),
     }
 
 
@@ -77,15 +79,13 @@ class PipelineRun:
             run_config=run_config,
         )
 
-    def downstream(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-        return self.materialize(DOWNSTREAM, run_config, raise_on_error)
-
-    def evaluate(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-        return self.materialize(EVALUATE, run_config, raise_on_error)
-
-    def materialize(
-        self, selection: dg.AssetSelection, run_config: dict | None = None, raise_on_error: bool = True
+    def downstream(
+        self,
+        run_config: dict | None = None,
+        raise_on_error: bool = True,
+        selection: dg.AssetSelection = DOWNSTREAM,
     ) -> dg.ExecuteInProcessResult:
+        """Materialise the assets after ingest (or ``selection`` of them) with their checks."""
         return dg.materialize(
             ALL_ASSETS,
             selection=selection,
@@ -94,6 +94,9 @@ class PipelineRun:
             run_config=run_config,
             raise_on_error=raise_on_error,
         )
+
+    def evaluate(self, run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        return self.downstream(run_config, raise_on_error, selection=EVALUATE)
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:

@@ -99,8 +99,13 @@ def test_metadata_reports_counts_and_billed_units(demo_run):
     assert index["chunks_embedded"] == index["vectors_total"] == index["collection_count"] > pages
     lexical = materialization_metadata(demo_run["first_ingest"], "lexical_index")
     assert lexical["chunks_added"] == lexical["dagster/row_count"] == index["vectors_total"]
-    [check] = demo_run["first_ingest"].get_asset_check_evaluations()
-    assert check.check_name == "indexes_match_stored_chunks" and check.passed
+    checks = {check.check_name: check.passed for check in demo_run["first_ingest"].get_asset_check_evaluations()}
+    assert checks == {
+        "indexes_match_stored_chunks": True,
+        "pages_yield_text": True,
+        "chunks_within_token_limits": True,
+        "sources_refreshed_recently": True,
+    }
     retrieve = materialization_metadata(demo_run["first_downstream"], "retrieved_candidates")
     assert retrieve["retriever"] == "hybrid" and retrieve["candidates_from_both"] > 0
     rerank = materialization_metadata(demo_run["first_downstream"], "reranked_candidates")

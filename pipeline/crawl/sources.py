@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from pipeline.crawl.urls import directory_of, normalize_url
+from pipeline.inputs import display_location, read_input
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{2,63}")
 
@@ -106,14 +107,14 @@ class Source:
 _FIELDS = {f.name: f for f in dataclasses.fields(Source) if f.init}
 
 
-def load_sources(path: str | Path) -> list[Source]:
-    """Sources listed in a YAML file; raises :class:`SourceConfigError` naming the file,
-    the source and the field of the first problem found."""
-    path = Path(path)
+def load_sources(location: str | Path) -> list[Source]:
+    """Sources listed in a YAML file at a path or http(s) URL; raises :class:`SourceConfigError`
+    naming the file, the source and the field of the first problem found."""
+    path = display_location(location)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.safe_load(read_input(location, setting="PIPELINE_SOURCES"))
     except (OSError, yaml.YAMLError) as exc:
-        raise SourceConfigError(f"{path}: cannot read sources: {exc}") from exc
+        raise SourceConfigError(f"{path}: cannot read sources: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("sources"), list):
         raise SourceConfigError(f"{path}: expected a mapping with a 'sources' list")
     sources: list[Source] = []

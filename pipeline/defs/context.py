@@ -6,7 +6,10 @@ import json
 import dagster as dg
 from pydantic import Field
 
+from pipeline.checks import context_set_coverage, rerank_account
 from pipeline.context import markdown_preview
+from pipeline.defs.check_results import must_act_result
+from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.rerank import reranked_candidates
 from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
 from pipeline.ranking import assemble_context_sets
@@ -31,6 +34,8 @@ class ContextConfig(dg.Config):
     group_name=GROUP,
     deps=[reranked_candidates],
     kinds={"json"},
+    retry_policy=STEP_RETRY_POLICY,
+    automation_condition=AFTER_UPSTREAM_SETTLES,
     description=(
         "Per query, the reranked passages that fit the token budget (at most max_passages_per_page of one page ahead "
         "of other pages), each with rank, chunk ID, url, title, heading "
@@ -58,4 +63,39 @@ def ranked_context_sets(
             "passages": sum(len(context_set["passages"]) for context_set in context_sets),
             "preview": dg.MetadataValue.md(markdown_preview(context_sets)),
         }
+    )
+
+
+@dg.asset_check(
+    asset=ranked_context_sets,
+    description=(
+        "Every stored query has a context set with at least one passage. A query without one gets no answer: "
+        "its topic is not covered by any source, or retrieval found nothing."
+    ),
+)
+def every_query_has_a_context_set(state_store: StateStoreResource) -> dg.AssetCheckResult:
+    store = state_store.open()
+    coverage = context_set_coverage([query_id for query_id, _ in store.load_queries()], store.latest_context_sets())
+    return must_act_result(
+        coverage.complete,
+        coverage.metadata(),
+        problem="queries without passages: add a source that covers them, or check retrieved_candidates",
+    )
+
+
+@dg.asset_check(
+    asset=ranked_context_sets,
+    description=(
+        "Every context set is reranked (model named, every passage scored) or says why not in "
+        "reason_not_reranked, so a retrieval-only order is never passed off as reranked."
+    ),
+)
+def context_sets_reranked_or_explained(state_store: StateStoreResource) -> dg.AssetCheckResult:
+    store = state_store.open()
+    latest = store.latest_context_sets()
+    account = rerank_account([latest[query_id] for query_id, _ in store.load_queries() if query_id in latest])
+    return must_act_result(
+        not account.unexplained,
+        account.metadata(),
+        problem="context sets whose rerank status is inconsistent: see problems",
     )

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from pipeline.defs.context import ContextConfig
 from pipeline.defs.ingest import lexical_index, vector_index
+from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import (
     ChromaResource,
     EmbedderResource,
@@ -38,6 +39,7 @@ class EvaluateConfig(CandidatesConfig, ContextConfig):
     deps=[vector_index, lexical_index],
     kinds={"python", "heroku"},
     pool="rerank",
+    retry_policy=STEP_RETRY_POLICY,
     description=(
         "Page-level nDCG@10, MRR@10 and Recall@50 of the labelled questions (PIPELINE_LABELLED_QUERIES) at each "
         "stage: BM25 alone, dense alone, hybrid retrieval, after rerank (the rerank endpoint, through the durable "
@@ -65,7 +67,7 @@ def retrieval_evaluation(
         labels = load_labelled_set(files.labelled_queries_path)
     except LabelFileError as error:
         # The previous evaluation file stays: a broken labels file must not erase it.
-        raise dg.Failure(f"{error} (PIPELINE_LABELLED_QUERIES)") from None
+        raise dg.Failure(f"{error} (PIPELINE_LABELLED_QUERIES)", allow_retries=False) from None
     store = state_store.open()
     model = embedder.get()
     indexes = synced_indexes(context, store, files, chroma, model)
@@ -88,7 +90,8 @@ def retrieval_evaluation(
             max_workers=config.max_workers,
         )
     except RerankConfigurationError as error:
-        raise dg.Failure(description=str(error)) from None
+        # Bad key, model or request: a retry would fail the same way; say which setting to fix.
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     for query_id, error in report.not_reranked.items():
         context.log.warning(f"labelled question {query_id} not reranked (kept its hybrid order): {error}")
     path = files.write_output(OUTPUT_FILE, json.dumps(report.to_json(), ensure_ascii=False, indent=1))

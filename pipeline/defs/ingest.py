@@ -1,15 +1,22 @@
 """Ingest assets, one partition per documentation source: crawl → extract → chunk → vector and lexical index."""
 
+import time
 
 import dagster as dg
 from pydantic import Field
 
+from pipeline import settings
+from pipeline.checks import chunk_limits, extraction_coverage, source_freshness
 from pipeline.chunking import ChunkingConfig
 from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
+from pipeline.defs.check_results import must_act_result
 from pipeline.defs.partitions import source_partitions
+from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.embedding import MAX_WORD_PIECES
 from pipeline.ingest import check_index_consistency, chunk_documents, extract_pages, index_chunks, record_crawl
+from pipeline.inputs import display_location
 from pipeline.store.lexical import sync_lexical
 
 GROUP = "ingest"
@@ -20,8 +27,9 @@ def _source(files: PipelineFilesResource, name: str) -> Source:
         if source.name == name:
             return source
     raise dg.Failure(
-        f"source {name!r} is not in the sources file {files.sources_path}; "
-        "it was removed or renamed since the partition was created"
+        f"source {name!r} is not in the sources file {display_location(files.sources_path)}; "
+        "it was removed or renamed since the partition was created",
+        allow_retries=False,
     )
 
 
@@ -35,6 +43,7 @@ class CrawlConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     partitions_def=source_partitions,
+    retry_policy=STEP_RETRY_POLICY,
     kinds={"python"},
     description=(
         "Pages of one documentation source, fetched politely (robots.txt, per-host limits, retries) with "
@@ -75,6 +84,7 @@ def crawled_pages(
 @dg.asset(
     group_name=GROUP,
     partitions_def=source_partitions,
+    retry_policy=STEP_RETRY_POLICY,
     deps=[crawled_pages],
     kinds={"python"},
     description=(
@@ -98,6 +108,7 @@ class ChunkConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     partitions_def=source_partitions,
+    retry_policy=STEP_RETRY_POLICY,
     deps=[extracted_documents],
     kinds={"python"},
     description=(
@@ -120,6 +131,7 @@ def document_chunks(
 @dg.asset(
     group_name=GROUP,
     partitions_def=source_partitions,
+    retry_policy=STEP_RETRY_POLICY,
     deps=[document_chunks],
     kinds={"chroma"},
     pool="chroma",
@@ -150,6 +162,7 @@ def vector_index(
 @dg.asset(
     group_name=GROUP,
     partitions_def=source_partitions,
+    retry_policy=STEP_RETRY_POLICY,
     deps=[vector_index],
     kinds={"python"},
     description=(
@@ -189,4 +202,85 @@ def indexes_match_stored_chunks(
         description=None
         if consistency.consistent
         else "an index differs from the stored chunks: materialise vector_index and lexical_index",
+    )
+
+
+MIN_TEXT_SHARE = settings.number("PIPELINE_MIN_TEXT_SHARE", minimum=0, maximum=1)
+FRESHNESS_MAX_AGE_HOURS = settings.number("PIPELINE_FRESHNESS_MAX_AGE_HOURS", minimum=0.01)
+
+
+def _checked_sources(context: dg.AssetCheckExecutionContext) -> list[str]:
+    """The run's source, or every registered source when the check runs on its own."""
+    if context.has_partition_key:
+        return [context.partition_key]
+    return sorted(context.instance.get_dynamic_partitions(source_partitions.name))
+
+
+@dg.asset_check(
+    asset=extracted_documents,
+    description=(
+        f"At least {MIN_TEXT_SHARE:.0%} of each source's fetched pages yielded text (PIPELINE_MIN_TEXT_SHARE). "
+        "Fewer means pages render their content with JavaScript, sit behind a login or changed layout: "
+        "those pages are missing from every answer."
+    ),
+)
+def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateStoreResource) -> dg.AssetCheckResult:
+    coverage = extraction_coverage(state_store.open(), _checked_sources(context))
+    failing = coverage.below(MIN_TEXT_SHARE)
+    return must_act_result(
+        not failing,
+        coverage.metadata(MIN_TEXT_SHARE),
+        problem=f"too few pages yielded text in {', '.join(failing)}: look at pages_without_text and the crawl failures",
+    )
+
+
+@dg.asset_check(
+    asset=document_chunks,
+    description=(
+        "No chunk exceeds max_tokens cl100k tokens (the limit this run chunked with, header included) nor the "
+        f"embedding model's {MAX_WORD_PIECES} word pieces, past which its text would be silently cut when embedded."
+    ),
+)
+def chunks_within_token_limits(
+    context: dg.AssetCheckExecutionContext, state_store: StateStoreResource, embedder: EmbedderResource
+) -> dg.AssetCheckResult:
+    # Stored chunks always come from the latest chunking settings (a change rechunks), so the
+    # limit is this run's document_chunks config, or the default when the check runs alone.
+    chunk_config = context.run.run_config.get("ops", {}).get("document_chunks", {}).get("config", {})
+    max_tokens = int(chunk_config.get("max_tokens", ChunkingConfig().max_tokens))
+    limits = chunk_limits(
+        state_store.open(),
+        _checked_sources(context),
+        max_tokens=max_tokens,
+        word_piece_counts=embedder.get().word_piece_counts,
+        max_word_pieces=MAX_WORD_PIECES,
+    )
+    return must_act_result(
+        limits.within,
+        limits.metadata(max_tokens, MAX_WORD_PIECES),
+        problem="chunks over a limit: the chunker is broken, see examples",
+    )
+
+
+@dg.asset_check(
+    asset=lexical_index,
+    description=(
+        f"Every registered source finished a refresh (crawl through lexical_index) within the last "
+        f"{FRESHNESS_MAX_AGE_HOURS:g} hours (PIPELINE_FRESHNESS_MAX_AGE_HOURS). Evaluated after each ingest and "
+        "every hour by the source_freshness_check schedule."
+    ),
+)
+def sources_refreshed_recently(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    last_refreshed = {}
+    for source in context.instance.get_dynamic_partitions(source_partitions.name):
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=lexical_index.key, asset_partitions=[source]), limit=1
+        ).records
+        last_refreshed[source] = records[0].timestamp if records else None
+    freshness = source_freshness(last_refreshed, time.time(), FRESHNESS_MAX_AGE_HOURS * 3600)
+    overdue = freshness.overdue
+    return must_act_result(
+        not overdue,
+        freshness.metadata(),
+        problem=f"overdue: {', '.join(overdue)}; look for failed ingest_source runs or a stopped knowledge_base_refresh",
     )

@@ -1,20 +1,30 @@
-"""Jobs over the asset graph: refresh one source's index, rebuild the context sets, evaluate retrieval quality."""
+"""Jobs over the asset graph: refresh one source's index, rebuild the context sets, evaluate retrieval quality.
+
+Runs carry ``pipeline/writes`` (``index`` or ``context_sets``): what part of the pipeline
+state they rewrite, for the instance's ``tag_concurrency_limits`` (README, "Automation").
+"""
 
 import dagster as dg
 
 from pipeline.defs.partitions import source_partitions
+
+WRITES_TAG = "pipeline/writes"
+WRITES_INDEX = {WRITES_TAG: "index"}
+WRITES_CONTEXT_SETS = {WRITES_TAG: "context_sets"}
 
 ingest_source_job = dg.define_asset_job(
     "ingest_source",
     selection=dg.AssetSelection.groups("ingest"),
     partitions_def=source_partitions,
     description="Crawl one documentation source and bring its chunks and vectors up to date.",
+    run_tags=WRITES_INDEX,
 )
 
 context_sets_job = dg.define_asset_job(
     "build_context_sets",
     selection=dg.AssetSelection.groups("retrieve", "rerank", "context"),
     description="Retrieve, rerank and pack context sets for every query from the current index.",
+    run_tags=WRITES_CONTEXT_SETS,
 )
 
 evaluation_job = dg.define_asset_job(

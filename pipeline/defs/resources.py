@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 from pydantic import Field, PrivateAttr
 
 from pipeline import settings
 from pipeline.embedding import DEFAULT_BATCH_SIZE, MiniLMEmbedder
-from pipeline.rerank.client import RerankClient
+from pipeline.rerank.client import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_DOCUMENT_TOKENS,
+    DEFAULT_MAX_TOTAL_SECONDS,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    RerankClient,
+)
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import DEFAULT_COLLECTION, ChromaConnection, VectorIndex
@@ -92,13 +100,38 @@ class EmbedderResource(dg.ConfigurableResource):
 
 
 class RerankResource(dg.ConfigurableResource):
-    """The Heroku Inference rerank endpoint (or the local service that speaks its protocol)."""
+    """The Heroku Inference rerank endpoint (or the local service that speaks its protocol).
+
+    The fields below ``model_id`` tune the client; set them in a run's ``resources.rerank.config``.
+    """
 
     url: str = Field(description="Base URL; requests go to {url}/v1/rerank.")
     api_key: str = Field(description="Bearer token (RERANK_KEY).", repr=False)
     model_id: str = Field(description="cohere-rerank-3-5 or amazon-rerank-1-0.")
-    requests_per_minute: int | None = Field(default=None, ge=1, description="Defaults to the model's limit.")
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    requests_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="The model's limit (default: the published one, 250 or 200); requests are paced at 98% of it.",
+    )
+    connect_timeout_seconds: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, description="Longest wait to open a connection."
+    )
+    read_timeout_seconds: float = Field(
+        default=DEFAULT_READ_TIMEOUT_SECONDS,
+        gt=0,
+        description="Longest wait for the response (and between its bytes); a request that times out is retried.",
+    )
+    max_document_tokens: int | None = Field(
+        default=DEFAULT_MAX_DOCUMENT_TOKENS,
+        ge=1,
+        description="Each candidate is cut to this many cl100k tokens (tiktoken) before sending; unset sends it whole.",
+    )
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts per request, retries included.")
+    max_total_seconds: float = Field(
+        default=DEFAULT_MAX_TOTAL_SECONDS,
+        gt=0,
+        description="Time budget per request, rate-limit waits and retries included; past it the query fails.",
+    )
 
     _client: Any = PrivateAttr(default=None)
 
@@ -111,8 +144,11 @@ class RerankResource(dg.ConfigurableResource):
                 self.url,
                 self.api_key,
                 self.model_id,
-                timeout=self.timeout_seconds,
+                timeout=httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds),
                 requests_per_minute=self.requests_per_minute,
+                max_attempts=self.max_attempts,
+                max_total_seconds=self.max_total_seconds,
+                max_document_tokens=self.max_document_tokens,
             )
         return self._client
 

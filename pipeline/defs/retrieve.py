@@ -7,9 +7,11 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline.defs.ingest import lexical_index, vector_index
+from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.ingest import sync_vectors
+from pipeline.inputs import InputUnavailable, display_location
 from pipeline.queries import QueriesFileError, Query, load_queries
 from pipeline.retrieve import Fusion, candidate_rankings, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
@@ -22,20 +24,24 @@ GROUP = "retrieve"
 @dg.asset(
     group_name=GROUP,
     kinds={"yaml"},
+    retry_policy=STEP_RETRY_POLICY,
     description="Questions the support bot must answer, read from the queries file (YAML or JSONL, each {id, query}).",
 )
 def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg.MaterializeResult:
+    # The previous queries stay stored on failure: a broken file must not empty the context sets.
     try:
         items = load_queries(files.queries_path)
     except QueriesFileError as error:
-        # The previous queries stay stored: a broken file must not empty the context sets.
+        raise dg.Failure(str(error), allow_retries=False) from None
+    except InputUnavailable as error:
+        # A server error or timeout may pass: the step's retry policy tries again.
         raise dg.Failure(str(error)) from None
     state_store.open().replace_queries([(item.query_id, item.query) for item in items])
     preview = "\n".join(f"| {item.query_id} | {item.query} |" for item in items[:20])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(items),
-            "path": files.queries_path,
+            "path": display_location(files.queries_path),
             "preview": dg.MetadataValue.md("| id | query |\n|---|---|\n" + preview),
         }
     )
@@ -95,6 +101,8 @@ def synced_indexes(
     deps=[queries, vector_index, lexical_index],
     kinds={"chroma"},
     pool="chroma",
+    retry_policy=STEP_RETRY_POLICY,
+    automation_condition=AFTER_UPSTREAM_SETTLES,
     description=(
         "Each query's top-k chunks: by default the union of the dense (Chroma) and BM25 rankings fused by reciprocal "
         "rank and deduplicated; the stored score is the fused score (cosine or BM25 with a single retriever)."

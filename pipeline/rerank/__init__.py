@@ -5,6 +5,7 @@ No Dagster here; ``pipeline/defs`` wraps these in resources and assets.
 
 from pipeline.rerank.client import (
     InMemoryRerankCache,
+    RateLimitWaitExceeded,
     RequestRateLimiter,
     RerankBadRequest,
     RerankCache,
@@ -20,10 +21,12 @@ from pipeline.rerank.client import (
     RerankResponse,
     RerankResult,
     RerankServerError,
+    RerankSettingRejected,
     RerankStats,
     RerankUnauthorized,
     RerankUnavailable,
     cache_key,
+    endpoint_of,
 )
 from pipeline.rerank.contract import KNOWN_MODELS, MAX_DOCUMENTS_PER_REQUEST, search_units
 from pipeline.rerank.scoring import LocalRelevanceScorer
@@ -42,6 +45,7 @@ __all__ = [
     "LocalRelevanceScorer",
     "LocalRerankService",
     "LoggedRequest",
+    "RateLimitWaitExceeded",
     "RequestRateLimiter",
     "RerankBadRequest",
     "RerankCache",
@@ -58,11 +62,13 @@ __all__ = [
     "RerankResult",
     "RerankServerError",
     "RerankService",
+    "RerankSettingRejected",
     "RerankStats",
     "RerankUnauthorized",
     "RerankUnavailable",
     "ServiceConfig",
     "cache_key",
+    "endpoint_of",
     "run_service",
     "search_units",
 ]

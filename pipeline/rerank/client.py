@@ -2,10 +2,12 @@
 
 One :class:`RerankClient` holds one pooled ``httpx.Client`` and one
 :class:`RequestRateLimiter`, so every thread using it shares connections and stays
-under the model's requests-per-minute limit together. Transient failures (429, 5xx,
-timeouts, refused connections, one malformed 200) are retried with backoff; errors
-that would recur on every request (400, 401, 403, 404) are raised at once with a
-message that names the config var to fix.
+under the model's requests-per-minute limit together, paced evenly. Transient failures
+(429, 5xx, timeouts, refused connections, a 200 whose body is cut off) are retried with
+backoff within bounded attempts and time; errors that would recur on every request
+(401, 403, 404, and a 400 that rejects top_n or the number of documents) are raised at
+once as :class:`RerankConfigurationError` with a message that names what to fix. A 400
+caused by one query's content fails only that query.
 
 The API key lives only in the ``Authorization`` header of the pooled client (httpx masks
 it in reprs); every message built from server or transport text passes through
@@ -22,7 +24,6 @@ import random
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -43,14 +44,28 @@ from pipeline.tokens import truncate_to_tokens
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
+DEFAULT_READ_TIMEOUT_SECONDS = 60.0
+DEFAULT_TIMEOUT = httpx.Timeout(DEFAULT_READ_TIMEOUT_SECONDS, connect=DEFAULT_CONNECT_TIMEOUT_SECONDS)
 # Cohere truncates long documents itself; cutting them here keeps request bodies small.
 DEFAULT_MAX_DOCUMENT_TOKENS = 4000
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_MAX_TOTAL_SECONDS = 120.0
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
-# A malformed 200 is most likely a proxy hiccup; a second one means something is really wrong.
-MAX_PROTOCOL_RETRIES = 1
+# Retry-After counts whole seconds, so "0" is a wait rounded down, not an invitation to hammer.
+RETRY_AFTER_FLOOR_SECONDS = 1.0
+# The limiter paces at this share of the published limit. It stamps when a request leaves, the
+# server when it arrives: 2% of a minute (1.2 s) absorbs that jitter, so no request lands inside
+# the window of the one sent a full limit earlier.
+DEFAULT_PACING_SHARE = 0.98
 _SERVER_TEXT_LIMIT = 500
+# How servers word a 400 for a setting every request shares, as opposed to one query's content.
+_TOP_N_REJECTED = re.compile(r"\btop_n\b")
+_DOCUMENT_COUNT_REJECTED = re.compile(
+    r"too many documents|number of documents|documents?\b[^.]*\b(?:limit|exceed|maximum|at most|more than)"
+)
+_DOCUMENT_LENGTH_REJECTED = re.compile(r"token|too long|too large|length")
 # x-ratelimit-reset values above this are Unix timestamps rather than delays.
 _EPOCH_THRESHOLD = 1_000_000_000
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -78,7 +93,15 @@ class RerankConfigurationError(RerankError):
 
 
 class RerankBadRequest(RerankError):
-    """HTTP 400 (or another unexpected 4xx): the request itself was rejected."""
+    """HTTP 400 (or another unexpected 4xx) caused by this query's request: other queries may pass."""
+
+
+class RerankSettingRejected(RerankConfigurationError):
+    """HTTP 400 that rejects what every request shares; ``setting`` is ``top_n`` or ``documents_per_request``."""
+
+    def __init__(self, message: str, *, setting: str, status_code: int | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.setting = setting
 
 
 class RerankUnauthorized(RerankConfigurationError):
@@ -112,9 +135,16 @@ class RerankUnavailable(RerankError):
 
 
 class RerankProtocolError(RerankError):
-    """A response the contract does not allow: malformed 200 body or an unexpected status."""
+    """A response the contract does not allow: a 200 body that is not the contract's, or an unexpected status.
 
-    retryable = True
+    Retryable only when the body was damaged in transit (not JSON, undecodable): a well-formed
+    JSON answer of the wrong shape comes back the same way on every attempt, and each one may
+    be billed.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retryable = retryable
 
 
 # --- results --------------------------------------------------------------------------------
@@ -231,6 +261,8 @@ class RerankStats:
     retries: int
     rate_limited: int
     search_units: int
+    # Queries answered over HTTP; cache hits and failures have no latency to report.
+    latency_samples: int
     latency_p50_seconds: float | None
     latency_p95_seconds: float | None
 
@@ -250,6 +282,7 @@ class RerankStats:
             retries=sum(outcome.retries for outcome in outcomes),
             rate_limited=sum(outcome.rate_limited for outcome in outcomes),
             search_units=sum(outcome.response.search_units for outcome in outcomes if outcome.response),
+            latency_samples=len(latencies),
             latency_p50_seconds=_percentile(latencies, 0.50),
             latency_p95_seconds=_percentile(latencies, 0.95),
         )
@@ -292,71 +325,94 @@ class InMemoryRerankCache:
             return len(self._values)
 
 
-def cache_key(model: str, query: str, documents: Sequence[str], top_n: int | None) -> str:
-    """sha256 over the model, query, each document's sha256 in order, and top_n."""
+def cache_key(endpoint: str, model: str, query: str, documents: Sequence[str], top_n: int | None) -> str:
+    """sha256 over the endpoint, model, query, each document's sha256 in order, and top_n.
+
+    ``endpoint`` is the base URL without credentials (:func:`endpoint_of`): the local service
+    and Heroku serve the same model names, and a ranking from one must not be passed off as
+    the other's.
+    """
     document_hashes = [hashlib.sha256(document.encode("utf-8")).hexdigest() for document in documents]
-    payload = json.dumps([model, query, document_hashes, top_n], ensure_ascii=False)
+    payload = json.dumps([endpoint, model, query, document_hashes, top_n], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 # --- rate limiter ---------------------------------------------------------------------------
 
 
-class RequestRateLimiter:
-    """Sliding-window limiter: at most ``requests_per_minute`` sends in any ``window_seconds``.
+def endpoint_of(base_url: str) -> str:
+    """The base URL as it may be shown and hashed: normalised, without a trailing slash or credentials."""
+    url = httpx.URL(base_url.strip())
+    return str(url.copy_with(username=None, password=None)).rstrip("/")
 
-    Thread-safe. :meth:`push_back` (after a 429) blocks every caller until the given
-    delay has passed, so concurrent workers back off together instead of each
-    discovering the limit separately.
+
+class RateLimitWaitExceeded(Exception):
+    """:meth:`RequestRateLimiter.acquire` would have to wait past the caller's deadline."""
+
+    def __init__(self, wait_seconds: float) -> None:
+        super().__init__(f"the next free request slot is {wait_seconds:.1f}s away")
+        self.wait_seconds = wait_seconds
+
+
+class RequestRateLimiter:
+    """Paces sends evenly: one every ``window_seconds / (requests_per_minute × pacing_share)`` seconds.
+
+    A sliding window would let a whole minute's budget go out back to back, and the server,
+    counting by arrival, answers the first request of the next burst that lands inside its
+    window with a 429. Even spacing never puts more than ``requests_per_minute × pacing_share``
+    sends in any window and sustains exactly that rate, with no credit saved up while idle.
+
+    Thread-safe: each caller reserves the next free slot under the lock and sleeps outside it,
+    so waiting workers go in arrival order. :meth:`push_back` (after a 429) moves every caller
+    behind the given delay; a caller that already holds an earlier slot takes a new one.
     """
 
     def __init__(
         self,
         requests_per_minute: int,
         *,
+        pacing_share: float = DEFAULT_PACING_SHARE,
         window_seconds: float = RATE_WINDOW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if requests_per_minute < 1:
             raise ValueError(f"requests_per_minute must be at least 1, got {requests_per_minute}")
+        if not 0 < pacing_share <= 1:
+            raise ValueError(f"pacing_share must be within (0, 1], got {pacing_share}")
         self.requests_per_minute = requests_per_minute
         self.window_seconds = window_seconds
+        self.slot_interval = window_seconds / (requests_per_minute * pacing_share)
         self._clock = clock
         self._sleep = sleep
-        self._sent: deque[float] = deque()
+        self._next_slot = float("-inf")
         self._blocked_until = float("-inf")
         self._lock = threading.Lock()
 
-    @property
-    def slot_interval(self) -> float:
-        """Average spacing between requests at the full rate."""
-        return self.window_seconds / self.requests_per_minute
+    def acquire(self, deadline: float | None = None) -> float:
+        """Block until this caller's slot; return its clock time.
 
-    def acquire(self) -> float:
-        """Block until a request may be sent; record and return the clock time it was admitted."""
+        Raises :class:`RateLimitWaitExceeded`, reserving nothing, when the slot would come after
+        ``deadline`` (a clock time): one long Retry-After then fails the callers whose budgets it
+        exceeds at once instead of holding them for its whole length.
+        """
         while True:
             with self._lock:
                 now = self._clock()
-                delay = self._delay(now)
-                if delay <= 0:
-                    self._sent.append(now)
-                    return now
-            # Sleep outside the lock and re-check: a push_back may arrive meanwhile.
-            self._sleep(delay)
+                slot = max(now, self._next_slot, self._blocked_until)
+                if deadline is not None and slot > deadline:
+                    raise RateLimitWaitExceeded(slot - now)
+                self._next_slot = slot + self.slot_interval
+            if slot > now:
+                self._sleep(slot - now)
+            with self._lock:
+                if self._blocked_until <= slot:
+                    return slot
 
     def push_back(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now."""
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
-
-    def _delay(self, now: float) -> float:
-        while self._sent and self._sent[0] <= now - self.window_seconds:
-            self._sent.popleft()
-        delay = self._blocked_until - now
-        if len(self._sent) >= self.requests_per_minute:
-            delay = max(delay, self._sent[0] + self.window_seconds - now)
-        return delay
 
 
 # --- client ---------------------------------------------------------------------------------
@@ -398,8 +454,8 @@ class RerankClient:
         *,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         requests_per_minute: int | None = None,
-        max_attempts: int = 6,
-        max_total_seconds: float = 120.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_total_seconds: float = DEFAULT_MAX_TOTAL_SECONDS,
         max_document_tokens: int | None = DEFAULT_MAX_DOCUMENT_TOKENS,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -414,9 +470,12 @@ class RerankClient:
             raise ValueError("RERANK_MODEL_ID is empty: use one of " + ", ".join(KNOWN_MODELS))
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if max_total_seconds <= 0:
+            raise ValueError(f"max_total_seconds must be positive, got {max_total_seconds}")
         if max_document_tokens is not None and max_document_tokens < 1:
             raise ValueError(f"max_document_tokens must be at least 1, got {max_document_tokens}")
-        self.base_url = base_url.rstrip("/")
+        # Credentials in the URL would otherwise show in messages and the cache key.
+        self.base_url = endpoint_of(base_url)
         self.model = model
         self.max_attempts = max_attempts
         self.max_total_seconds = max_total_seconds
@@ -463,8 +522,9 @@ class RerankClient:
     ) -> list[RerankOutcome]:
         """Rerank every request in parallel, in request order; one query's failure is its own outcome.
 
-        A configuration error (401, 403, 404) stops every query not yet sent and is
-        raised: all of them would fail the same way. The cache and ``on_result`` are
+        A configuration error (401, 403, 404, or a 400 rejecting top_n or the document
+        count) stops every query not yet sent and is raised: all of them would fail the
+        same way. Failures are never cached, so a rerun sends only them. The cache and ``on_result`` are
         only called from the calling thread, so neither needs to be thread-safe.
         """
         outcomes: list[RerankOutcome | None] = [None] * len(requests)
@@ -492,7 +552,7 @@ class RerankClient:
                 if aborted.is_set():
                     break
                 documents = self.prepare_documents(request.documents)
-                key = cache_key(self.model, request.query, documents, request.top_n)
+                key = cache_key(self.base_url, self.model, request.query, documents, request.top_n)
                 cached = self._cached_response(cache, key)
                 if cached is not None:
                     finish(position, RerankOutcome.succeeded(request.query_id, cached, cached=True))
@@ -580,103 +640,160 @@ class RerankClient:
         """One logical request, retried within ``max_attempts`` and ``max_total_seconds``."""
         body: dict[str, Any] = {"model": self.model, "query": query, "documents": documents}
         if top_n is not None:
-            body["top_n"] = top_n
-        expected = min(top_n, len(documents)) if top_n is not None else len(documents)
+            # The results stop at the document count anyway; a stricter server need not see more.
+            body["top_n"] = min(top_n, len(documents))
         started = self._clock()
-        protocol_failures = 0
+        deadline = started + self.max_total_seconds
+        failed: _Attempt | None = None
         attempt_number = 0
         while True:
-            attempt_number += 1
-            self.limiter.acquire()
-            tally.requests += 1
             try:
-                response = self._http.post(RERANK_PATH, json=body)
-            except httpx.TransportError as exc:
-                attempt = _Attempt(RerankUnavailable(self._unreachable(exc)), self._backoff(attempt_number))
-            else:
-                if response.status_code == 200:
-                    self._respect_rate_headers(response)
-                    try:
-                        return self._parse(response, len(documents), expected)
-                    except RerankProtocolError as error:
-                        protocol_failures += 1
-                        if protocol_failures > MAX_PROTOCOL_RETRIES:
-                            raise
-                        attempt = _Attempt(error, self._backoff(attempt_number))
-                else:
-                    attempt = self._failed_status(response, attempt_number, tally)
+                self.limiter.acquire(deadline)
+            except RateLimitWaitExceeded as held:
+                elapsed = self._clock() - started
+                if failed is not None:
+                    raise self._gave_up(failed.error, attempt_number, elapsed) from None
+                raise RerankRateLimited(
+                    f"not sent: requests to {self.base_url} for model {self.model} are held for another "
+                    f"{held.wait_seconds:.0f}s after a rate limit (HTTP 429), longer than the "
+                    f"{self.max_total_seconds:g}s allowed per request (max_total_seconds)"
+                ) from None
+            attempt_number += 1
+            tally.requests += 1
+            outcome = self._attempt(body, attempt_number, tally)
+            if isinstance(outcome, _BatchResult):
+                return outcome
+            failed = outcome
+            if not failed.error.retryable:
+                raise failed.error
             elapsed = self._clock() - started
-            if attempt_number >= self.max_attempts or elapsed + attempt.delay > self.max_total_seconds:
-                raise self._gave_up(attempt.error, attempt_number, elapsed)
+            if attempt_number >= self.max_attempts or elapsed + failed.delay > self.max_total_seconds:
+                raise self._gave_up(failed.error, attempt_number, elapsed)
             log.warning(
                 "rerank request to %s (model %s) failed: %s; retry %d of %d in %.2fs",
                 self.base_url,
                 self.model,
-                attempt.error,
+                failed.error,
                 attempt_number,
                 self.max_attempts - 1,
-                attempt.delay,
+                failed.delay,
             )
             tally.retries += 1
-            self._sleep(attempt.delay)
+            self._sleep(failed.delay)
 
-    def _failed_status(self, response: httpx.Response, attempt_number: int, tally: _Tally) -> _Attempt:
-        """Map a non-200 response to an error; raise it now unless it is worth retrying."""
+    def _attempt(self, body: dict[str, Any], attempt_number: int, tally: _Tally) -> _BatchResult | _Attempt:
+        """Send once: the parsed result, or why it failed and how long to wait before the next attempt."""
+        try:
+            response = self._http.post(RERANK_PATH, json=body)
+        except httpx.TransportError as exc:
+            return _Attempt(RerankUnavailable(self._unreachable(exc)), self._backoff(attempt_number))
+        except httpx.DecodingError as exc:
+            # A Content-Encoding the body does not match: damaged on the way, like a cut-off body.
+            error = RerankProtocolError(
+                f"{self.base_url} sent a body that could not be decoded: {self._redact(str(exc))}", retryable=True
+            )
+            return _Attempt(error, self._backoff(attempt_number))
+        if response.status_code != 200:
+            return self._failed_status(response, body, attempt_number, tally)
+        self._respect_rate_headers(response)
+        try:
+            return self._parse(response, body)
+        except RerankProtocolError as error:
+            return _Attempt(error, self._backoff(attempt_number))
+
+    def _failed_status(
+        self, response: httpx.Response, body: dict[str, Any], attempt_number: int, tally: _Tally
+    ) -> _Attempt:
+        """Map a non-200 response to an error and the wait before a retry (if it is retryable)."""
         status = response.status_code
-        detail = self._server_message(response)
-        error: RerankError
-        if status == 400:
-            error = RerankBadRequest(
-                f"{self.base_url} rejected the rerank request (HTTP 400): {detail}", status_code=status
-            )
-        elif status == 401:
-            error = RerankUnauthorized(
-                f"RERANK_KEY was rejected by {self.base_url}: check the RERANK_KEY config var",
-                status_code=status,
-            )
-        elif status == 403:
-            error = RerankForbidden(
-                f"RERANK_KEY has no access to model {self.model}; attach the model with "
-                "`heroku ai:models:attach` / check RERANK_MODEL_ID",
-                status_code=status,
-            )
-        elif status == 404:
-            error = RerankModelNotFound(
-                f"unknown model {self.model}; valid: {', '.join(KNOWN_MODELS)}; check RERANK_MODEL_ID "
-                f"(or RERANK_URL={self.base_url} does not serve {RERANK_PATH}); server said: {detail}",
-                status_code=status,
-            )
-        elif status == 429:
+        if status == 429:
             tally.rate_limited += 1
             delay = self._rate_limit_delay(response, attempt_number)
+            # The quota is the model's, not this query's: every worker waits, and callers whose
+            # time budget the wait exceeds give up at once (RequestRateLimiter.acquire).
             self.limiter.push_back(delay)
             return _Attempt(
-                RerankRateLimited(
-                    f"{self.base_url} rate-limited model {self.model} (HTTP 429)", status_code=status
-                ),
+                RerankRateLimited(f"{self.base_url} rate-limited model {self.model} (HTTP 429)", status_code=status),
                 delay,
             )
-        elif status >= 500:
+        detail = self._server_message(response)
+        if status >= 500:
             return _Attempt(
                 RerankServerError(f"{self.base_url} failed with HTTP {status}: {detail}", status_code=status),
                 self._backoff(attempt_number),
             )
-        elif 400 <= status < 500:
-            error = RerankBadRequest(
-                f"{self.base_url} rejected the rerank request (HTTP {status}): {detail}", status_code=status
-            )
-        else:
-            error = RerankProtocolError(
-                f"unexpected HTTP {status} from {self.base_url}{RERANK_PATH}"
-                f" (Location: {response.headers.get('location', '-')}); check RERANK_URL",
+        return _Attempt(self._rejection(response, detail, body), 0.0)
+
+    def _rejection(self, response: httpx.Response, detail: str, body: dict[str, Any]) -> RerankError:
+        """The error for a status that no retry would change."""
+        status = response.status_code
+        if status == 400:
+            return self._bad_request(detail, body)
+        if status == 401:
+            return RerankUnauthorized(
+                f"RERANK_KEY was rejected by {self.base_url}: set RERANK_KEY to the key of the model attached "
+                "to your app (heroku config:get RERANK_KEY)",
                 status_code=status,
             )
-            error.retryable = False
-        raise error
+        if status == 403:
+            return RerankForbidden(
+                f"RERANK_KEY has no access to model {self.model}; attach the model with "
+                "`heroku ai:models:attach` / check RERANK_MODEL_ID",
+                status_code=status,
+            )
+        if status == 404:
+            return RerankModelNotFound(
+                f"unknown model {self.model}; valid: {', '.join(KNOWN_MODELS)}; check RERANK_MODEL_ID "
+                f"(or RERANK_URL={self.base_url} does not serve {RERANK_PATH}); server said: {detail}",
+                status_code=status,
+            )
+        if status == 413:
+            return RerankBadRequest(
+                f"{self.base_url} refused the request for this query as too large (HTTP 413): {detail}; "
+                + self._length_hint(),
+                status_code=status,
+            )
+        if 400 <= status < 500:
+            return RerankBadRequest(
+                f"{self.base_url} rejected the rerank request (HTTP {status}): {detail}", status_code=status
+            )
+        return RerankProtocolError(
+            f"unexpected HTTP {status} from {self.base_url}{RERANK_PATH}"
+            f" (Location: {response.headers.get('location', '-')}); check RERANK_URL",
+            status_code=status,
+        )
+
+    def _bad_request(self, detail: str, body: dict[str, Any]) -> RerankError:
+        """A 400 that rejects top_n or the document count fails every query alike; any other, this query."""
+        words = detail.lower()
+        about_length = _DOCUMENT_LENGTH_REJECTED.search(words) is not None
+        if "top_n" in body and _TOP_N_REJECTED.search(words):
+            return RerankSettingRejected(
+                f"{self.base_url} rejected top_n={body['top_n']} (HTTP 400): {detail}",
+                setting="top_n",
+                status_code=400,
+            )
+        if _DOCUMENT_COUNT_REJECTED.search(words) and not about_length:
+            return RerankSettingRejected(
+                f"{self.base_url} rejected {len(body['documents'])} documents in one request (HTTP 400): {detail}",
+                setting="documents_per_request",
+                status_code=400,
+            )
+        hint = f"; {self._length_hint()}" if about_length else ""
+        return RerankBadRequest(
+            f"{self.base_url} rejected the rerank request for this query (HTTP 400): {detail}{hint}", status_code=400
+        )
+
+    def _length_hint(self) -> str:
+        if self.max_document_tokens is None:
+            return "documents are sent uncut: set max_document_tokens"
+        return f"documents are cut to max_document_tokens={self.max_document_tokens} tokens: lower it"
 
     def _unreachable(self, exc: httpx.TransportError) -> str:
-        if isinstance(exc, httpx.TimeoutException):
-            reason = f"no response within the timeout ({type(exc).__name__})"
+        if isinstance(exc, httpx.ConnectTimeout):
+            reason = "no connection within the connect timeout (ConnectTimeout)"
+        elif isinstance(exc, httpx.TimeoutException):
+            reason = f"no response within the read timeout ({type(exc).__name__})"
         else:
             reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
         return f"could not reach RERANK_URL={self.base_url}: {reason}"
@@ -695,7 +812,8 @@ class RerankClient:
     def _rate_limit_delay(self, response: httpx.Response, attempt_number: int) -> float:
         hinted = _hinted_delay(response.headers)
         if hinted is not None:
-            return hinted
+            # No jitter: the limiter spreads the workers that all resume at the same instant.
+            return max(RETRY_AFTER_FLOOR_SECONDS, hinted)
         # No hint (Heroku may omit one): at least the limiter's slot spacing, doubling per attempt.
         floor = min(BACKOFF_CAP_SECONDS, self.limiter.slot_interval * 2**attempt_number)
         return floor + self._rng.uniform(0, floor)
@@ -716,21 +834,32 @@ class RerankClient:
         if exhausted and reset:
             self.limiter.push_back(reset)
 
-    def _parse(self, response: httpx.Response, document_count: int, expected: int) -> _BatchResult:
-        def broken(reason: str) -> RerankProtocolError:
-            return RerankProtocolError(f"{self.base_url} returned HTTP 200 with {reason}", status_code=200)
+    def _parse(self, response: httpx.Response, body: dict[str, Any]) -> _BatchResult:
+        document_count = len(body["documents"])
+        expected = body.get("top_n", document_count)
+
+        def broken(reason: str, *, retryable: bool = False) -> RerankProtocolError:
+            return RerankProtocolError(
+                f"{self.base_url} returned HTTP 200 with {reason}", status_code=200, retryable=retryable
+            )
 
         try:
             payload = response.json()
         except ValueError:
-            raise broken("a body that is not JSON") from None
+            # Cut off or garbled on the way (the local service's "malformed" fault): worth another try.
+            raise broken("a body that is not JSON", retryable=True) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
             raise broken("no 'results' list")
         results: list[RerankResult] = []
         for item in payload["results"]:
             index = item.get("index") if isinstance(item, dict) else None
             score = item.get("relevance_score") if isinstance(item, dict) else None
-            if type(index) is not int or not isinstance(score, (int, float)) or isinstance(score, bool):
+            if (
+                type(index) is not int
+                or not isinstance(score, (int, float))
+                or isinstance(score, bool)
+                or not math.isfinite(score)
+            ):
                 raise broken(f"a malformed result {str(item)[:100]!r}")
             if not 0 <= index < document_count:
                 raise broken(f"result index {index} outside the {document_count} documents sent")
@@ -740,15 +869,17 @@ class RerankClient:
         if len(results) != expected:
             raise broken(f"{len(results)} results where {expected} were expected")
         meta = payload.get("meta")
-        units = meta.get("billed_units", {}).get("search_units") if isinstance(meta, dict) else None
-        if type(units) is not int:
+        billed = meta.get("billed_units") if isinstance(meta, dict) else None
+        units = billed.get("search_units") if isinstance(billed, dict) else None
+        if type(units) is not int or units < 0:
             raise broken("no integer meta.billed_units.search_units")
-        # api_version is informational; a missing one should not fail a paid request.
-        api_version = meta.get("api_version") or {}
+        api_version = _api_version(meta.get("api_version"))
+        if api_version is None:
+            raise broken(f"a malformed meta.api_version {str(meta.get('api_version'))[:100]!r}")
         return _BatchResult(
             results=tuple(_ranked(results)),
-            api_version=str(api_version.get("version", "")),
-            is_experimental=bool(api_version.get("is_experimental", False)),
+            api_version=api_version[0],
+            is_experimental=api_version[1],
             search_units=units,
         )
 
@@ -779,6 +910,26 @@ def _check_top_n(top_n: int | None) -> None:
 def _ranked(results: Sequence[RerankResult]) -> list[RerankResult]:
     """Highest score first; ties keep the lower index first so order is deterministic."""
     return sorted(results, key=lambda result: (-result.relevance_score, result.index))
+
+
+def _api_version(value: Any) -> tuple[str, bool] | None:
+    """``meta.api_version`` as (version, is_experimental); None when it is not the contract's shape.
+
+    The field is informational, so a missing one or a bare version (``"2"``) does not fail a
+    paid request; anything else (a list, a version that is neither text nor a number) means the
+    server is not speaking this contract.
+    """
+    if value is None:
+        return "", False
+    if isinstance(value, dict):
+        version, experimental = value.get("version", ""), value.get("is_experimental", False)
+        if not isinstance(experimental, bool):
+            return None
+    else:
+        version, experimental = value, False
+    if isinstance(version, bool) or not isinstance(version, (str, int)):
+        return None
+    return str(version), experimental
 
 
 def _first_header(headers: httpx.Headers, names: Sequence[str]) -> str | None:

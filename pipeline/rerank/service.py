@@ -5,7 +5,8 @@ cases, top_n, billing) and scores with :class:`LocalRelevanceScorer`. For tests 
 misbehave on purpose: random faults at configured rates (seeded), faults queued with
 :meth:`FaultPlan.add`, or, in ``test_mode``, one fault per request named by an
 ``X-Fault`` header. Every request is recorded in :attr:`RerankService.requests` so tests
-can assert exactly what a client sent; the bearer token itself is never stored.
+can assert exactly what a client sent, and logged in one line (status, model, document
+count, fault); the bearer token itself is never stored or logged.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 FAULT_HEADER = "X-Fault"
 # What a "malformed" fault sends: a 200 whose JSON body is cut off.
 MALFORMED_BODY = b'{"results": [{"index": 0, "relevance_'
+# What a "garbled" fault sends: a body its Content-Encoding header does not describe.
+GARBLED_BODY = b"this is not gzip"
+FAULT_KINDS = ("400", "429", "500", "timeout", "malformed", "garbled")
 _HANG_POLL_SECONDS = 0.05
 
 
@@ -60,6 +64,8 @@ class ServiceConfig:
     allowed_models: Collection[str] | None = None
     # Per model, over a sliding 60 s window; None: unlimited.
     requests_per_minute: int | None = None
+    # Documents accepted per request; lower than the contract's 1,000 to play a stricter server.
+    max_documents: int = MAX_DOCUMENTS_PER_REQUEST
     error_rate: float = 0.0
     added_latency_seconds: float = 0.0
     timeout_rate: float = 0.0
@@ -82,6 +88,15 @@ class ServiceConfig:
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"ServiceConfig.{name} must be within [0, 1], got {rate}")
+        if self.requests_per_minute is not None and self.requests_per_minute < 1:
+            raise ValueError(f"ServiceConfig.requests_per_minute must be at least 1, got {self.requests_per_minute}")
+        if not 1 <= self.max_documents <= MAX_DOCUMENTS_PER_REQUEST:
+            raise ValueError(
+                f"ServiceConfig.max_documents must be within [1, {MAX_DOCUMENTS_PER_REQUEST}], got {self.max_documents}"
+            )
+        for name in ("added_latency_seconds", "hang_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ServiceConfig.{name} must not be negative, got {getattr(self, name)}")
         unknown = set(self.allowed_models or ()) - set(KNOWN_MODELS)
         if unknown:
             raise ValueError(
@@ -112,7 +127,11 @@ class LoggedRequest:
 
 @dataclass(frozen=True)
 class Fault:
-    """``kind`` is one of 500, 429, timeout, malformed, latency."""
+    """``kind`` is one of :data:`FAULT_KINDS` or latency.
+
+    400 plays a server refusing this query's content (a per-query failure, unlike a bad
+    setting); garbled sends a 200 whose body does not match its Content-Encoding.
+    """
 
     kind: str
     latency_seconds: float = 0.0
@@ -120,7 +139,7 @@ class Fault:
     @classmethod
     def parse(cls, text: str) -> Fault:
         text = text.strip()
-        if text in ("500", "429", "timeout", "malformed"):
+        if text in FAULT_KINDS:
             return cls(text)
         name, _, seconds = text.partition("=")
         if name == "latency":
@@ -128,7 +147,7 @@ class Fault:
                 return cls("latency", float(seconds))
             except ValueError:
                 pass
-        raise ValueError(f"unknown fault {text!r}; use 500, 429, timeout, malformed or latency=<seconds>")
+        raise ValueError(f"unknown fault {text!r}; use {', '.join(FAULT_KINDS)} or latency=<seconds>")
 
     def __str__(self) -> str:
         return f"latency={self.latency_seconds:g}" if self.kind == "latency" else self.kind
@@ -255,21 +274,31 @@ class RerankService:
             response = JSONResponse(
                 {"error": error.code, "message": str(error)}, status_code=error.status, headers=error.headers
             )
+        logged = LoggedRequest(
+            received_at=received_at,
+            finished_at=time.time(),
+            status=response.status_code,
+            authorized=seen.authorized,
+            model=seen.model,
+            query=seen.query,
+            documents=seen.documents,
+            top_n=seen.top_n,
+            fault=seen.fault,
+            results=seen.results,
+        )
         with self._log_lock:
-            self._log.append(
-                LoggedRequest(
-                    received_at=received_at,
-                    finished_at=time.time(),
-                    status=response.status_code,
-                    authorized=seen.authorized,
-                    model=seen.model,
-                    query=seen.query,
-                    documents=seen.documents,
-                    top_n=seen.top_n,
-                    fault=seen.fault,
-                    results=seen.results,
-                )
-            )
+            self._log.append(logged)
+        # Neither the token nor the texts: a line per request says what happened, not what was sent.
+        log.info(
+            "rerank %d model=%s documents=%s top_n=%s authorized=%s fault=%s %.0fms",
+            logged.status,
+            logged.model,
+            logged.document_count,
+            logged.top_n,
+            logged.authorized,
+            logged.fault or "-",
+            (logged.finished_at - logged.received_at) * 1000,
+        )
         return response
 
     async def _respond(self, request: Request, seen: _Seen) -> Response:
@@ -286,7 +315,7 @@ class RerankService:
             )
         if self.config.allowed_models is not None and model not in self.config.allowed_models:
             raise _Rejection(403, "forbidden", f"this key has no access to model {model!r}")
-        query, documents, top_n = _validated_fields(body)
+        query, documents, top_n = _validated_fields(body, self.config.max_documents)
         seen.query, seen.documents, seen.top_n = query, tuple(documents), top_n
         self._admit(model)
         fault = self._choose_fault(request, query)
@@ -387,12 +416,18 @@ class RerankService:
             return JSONResponse(
                 {"error": "internal_error", "message": "injected fault: internal error"}, status_code=500
             )
+        if fault.kind == "400":
+            raise _Rejection(400, "bad_request", "injected fault: the service cannot process this query")
         if fault.kind == "429":
             raise self._rate_limited(
                 "injected fault: rate limit exceeded", self.config.fault_retry_after_seconds
             )
         if fault.kind == "malformed":
             return Response(MALFORMED_BODY, status_code=200, media_type="application/json")
+        if fault.kind == "garbled":
+            return Response(
+                GARBLED_BODY, status_code=200, media_type="application/json", headers={"Content-Encoding": "gzip"}
+            )
         deadline = time.monotonic() + self.config.hang_seconds
         while not self._stopping.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(_HANG_POLL_SECONDS)
@@ -401,7 +436,7 @@ class RerankService:
         )
 
 
-def _validated_fields(body: dict[str, Any]) -> tuple[str, list[str], int | None]:
+def _validated_fields(body: dict[str, Any], max_documents: int) -> tuple[str, list[str], int | None]:
     """query, documents and top_n (capped at the document count), or a 400."""
     if "query" not in body:
         raise _Rejection(400, "bad_request", "missing required field: query")
@@ -415,11 +450,9 @@ def _validated_fields(body: dict[str, Any]) -> tuple[str, list[str], int | None]
         raise _Rejection(400, "bad_request", "documents must be a list of strings")
     if not documents:
         raise _Rejection(400, "bad_request", "documents must not be empty")
-    if len(documents) > MAX_DOCUMENTS_PER_REQUEST:
+    if len(documents) > max_documents:
         raise _Rejection(
-            400,
-            "bad_request",
-            f"too many documents: {len(documents)} (at most {MAX_DOCUMENTS_PER_REQUEST} per request)",
+            400, "bad_request", f"too many documents: {len(documents)} (at most {max_documents} per request)"
         )
     top_n = body.get("top_n")
     if top_n is not None and (type(top_n) is not int or top_n < 1):

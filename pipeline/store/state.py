@@ -598,6 +598,48 @@ class StateStore:
         with self.engine.connect() as connection:
             return {row.query_id: row.context_set for row in connection.execute(query)}
 
+    # -- source removal and health --------------------------------------------
+
+    def delete_source(self, source: str) -> dict[str, int]:
+        """Delete a source's pages, documents and chunks in one transaction; returns the counts deleted.
+
+        Chroma and the lexical index are synced from the state store afterwards, never the other
+        way round, so a crash between the two leaves extra index entries that the next sync drops.
+        """
+        with self.transaction() as connection:
+            return {
+                "chunks": connection.execute(sa.delete(chunks).where(chunks.c.source == source)).rowcount,
+                "documents": connection.execute(sa.delete(documents).where(documents.c.source == source)).rowcount,
+                "pages": connection.execute(sa.delete(pages).where(pages.c.source == source)).rowcount,
+            }
+
+    def stored_sources(self) -> set[str]:
+        """Every source with pages or chunks stored."""
+        with self.engine.connect() as connection:
+            return set(connection.scalars(sa.union(sa.select(pages.c.source), sa.select(chunks.c.source))))
+
+    def page_text_presence(self, source: str) -> dict[str, bool]:
+        """Per stored page body of the source: whether its extracted document has any text.
+
+        A page without a document (its extraction failed) counts as having none.
+        """
+        joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
+        query = (
+            sa.select(pages.c.url, documents.c.sections)
+            .select_from(joined)
+            .where(pages.c.source == source, pages.c.html_zlib.is_not(None))
+        )
+        with self.engine.connect() as connection:
+            return {
+                url: bool(sections) and any(section["text"].strip() for section in sections)
+                for url, sections in connection.execute(query)
+            }
+
+    def billed_search_units(self) -> int:
+        """Search units billed by the latest rerank run (cache hits bill nothing)."""
+        with self.engine.connect() as connection:
+            return int(connection.scalar(sa.select(sa.func.coalesce(sa.func.sum(reranked.c.search_units), 0))))
+
     # -------------------------------------------------------------------------
 
     def _count(self, table: sa.Table, source: str | None) -> int:

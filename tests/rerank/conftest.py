@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import httpx
+
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, ServiceConfig
 
@@ -82,11 +84,19 @@ def rerank_service(_shared_service: LocalRerankService) -> LocalRerankService:
 
 
 @pytest.fixture
+def clients() -> Iterator[list[RerankClient]]:
+    """Clients a test made; closed after it."""
+    made: list[RerankClient] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
 def make_client(
-    rerank_service: LocalRerankService, fake_clock: FakeClock
-) -> Iterator[Callable[..., RerankClient]]:
+    rerank_service: LocalRerankService, fake_clock: FakeClock, clients: list[RerankClient]
+) -> Callable[..., RerankClient]:
     """Clients of ``rerank_service`` that sleep on ``fake_clock`` (so backoffs are recorded, not waited)."""
-    clients: list[RerankClient] = []
 
     def make(**overrides) -> RerankClient:
         options = {
@@ -97,12 +107,28 @@ def make_client(
             "sleep": fake_clock.sleep,
             "clock": fake_clock,
             "rng": random.Random(1),
+            # A 1 ms pacing interval, shorter than any backoff these tests record, so fake_clock.sleeps
+            # holds the retry delays alone; the pacing tests set their own rate.
+            "requests_per_minute": 60_000,
             **overrides,
         }
         client = RerankClient(**options)
         clients.append(client)
         return client
 
-    yield make
-    for client in clients:
-        client.close()
+    return make
+
+
+@pytest.fixture
+def mock_client(fake_clock: FakeClock, clients: list[RerankClient]) -> Callable[..., RerankClient]:
+    """Clients whose server is a function (request → response), for answers the local service never gives."""
+
+    def make(handler: Callable[[httpx.Request], httpx.Response], **overrides) -> RerankClient:
+        options = {"api_key": "key", "sleep": fake_clock.sleep, "clock": fake_clock, **overrides}
+        client = RerankClient(
+            "https://inference.example", model=MODEL, transport=httpx.MockTransport(handler), **options
+        )
+        clients.append(client)
+        return client
+
+    return make

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -14,6 +15,7 @@ import pytest
 
 from pipeline.rerank import (
     InMemoryRerankCache,
+    RateLimitWaitExceeded,
     RequestRateLimiter,
     RerankBadRequest,
     RerankClient,
@@ -26,10 +28,12 @@ from pipeline.rerank import (
     RerankRequest,
     RerankResponse,
     RerankServerError,
+    RerankSettingRejected,
     RerankStats,
     RerankUnauthorized,
     RerankUnavailable,
     cache_key,
+    endpoint_of,
 )
 from pipeline.tokens import count_tokens, truncate_to_tokens
 
@@ -81,6 +85,63 @@ def test_bad_request_surfaces_the_server_message_without_retrying(make_client, r
     assert caught.value.status_code == 400 and not caught.value.retryable
     assert "query must be a non-empty string" in str(caught.value)
     assert len(rerank_service.requests) == 1 and fake_clock.sleeps == []
+
+
+def test_a_400_for_too_many_documents_names_the_setting_and_is_not_retried(start_service, make_client, fake_clock):
+    service = start_service(max_documents=3)
+    with pytest.raises(RerankSettingRejected) as caught:
+        make_client(base_url=service.url).rerank(QUERY, DOCUMENTS)
+
+    assert caught.value.setting == "documents_per_request" and caught.value.status_code == 400
+    assert "rejected 4 documents in one request" in str(caught.value)
+    assert "too many documents: 4 (at most 3 per request)" in str(caught.value)
+    assert len(service.requests) == 1 and fake_clock.sleeps == []
+
+
+def test_a_400_for_one_querys_content_fails_that_query_only(make_client, rerank_service):
+    rerank_service.faults.add("400", query="unprocessable")
+    outcomes = make_client().rerank_many(_requests(QUERY, "unprocessable"), max_workers=1)
+
+    assert [outcome.ok for outcome in outcomes] == [True, False]
+    assert outcomes[1].error_type == "RerankBadRequest"
+    assert "for this query (HTTP 400): injected fault: the service cannot process this query" in outcomes[1].error
+
+
+@pytest.mark.parametrize(
+    ("message", "error_type", "phrase"),
+    [
+        ("invalid request: top_n must not exceed 10", RerankSettingRejected, "rejected top_n=2"),
+        ("number of documents must be at most 100", RerankSettingRejected, "rejected 3 documents in one request"),
+        ("document 2 is too long: 9000 tokens", RerankBadRequest, "max_document_tokens=4000 tokens: lower it"),
+        ("query contains unsupported characters", RerankBadRequest, "for this query (HTTP 400)"),
+    ],
+    ids=["top_n", "document-count", "document-length", "content"],
+)
+def test_a_400_is_classified_by_what_it_rejects(mock_client, message, error_type, phrase):
+    sent: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(400, json={"message": message})
+
+    client = mock_client(handler)
+    with pytest.raises(RerankError) as caught:
+        client.rerank(QUERY, ["one", "two", "three"], top_n=2)
+
+    assert type(caught.value) is error_type and phrase in str(caught.value) and message in str(caught.value)
+    assert len(sent) == 1
+
+
+def test_top_n_above_the_document_count_is_sent_as_the_count(mock_client):
+    sent: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json=OK_BODY)
+
+    client = mock_client(handler)
+    client.rerank(QUERY, ["one document"], top_n=10)
+    assert sent[0]["top_n"] == 1
 
 
 @pytest.mark.parametrize(
@@ -160,8 +221,39 @@ def test_429_on_every_attempt_raises_rate_limited(make_client, rerank_service):
     assert len(rerank_service.requests) == 3
 
 
+def test_a_long_retry_after_fails_fast_and_holds_no_other_query(start_service, make_client, fake_clock):
+    service = start_service(fault_retry_after_seconds=3600)
+    service.faults.add("429")
+    outcomes = make_client(base_url=service.url, max_total_seconds=120).rerank_many(
+        _requests(QUERY, "database pool size", "bananas"), max_workers=1
+    )
+
+    assert [outcome.error_type for outcome in outcomes] == ["RerankRateLimited"] * 3
+    assert "gave up after 1 attempt" in outcomes[0].error
+    # The others are not sent into a quota the server said is spent for an hour, nor held for it.
+    for outcome in outcomes[1:]:
+        assert "held for another 3600s" in outcome.error and "max_total_seconds" in outcome.error
+        assert outcome.requests == 0
+    assert len(service.requests) == 1 and fake_clock.sleeps == []
+
+
+def test_retry_after_zero_still_waits_a_second(mock_client, fake_clock):
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": "0"})
+        return httpx.Response(200, json=OK_BODY)
+
+    client = mock_client(handler, requests_per_minute=60_000)
+    client.rerank(QUERY, ["one document"])
+
+    assert len(calls) == 2 and fake_clock.sleeps == [1.0]
+
+
 @pytest.mark.parametrize("header", ["retry-after-date", "x-ratelimit-reset"])
-def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
+def test_rate_limit_hints_in_other_formats_are_honoured(mock_client, fake_clock, header):
     calls: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -173,14 +265,7 @@ def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
             return httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)})
         return httpx.Response(429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1m30s"})
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler)
     client.rerank(QUERY, ["one document"])
 
     [wait] = fake_clock.sleeps
@@ -188,20 +273,13 @@ def test_rate_limit_hints_in_other_formats_are_honoured(fake_clock, header):
     assert expected - 2 <= wait <= expected
 
 
-def test_exhausted_quota_on_a_success_holds_the_next_request(fake_clock):
+def test_exhausted_quota_on_a_success_holds_the_next_request(mock_client, fake_clock):
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
             200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"}
         )
 
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(handler),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(handler)
     client.rerank(QUERY, ["one document"])
     assert fake_clock.sleeps == []
     client.rerank(QUERY, ["one document"])
@@ -262,7 +340,7 @@ def test_persistent_timeout_raises_unavailable(start_service, make_client):
     with pytest.raises(RerankUnavailable) as caught:
         make_client(base_url=service.url, timeout=0.2, max_attempts=2).rerank(QUERY, DOCUMENTS)
 
-    assert "no response within the timeout" in str(caught.value) and caught.value.requests == 2
+    assert "no response within the read timeout" in str(caught.value) and caught.value.requests == 2
 
 
 def test_one_malformed_body_is_retried(make_client, rerank_service):
@@ -273,13 +351,37 @@ def test_one_malformed_body_is_retried(make_client, rerank_service):
     assert response.requests == 2 and len(response.results) == len(DOCUMENTS)
 
 
-def test_repeated_malformed_bodies_raise_protocol_error(make_client, rerank_service):
+def test_cut_off_bodies_are_retried_like_server_errors(make_client, rerank_service):
+    rerank_service.faults.add("malformed", times=3)
+    response = make_client(max_attempts=6).rerank(QUERY, DOCUMENTS)
+
+    assert [logged.fault for logged in rerank_service.requests] == ["malformed"] * 3 + [None]
+    assert response.retries == 3 and len(response.results) == len(DOCUMENTS)
+
+
+def test_cut_off_bodies_on_every_attempt_raise_protocol_error(make_client, rerank_service):
     rerank_service.faults.add("malformed", times=None)
     with pytest.raises(RerankProtocolError) as caught:
-        make_client(max_attempts=6).rerank(QUERY, DOCUMENTS)
+        make_client(max_attempts=4).rerank(QUERY, DOCUMENTS)
 
-    assert "not JSON" in str(caught.value)
-    assert len(rerank_service.requests) == 2
+    assert "not JSON" in str(caught.value) and "gave up after 4 attempts" in str(caught.value)
+    assert len(rerank_service.requests) == 4
+
+
+def test_a_body_that_does_not_match_its_encoding_is_retried(make_client, rerank_service):
+    rerank_service.faults.add("garbled")
+    response = make_client().rerank(QUERY, DOCUMENTS)
+
+    assert [logged.fault for logged in rerank_service.requests] == ["garbled", None]
+    assert response.retries == 1 and len(response.results) == len(DOCUMENTS)
+
+
+def test_a_body_that_never_decodes_raises_protocol_error(make_client, rerank_service):
+    rerank_service.faults.add("garbled", times=None)
+    with pytest.raises(RerankProtocolError, match="could not be decoded") as caught:
+        make_client(max_attempts=2).rerank(QUERY, DOCUMENTS)
+
+    assert caught.value.requests == 2
 
 
 @pytest.mark.parametrize(
@@ -293,21 +395,59 @@ def test_repeated_malformed_bodies_raise_protocol_error(make_client, rerank_serv
         ({"results": [{"index": 0, "relevance_score": 0.5}], "meta": {}}, "search_units"),
         ({"meta": OK_BODY["meta"]}, "no 'results' list"),
         ({"results": [], "meta": OK_BODY["meta"]}, "0 results where 1 were expected"),
+        ({"results": [{"index": 0, "relevance_score": float("nan")}], "meta": OK_BODY["meta"]}, "malformed result"),
+        ({**OK_BODY, "meta": {"billed_units": 1}}, "search_units"),
+        ({**OK_BODY, "meta": {"billed_units": [1]}}, "search_units"),
+        ({**OK_BODY, "meta": "v2"}, "search_units"),
+        ({**OK_BODY, "meta": {**OK_BODY["meta"], "api_version": ["2"]}}, "malformed meta.api_version"),
+        (
+            {**OK_BODY, "meta": {**OK_BODY["meta"], "api_version": {"version": {"major": 2}}}},
+            "malformed meta.api_version",
+        ),
     ],
-    ids=["index-out-of-range", "missing-score", "missing-units", "missing-results", "missing-document"],
+    ids=[
+        "index-out-of-range",
+        "missing-score",
+        "missing-units",
+        "missing-results",
+        "missing-document",
+        "nan-score",
+        "billed-units-number",
+        "billed-units-list",
+        "meta-string",
+        "api-version-list",
+        "api-version-object",
+    ],
 )
-def test_contract_violations_in_a_200_are_protocol_errors(fake_clock, body, reason):
-    client = RerankClient(
-        "https://inference.example",
-        "key",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body)),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+def test_contract_violations_in_a_200_are_protocol_errors_not_retried(mock_client, fake_clock, body, reason):
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        # json.dumps, unlike httpx's json=, writes NaN as Python's json module reads it back.
+        return httpx.Response(200, content=json.dumps(body), headers={"Content-Type": "application/json"})
+
+    client = mock_client(handler)
     with pytest.raises(RerankProtocolError) as caught:
         client.rerank(QUERY, ["one document"])
-    assert reason in str(caught.value)
+    assert reason in str(caught.value) and not caught.value.retryable
+    # Well-formed JSON of the wrong shape comes back the same way, and each 200 may be billed.
+    assert len(calls) == 1 and fake_clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("api_version", "expected"),
+    [("2", ("2", False)), (2, ("2", False)), (None, ("", False)), ({"version": "3", "is_experimental": True}, ("3", True))],
+    ids=["string", "number", "missing", "object"],
+)
+def test_api_version_forms_that_carry_a_version_are_accepted(mock_client, api_version, expected):
+    meta = {"billed_units": {"search_units": 1}}
+    if api_version is not None:
+        meta["api_version"] = api_version
+    body = {"results": [{"index": 0, "relevance_score": 0.5}], "meta": meta}
+    client = mock_client(lambda request: httpx.Response(200, json=body))
+    response = client.rerank(QUERY, ["one document"])
+    assert (response.api_version, response.is_experimental) == expected
 
 
 def test_refused_connection_raises_unavailable(make_client):
@@ -330,7 +470,8 @@ def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_ser
     }
     for position, text in relevant.items():
         documents[position] = text
-    response = make_client().rerank("database connection pooling", documents, top_n=5)
+    # Embedding 2,050 new texts takes seconds on a busy machine.
+    response = make_client(timeout=60.0).rerank("database connection pooling", documents, top_n=5)
 
     batches = rerank_service.requests
     assert [logged.document_count for logged in batches] == [1000, 1000, 50]
@@ -395,18 +536,11 @@ def test_the_key_never_appears_in_errors_logs_or_the_service_log(
         assert api_key not in text and wrong_key not in text
 
 
-def test_a_key_echoed_by_the_server_is_redacted(fake_clock):
+def test_a_key_echoed_by_the_server_is_redacted(mock_client):
     def echo(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"message": f"bad header {request.headers['authorization']}"})
 
-    client = RerankClient(
-        "https://inference.example",
-        "secret-key-123",
-        "cohere-rerank-3-5",
-        transport=httpx.MockTransport(echo),
-        sleep=fake_clock.sleep,
-        clock=fake_clock,
-    )
+    client = mock_client(echo, api_key="secret-key-123")
     with pytest.raises(RerankBadRequest) as caught:
         client.rerank(QUERY, ["one document"])
     assert "bad header Bearer [REDACTED]" in str(caught.value)
@@ -431,27 +565,61 @@ def _most_in_any_window(times: list[float], window: float) -> int:
     return max(sum(start <= other < start + window for other in times) for start in times)
 
 
-def test_limiter_admits_at_most_n_per_window(fake_clock):
-    limiter = RequestRateLimiter(3, clock=fake_clock, sleep=fake_clock.sleep)
-    admitted = [limiter.acquire() for _ in range(10)]
+def test_limiter_paces_evenly_at_98_percent_of_the_limit(fake_clock):
+    limiter = RequestRateLimiter(250, clock=fake_clock, sleep=fake_clock.sleep)
+    admitted = [limiter.acquire() for _ in range(600)]
 
-    assert admitted[:3] == [1000.0] * 3
-    assert admitted[3:6] == [1060.0] * 3
-    assert admitted[9] == 1180.0
-    assert _most_in_any_window(admitted, 60.0) == 3
+    interval = 60 / (250 * 0.98)
+    assert limiter.slot_interval == pytest.approx(interval)
+    assert admitted[0] == 1000.0
+    assert all(later - earlier == pytest.approx(interval) for earlier, later in zip(admitted, admitted[1:]))
+    # No burst ever: at most 245 of the 250 allowed in any minute, sustained over ten minutes' worth.
+    assert _most_in_any_window(admitted, 60.0 - 1e-6) == 245
+    assert (len(admitted) - 1) / (admitted[-1] - admitted[0]) * 60 == pytest.approx(245)
 
 
-def test_limiter_push_back_delays_the_next_request(fake_clock):
-    limiter = RequestRateLimiter(100, clock=fake_clock, sleep=fake_clock.sleep)
+def test_limiter_saves_no_credit_while_idle(fake_clock):
+    limiter = RequestRateLimiter(60, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep)
+    limiter.acquire()
+    fake_clock.sleep(600)
+
+    assert [limiter.acquire() for _ in range(3)] == [1600.0, 1601.0, 1602.0]
+
+
+def test_limiter_push_back_delays_every_later_slot(fake_clock):
+    limiter = RequestRateLimiter(100, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep)
     first = limiter.acquire()
     limiter.push_back(12.5)
     limiter.push_back(3.0)
 
     assert limiter.acquire() == first + 12.5
-    assert limiter.slot_interval == 0.6
+    assert limiter.acquire() == pytest.approx(first + 12.5 + 0.6)
 
 
-def test_limiter_holds_across_threads():
+def test_a_slot_reserved_before_a_push_back_is_not_used_during_it(fake_clock):
+    def sleep_while_a_429_arrives(seconds: float) -> None:
+        fake_clock.sleep(seconds)
+        if len(fake_clock.sleeps) == 1:
+            limiter.push_back(10)
+
+    limiter = RequestRateLimiter(60, pacing_share=1.0, clock=fake_clock, sleep=sleep_while_a_429_arrives)
+    assert limiter.acquire() == 1000.0
+    # The second caller's slot is 1001; while it sleeps, a 429 holds everyone until 1011.
+    assert limiter.acquire() == 1011.0
+
+
+def test_limiter_refuses_a_wait_past_the_deadline_and_reserves_nothing(fake_clock):
+    limiter = RequestRateLimiter(60, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep)
+    limiter.acquire()
+    limiter.push_back(3600)
+    with pytest.raises(RateLimitWaitExceeded) as caught:
+        limiter.acquire(deadline=fake_clock() + 120)
+
+    assert caught.value.wait_seconds == 3600 and fake_clock.sleeps == []
+    assert limiter.acquire(deadline=fake_clock() + 4000) == 1000.0 + 3600
+
+
+def test_limiter_paces_across_threads():
     limiter = RequestRateLimiter(5, window_seconds=0.2)
     admitted: list[float] = []
     lock = threading.Lock()
@@ -468,9 +636,10 @@ def test_limiter_holds_across_threads():
     for thread in threads:
         thread.join()
 
-    assert len(admitted) == 20
-    assert _most_in_any_window(admitted, 0.2) == 5
-    assert max(admitted) - min(admitted) >= 3 * 0.2
+    stamps = sorted(admitted)
+    assert len(stamps) == 20
+    assert all(later - earlier == pytest.approx(limiter.slot_interval) for earlier, later in zip(stamps, stamps[1:]))
+    assert _most_in_any_window(stamps, 0.2) <= 5
 
 
 # --- rerank_many ----------------------------------------------------------------------------
@@ -526,6 +695,14 @@ def test_rerank_many_aborts_on_a_configuration_error(make_client, rerank_service
     assert len(rerank_service.requests) <= 4
 
 
+def test_rerank_many_aborts_on_a_rejected_setting(start_service, make_client):
+    service = start_service(max_documents=3)
+    with pytest.raises(RerankSettingRejected):
+        make_client(base_url=service.url).rerank_many(_requests(*(f"query {n}" for n in range(40))), max_workers=2)
+
+    assert len(service.requests) <= 4
+
+
 def test_rerank_many_serves_repeats_from_the_cache(make_client, rerank_service):
     client = make_client()
     cache = InMemoryRerankCache()
@@ -543,17 +720,39 @@ def test_rerank_many_serves_repeats_from_the_cache(make_client, rerank_service):
     assert stats.latency_p50_seconds is None
 
 
-def test_cache_key_covers_model_query_documents_order_and_top_n():
-    base = cache_key("cohere-rerank-3-5", "q", ["a", "b"], 3)
-    assert base == cache_key("cohere-rerank-3-5", "q", ["a", "b"], 3)
+def test_cache_key_covers_endpoint_model_query_documents_order_and_top_n():
+    local = "http://127.0.0.1:8765"
+    base = cache_key(local, "cohere-rerank-3-5", "q", ["a", "b"], 3)
+    assert base == cache_key(local, "cohere-rerank-3-5", "q", ["a", "b"], 3)
     variants = [
-        cache_key("amazon-rerank-1-0", "q", ["a", "b"], 3),
-        cache_key("cohere-rerank-3-5", "q2", ["a", "b"], 3),
-        cache_key("cohere-rerank-3-5", "q", ["b", "a"], 3),
-        cache_key("cohere-rerank-3-5", "q", ["a", "b "], 3),
-        cache_key("cohere-rerank-3-5", "q", ["a", "b"], None),
+        cache_key("https://us.inference.heroku.com", "cohere-rerank-3-5", "q", ["a", "b"], 3),
+        cache_key(local, "amazon-rerank-1-0", "q", ["a", "b"], 3),
+        cache_key(local, "cohere-rerank-3-5", "q2", ["a", "b"], 3),
+        cache_key(local, "cohere-rerank-3-5", "q", ["b", "a"], 3),
+        cache_key(local, "cohere-rerank-3-5", "q", ["a", "b "], 3),
+        cache_key(local, "cohere-rerank-3-5", "q", ["a", "b"], None),
     ]
-    assert len({base, *variants}) == 6 and len(base) == 64
+    assert len({base, *variants}) == 7 and len(base) == 64
+
+
+def test_the_endpoint_is_normalised_and_never_carries_credentials():
+    assert endpoint_of("https://user:s3cret@US.Inference.heroku.com:443/") == "https://us.inference.heroku.com"
+    assert endpoint_of("http://127.0.0.1:8765/") == "http://127.0.0.1:8765"
+    client = RerankClient("https://user:s3cret@inference.example/", "key", "cohere-rerank-3-5")
+    assert "s3cret" not in repr(client) and client.base_url == "https://inference.example"
+    client.close()
+
+
+def test_switching_endpoints_on_one_cache_calls_the_new_endpoint(make_client, rerank_service, start_service):
+    other = start_service()
+    cache = InMemoryRerankCache()
+    requests = _requests(QUERY, "database pool size")
+    make_client().rerank_many(requests, cache=cache)
+    switched = make_client(base_url=other.url).rerank_many(requests, cache=cache)
+
+    assert not any(outcome.cached for outcome in switched)
+    assert len(rerank_service.requests) == len(other.requests) == 2
+    assert all(outcome.response.search_units == 1 for outcome in switched)
 
 
 def test_stats_percentiles_use_nearest_rank():

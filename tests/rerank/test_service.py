@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -165,7 +166,7 @@ def test_rate_limit_can_omit_retry_after(start_service, post):
 
 @pytest.mark.parametrize(
     ("fault", "status"),
-    [("500", 500), ("429", 429), ("malformed", 200)],
+    [("500", 500), ("429", 429), ("400", 400), ("malformed", 200)],
 )
 def test_fault_header_forces_one_fault(post, rerank_service, fault, status):
     response = post(body(), headers={"X-Fault": fault})
@@ -178,6 +179,47 @@ def test_fault_header_forces_one_fault(post, rerank_service, fault, status):
             response.json()
     assert rerank_service.requests[0].fault == fault
     assert post(body()).status_code == 200
+
+
+def test_garbled_fault_sends_a_body_its_encoding_does_not_describe(post, rerank_service, api_key):
+    with httpx.Client(timeout=10) as http:
+        response = http.send(
+            http.build_request(
+                "POST",
+                f"{rerank_service.url}/v1/rerank",
+                json=body(),
+                headers={"Authorization": f"Bearer {api_key}", "X-Fault": "garbled"},
+            ),
+            stream=True,
+        )
+        assert response.status_code == 200 and response.headers["content-encoding"] == "gzip"
+        with pytest.raises(httpx.DecodingError):
+            response.read()
+    assert rerank_service.requests[0].fault == "garbled"
+
+
+def test_a_stricter_document_limit_is_a_400(start_service, post):
+    service = start_service(max_documents=2)
+    response = post(body(), service=service)
+
+    assert response.status_code == 400
+    assert response.json()["message"] == "too many documents: 3 (at most 2 per request)"
+    assert post(body(documents=DOCUMENTS[:2]), service=service).status_code == 200
+
+
+def test_each_request_is_logged_without_the_token_or_texts(post, rerank_service, api_key, caplog):
+    caplog.set_level(logging.DEBUG)
+    post(body())
+    post(body(), headers={"Authorization": "Bearer inf-wrong-1234abcd"})
+    post(body(), headers={"X-Fault": "500"})
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "pipeline.rerank.service"]
+    assert len(lines) == 3
+    assert lines[0].startswith(f"rerank 200 model={MODEL} documents=3 top_n=None authorized=True fault=-")
+    assert lines[1].startswith("rerank 401 model=None documents=None") and "authorized=False" in lines[1]
+    assert "fault=500" in lines[2]
+    for text in (caplog.text, *lines):
+        assert api_key not in text and "inf-wrong-1234abcd" not in text and QUERY not in text
 
 
 def test_latency_fault_delays_a_normal_answer(post):
@@ -235,3 +277,9 @@ def test_config_rejects_nonsense():
         ServiceConfig(api_key="k", error_rate=1.5)
     with pytest.raises(ValueError, match="unknown models"):
         ServiceConfig(api_key="k", allowed_models=["gpt-rerank"])
+    with pytest.raises(ValueError, match="max_documents"):
+        ServiceConfig(api_key="k", max_documents=1001)
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        ServiceConfig(api_key="k", requests_per_minute=0)
+    with pytest.raises(ValueError, match="added_latency_seconds"):
+        ServiceConfig(api_key="k", added_latency_seconds=-1)

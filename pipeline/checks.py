@@ -1,0 +1,250 @@
+"""What the asset checks measure: plain functions over the state store and the context sets.
+
+Each returns a small report with ``passed``-style properties and the metadata the Dagster
+UI shows (counts first, then a few examples), so ``pipeline/defs`` only wires them up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.store.state import StateStore
+from pipeline.tokens import count_tokens
+
+EXAMPLES = 10
+
+
+class Markdown(str):
+    """A metadata value to render as Markdown (a table), not as plain text."""
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Markdown:
+    if not rows:
+        return Markdown("none")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows[:EXAMPLES]]
+    if len(rows) > EXAMPLES:
+        lines.append(f"| … {len(rows) - EXAMPLES} more |" + " |" * (len(header) - 1))
+    return Markdown("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class ExtractionCoverage:
+    """Per source: how many pages are stored, and which of them yielded no text."""
+
+    pages: Mapping[str, int]
+    without_text: Mapping[str, tuple[str, ...]]
+
+    def share_with_text(self, source: str) -> float:
+        pages = self.pages[source]
+        return (pages - len(self.without_text[source])) / pages if pages else 1.0
+
+    def below(self, min_share: float) -> list[str]:
+        return sorted(source for source in self.pages if self.share_with_text(source) < min_share)
+
+    def metadata(self, min_share: float) -> dict[str, Any]:
+        pages = sum(self.pages.values())
+        missing = [(source, url) for source, urls in sorted(self.without_text.items()) for url in urls]
+        return {
+            "pages_fetched": pages,
+            "pages_with_text": pages - len(missing),
+            "min_share": min_share,
+            "share_with_text": {source: round(self.share_with_text(source), 4) for source in sorted(self.pages)},
+            "pages_without_text": _markdown_table(["source", "url"], missing),
+        }
+
+
+def extraction_coverage(store: StateStore, sources: Sequence[str]) -> ExtractionCoverage:
+    """Which of the sources' stored pages yielded text (a failed extraction yields none)."""
+    presence = {source: store.page_text_presence(source) for source in sources}
+    return ExtractionCoverage(
+        pages={source: len(pages) for source, pages in presence.items()},
+        without_text={
+            source: tuple(sorted(url for url, has_text in pages.items() if not has_text))
+            for source, pages in presence.items()
+        },
+    )
+
+
+@dataclass(frozen=True)
+class ChunkLimits:
+    chunks: int
+    largest_tokens: int
+    largest_word_pieces: int
+    over_tokens: tuple[tuple[str, int], ...]
+    over_word_pieces: tuple[tuple[str, int], ...]
+
+    @property
+    def within(self) -> bool:
+        return not (self.over_tokens or self.over_word_pieces)
+
+    def metadata(self, max_tokens: int, max_word_pieces: int) -> dict[str, Any]:
+        return {
+            "chunks": self.chunks,
+            "max_tokens": max_tokens,
+            "largest_chunk_tokens": self.largest_tokens,
+            "chunks_over_max_tokens": len(self.over_tokens),
+            "max_word_pieces": max_word_pieces,
+            "largest_chunk_word_pieces": self.largest_word_pieces,
+            "chunks_over_embedding_window": len(self.over_word_pieces),
+            "examples": _markdown_table(
+                ["chunk", "limit", "size"],
+                [[chunk_id, "cl100k tokens", size] for chunk_id, size in self.over_tokens]
+                + [[chunk_id, "word pieces", size] for chunk_id, size in self.over_word_pieces],
+            ),
+        }
+
+
+def chunk_limits(
+    store: StateStore,
+    sources: Sequence[str],
+    *,
+    max_tokens: int,
+    word_piece_counts: Callable[[Sequence[str]], Sequence[int]],
+    max_word_pieces: int,
+    batch: int = 512,
+) -> ChunkLimits:
+    """Recount every chunk of the sources (header included, as embedded) against both limits.
+
+    Counted afresh rather than trusting the stored ``token_count``: the check guards the
+    chunker, so it must not reuse the chunker's own arithmetic.
+    """
+    over_tokens: list[tuple[str, int]] = []
+    over_word_pieces: list[tuple[str, int]] = []
+    largest_tokens = largest_word_pieces = total = 0
+    pending: list[tuple[str, str]] = []
+
+    def measure() -> None:
+        nonlocal largest_tokens, largest_word_pieces
+        pieces = word_piece_counts([text for _, text in pending])
+        for (chunk_id, text), word_pieces in zip(pending, pieces, strict=True):
+            tokens = count_tokens(text)
+            largest_tokens, largest_word_pieces = max(largest_tokens, tokens), max(largest_word_pieces, word_pieces)
+            if tokens > max_tokens:
+                over_tokens.append((chunk_id, tokens))
+            if word_pieces > max_word_pieces:
+                over_word_pieces.append((chunk_id, word_pieces))
+        pending.clear()
+
+    for source in sources:
+        for chunk in store.iter_chunks(source):
+            total += 1
+            pending.append((chunk.chunk_id, chunk.embedding_text))
+            if len(pending) >= batch:
+                measure()
+    if pending:
+        measure()
+    return ChunkLimits(total, largest_tokens, largest_word_pieces, tuple(over_tokens), tuple(over_word_pieces))
+
+
+@dataclass(frozen=True)
+class ContextSetCoverage:
+    queries: int
+    missing: tuple[str, ...]
+    empty: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.empty)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "queries": self.queries,
+            "queries_without_context_set": len(self.missing),
+            "context_sets_without_passages": len(self.empty),
+            "examples": _markdown_table(
+                ["query", "problem"],
+                [[query_id, "no context set"] for query_id in self.missing]
+                + [[query_id, "no passages"] for query_id in self.empty],
+            ),
+        }
+
+
+def context_set_coverage(query_ids: Sequence[str], context_sets: Mapping[str, Mapping[str, Any]]) -> ContextSetCoverage:
+    """Queries without a context set, and context sets without a single passage."""
+    return ContextSetCoverage(
+        queries=len(query_ids),
+        missing=tuple(query_id for query_id in query_ids if query_id not in context_sets),
+        empty=tuple(query_id for query_id in query_ids if query_id in context_sets and not context_sets[query_id]["passages"]),
+    )
+
+
+@dataclass(frozen=True)
+class RerankAccount:
+    reranked: int
+    explained: tuple[tuple[str, str], ...]
+    unexplained: tuple[tuple[str, str], ...]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "context_sets_reranked": self.reranked,
+            "not_reranked_with_reason": len(self.explained),
+            "inconsistent": len(self.unexplained),
+            "not_reranked": _markdown_table(["query", "reason"], self.explained),
+            "problems": _markdown_table(["query", "problem"], self.unexplained),
+        }
+
+
+def rerank_account(context_sets: Sequence[Mapping[str, Any]]) -> RerankAccount:
+    """Every context set is reranked (model named, every passage scored) or says why it is not."""
+    reranked = 0
+    explained: list[tuple[str, str]] = []
+    unexplained: list[tuple[str, str]] = []
+    for context_set in context_sets:
+        query_id = context_set["query_id"]
+        if context_set["reranked"]:
+            unscored = sum(1 for passage in context_set["passages"] if passage.get("rerank_score") is None)
+            if not context_set.get("model"):
+                unexplained.append((query_id, "marked reranked but names no model"))
+            elif unscored:
+                unexplained.append((query_id, f"marked reranked but {unscored} passages have no rerank score"))
+            else:
+                reranked += 1
+        elif str(context_set.get("reason_not_reranked") or "").strip():
+            explained.append((query_id, context_set["reason_not_reranked"]))
+        else:
+            unexplained.append((query_id, "not reranked and gives no reason"))
+    return RerankAccount(reranked, tuple(explained), tuple(unexplained))
+
+
+@dataclass(frozen=True)
+class SourceFreshness:
+    """Seconds since each source's last successful refresh (None: never refreshed)."""
+
+    ages: Mapping[str, float | None]
+    max_age_seconds: float
+
+    @property
+    def overdue(self) -> list[str]:
+        return [source for source, age in sorted(self.ages.items()) if age is None or age > self.max_age_seconds]
+
+    def metadata(self) -> dict[str, Any]:
+        def hours(age: float | None) -> str:
+            return "never" if age is None else f"{age / 3600:.1f}"
+
+        known = [age for age in self.ages.values() if age is not None]
+        return {
+            "sources": len(self.ages),
+            "overdue_sources": len(self.overdue),
+            "max_age_hours": round(self.max_age_seconds / 3600, 2),
+            "oldest_refresh_hours": round(max(known) / 3600, 2) if known else 0.0,
+            "sources_by_age": _markdown_table(
+                ["source", "hours since last refresh", "overdue"],
+                [
+                    [source, hours(age), "yes" if source in self.overdue else "no"]
+                    for source, age in sorted(self.ages.items(), key=lambda item: -(float("inf") if item[1] is None else item[1]))
+                ],
+            ),
+        }
+
+
+def source_freshness(
+    last_refreshed: Mapping[str, float | None], now: float, max_age_seconds: float
+) -> SourceFreshness:
+    """Ages from last successful refresh timestamps (seconds since the epoch)."""
+    return SourceFreshness(
+        ages={source: None if at is None else now - at for source, at in last_refreshed.items()},
+        max_age_seconds=max_age_seconds,
+    )

@@ -1,0 +1,221 @@
+"""Automation: the daily knowledge-base refresh and the sensors that follow the sources and queries files.
+
+- ``knowledge_base_refresh`` (schedule, PIPELINE_REFRESH_CRON in PIPELINE_REFRESH_TIMEZONE) queues one
+  ``ingest_source`` run per registered source at each tick.
+- ``context_sets_automation`` evaluates the ``AFTER_UPSTREAM_SETTLES`` condition of retrieval, rerank and
+  context: once the last of those source runs finished, it launches them once.
+- ``source_partitions_sensor`` keeps the source partitions equal to the sources file: a new source is
+  registered and ingested at once; a removed one is unregistered and its data purged (``remove_sources``).
+- ``queries_file_sensor`` launches ``build_context_sets`` when the queries change (no recrawl).
+- ``context_sets_after_source_removal`` rebuilds the context sets once a removal finished, so passages
+  of a removed source leave the published output too.
+- ``source_freshness_check`` runs the ``sources_refreshed_recently`` check every hour, so a refresh that
+  stopped happening turns red even though nothing is materialised.
+
+Everything is RUNNING by default, so the one dagster-daemon of a deployment ticks it without a click.
+"""
+
+from collections.abc import Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import dagster as dg
+
+from pipeline import settings
+from pipeline.crawl.sources import SourceConfigError, load_sources
+from pipeline.defs.ingest import sources_refreshed_recently
+from pipeline.defs.jobs import WRITES_CONTEXT_SETS, context_sets_job, ingest_source_job
+from pipeline.defs.partitions import source_partitions
+from pipeline.defs.removal import PurgeConfig, remove_sources_job
+from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
+from pipeline.inputs import InputUnavailable
+from pipeline.queries import QueriesFileError, load_queries, queries_digest
+from pipeline.settings import SettingError
+from pipeline.source_sync import source_changes
+
+RUNNING = dg.DefaultScheduleStatus.RUNNING
+SENSOR_RUNNING = dg.DefaultSensorStatus.RUNNING
+# Dagster tags every run of a partition with its key.
+PARTITION_TAG = "dagster/partition"
+ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _sources_with_active_runs(instance: dg.DagsterInstance, sources: list[str]) -> list[str]:
+    """Sources that have a run queued or in progress (any job: UI materialisations count too)."""
+    return [
+        source
+        for source in sources
+        if instance.get_run_records(
+            dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={PARTITION_TAG: source}), limit=1
+        )
+    ]
+
+
+def refresh_every_source(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    sources = sorted(context.instance.get_dynamic_partitions(source_partitions.name))
+    if not sources:
+        yield dg.SkipReason("no sources registered yet: the source_partitions_sensor registers PIPELINE_SOURCES")
+        return
+    # A source still crawling from an earlier run (or yesterday's tick) is not queued twice.
+    busy = _sources_with_active_runs(context.instance, sources)
+    if busy:
+        context.log.info(f"not queueing {', '.join(busy)}: a run of each is still queued or in progress")
+    if len(busy) == len(sources):
+        yield dg.SkipReason(f"every source already has a run queued or in progress: {', '.join(busy)}")
+    for source in sources:
+        if source not in busy:
+            yield dg.RunRequest(run_key=source, partition_key=source)
+
+
+def build_refresh_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
+    """The daily refresh; a bad cron or time zone fails loading with the variable to fix."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingError(
+            f"PIPELINE_REFRESH_TIMEZONE must be an IANA time zone such as UTC or Europe/Berlin, got {timezone!r}"
+        ) from None
+    try:
+        return dg.ScheduleDefinition(
+            name="knowledge_base_refresh",
+            cron_schedule=cron,
+            execution_timezone=timezone,
+            job=ingest_source_job,
+            execution_fn=refresh_every_source,
+            default_status=RUNNING,
+            description=(
+                f"Refreshes every source at {cron!r} ({timezone}; PIPELINE_REFRESH_CRON, PIPELINE_REFRESH_TIMEZONE): "
+                "one ingest_source run per registered source; retrieval, rerank and context sets then run once, "
+                "after the last source (context_sets_automation)."
+            ),
+        )
+    except dg.DagsterInvalidDefinitionError:
+        raise SettingError(
+            f"PIPELINE_REFRESH_CRON must be a cron expression of five fields such as '0 4 * * *', got {cron!r}"
+        ) from None
+
+
+knowledge_base_refresh = build_refresh_schedule(
+    settings.value("PIPELINE_REFRESH_CRON").strip(), settings.value("PIPELINE_REFRESH_TIMEZONE").strip()
+)
+
+context_sets_automation = dg.AutomationConditionSensorDefinition(
+    "context_sets_automation",
+    target=dg.AssetSelection.groups("retrieve", "rerank", "context"),
+    run_tags=WRITES_CONTEXT_SETS,
+    default_status=SENSOR_RUNNING,
+    description=(
+        "Runs retrieval, rerank and context sets once after the index changed and no ingest run is queued or in "
+        "progress any more (the daily refresh, a new source, a re-executed source)."
+    ),
+)
+
+
+@dg.sensor(
+    name="source_partitions_sensor",
+    jobs=[ingest_source_job, remove_sources_job],
+    minimum_interval_seconds=60,
+    default_status=SENSOR_RUNNING,
+    description=(
+        "Keeps the source partitions equal to the sources file (PIPELINE_SOURCES): new sources are registered and "
+        "ingested; removed ones are unregistered and purged by remove_sources. An unreadable or invalid file, or "
+        "one listing no source at all, changes nothing."
+    ),
+)
+def source_partitions_sensor(
+    context: dg.SensorEvaluationContext, files: PipelineFilesResource
+) -> dg.SensorResult | dg.SkipReason:
+    try:
+        listed = [source.name for source in load_sources(files.sources_path)]
+    except SourceConfigError as error:
+        return dg.SkipReason(f"sources file unusable, partitions left unchanged: {error}")
+    registered = context.instance.get_dynamic_partitions(source_partitions.name)
+    if not listed and registered:
+        return dg.SkipReason(
+            f"the sources file lists no source; refusing to remove all {len(registered)} registered sources "
+            "(delete them one by one from the file if that is really meant)"
+        )
+    changes = source_changes(listed, registered)
+    if changes.unchanged:
+        return dg.SkipReason(f"{len(listed)} sources listed, every one registered")
+    # Purging while a run of the source still writes would leave its new chunks behind.
+    busy = _sources_with_active_runs(context.instance, list(changes.removed))
+    removed = [source for source in changes.removed if source not in busy]
+    if busy:
+        context.log.info(f"removal of {', '.join(busy)} waits for their queued or running runs")
+    partition_requests = []
+    run_requests = [dg.RunRequest(job_name=ingest_source_job.name, partition_key=name) for name in changes.added]
+    if changes.added:
+        partition_requests.append(source_partitions.build_add_request(list(changes.added)))
+    if removed:
+        partition_requests.append(source_partitions.build_delete_request(removed))
+        run_requests.append(
+            dg.RunRequest(
+                job_name=remove_sources_job.name,
+                run_config=dg.RunConfig(ops={"purge_removed_sources": PurgeConfig(sources=removed)}),
+            )
+        )
+    if not partition_requests:
+        return dg.SkipReason(f"removal of {', '.join(busy)} waits for their queued or running runs")
+    return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
+
+
+@dg.sensor(
+    name="queries_file_sensor",
+    job=context_sets_job,
+    minimum_interval_seconds=60,
+    default_status=SENSOR_RUNNING,
+    description=(
+        "Launches build_context_sets (retrieval, rerank, context sets; no crawl) when the queries file "
+        "(PIPELINE_QUERIES) changes. The cursor is a hash of the (id, query) pairs, so reformatting changes "
+        "nothing; an unreadable or invalid file launches nothing."
+    ),
+)
+def queries_file_sensor(
+    context: dg.SensorEvaluationContext, files: PipelineFilesResource, state_store: StateStoreResource
+) -> dg.SensorResult | dg.SkipReason:
+    try:
+        items = load_queries(files.queries_path)
+    except (QueriesFileError, InputUnavailable) as error:
+        return dg.SkipReason(f"queries file unusable, nothing launched: {error}")
+    digest = queries_digest([(item.query_id, item.query) for item in items])
+    if digest == context.cursor:
+        return dg.SkipReason(f"{len(items)} queries, unchanged")
+    if context.cursor is None and digest == queries_digest(state_store.open().load_queries()):
+        # First evaluation (new deployment, sensor reset): the stored context sets already use this file.
+        return dg.SensorResult(skip_reason=f"{len(items)} queries, the same as stored", cursor=digest)
+    return dg.SensorResult(run_requests=[dg.RunRequest()], cursor=digest)
+
+
+@dg.run_status_sensor(
+    name="context_sets_after_source_removal",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[remove_sources_job],
+    request_job=context_sets_job,
+    default_status=SENSOR_RUNNING,
+    description="Rebuilds the context sets after remove_sources succeeded, so removed passages leave the output.",
+)
+def context_sets_after_source_removal(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=context.dagster_run.run_id)
+
+
+check_source_freshness_job = dg.define_asset_job(
+    "check_source_freshness",
+    selection=dg.AssetSelection.checks(sources_refreshed_recently),
+    description="Only the sources_refreshed_recently check: nothing is crawled or materialised.",
+)
+
+source_freshness_check = dg.ScheduleDefinition(
+    name="source_freshness_check",
+    cron_schedule="15 * * * *",
+    job=check_source_freshness_job,
+    default_status=RUNNING,
+    description="Runs sources_refreshed_recently every hour: a refresh that stopped happening turns it red.",
+)
+
+schedules = [knowledge_base_refresh, source_freshness_check]
+sensors = [context_sets_automation, source_partitions_sensor, queries_file_sensor, context_sets_after_source_removal]
