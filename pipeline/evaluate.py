@@ -133,22 +133,23 @@ def evaluate_pipeline(
     """
     queries = [Query(query.query_id, query.query) for query in labels.queries]
 
-    def ids(found: Mapping[str, Sequence[Any]]) -> ChunkRankings:
+    def chunk_ids(found: Mapping[str, Sequence[Any]]) -> ChunkRankings:
         return {query_id: [candidate.chunk_id for candidate in ranked] for query_id, ranked in found.items()}
 
-    rankings: dict[str, ChunkRankings] = {
-        "bm25": ids(lexical_candidates(queries, lexical, plan.top_k)),
-        "dense": ids(dense_candidates(queries, vectors, embedder, plan.top_k)),
-        "hybrid": ids(retrieve_candidates(queries, vectors, embedder, plan.top_k, lexical=lexical, fusion=plan.fusion)),
+    retrieved: dict[str, ChunkRankings] = {
+        "bm25": chunk_ids(lexical_candidates(queries, lexical, plan.top_k)),
+        "dense": chunk_ids(dense_candidates(queries, vectors, embedder, plan.top_k)),
+        "hybrid": chunk_ids(
+            retrieve_candidates(queries, vectors, embedder, plan.top_k, lexical=lexical, fusion=plan.fusion)
+        ),
     }
-    chunks = {
-        chunk_id: chunk
-        for chunk_id, (chunk, _) in store.chunks_by_id(
-            chunk_id for ranking in rankings.values() for ids_ in ranking.values() for chunk_id in ids_
-        ).items()
-    }
+    wanted = {chunk_id for by_query in retrieved.values() for ranking in by_query.values() for chunk_id in ranking}
+    chunks = {chunk_id: chunk for chunk_id, (chunk, _) in store.chunks_by_id(wanted).items()}
     # A chunk deleted since it was retrieved cannot be sent or shown.
-    rankings = {name: {q: [c for c in ids_ if c in chunks] for q, ids_ in r.items()} for name, r in rankings.items()}
+    rankings = {
+        name: {query_id: [c for c in ranking if c in chunks] for query_id, ranking in by_query.items()}
+        for name, by_query in retrieved.items()
+    }
     reranked, scores, stats, not_reranked = _rerank(queries, rankings["hybrid"], chunks, client, cache, max_workers)
     rankings["reranked"] = reranked
     rankings["context_sets"] = {
@@ -158,8 +159,11 @@ def evaluate_pipeline(
         for query_id, ranking in reranked.items()
     }
     page_rankings = {
-        name: {query_id: pages_in_order((chunks[c].url for c in ids_), labels.base_url) for query_id, ids_ in r.items()}
-        for name, r in rankings.items()
+        name: {
+            query_id: pages_in_order((chunks[c].url for c in ranking), labels.base_url)
+            for query_id, ranking in by_query.items()
+        }
+        for name, by_query in rankings.items()
     }
     return PipelineEvaluation(
         labels=labels,

@@ -19,7 +19,7 @@ from pipeline.defs.retrieve import CandidatesConfig, synced_indexes
 from pipeline.evaluate import GAIN_METRIC, GAINS, RANKINGS, EvaluationPlan, evaluate_pipeline
 from pipeline.evaluation import METRICS, LabelFileError, load_labelled_set
 from pipeline.ranking import StoreRerankCache
-from pipeline.rerank.client import RerankConfigurationError
+from pipeline.rerank.client import RerankConfigurationError, RerankSettingRejected
 
 GROUP = "evaluate"
 OUTPUT_FILE = "retrieval_evaluation.json"
@@ -89,8 +89,13 @@ def retrieval_evaluation(
             cache=StoreRerankCache(store),
             max_workers=config.max_workers,
         )
+    except RerankSettingRejected as error:
+        # Evaluation sends no top_n, so the shared setting rejected is the number of candidates.
+        raise dg.Failure(
+            description=f"{error}. To fix: lower the run config retrieval_evaluation.top_k.", allow_retries=False
+        ) from None
     except RerankConfigurationError as error:
-        # Bad key, model or request: a retry would fail the same way; say which setting to fix.
+        # Bad key or model: a retry would fail the same way; the message says which setting to fix.
         raise dg.Failure(description=str(error), allow_retries=False) from None
     for query_id, error in report.not_reranked.items():
         context.log.warning(f"labelled question {query_id} not reranked (kept its hybrid order): {error}")
