@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--host", default="127.0.0.1")
     service.add_argument("--port", type=int, default=RERANK_PORT)
     add_fault_arguments(service)
+
+    # The Procfile's process types (README, "Deploy to Heroku").
+    commands.add_parser("release", help="Create or migrate Dagster's storage and the pipeline's tables (Procfile release).")
+    for name, summary in (
+        ("web", "Serve the Dagster UI on $PORT behind basic authentication (Procfile web)."),
+        ("worker", "Run the Dagster daemon: schedules, sensors, automation and queued runs (Procfile worker)."),
+    ):
+        process = commands.add_parser(name, help=summary)
+        process.add_argument("--workspace", type=Path, default=Path("workspace.yaml"), help="Dagster workspace file.")
     return parser
 
 
@@ -49,11 +58,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(top=arguments.top)
     if arguments.command == "serve-demo":
         return serve_demo(arguments.site_port, arguments.rerank_port)
+    if arguments.command in ("release", "web", "worker"):
+        return run_process(arguments)
     try:
         config = service_config(arguments)
     except ValueError as error:
         parser.error(f"rerank-service: {error}")
     return serve_rerank(arguments.host, arguments.port, config)
+
+
+def run_process(arguments: argparse.Namespace) -> int:
+    from pipeline import heroku
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Alembic announces every plugin it sets up; migrations themselves are logged by Dagster.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        if arguments.command == "release":
+            return heroku.release()
+        if not arguments.workspace.is_file():
+            raise heroku.ProcessConfigurationError(f"{arguments.command}: workspace file {arguments.workspace} not found")
+        return getattr(heroku, arguments.command)(arguments.workspace)
+    except (heroku.ProcessConfigurationError, settings.SettingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 # ServiceConfig field → the flag that sets it.
@@ -134,10 +162,15 @@ def _local_scorer():
     from pipeline.embedding import MiniLMEmbedder
     from pipeline.rerank.known_vectors import StoredEmbeddings
     from pipeline.rerank.scoring import LocalRelevanceScorer
-    from pipeline.store.state import StateStore, sqlite_url
+    from pipeline.store.state import StateStore
 
-    url = settings.value("DATABASE_URL") or sqlite_url(settings.value("PIPELINE_DATA_DIR"))
-    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(url)))
+    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(configured_state_url())))
+
+
+def configured_state_url() -> str:
+    from pipeline.store.state import state_url
+
+    return state_url(settings.value("DATABASE_URL"), settings.value("PIPELINE_DATA_DIR"))
 
 
 def _local_rerank_service(stack: ExitStack, port: int) -> str:
@@ -175,15 +208,13 @@ def serve_rerank(host: str, port: int, config) -> int:
     return 0
 
 
-def _demo_instance(data_dir: Path):
+def _demo_instance():
     import dagster as dg
 
+    from pipeline.instance import prepare_instance
+
     # The demo's runs land in a persistent instance, so `dagster dev` shows them afterwards.
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str((data_dir / "dagster_home").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    prepare_instance()
     return dg.DagsterInstance.get()
 
 
@@ -202,7 +233,7 @@ def run_demo(top: int) -> int:
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))
         if not settings.is_set("RERANK_URL"):
             _local_rerank_service(stack, RERANK_PORT)
-        instance = stack.enter_context(_demo_instance(data_dir))
+        instance = stack.enter_context(_demo_instance())
         sources = load_sources(sources_location)
         register_sources(instance, [source.name for source in sources])
         for source in sources:

@@ -20,4 +20,7 @@ defs = dg.Definitions(
     schedules=automation.schedules,
     sensors=automation.sensors,
     resources=build_resources(),
+    # Steps run one after another in the run's own process: a subprocess per step would load
+    # Dagster and the embedding model again for each, on a worker dyno with 1 GB in all.
+    executor=dg.in_process_executor,
 )

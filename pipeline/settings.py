@@ -45,6 +45,16 @@ _SETTINGS = [
     Setting("CHROMA_TOKEN", None, "Token sent as x-chroma-token to the Chroma server or Chroma Cloud.", secret=True),
     Setting("CHROMA_TENANT", None, "Chroma tenant (Chroma Cloud)."),
     Setting("CHROMA_DATABASE", None, "Chroma database (Chroma Cloud)."),
+    Setting(
+        "DAGSTER_HOME",
+        None,
+        "Dagster instance directory; the pipeline writes its dagster.yaml there. <PIPELINE_DATA_DIR>/dagster_home when unset.",
+    ),
+    Setting("PIPELINE_MAX_CONCURRENT_RUNS", "1", "Runs the queued run coordinator lets execute at once."),
+    Setting("WEB_USERNAME", "admin", "User name for the web process's HTTP basic authentication."),
+    Setting("WEB_PASSWORD", None, "Password for the Dagster UI (web process); required on Heroku.", secret=True),
+    Setting("PORT", "3000", "Port the web process listens on (Heroku sets it on web dynos only)."),
+    Setting("DYNO", None, "Set by Heroku on every dyno (e.g. web.1); the web process then requires WEB_PASSWORD."),
     Setting("DATABASE_URL", None, "PostgreSQL URL for durable state; postgres:// is accepted. SQLite in the data directory when unset.", secret=True),
 ]
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _SETTINGS}

@@ -25,7 +25,7 @@ from pipeline.rerank.client import (
     RerankClient,
 )
 from pipeline.store.lexical import LexicalIndex
-from pipeline.store.state import StateStore, sqlite_url
+from pipeline.store.state import StateStore, state_url
 from pipeline.store.vectors import DEFAULT_COLLECTION, ChromaConnection, VectorIndex
 
 # Loaded models and open connections are per process: Dagster may build a resource
@@ -45,7 +45,7 @@ class StateStoreResource(dg.ConfigurableResource):
         return f"StateStoreResource(backend={'postgresql' if self.database_url else 'sqlite'})"
 
     def open(self) -> StateStore:
-        url = self.database_url or sqlite_url(self.data_dir)
+        url = state_url(self.database_url, self.data_dir)
         if url not in _STATE_STORES:
             _STATE_STORES[url] = StateStore(url)
         return _STATE_STORES[url]

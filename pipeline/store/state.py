@@ -159,6 +159,11 @@ def sqlite_url(data_dir: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def state_url(database_url: str | None, data_dir: str | Path) -> str:
+    """The state store's URL: ``database_url`` when set, else SQLite under ``data_dir``."""
+    return database_url or sqlite_url(data_dir)
+
+
 def create_state_engine(url: str) -> Engine:
     url = normalize_database_url(url)
     if url.startswith("sqlite"):

@@ -1,0 +1,142 @@
+"""The Procfile's process types: ``release`` migrates storage, ``web`` serves the UI, ``worker`` runs the daemon.
+
+Each dyno has its own ephemeral disk, so every process writes the instance configuration
+(:mod:`pipeline.instance`) at boot from the config vars rather than reading a file left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pipeline import settings
+from pipeline.instance import prepare_instance, uses_postgres
+
+logger = logging.getLogger("pipeline.heroku")
+
+# Statement timeout and pool sizes for the webserver's storage connections. Heroku Postgres
+# Essential plans allow 20 connections in all, shared with the daemon, its code server and runs.
+WEB_DB_STATEMENT_TIMEOUT_MS = 15_000
+WEB_DB_POOL_RECYCLE_SECONDS = 3_600
+WEB_DB_POOL_MAX_OVERFLOW = 5
+INTERRUPTED_RUN_MESSAGE = "The worker dyno restarted while this run was executing; the run did not finish."
+
+
+class ProcessConfigurationError(RuntimeError):
+    """A config var the process needs is missing or unusable; the message names it."""
+
+
+def on_heroku() -> bool:
+    return settings.is_set("DYNO")
+
+
+def _require_durable_storage(process: str) -> None:
+    # Without DATABASE_URL each dyno would keep its own SQLite runs on a disk wiped daily: the UI
+    # (web) would never see the runs the daemon (worker) executes.
+    if on_heroku() and not uses_postgres():
+        raise ProcessConfigurationError(
+            f"{process}: DATABASE_URL is not set; attach Heroku Postgres (heroku addons:create heroku-postgresql) "
+            "so the web and worker dynos share Dagster's storage"
+        )
+
+
+def release() -> int:
+    """Create or migrate Dagster's storage and the pipeline's tables; a failure stops the release."""
+    import dagster as dg
+
+    from pipeline.cli import configured_state_url
+    from pipeline.store.state import StateStore
+
+    _require_durable_storage("release")
+    prepare_instance()
+    with dg.DagsterInstance.get() as instance:
+        instance.upgrade(print_fn=logger.info)
+    store = StateStore(configured_state_url())
+    store.dispose()
+    print(f"release: Dagster storage and pipeline tables are up to date ({'PostgreSQL' if uses_postgres() else 'SQLite'})")
+    return 0
+
+
+def web_password() -> str:
+    password = settings.value("WEB_PASSWORD") or ""
+    if on_heroku() and not password:
+        raise ProcessConfigurationError(
+            "web: WEB_PASSWORD is not set; refusing to serve the Dagster UI without authentication "
+            "(heroku config:set WEB_PASSWORD=...)"
+        )
+    return password
+
+
+def web(workspace: Path) -> int:
+    """Serve the Dagster UI on ``$PORT``, behind basic authentication when ``WEB_PASSWORD`` is set."""
+    password = web_password()
+    _require_durable_storage("web")
+
+    import dagster as dg
+    import uvicorn
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_webserver import __version__
+    from dagster_webserver.app import create_app_from_workspace_process_context
+
+    from pipeline.webauth import BasicAuthMiddleware
+
+    prepare_instance()
+    port = settings.integer("PORT", minimum=1)
+    with (
+        dg.DagsterInstance.get() as instance,
+        WorkspaceProcessContext(
+            instance, version=__version__, read_only=False, workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])
+        ) as workspace_context,
+    ):
+        instance.optimize_for_webserver(WEB_DB_STATEMENT_TIMEOUT_MS, WEB_DB_POOL_RECYCLE_SECONDS, WEB_DB_POOL_MAX_OVERFLOW)
+        app = create_app_from_workspace_process_context(workspace_context)
+        if password:
+            app = BasicAuthMiddleware(
+                app, username=settings.value("WEB_USERNAME"), password=password, redirect_plain_http=on_heroku()
+            )
+        else:
+            logger.warning("WEB_PASSWORD is not set: the Dagster UI is served without authentication (local use only)")
+        # Heroku routes to any interface; locally, loopback keeps an unauthenticated UI private.
+        host = "0.0.0.0" if on_heroku() or password else "127.0.0.1"
+        print(f"web: serving the Dagster UI on http://{host}:{port}", flush=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True, forwarded_allow_ips="*")
+    return 0
+
+
+def worker(workspace: Path) -> int:
+    """Run the Dagster daemon (schedules, sensors, automation, the run queue); runs execute on this dyno."""
+    import dagster as dg
+
+    _require_durable_storage("worker")
+    prepare_instance()
+    with dg.DagsterInstance.get() as instance:
+        interrupted = fail_interrupted_runs(instance)
+    if interrupted:
+        print(f"worker: marked {len(interrupted)} run(s) interrupted by the restart as failed: {', '.join(interrupted)}")
+    # Beside this interpreter first: the venv's bin is not on PATH when started as .venv/bin/pipeline.
+    beside = Path(sys.executable).with_name("dagster-daemon")
+    daemon = str(beside) if beside.exists() else shutil.which("dagster-daemon")
+    if daemon is None:
+        raise ProcessConfigurationError("worker: dagster-daemon is not installed in this environment")
+    print("worker: starting the Dagster daemon", flush=True)
+    # exec: the daemon becomes the dyno's process and receives Heroku's SIGTERM on restarts directly.
+    os.execv(daemon, [daemon, "run", "-w", str(workspace)])
+
+
+def fail_interrupted_runs(instance) -> list[str]:
+    """Mark runs left STARTING or STARTED by a previous worker as failed; returns their IDs.
+
+    Runs execute only on the one worker dyno, so when it boots none of them can still be alive;
+    failing them at once frees the run queue (and lets run retries resubmit them) instead of
+    waiting for run monitoring's timeout.
+    """
+    import dagster as dg
+
+    runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    for run in runs:
+        instance.report_run_failed(run, INTERRUPTED_RUN_MESSAGE)
+    return [run.run_id for run in runs]
