@@ -8,17 +8,33 @@ credentials, as through Heroku's router; runs are launched through its GraphQL A
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import httpx
+import yaml
+
+from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
+from pipeline.embedding import MiniLMEmbedder
+from pipeline.instance import POSTGRES_URL_VARIABLE
+from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, ServiceConfig
+from pipeline.rerank.known_vectors import StoredEmbeddings
+from pipeline.store.state import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
+# Distinctive, so that a leak into any log or stored event is unmistakable.
+RERANK_KEY = "inf-deploy-" + secrets.token_hex(8)
+WEB_PASSWORD = "web-" + secrets.token_hex(8)
+DB_PASSWORD = "db-" + secrets.token_hex(8)
 HONCHO = Path(sys.executable).with_name("honcho")
 TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
@@ -146,3 +162,54 @@ def materialization_metadata(instance: dg.DagsterInstance, run_id: str, asset: s
         if materialization.asset_key.to_user_string() == asset:
             return {key: value.value for key, value in materialization.metadata.items()}
     raise AssertionError(f"run {run_id} did not materialise {asset}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def local_heroku_app(root: Path, database: str, sources: list[dict] | None = None) -> Iterator[HerokuApp]:
+    """Release, then web and worker, against ``database``, the demo site (or ``sources``) and a local rerank add-on."""
+    with ExitStack() as stack:
+        if sources is None:
+            site = stack.enter_context(serve_directory(site_dir()))
+            sources = [{"name": "user-guide", "start_urls": [site], "max_pages": 200, "allow_private_hosts": True}]
+        sources_file = root / "sources.yaml"
+        sources_file.write_text(yaml.safe_dump({"sources": sources}))
+        # The rerank "add-on": scores with the embeddings the pipeline stored in the app's database.
+        store = StateStore(database)
+        stack.callback(store.dispose)
+        scorer = LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(store))
+        rerank = stack.enter_context(LocalRerankService(ServiceConfig(api_key=RERANK_KEY), scorer=scorer, warm=True))
+        # Heroku's form of the URL; trust auth ignores the password, which only has to stay secret.
+        heroku_database_url = database.replace("postgresql://postgres@", f"postgres://postgres:{DB_PASSWORD}@")
+        app = HerokuApp(
+            root,
+            {
+                "PORT": str(_free_port()),
+                "DATABASE_URL": heroku_database_url,
+                "RERANK_URL": rerank.url,
+                "RERANK_KEY": RERANK_KEY,
+                "RERANK_MODEL_ID": "cohere-rerank-3-5",
+                "WEB_PASSWORD": WEB_PASSWORD,
+                "PIPELINE_SOURCES": str(sources_file),
+                "PIPELINE_QUERIES": str(QUERIES_FILE),
+            },
+            username="admin",
+            password=WEB_PASSWORD,
+        )
+        app.database_url = database
+        stack.callback(app.worker.stop)
+        stack.callback(app.web.stop)
+        app.release.start()
+        assert app.release.wait(180) == 0, app.release.output()
+        app.web.start()
+        app.worker.start()
+        app.wait_until_up()
+        # This process reads the app's Dagster storage the way the dynos do.
+        os.environ[POSTGRES_URL_VARIABLE] = database
+        stack.callback(os.environ.pop, POSTGRES_URL_VARIABLE, None)
+        yield app

@@ -17,8 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.deploy.conftest import DB_PASSWORD, RERANK_KEY, WEB_PASSWORD
-from tests.deploy.heroku_app import REPO, HerokuApp, materialization_metadata
+from tests.deploy.heroku_app import DB_PASSWORD, REPO, RERANK_KEY, WEB_PASSWORD, HerokuApp, materialization_metadata
 
 def _run_event_types(instance: dg.DagsterInstance, run_id: str) -> set[dg.DagsterEventType]:
     return {entry.dagster_event.event_type for entry in instance.all_logs(run_id) if entry.dagster_event}
