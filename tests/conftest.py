@@ -15,7 +15,7 @@ POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database for the block, dropped afterwards; yields its URL."""
+    """A new, empty, uniquely named PostgreSQL database; dropped (connections closed) on exit."""
     name = f"pipeline_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -30,6 +30,13 @@ def fresh_postgres_database() -> Iterator[str]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    """A fresh PostgreSQL database for one test."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database shared by the tests of one module."""
     with fresh_postgres_database() as url:
         yield url

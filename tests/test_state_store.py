@@ -1,9 +1,11 @@
 """The state store on both backends: SQLite (local default) and real PostgreSQL (Heroku)."""
 
+import threading
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from pipeline.ingest import sync_header_embeddings
 from pipeline.store.state import StateStore, StoredChunk, normalize_database_url, sqlite_url
@@ -97,7 +99,7 @@ def test_deletions_cascade_through_reconciliation(store):
     assert store.document_count() == 1
 
 
-def test_queries_candidates_rankings_cache_and_context_sets(store):
+def test_queries_candidates_rankings_and_cache(store):
     store.replace_queries([("q1", "first"), ("q2", "second")])
     store.replace_queries([("q2", "second"), ("q1", "first")])
     assert store.load_queries() == [("q2", "second"), ("q1", "first")]
@@ -115,10 +117,6 @@ def test_queries_candidates_rankings_cache_and_context_sets(store):
     store.cache_put("k", {"results": []})
     assert store.cache_get("k") == {"results": []}
 
-    first = {"query_id": "q1", "query": "first", "model": "m", "reranked": True, "passages": [{"rank": 1}]}
-    store.save_context_sets("run-1", [first])
-    store.save_context_sets("run-2", [{**first, "passages": []}])
-    assert store.latest_context_sets()["q1"]["passages"] == []
 
 
 class _CountingEmbedder:
@@ -149,3 +147,81 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[renamed], chunked_key="k2")
     assert sync_header_embeddings(store, embedder) == (1, 1)
     assert store.embedded_headers() == {"A > Install"}
+
+
+def _context_set(query_id, passages, reranked=True):
+    return {
+        "query_id": query_id, "query": f"question {query_id}", "model": "cohere-rerank-3-5", "reranked": reranked,
+        "api_version": "2" if reranked else None, "reason_not_reranked": None if reranked else "RerankUnavailable: x",
+        "token_budget": 3000, "tokens": 7 * len(passages),
+        "passages": [{"rank": rank, "url": url, "text": f"about {url}"} for rank, url in enumerate(passages, start=1)],
+    }
+
+
+def test_context_sets_are_kept_per_run_and_the_view_holds_the_newest_run(store):
+    run_1 = [_context_set("q1", ["http://d/a", "http://d/b"]), _context_set("q2", ["http://d/c"], reranked=False)]
+    assert store.save_context_sets("run-1", run_1, keep_runs=2) == 0
+    assert store.latest_context_sets() == {"q1": run_1[0], "q2": run_1[1]}
+    # The newest run is the whole output: a query it no longer has is not "latest" any more.
+    run_2 = [_context_set("q1", ["http://d/b"])]
+    store.save_context_sets("run-2", run_2, keep_runs=2)
+    assert store.latest_context_sets() == {"q1": run_2[0]}
+    assert [(run.run_id, run.queries, run.reranked) for run in store.context_set_runs()] == [
+        ("run-2", 1, 1), ("run-1", 2, 1),
+    ]
+    assert store.context_set_runs()[0].created_at.tzinfo is not None
+
+    # What a QA system runs: plain SQL against the view.
+    first_url = "passages->0->>'url'" if store.dialect == "postgresql" else "json_extract(passages, '$[0].url')"
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(f"SELECT run_id, query_id, reranked, api_version, {first_url} AS url FROM pipeline_latest_context_sets")
+        ).all()
+        keyed = connection.execute(
+            sa.text("SELECT count(*) FROM pipeline_context_sets WHERE query_id = 'q1' AND run_id = 'run-1'")
+        ).scalar()
+    assert [tuple(row) for row in rows] == [("run-2", "q1", True, "2", "http://d/b")]
+    assert keyed == 1
+
+    # A re-executed run replaces its own rows; the third run pushes the oldest out.
+    store.save_context_sets("run-2", run_1, keep_runs=2)
+    assert set(store.latest_context_sets()) == {"q1", "q2"}
+    assert store.save_context_sets("run-3", run_2, keep_runs=2) == 1
+    assert [run.run_id for run in store.context_set_runs()] == ["run-3", "run-2"]
+    with pytest.raises(ValueError, match="keep_runs must be at least 1"):
+        store.save_context_sets("run-4", run_2, keep_runs=0)
+
+
+def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
+    url = store.engine.url.render_as_string(hide_password=False)
+    with store.transaction() as connection:
+        connection.execute(sa.text("DROP VIEW pipeline_latest_context_sets"))
+        connection.execute(sa.text("DROP TABLE pipeline_context_sets"))
+        connection.execute(
+            sa.text("CREATE TABLE pipeline_context_sets (run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))")
+        )
+    reopened = StateStore(url)
+    reopened.save_context_sets("run-1", [_context_set("q1", ["http://d/a"])], keep_runs=30)
+    assert set(reopened.latest_context_sets()) == {"q1"}
+    reopened.dispose()
+
+
+def test_processes_opening_a_fresh_postgres_database_at_once_create_the_schema_once(postgres_url):
+    errors: list[BaseException] = []
+    stores: list[StateStore] = []
+
+    def open_store() -> None:
+        try:
+            stores.append(StateStore(postgres_url))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(stores) == 6
+    assert stores[0].latest_context_sets() == {}
+    for opened in stores:
+        opened.dispose()

@@ -13,6 +13,7 @@ from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.rerank import reranked_candidates
 from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
 from pipeline.ranking import assemble_context_sets
+from pipeline.store.state import CONTEXT_SETS_TABLE, LATEST_CONTEXT_SETS_VIEW
 
 GROUP = "context"
 OUTPUT_FILE = "ranked_context_sets.jsonl"
@@ -28,6 +29,11 @@ class ContextConfig(dg.Config):
             "and still fill leftover budget. Unset keeps the rerank order."
         ),
     )
+    keep_runs: int = Field(
+        default=30,
+        ge=1,
+        description="Runs whose context sets stay in the pipeline_context_sets table; older runs are deleted.",
+    )
 
 
 @dg.asset(
@@ -40,7 +46,8 @@ class ContextConfig(dg.Config):
         "Per query, the reranked passages that fit the token budget (at most max_passages_per_page of one page ahead "
         "of other pages), each with rank, chunk ID, url, title, heading "
         "path, text, tokens, retrieval rank and score, and rerank score. Written to ranked_context_sets.jsonl in the "
-        "data directory and to the pipeline_context_sets table (keyed by run and query)."
+        "data directory and to the pipeline_context_sets table (keyed by run and query; the newest keep_runs runs "
+        "are kept); the view pipeline_latest_context_sets holds the newest run's sets."
     ),
 )
 def ranked_context_sets(
@@ -54,11 +61,14 @@ def ranked_context_sets(
     path = files.write_output(
         OUTPUT_FILE, "".join(json.dumps(context_set, ensure_ascii=False) + "\n" for context_set in context_sets)
     )
-    store.save_context_sets(context.run_id, context_sets)
+    runs_deleted = store.save_context_sets(context.run_id, context_sets, keep_runs=config.keep_runs)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(context_sets),
             "path": dg.MetadataValue.path(str(path)),
+            "table": f"{CONTEXT_SETS_TABLE} (newest run: {LATEST_CONTEXT_SETS_VIEW})",
+            "runs_kept": len(store.context_set_runs()),
+            "runs_deleted": runs_deleted,
             "reranked_sets": sum(1 for context_set in context_sets if context_set["reranked"]),
             "passages": sum(len(context_set["passages"]) for context_set in context_sets),
             "preview": dg.MetadataValue.md(markdown_preview(context_sets)),

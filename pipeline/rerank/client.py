@@ -24,6 +24,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -172,19 +173,34 @@ class RerankResponse:
     rate_limited: int
     latency_seconds: float
 
-    def to_cache_value(self) -> dict[str, Any]:
-        """JSON-serialisable form stored by a :class:`RerankCache`."""
+    def to_cache_value(self, documents: Sequence[str]) -> dict[str, Any]:
+        """JSON-serialisable form stored by a :class:`RerankCache`: scores by document hash, not position.
+
+        ``documents`` are the ones this response ranked; keyed by their hashes, the scores
+        map back onto the same documents sent in any other order (:meth:`from_cache_value`).
+        """
+        hashes = [document_hash(document) for document in documents]
         return {
-            "results": [[result.index, result.relevance_score] for result in self.results],
+            "scores_by_document": [[hashes[result.index], result.relevance_score] for result in self.results],
             "api_version": self.api_version,
             "is_experimental": self.is_experimental,
         }
 
     @classmethod
-    def from_cache_value(cls, value: dict[str, Any]) -> RerankResponse:
-        """A response served from cache: no HTTP call, nothing billed."""
+    def from_cache_value(cls, value: dict[str, Any], documents: Sequence[str]) -> RerankResponse:
+        """A response served from cache, its indexes pointing into ``documents``: no HTTP call, nothing billed.
+
+        Identical documents share a hash; their scores go to their positions in request order.
+        Raises KeyError when a cached document is not among ``documents`` (an unusable entry).
+        """
+        positions: dict[str, deque[int]] = {}
+        for index, document in enumerate(documents):
+            positions.setdefault(document_hash(document), deque()).append(index)
+        results = [
+            RerankResult(positions[hashed].popleft(), float(score)) for hashed, score in value["scores_by_document"]
+        ]
         return cls(
-            results=tuple(RerankResult(int(index), float(score)) for index, score in value["results"]),
+            results=tuple(_ranked(results)),
             api_version=str(value["api_version"]),
             is_experimental=bool(value["is_experimental"]),
             search_units=0,
@@ -325,14 +341,21 @@ class InMemoryRerankCache:
             return len(self._values)
 
 
-def cache_key(endpoint: str, model: str, query: str, documents: Sequence[str], top_n: int | None) -> str:
-    """sha256 over the endpoint, model, query, each document's sha256 in order, and top_n.
+def document_hash(document: str) -> str:
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
+
+def cache_key(endpoint: str, model: str, query: str, documents: Sequence[str], top_n: int | None) -> str:
+    """sha256 over the endpoint, model, query, the sorted sha256 of every document, and top_n.
+
+    Sorted because a score depends on which documents are sent, not in which order: an index
+    rebuilt after a restart may return the same candidates in another order, and that must not
+    bill the query again (the cached scores are keyed by document, see ``to_cache_value``).
     ``endpoint`` is the base URL without credentials (:func:`endpoint_of`): the local service
     and Heroku serve the same model names, and a ranking from one must not be passed off as
     the other's.
     """
-    document_hashes = [hashlib.sha256(document.encode("utf-8")).hexdigest() for document in documents]
+    document_hashes = sorted(document_hash(document) for document in documents)
     payload = json.dumps([endpoint, model, query, document_hashes, top_n], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -546,21 +569,21 @@ class RerankClient:
                 raise
 
         pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rerank")
-        pending: dict[Future[RerankResponse | None], tuple[int, str]] = {}
+        pending: dict[Future[RerankResponse | None], tuple[int, str, list[str]]] = {}
         try:
             for position, request in enumerate(requests):
                 if aborted.is_set():
                     break
                 documents = self.prepare_documents(request.documents)
                 key = cache_key(self.base_url, self.model, request.query, documents, request.top_n)
-                cached = self._cached_response(cache, key)
+                cached = self._cached_response(cache, key, documents)
                 if cached is not None:
                     finish(position, RerankOutcome.succeeded(request.query_id, cached, cached=True))
                     continue
                 future = pool.submit(run, request.query, documents, request.top_n)
-                pending[future] = (position, key)
+                pending[future] = (position, key, documents)
             for future in as_completed(pending):
-                position, key = pending[future]
+                position, key, documents = pending[future]
                 query_id = requests[position].query_id
                 try:
                     response = future.result()
@@ -572,7 +595,7 @@ class RerankClient:
                 if response is None:
                     continue
                 if cache is not None:
-                    cache.put(key, response.to_cache_value())
+                    cache.put(key, response.to_cache_value(documents))
                 finish(position, RerankOutcome.succeeded(query_id, response))
         finally:
             # Requests already in flight finish their current call; queued ones are dropped.
@@ -590,13 +613,13 @@ class RerankClient:
     # --- internals --------------------------------------------------------------------------
 
     @staticmethod
-    def _cached_response(cache: RerankCache | None, key: str) -> RerankResponse | None:
+    def _cached_response(cache: RerankCache | None, key: str, documents: Sequence[str]) -> RerankResponse | None:
         value = cache.get(key) if cache is not None else None
         if value is None:
             return None
         try:
-            return RerankResponse.from_cache_value(value)
-        except (KeyError, TypeError, ValueError):
+            return RerankResponse.from_cache_value(value, documents)
+        except (KeyError, IndexError, TypeError, ValueError):
             log.warning("ignoring unreadable rerank cache entry %s", key)
             return None
 

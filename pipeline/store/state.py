@@ -14,7 +14,6 @@ Dagster's own run and event storage.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -129,17 +128,45 @@ rerank_cache = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# The published output, one row per run and query, for the downstream QA system to query
+# (``pipeline_latest_context_sets`` holds the newest run's rows). Each column is a field of
+# the context set that ``pipeline.context.build_context_set`` builds.
+CONTEXT_SETS_TABLE = "pipeline_context_sets"
 context_sets = sa.Table(
-    "pipeline_context_sets",
+    CONTEXT_SETS_TABLE,
     metadata,
     sa.Column("run_id", sa.Text, primary_key=True),
     sa.Column("query_id", sa.Text, primary_key=True),
     sa.Column("query", sa.Text, nullable=False),
+    # The query's place in the queries file.
+    sa.Column("position", sa.Integer, nullable=False),
     sa.Column("model", sa.Text, nullable=False),
     sa.Column("reranked", sa.Boolean, nullable=False),
-    sa.Column("context_set", sa.JSON, nullable=False),
+    sa.Column("api_version", sa.Text),
+    sa.Column("reason_not_reranked", sa.Text),
+    sa.Column("token_budget", sa.Integer, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    # [{rank, chunk_id, url, title, heading_path, text, tokens, retrieval_rank, retrieval_score, rerank_score}, ...]
+    sa.Column("passages", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+CONTEXT_SET_FIELDS = (
+    "query_id", "query", "model", "reranked", "api_version", "reason_not_reranked", "token_budget", "tokens", "passages"
+)
+
+LATEST_CONTEXT_SETS_VIEW = "pipeline_latest_context_sets"
+_LATEST_CONTEXT_SETS_DDL = f"""
+CREATE VIEW {LATEST_CONTEXT_SETS_VIEW} AS
+SELECT {", ".join(column.name for column in context_sets.columns)}
+FROM {context_sets.name}
+WHERE run_id = (SELECT run_id FROM {context_sets.name} ORDER BY created_at DESC, run_id DESC LIMIT 1)
+"""
+# The view as SQLAlchemy reads it: typed columns, so passages come back as JSON on SQLite too.
+latest_context_sets_view = sa.table(
+    LATEST_CONTEXT_SETS_VIEW, *[sa.column(column.name, column.type) for column in context_sets.columns]
+)
+# pg_advisory_xact_lock key (any fixed number) under which one process at a time creates the schema.
+_SCHEMA_LOCK_KEY = 0x70697065
 
 
 def utcnow() -> datetime:
@@ -228,12 +255,42 @@ class StoredChunk:
     position: int
 
 
+@dataclass(frozen=True)
+class ContextSetRun:
+    run_id: str
+    created_at: datetime
+    queries: int
+    reranked: int
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _create_schema(engine: Engine) -> None:
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Step processes of a first run start together on an empty database: one creates, the others wait.
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+        inspector = sa.inspect(connection)
+        if inspector.has_table(context_sets.name) and "passages" not in {
+            column["name"] for column in inspector.get_columns(context_sets.name)
+        }:
+            # Written before each field had its own column; the next run publishes the context sets again.
+            connection.execute(sa.text(f"DROP VIEW IF EXISTS {LATEST_CONTEXT_SETS_VIEW}"))
+            context_sets.drop(connection)
+        metadata.create_all(connection, checkfirst=True)
+        if LATEST_CONTEXT_SETS_VIEW not in inspector.get_view_names():
+            connection.execute(sa.text(_LATEST_CONTEXT_SETS_DDL))
+
+
 class StateStore:
     """Typed access to the pipeline tables; one instance per process is enough."""
 
     def __init__(self, url: str) -> None:
         self.engine = create_state_engine(url)
-        metadata.create_all(self.engine, checkfirst=True)
+        _create_schema(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -570,38 +627,63 @@ class StateStore:
 
     # -- context sets ----------------------------------------------------------
 
-    def save_context_sets(self, run_id: str, sets: Sequence[Mapping[str, Any]]) -> None:
+    def save_context_sets(self, run_id: str, sets: Sequence[Mapping[str, Any]], *, keep_runs: int) -> int:
+        """Store one run's context sets (replacing any of the same run) and keep only the newest
+        ``keep_runs`` runs; returns how many older runs were deleted."""
+        if keep_runs < 1:
+            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}")
         now = utcnow()
         rows = [
             {
                 "run_id": run_id,
-                "query_id": context_set["query_id"],
-                "query": context_set["query"],
-                "model": context_set["model"],
-                "reranked": bool(context_set["reranked"]),
-                "context_set": json.loads(json.dumps(context_set)),
+                "position": position,
                 "created_at": now,
+                **{name: context_set[name] for name in CONTEXT_SET_FIELDS},
+                "reranked": bool(context_set["reranked"]),
             }
-            for context_set in sets
+            for position, context_set in enumerate(sets)
         ]
+        newest_runs = (
+            sa.select(context_sets.c.run_id)
+            .group_by(context_sets.c.run_id)
+            .order_by(sa.func.max(context_sets.c.created_at).desc(), context_sets.c.run_id.desc())
+            .limit(keep_runs)
+        )
         with self.transaction() as connection:
             connection.execute(sa.delete(context_sets).where(context_sets.c.run_id == run_id))
             if rows:
                 connection.execute(sa.insert(context_sets), rows)
+            kept = list(connection.scalars(newest_runs))
+            older = sa.select(sa.func.count(sa.distinct(context_sets.c.run_id))).where(context_sets.c.run_id.not_in(kept))
+            deleted = int(connection.scalar(older))
+            if deleted:
+                connection.execute(sa.delete(context_sets).where(context_sets.c.run_id.not_in(kept)))
+        return deleted
 
     def latest_context_sets(self) -> dict[str, dict[str, Any]]:
-        """The newest context set of each query."""
-        newest = (
-            sa.select(context_sets.c.query_id, sa.func.max(context_sets.c.created_at).label("created_at"))
-            .group_by(context_sets.c.query_id)
-            .subquery()
-        )
-        query = sa.select(context_sets.c.query_id, context_sets.c.context_set).join(
-            newest,
-            sa.and_(newest.c.query_id == context_sets.c.query_id, newest.c.created_at == context_sets.c.created_at),
+        """The newest run's context set of each query (the ``pipeline_latest_context_sets`` view), in file order."""
+        view = latest_context_sets_view
+        query = sa.select(*[view.c[name] for name in CONTEXT_SET_FIELDS]).order_by(view.c.position)
+        with self.engine.connect() as connection:
+            return {row.query_id: dict(row._mapping) for row in connection.execute(query)}
+
+    def context_set_runs(self) -> list[ContextSetRun]:
+        """The runs whose context sets are kept, newest first."""
+        query = (
+            sa.select(
+                context_sets.c.run_id,
+                sa.func.max(context_sets.c.created_at).label("created_at"),
+                sa.func.count().label("queries"),
+                sa.func.sum(sa.case((context_sets.c.reranked, 1), else_=0)).label("reranked"),
+            )
+            .group_by(context_sets.c.run_id)
+            .order_by(sa.desc("created_at"), context_sets.c.run_id.desc())
         )
         with self.engine.connect() as connection:
-            return {row.query_id: row.context_set for row in connection.execute(query)}
+            return [
+                ContextSetRun(row.run_id, _aware(row.created_at), row.queries, int(row.reranked))
+                for row in connection.execute(query)
+            ]
 
     # -- source removal and health --------------------------------------------
 

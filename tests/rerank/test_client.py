@@ -720,19 +720,46 @@ def test_rerank_many_serves_repeats_from_the_cache(make_client, rerank_service):
     assert stats.latency_p50_seconds is None
 
 
-def test_cache_key_covers_endpoint_model_query_documents_order_and_top_n():
+def test_cache_key_covers_endpoint_model_query_documents_and_top_n_but_not_their_order():
     local = "http://127.0.0.1:8765"
     base = cache_key(local, "cohere-rerank-3-5", "q", ["a", "b"], 3)
     assert base == cache_key(local, "cohere-rerank-3-5", "q", ["a", "b"], 3)
+    # A rebuilt index may return the same candidates in another order: same scores, same key.
+    assert base == cache_key(local, "cohere-rerank-3-5", "q", ["b", "a"], 3)
     variants = [
         cache_key("https://us.inference.heroku.com", "cohere-rerank-3-5", "q", ["a", "b"], 3),
         cache_key(local, "amazon-rerank-1-0", "q", ["a", "b"], 3),
         cache_key(local, "cohere-rerank-3-5", "q2", ["a", "b"], 3),
-        cache_key(local, "cohere-rerank-3-5", "q", ["b", "a"], 3),
         cache_key(local, "cohere-rerank-3-5", "q", ["a", "b "], 3),
+        cache_key(local, "cohere-rerank-3-5", "q", ["a", "b", "b"], 3),
         cache_key(local, "cohere-rerank-3-5", "q", ["a", "b"], None),
     ]
     assert len({base, *variants}) == 7 and len(base) == 64
+
+
+def test_candidates_in_another_order_are_served_from_the_cache_with_their_own_scores(make_client, rerank_service):
+    client = make_client()
+    cache = InMemoryRerankCache()
+    documents = [*DOCUMENTS, DOCUMENTS[1]]  # a duplicate text too: both copies keep a score
+    [first] = client.rerank_many([RerankRequest("q1", QUERY, documents)], cache=cache)
+    shuffled = [documents[i] for i in (3, 1, 4, 0, 2)]
+    [again] = client.rerank_many([RerankRequest("q1", QUERY, shuffled)], cache=cache)
+
+    assert len(rerank_service.requests) == 1
+    assert again.cached and again.response.search_units == 0
+    scores = {documents[r.index]: r.relevance_score for r in first.response.results}
+    assert {shuffled[r.index]: r.relevance_score for r in again.response.results} == scores
+    assert sorted(r.index for r in again.response.results) == [0, 1, 2, 3, 4]
+    ranked = [r.relevance_score for r in again.response.results]
+    assert ranked == sorted(ranked, reverse=True)
+    # An entry naming a document the request does not hold is not served: the query is sent.
+    unusable = InMemoryRerankCache()
+    unusable.put(
+        cache_key(client.base_url, client.model, QUERY, shuffled, None),
+        {"scores_by_document": [["0" * 64, 0.5]], "api_version": "2", "is_experimental": False},
+    )
+    [sent] = client.rerank_many([RerankRequest("q1", QUERY, shuffled)], cache=unusable)
+    assert not sent.cached and sent.response.search_units == 1 and len(rerank_service.requests) == 2
 
 
 def test_the_endpoint_is_normalised_and_never_carries_credentials():

@@ -1,0 +1,268 @@
+"""Restart safety with the durable state on PostgreSQL, the way a Heroku worker dyno restarts.
+
+Each worker start is a fresh process (``tests/restart_worker.py``) running the deployed jobs with
+``DATABASE_URL=postgres://…`` and the rest of its settings from the environment. Between starts
+the data directory (Chroma, the lexical index, ranked_context_sets.jsonl) is deleted, as a dyno
+restart deletes its disk. The next start must restore Chroma from the embeddings in PostgreSQL
+without embedding anything, rebuild the lexical index, revalidate pages with conditional GETs,
+bill no rerank search units, and publish the same context sets from the same rankings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from pipeline.demo import serve_directory, site_dir
+from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.store.state import StateStore
+from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
+from tests.conftest import fresh_postgres_database
+from tests.support import TEST_KEY, write_sources
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = "user-guide"
+INGEST = f"ingest:{SOURCE}"
+QUERIES = 12  # in pipeline/demo/queries.yaml
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a worker start leaves behind for the QA system, and the rankings it came from."""
+
+    candidates: dict[str, list[tuple[int, str, float]]]
+    context_sets: dict[str, dict]
+    jsonl: str
+
+
+@dataclass
+class Worker:
+    """Starts worker processes on one data directory, Dagster home and state database."""
+
+    env: dict[str, str]
+    data_dir: Path
+    dagster_home: Path
+    store: StateStore
+
+    def start(self, *runs: str) -> dict[str, dict[str, dict]]:
+        """Run ``runs`` in a new process; returns each run's materialisation metadata by asset."""
+        completed = subprocess.run(
+            [sys.executable, "-m", "tests.restart_worker", *runs],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-6000:]
+        run_ids = json.loads(completed.stdout.strip().splitlines()[-1])
+        with dg.DagsterInstance.from_config(str(self.dagster_home)) as instance:
+            return {run: _materializations(instance, run_id) for run, run_id in run_ids.items()}
+
+    def wipe_disk(self) -> None:
+        shutil.rmtree(self.data_dir)
+
+    def published(self) -> Published:
+        return Published(
+            candidates=self.store.load_candidates(),
+            context_sets=self.store.latest_context_sets(),
+            jsonl=(self.data_dir / "ranked_context_sets.jsonl").read_text(),
+        )
+
+
+def _materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return {
+        record.event_log_entry.dagster_event.asset_key.to_user_string(): {
+            key: value.value for key, value in record.event_log_entry.asset_materialization.metadata.items()
+        }
+        for record in records
+    }
+
+
+def _worker_env(**settings: str) -> dict[str, str]:
+    """This environment without any pipeline, Chroma, rerank or Dagster setting, plus ``settings``."""
+    prefixes = ("PIPELINE_", "CHROMA_", "RERANK_", "DAGSTER_")
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "DATABASE_URL"}
+    return {**inherited, **settings}
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[tuple[str, LocalRerankService]]:
+    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY)) as rerank:
+        yield site_url, rerank
+
+
+def _worker(tmp_path: Path, database_url: str, site_url: str, rerank_url: str, **settings: str) -> Worker:
+    data_dir, dagster_home = tmp_path / "data", tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    sources = write_sources(
+        tmp_path / "sources.yaml",
+        [{"name": SOURCE, "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
+    )
+    env = _worker_env(
+        DAGSTER_HOME=str(dagster_home),
+        # The scheme Heroku Postgres hands out.
+        DATABASE_URL=database_url.replace("postgresql://", "postgres://", 1),
+        PIPELINE_DATA_DIR=str(data_dir),
+        PIPELINE_SOURCES=str(sources),
+        RERANK_URL=rerank_url,
+        RERANK_KEY=TEST_KEY,
+        **settings,
+    )
+    return Worker(env, data_dir, dagster_home, StateStore(database_url))
+
+
+@pytest.fixture(scope="module")
+def restarts(tmp_path_factory, module_postgres_url, services):
+    """First start, then two restarts on a wiped disk: the second runs only build_context_sets."""
+    site_url, rerank = services
+    worker = _worker(tmp_path_factory.mktemp("worker"), module_postgres_url, site_url, rerank.url)
+    first = worker.start(INGEST, "context_sets")
+    before = worker.published()
+    requests_before = len(rerank.requests)
+
+    worker.wipe_disk()
+    second = worker.start(INGEST, "context_sets")
+    after_second = worker.published()
+    requests_after_second = len(rerank.requests)
+
+    worker.wipe_disk()
+    third = worker.start("context_sets")
+    yield {
+        "worker": worker,
+        "first": first,
+        "second": second,
+        "third": third,
+        "before": before,
+        "after_second": after_second,
+        "after_third": worker.published(),
+        "rerank_requests": (requests_before, requests_after_second, len(rerank.requests)),
+    }
+    worker.store.dispose()
+
+
+def test_the_first_start_embeds_everything_and_bills_every_query(restarts):
+    ingest, downstream = restarts["first"][INGEST], restarts["first"]["context_sets"]
+    assert ingest["crawled_pages"]["pages_new"] > 0
+    assert ingest["vector_index"]["chunks_embedded"] == ingest["vector_index"]["vectors_total"] > 0
+    assert downstream["reranked_candidates"]["billed_search_units"] == QUERIES
+    assert restarts["rerank_requests"][0] == QUERIES
+    assert len(restarts["before"].context_sets) == QUERIES
+
+
+def test_after_a_restart_chroma_is_restored_from_postgres_without_embedding(restarts):
+    index = restarts["second"][INGEST]["vector_index"]
+    first_index = restarts["first"][INGEST]["vector_index"]
+    assert index["chunks_embedded"] == 0 and index["headers_embedded"] == 0
+    assert index["vectors_restored"] == index["vectors_total"] == index["collection_count"] == first_index["vectors_total"]
+    assert restarts["second"][INGEST]["lexical_index"]["rebuilt"] is True
+
+
+def test_after_a_restart_pages_are_revalidated_not_recrawled(restarts):
+    crawl = restarts["second"][INGEST]["crawled_pages"]
+    assert crawl["pages_new"] == crawl["pages_changed"] == 0
+    assert crawl["pages_not_modified"] == crawl["pages_fetched"] == restarts["first"][INGEST]["crawled_pages"]["pages_new"]
+    assert restarts["second"][INGEST]["extracted_documents"]["documents_extracted"] == 0
+
+
+def test_after_a_restart_nothing_is_billed_and_the_same_context_sets_are_published(restarts):
+    rerank = restarts["second"]["context_sets"]["reranked_candidates"]
+    assert rerank["billed_search_units"] == 0 and rerank["cache_hits"] == QUERIES
+    first_requests, second_requests, _ = restarts["rerank_requests"]
+    assert second_requests == first_requests
+    # Retrieval over the restored indexes ranks exactly as before (Chroma's ef_search, pipeline/store/vectors.py).
+    assert restarts["after_second"] == restarts["before"]
+
+
+def test_a_restart_that_only_builds_context_sets_restores_both_indexes_itself(restarts):
+    retrieve = restarts["third"]["context_sets"]["retrieved_candidates"]
+    total = restarts["first"][INGEST]["vector_index"]["vectors_total"]
+    assert retrieve["vectors_restored"] == total and retrieve["lexical_index_rebuilt"] is True
+    assert restarts["third"]["context_sets"]["reranked_candidates"]["billed_search_units"] == 0
+    assert restarts["rerank_requests"][2] == restarts["rerank_requests"][0]
+    assert restarts["after_third"] == restarts["before"]
+    runs = restarts["worker"].store.context_set_runs()
+    assert len(runs) == 3 and all(run.queries == run.reranked == QUERIES for run in runs)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def chroma_server(tmp_path) -> Iterator[int]:
+    """A Chroma server (the ``chroma`` executable of the chromadb package) on loopback; yields its port."""
+    port = _free_port()
+    log = (tmp_path / "chroma-server.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(tmp_path / "chroma-server"), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "chroma-server.log").read_text()
+            time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_with_chroma_host_a_restart_keeps_the_server_collection_and_rebuilds_nothing_there(
+    tmp_path, services, chroma_server
+):
+    site_url, rerank = services
+    with fresh_postgres_database() as database_url:
+        worker = _worker(
+            tmp_path, database_url, site_url, rerank.url, CHROMA_HOST="127.0.0.1", CHROMA_PORT=str(chroma_server)
+        )
+        first = worker.start(INGEST, "context_sets")
+        before = worker.published()
+        worker.wipe_disk()
+        second = worker.start(INGEST, "context_sets")
+        after = worker.published()
+        worker.store.dispose()
+
+    assert first[INGEST]["vector_index"]["chunks_embedded"] > 0
+    index = second[INGEST]["vector_index"]
+    assert index["vectors_restored"] == index["chunks_embedded"] == 0
+    assert index["collection_count"] == first[INGEST]["vector_index"]["vectors_total"]
+    # The lexical index lives on the dyno's disk either way.
+    assert second[INGEST]["lexical_index"]["rebuilt"] is True
+    assert second["context_sets"]["reranked_candidates"]["billed_search_units"] == 0
+    assert after == before
+
+
+def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
+    client.create_collection(DEFAULT_COLLECTION, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+    assert client.get_collection(DEFAULT_COLLECTION).configuration["hnsw"]["ef_search"] == 100
+    reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)))
+    assert reopened.collection.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
