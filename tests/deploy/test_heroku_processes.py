@@ -79,13 +79,13 @@ def test_a_run_launched_through_the_web_dyno_executes_on_the_worker_and_lands_in
     try:
         with engine.connect() as connection:
             rows = connection.execute(
-                sa.text("SELECT query_id, reranked, context_set FROM pipeline_context_sets WHERE run_id = :run"),
+                sa.text("SELECT query_id, reranked, passages FROM pipeline_context_sets WHERE run_id = :run"),
                 {"run": run_id},
             ).all()
     finally:
         engine.dispose()
     assert len(rows) == rerank["queries"] > 0
-    assert all(row.reranked and row.context_set["passages"] for row in rows)
+    assert all(row.reranked and row.passages for row in rows)
     heroku_app.first_context_run = run_id
 
 
