@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +105,12 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> d
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
     assert events, f"{asset} was not materialised"
     return {key: value.value for key, value in events[-1].materialization.metadata.items()}
+
+
+def run_concurrently(target: Callable[[], None], threads: int) -> None:
+    """Run ``target`` in ``threads`` threads at once and wait for all of them."""
+    started = [threading.Thread(target=target) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()

@@ -1,6 +1,5 @@
 """The state store on both backends: SQLite (local default) and real PostgreSQL (Heroku)."""
 
-import threading
 from datetime import datetime, timezone
 
 import numpy as np
@@ -9,6 +8,7 @@ import sqlalchemy as sa
 
 from pipeline.ingest import sync_header_embeddings
 from pipeline.store.state import StateStore, StoredChunk, normalize_database_url, sqlite_url
+from tests.support import run_concurrently
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -216,11 +216,7 @@ def test_processes_opening_a_fresh_postgres_database_at_once_create_the_schema_o
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=open_store) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(open_store, threads=6)
     assert errors == [] and len(stores) == 6
     assert stores[0].latest_context_sets() == {}
     for opened in stores:

@@ -36,6 +36,7 @@ from pipeline.rerank import (
     endpoint_of,
 )
 from pipeline.tokens import count_tokens, truncate_to_tokens
+from tests.support import run_concurrently
 
 QUERY = "How do I optimize database connection pooling?"
 DOCUMENTS = [
@@ -630,11 +631,7 @@ def test_limiter_paces_across_threads():
             with lock:
                 admitted.append(stamp)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(worker, threads=4)
 
     stamps = sorted(admitted)
     assert len(stamps) == 20
