@@ -1,0 +1,85 @@
+"""The Heroku slug, built the way the Python buildpack builds it, and its size.
+
+    .venv/bin/python benchmarks/slug_size.py
+
+The buildpack (with uv) runs ``uv sync --locked --no-default-groups`` in the app directory,
+which holds what git ships minus ``.slugignore``; the slug is a compressed tarball of that
+directory with the virtual environment. This does the same in a temporary directory: the
+tracked files of HEAD (``git archive``), ``.slugignore`` applied, a fresh ``.venv`` from
+``uv.lock`` without the dev group, then ``tar czf``. Prints the installed and compressed sizes,
+the 15 largest installed distributions, and fails if a test-only package or torch is in it.
+Target: at most 300 MB compressed (Heroku's limit is 1 GB, 500 MB until March 2026).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+UV = REPO / ".tools" / "bin" / "uv"
+TEST_ONLY = ("pytest", "selenium", "honcho", "matplotlib", "trustme", "torch")
+TARGET_MB = 300
+
+
+def directory_size(path: Path) -> int:
+    return sum(file.lstat().st_size for file in path.rglob("*") if file.is_file() and not file.is_symlink())
+
+
+def apply_slugignore(app: Path) -> list[str]:
+    ignore = app / ".slugignore"
+    patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")] if ignore.exists() else []
+    removed = []
+    for path in sorted(app.rglob("*"), reverse=True):
+        relative = path.relative_to(app).as_posix()
+        if any(fnmatch.fnmatch(relative, pattern.strip("/")) or relative.startswith(pattern.strip("/") + "/") for pattern in patterns):
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(relative)
+    return removed
+
+
+def main() -> int:
+    uv = str(UV) if UV.exists() else shutil.which("uv")
+    with tempfile.TemporaryDirectory() as temporary:
+        app = Path(temporary) / "app"
+        app.mkdir()
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(app, filter="data")
+        removed = apply_slugignore(app)
+        environment = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy", "VIRTUAL_ENV": ""}
+        subprocess.run([uv, "sync", "--locked", "--no-default-groups", "--quiet"], cwd=app, env=environment, check=True)
+        site_packages = next((app / ".venv" / "lib").glob("python*/site-packages"))
+        distributions = {}
+        for info in site_packages.glob("*.dist-info"):
+            name = info.name.split("-")[0].lower().replace("_", "-")
+            files = [line.split(",")[0] for line in (info / "RECORD").read_text().splitlines() if line]
+            distributions[name] = sum(
+                (site_packages / file).stat().st_size for file in files if (site_packages / file).is_file()
+            )
+        installed = directory_size(app)
+        slug = Path(temporary) / "slug.tgz"
+        subprocess.run(["tar", "czf", str(slug), "-C", temporary, "app"], check=True)
+        compressed = slug.stat().st_size
+    print(f".slugignore removed {len(removed)} paths")
+    print(f"installed (app + .venv): {installed / 1e6:.1f} MB")
+    print(f"compressed slug (tar.gz): {compressed / 1e6:.1f} MB  (target <= {TARGET_MB} MB)")
+    print("largest installed distributions:")
+    for name, size in sorted(distributions.items(), key=lambda item: -item[1])[:15]:
+        print(f"  {name:28} {size / 1e6:7.1f} MB")
+    unwanted = sorted(name for name in distributions if name in TEST_ONLY)
+    if unwanted:
+        print(f"FAIL: test-only or heavy packages in the runtime: {', '.join(unwanted)}")
+        return 1
+    return 0 if compressed / 1e6 <= TARGET_MB else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
