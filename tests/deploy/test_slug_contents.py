@@ -1,0 +1,46 @@
+"""What the Heroku Python buildpack installs from: one lock file, .python-version, pinned Dagster, lean runtime."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCK_FILES = ("requirements.txt", "poetry.lock", "Pipfile.lock", "uv.lock")
+TEST_ONLY = {"pytest", "pytest-timeout", "selenium", "honcho", "matplotlib", "trustme"}
+
+
+def _project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _locked_versions() -> dict[str, str]:
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    return {package["name"]: package.get("version", "") for package in lock["package"]}
+
+
+def test_exactly_one_lock_file_and_a_python_version_the_buildpack_reads():
+    assert [name for name in LOCK_FILES if (REPO / name).exists()] == ["uv.lock"]
+    assert (REPO / ".python-version").read_text().strip().startswith("3.11")
+    assert not (REPO / "runtime.txt").exists()
+
+
+def test_test_tools_stay_in_the_dev_group_out_of_the_runtime():
+    project = _project()
+    runtime = {requirement.split("==")[0].split("[")[0] for requirement in project["project"]["dependencies"]}
+    dev = {requirement.split("==")[0] for requirement in project["dependency-groups"]["dev"]}
+    assert TEST_ONLY <= dev
+    assert not runtime & TEST_ONLY
+    assert "torch" not in _locked_versions()
+
+
+def test_dagster_packages_are_pinned_to_one_release():
+    versions = _locked_versions()
+    core = {versions[name] for name in ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes")}
+    assert len(core) == 1
+    major, minor, patch = next(iter(core)).split(".")
+    # Dagster's libraries are versioned 0.(minor + 16).patch alongside 1.minor.patch.
+    assert versions["dagster-postgres"] == f"0.{int(minor) + 16}.{patch}"
+    for requirement in _project()["project"]["dependencies"]:
+        if requirement.startswith("dagster"):
+            assert "==" in requirement, requirement
