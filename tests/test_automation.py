@@ -33,6 +33,7 @@ from tests.tiny_site import QUERIES, tiny_site_on_a_persistent_instance
 
 REPO = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ["retrieved_candidates", "reranked_candidates", "ranked_context_sets"]
+QUERIES_ASSET = dg.AssetSelection.assets("queries")
 
 
 @pytest.fixture
@@ -117,13 +118,17 @@ def test_context_sets_run_once_after_the_last_source_settles(site):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         return result, {key: result.get_num_requested(dg.AssetKey(key)) for key in [*DOWNSTREAM, "queries"]}
 
+    # A fresh deployment reads the queries once; with nothing indexed yet retrieval does not follow.
     first, requested = evaluate(None)
-    assert first.total_requested == 0
+    assert requested == {**dict.fromkeys(DOWNSTREAM, 0), "queries": 1}
+    site.run.downstream(selection=QUERIES_ASSET)
+    read, requested = evaluate(first.cursor)
+    assert read.total_requested == 0
 
     # The refresh queued both sources; alpha finished, beta still waits in the queue.
     site.run.ingest("alpha")
     beta_run = queue_ingest_run(site, "beta")
-    waiting, requested = evaluate(first.cursor)
+    waiting, requested = evaluate(read.cursor)
     assert waiting.total_requested == 0
 
     instance.report_run_canceled(beta_run)
@@ -142,6 +147,16 @@ def test_context_sets_run_once_after_the_last_source_settles(site):
     site.run.ingest("alpha")
     refreshed, requested = evaluate(after_build.cursor)
     assert requested == {**dict.fromkeys(DOWNSTREAM, 1), "queries": 0}
+
+
+def test_queries_that_failed_to_load_are_not_requested_again_every_tick(site):
+    site.queries_path.write_text("queries: [\n")
+    first = dg.evaluate_automation_conditions(defs=defs, instance=site.instance)
+    assert first.get_num_requested(dg.AssetKey("queries")) == 1
+    failed = site.run.downstream(selection=QUERIES_ASSET, raise_on_error=False)
+    assert not failed.success
+    after_failure = dg.evaluate_automation_conditions(defs=defs, instance=site.instance, cursor=first.cursor)
+    assert after_failure.total_requested == 0
 
 
 def test_automation_and_schedules_run_by_default():
@@ -261,6 +276,15 @@ def evaluate_queries_sensor(site, cursor, resources=None):
     return queries_file_sensor(context)
 
 
+def test_queries_sensor_waits_for_the_first_ingest(site):
+    waiting = evaluate_queries_sensor(site, None)
+    assert isinstance(waiting, dg.SkipReason)
+    assert "2 queries, but no chunks ingested yet" in waiting.skip_message
+    site.run.ingest("alpha")
+    ready = evaluate_queries_sensor(site, None)
+    assert len(ready.run_requests) == 1
+
+
 def test_queries_sensor_rebuilds_context_sets_on_change_without_recrawling(site):
     site.run.ingest("alpha")
     first = evaluate_queries_sensor(site, None)
@@ -301,6 +325,7 @@ def test_queries_sensor_rebuilds_context_sets_on_change_without_recrawling(site)
 def test_queries_sensor_reads_a_url(site):
     route = "/raw/queries.yaml?token=t0ps3cret"
     site.server.routes[route] = Reply(body="queries:\n  - {id: q1, query: 'How do I deploy?'}\n")
+    site.run.ingest("alpha")
     resources = make_resources(site.data_dir, site.sources_path, site.server.url(route), site.rerank.url)
     first = evaluate_queries_sensor(site, None, resources)
     assert len(first.run_requests) == 1

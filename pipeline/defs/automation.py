@@ -3,10 +3,12 @@
 - ``knowledge_base_refresh`` (schedule, PIPELINE_REFRESH_CRON in PIPELINE_REFRESH_TIMEZONE) queues one
   ``ingest_source`` run per registered source at each tick.
 - ``context_sets_automation`` evaluates the ``AFTER_UPSTREAM_SETTLES`` condition of retrieval, rerank and
-  context: once the last of those source runs finished, it launches them once.
+  context: once the last of those source runs finished, it launches them once. It also reads the queries
+  once on a fresh deployment (``ONCE_WHEN_MISSING``).
 - ``source_partitions_sensor`` keeps the source partitions equal to the sources file: a new source is
   registered and ingested at once; a removed one is unregistered and its data purged (``remove_sources``).
-- ``queries_file_sensor`` launches ``build_context_sets`` when the queries change (no recrawl).
+- ``queries_file_sensor`` launches ``build_context_sets`` when the queries change (no recrawl), once
+  something has been ingested.
 - ``context_sets_after_source_removal`` rebuilds the context sets once a removal finished, so passages
   of a removed source leave the published output too.
 - ``source_freshness_check`` runs the ``sources_refreshed_recently`` check every hour, so a refresh that
@@ -172,7 +174,8 @@ def source_partitions_sensor(
     description=(
         "Launches build_context_sets (retrieval, rerank, context sets; no crawl) when the queries file "
         "(PIPELINE_QUERIES) changes. The cursor is a hash of the (id, query) pairs, so reformatting changes "
-        "nothing; an unreadable or invalid file launches nothing."
+        "nothing; an unreadable or invalid file launches nothing. While no chunk has been ingested it launches "
+        "nothing either (there is nothing to retrieve); a change made meanwhile is launched once chunks exist."
     ),
 )
 def queries_file_sensor(
@@ -185,7 +188,14 @@ def queries_file_sensor(
     digest = queries_digest([(item.query_id, item.query) for item in items])
     if digest == context.cursor:
         return dg.SkipReason(f"{len(items)} queries, unchanged")
-    if context.cursor is None and digest == queries_digest(state_store.open().load_queries()):
+    store = state_store.open()
+    if store.chunk_count() == 0:
+        # The cursor stays: once chunks exist, this file is compared with the queries stored then.
+        return dg.SkipReason(
+            f"{len(items)} queries, but no chunks ingested yet: context sets follow the first ingest "
+            "(context_sets_automation), so nothing is launched now"
+        )
+    if context.cursor is None and digest == queries_digest(store.load_queries()):
         # First evaluation (new deployment, sensor reset): the stored context sets already use this file.
         return dg.SensorResult(skip_reason=f"{len(items)} queries, the same as stored", cursor=digest)
     return dg.SensorResult(run_requests=[dg.RunRequest()], cursor=digest)

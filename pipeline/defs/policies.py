@@ -1,4 +1,4 @@
-"""Step retries and the automation condition that keeps the context sets in step with the index."""
+"""Step retries and the automation conditions: queries read once on a fresh deployment, context sets in step with the index."""
 
 import dagster as dg
 
@@ -15,8 +15,21 @@ STEP_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EX
 # upstream is queued or running any more, they run once. The daily refresh queues every
 # source at the same tick, so they wait for the last one and run once, not once per source;
 # runs that already materialise them (build_context_sets) do not trigger them again.
+# The queries do not count as an update: queries_file_sensor launches build_context_sets for a
+# changed file, and on a fresh deployment the queries are read before anything is indexed,
+# when retrieval would only publish empty context sets.
 AFTER_UPSTREAM_SETTLES = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets("queries")).since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-).with_label("after upstream updates settle")
+).with_label("after index updates settle")
+
+# A fresh deployment reads the queries file once by itself, so the first context sets do not
+# wait for a change to the file (queries_file_sensor follows changes after that). A read that
+# failed is not requested again every tick: the step's retries already ran, and the error wants
+# a fix, then a materialisation or a change to the file.
+ONCE_WHEN_MISSING = (
+    dg.AutomationCondition.missing()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.execution_failed()
+).with_label("once when never materialised")

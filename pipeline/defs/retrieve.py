@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline.defs.ingest import lexical_index, vector_index
-from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
+from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, ONCE_WHEN_MISSING, STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.ingest import sync_vectors
@@ -25,7 +25,11 @@ GROUP = "retrieve"
     group_name=GROUP,
     kinds={"yaml"},
     retry_policy=STEP_RETRY_POLICY,
-    description="Questions the support bot must answer, read from the queries file (YAML or JSONL, each {id, query}).",
+    automation_condition=ONCE_WHEN_MISSING,
+    description=(
+        "Questions the support bot must answer, read from the queries file (YAML or JSONL, each {id, query}). "
+        "Materialised once by itself on a fresh deployment; queries_file_sensor follows changes to the file."
+    ),
 )
 def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg.MaterializeResult:
     # The previous queries stay stored on failure: a broken file must not empty the context sets.
