@@ -1,0 +1,143 @@
+"""app.json and Procfile as Heroku reads them: schema fields, process types, add-ons, sizes, example inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pipeline.crawl.sources import load_sources
+from pipeline.queries import load_queries
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_JSON = json.loads((ROOT / "app.json").read_text())
+
+# The fields Heroku documents for app.json (https://devcenter.heroku.com/articles/app-json-schema);
+# additionalProperties: false so a misspelt key fails here instead of being ignored on deploy.
+_ENV_VAR = {
+    "oneOf": [
+        {"type": "string"},
+        {
+            "type": "object",
+            "properties": {
+                "description": {"type": "string"},
+                "value": {"type": "string"},
+                "required": {"type": "boolean"},
+                "generator": {"enum": ["secret"]},
+            },
+            "additionalProperties": False,
+        },
+    ]
+}
+_ADDON = {
+    "oneOf": [
+        {"type": "string"},
+        {
+            "type": "object",
+            "properties": {"plan": {"type": "string"}, "as": {"type": "string"}, "options": {"type": "object"}},
+            "required": ["plan"],
+            "additionalProperties": False,
+        },
+    ]
+}
+APP_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 30},
+        "description": {"type": "string"},
+        "keywords": {"type": "array", "items": {"type": "string"}},
+        "repository": {"type": "string", "format": "uri"},
+        "website": {"type": "string"},
+        "logo": {"type": "string"},
+        "success_url": {"type": "string"},
+        "buildpacks": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"], "additionalProperties": False},
+        },
+        "formation": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"quantity": {"type": "integer", "minimum": 0}, "size": {"type": "string"}},
+                "additionalProperties": False,
+            },
+        },
+        "addons": {"type": "array", "items": _ADDON},
+        "env": {"type": "object", "additionalProperties": _ENV_VAR},
+        "scripts": {"type": "object", "additionalProperties": {"type": "string"}},
+        "stack": {"type": "string"},
+        "environments": {"type": "object"},
+    },
+    "required": ["name", "description", "repository", "buildpacks", "formation", "addons", "env"],
+    "additionalProperties": False,
+}
+# Heroku dyno sizes by tier; an app cannot mix Eco/Basic dynos with Standard/Performance ones.
+DYNO_TIERS = {
+    "eco": "eco",
+    "basic": "basic",
+    "standard-1x": "professional",
+    "standard-2x": "professional",
+    "performance-m": "professional",
+    "performance-l": "professional",
+    "performance-l-ram": "professional",
+    "performance-xl": "professional",
+    "performance-2xl": "professional",
+}
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    entries = [line.split(":", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return {name.strip(): command.strip() for name, command in entries}
+
+
+def test_app_json_matches_the_documented_schema() -> None:
+    jsonschema.validate(APP_JSON, APP_JSON_SCHEMA)
+
+
+def test_schema_rejects_an_undocumented_field() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**APP_JSON, "formations": APP_JSON["formation"]}, APP_JSON_SCHEMA)
+
+
+def test_procfile_runs_the_installed_pipeline_executable_for_each_process() -> None:
+    assert procfile() == {"release": "pipeline release", "web": "pipeline web", "worker": "pipeline worker"}
+    # Procfile commands call the executable the buildpack installs on PATH, not python -m.
+    assert shutil.which("pipeline", path=str(Path(sys.executable).parent))
+
+
+def test_formation_process_types_exist_in_the_procfile() -> None:
+    assert set(APP_JSON["formation"]) == {"web", "worker"}
+    assert set(APP_JSON["formation"]) <= set(procfile())
+
+
+def test_dyno_sizes_are_valid_and_from_one_tier_family() -> None:
+    sizes = [process["size"].lower() for process in APP_JSON["formation"].values()]
+    assert all(size in DYNO_TIERS for size in sizes), sizes
+    assert len({DYNO_TIERS[size] for size in sizes}) == 1, sizes
+
+
+def test_addons_attach_postgres_and_inference_rerank_as_RERANK() -> None:
+    addons = [addon if isinstance(addon, dict) else {"plan": addon} for addon in APP_JSON["addons"]]
+    plans = {addon["plan"].split(":")[0]: addon for addon in addons}
+    assert "heroku-postgresql" in plans
+    assert plans["heroku-inference"]["plan"].startswith("heroku-inference:")
+    assert plans["heroku-inference"]["as"] == "RERANK"
+
+
+def test_web_password_is_a_generated_secret() -> None:
+    password = APP_JSON["env"]["WEB_PASSWORD"]
+    assert password["generator"] == "secret"
+    assert "value" not in password
+
+
+def test_example_sources_and_queries_exist_and_load() -> None:
+    sources = APP_JSON["env"]["PIPELINE_SOURCES"]["value"]
+    queries = APP_JSON["env"]["PIPELINE_QUERIES"]["value"]
+    assert (ROOT / sources).is_file() and (ROOT / queries).is_file()
+    assert load_sources(ROOT / sources)
+    assert load_queries(ROOT / queries)
