@@ -96,10 +96,16 @@ def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) 
                     content_hash=result.content_hash,
                     html=result.html,
                     fetched_at=result.fetched_at,
+                    links=result.links,
                 )
         elif outcome in ("unchanged", "not_modified"):
             store.touch_page(
-                result.url, etag=result.etag, last_modified=result.last_modified, fetched_at=result.fetched_at
+                result.url,
+                etag=result.etag,
+                last_modified=result.last_modified,
+                fetched_at=result.fetched_at,
+                # A 304 carries no body, so the stored links stand.
+                links=result.links if outcome == "unchanged" else None,
             )
         elif outcome in ("gone", "removed"):
             store.delete_page(result.url)

@@ -206,6 +206,29 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
     reopened.dispose()
 
 
+def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
+    _save(store, "http://d/a", "h1")
+    store.save_page(
+        url="http://d/b", source="docs", final_url=None, status=200, content_type="text/html", etag='"b"',
+        last_modified=None, content_hash="h2", html="<p>b</p>", fetched_at=None, links=["http://d/a", "http://d/c"],
+    )
+    store.touch_page("http://d/b", etag='"b"', last_modified=None, fetched_at=None)  # a 304: no body, no links
+    assert store.known_pages("docs")["http://d/b"].links == ("http://d/a", "http://d/c")
+    store.touch_page("http://d/a", etag=None, last_modified=None, fetched_at=None, links=["http://d/b"])
+    assert store.known_pages("docs")["http://d/a"].links == ("http://d/b",)
+
+
+def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
+    url = store.engine.url.render_as_string(hide_password=False)
+    _save(store, "http://d/a", "h1")
+    with store.transaction() as connection:
+        connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN links"))
+    reopened = StateStore(url)
+    assert reopened.known_pages("docs")["http://d/a"].links is None
+    assert reopened.page_html("http://d/a")[1] == "h1"
+    reopened.dispose()
+
+
 def test_processes_opening_a_fresh_postgres_database_at_once_create_the_schema_once(postgres_url):
     # Six processes' worth of engines opening the schema together; any error is raised here.
     with ThreadPoolExecutor(max_workers=6) as pool:

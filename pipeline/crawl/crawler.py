@@ -79,6 +79,8 @@ class KnownPage:
     etag: str | None = None
     last_modified: str | None = None
     content_hash: str | None = None
+    # The links to follow that its last full fetch found; followed again when it answers 304.
+    links: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class PageResult:
     last_modified: str | None = None
     bytes_downloaded: int = 0
     depth: int = 0
+    links: tuple[str, ...] = ()  # links to follow (none under robots nofollow), when the body was parsed
 
 
 @dataclass
@@ -392,6 +395,7 @@ class _Frontier:
     async def _record(self, base: PageResult, fetched: FetchResult, known: KnownPage | None) -> None:
         status = fetched.status
         if status == 304 and known:
+            self._follow(known.links, base.depth)
             await self._emit(replace(base, outcome="not_modified", etag=base.etag or known.etag,
                                      last_modified=base.last_modified or known.last_modified,
                                      content_hash=known.content_hash))
@@ -409,10 +413,9 @@ class _Frontier:
             await self._emit(replace(base, outcome=outcome, reason="decode_error"))
             return
         links = extract_links(html, base.url)
-        if not links.nofollow and base.depth < self.source.max_depth:
-            for link in links.links:
-                if self.source.in_scope(link):
-                    self._schedule(link, base.depth + 1)
+        followable = () if links.nofollow else tuple(links.links)
+        self._follow(followable, base.depth)
+        base = replace(base, links=followable)
         if self._defers_to_canonical(base.url, links.canonical, base.depth):
             outcome = "removed" if known else "skipped"
             await self._emit(replace(base, outcome=outcome, reason="canonical_elsewhere", final_url=links.canonical))
@@ -422,6 +425,12 @@ class _Frontier:
             await self._emit(replace(base, outcome="unchanged", content_hash=digest))
         else:
             await self._emit(replace(base, outcome="changed" if known else "new", html=html, content_hash=digest))
+
+    def _follow(self, links: tuple[str, ...], depth: int) -> None:
+        if depth < self.source.max_depth:
+            for link in links:
+                if self.source.in_scope(link):
+                    self._schedule(link, depth + 1)
 
     def _defers_to_canonical(self, url: str, canonical: str | None, depth: int) -> bool:
         if canonical is None or canonical == url or not self.source.in_scope(canonical):

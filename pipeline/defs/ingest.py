@@ -59,15 +59,17 @@ def crawled_pages(
 ) -> dg.MaterializeResult:
     source = _source(files, context.partition_key)
     store = state_store.open()
-    known = {
-        url: KnownPage(
+    known = {}
+    for url, page in store.known_pages(source.name).items():
+        # A page stored before its links were kept is fetched in full once: a 304 would hide its links.
+        conditional = not config.ignore_validators and page.links is not None
+        known[url] = KnownPage(
             url=url,
-            etag=None if config.ignore_validators else page.etag,
-            last_modified=None if config.ignore_validators else page.last_modified,
+            etag=page.etag if conditional else None,
+            last_modified=page.last_modified if conditional else None,
             content_hash=page.content_hash,
+            links=page.links or (),
         )
-        for url, page in store.known_pages(source.name).items()
-    }
     report = record_crawl(store, source.name, crawl(source, known, user_agent=config.user_agent))
     context.log.info(f"crawled {source.name}: {report.metadata()}")
     failures = "\n".join(f"| {url} | {reason} |" for url, reason in report.failures[:50])

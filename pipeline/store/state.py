@@ -42,6 +42,9 @@ pages = sa.Table(
     sa.Column("last_modified", sa.Text),
     sa.Column("content_hash", sa.Text, index=True),
     sa.Column("html_zlib", sa.LargeBinary),
+    # The links to follow from the stored body ([url, ...]); a page answering 304 is not
+    # parsed again, so without them pages only it links to would never be found.
+    sa.Column("links", sa.JSON),
     sa.Column("fetched_at", sa.DateTime(timezone=True)),
     sa.Column("last_seen_at", sa.DateTime(timezone=True)),
 )
@@ -240,6 +243,7 @@ class StoredPage:
     etag: str | None
     last_modified: str | None
     content_hash: str | None
+    links: tuple[str, ...] | None  # None: stored before links were kept
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,11 @@ def _create_schema(engine: Engine) -> None:
             # Written before each field had its own column; the next run publishes the context sets again.
             connection.execute(sa.text(f"DROP VIEW IF EXISTS {LATEST_CONTEXT_SETS_VIEW}"))
             context_sets.drop(connection)
+        if inspector.has_table(pages.name) and "links" not in {
+            column["name"] for column in inspector.get_columns(pages.name)
+        }:
+            # Added later; such pages are fetched in full once (see crawled_pages) to learn their links.
+            connection.execute(sa.text(f"ALTER TABLE {pages.name} ADD COLUMN links JSON"))
         metadata.create_all(connection, checkfirst=True)
         if LATEST_CONTEXT_SETS_VIEW not in inspector.get_view_names():
             connection.execute(sa.text(_LATEST_CONTEXT_SETS_DDL))
@@ -309,11 +318,13 @@ class StateStore:
     def known_pages(self, source: str) -> dict[str, StoredPage]:
         with self.engine.connect() as connection:
             rows = connection.execute(
-                sa.select(pages.c.url, pages.c.source, pages.c.etag, pages.c.last_modified, pages.c.content_hash).where(
-                    pages.c.source == source
-                )
+                sa.select(
+                    pages.c.url, pages.c.source, pages.c.etag, pages.c.last_modified, pages.c.content_hash, pages.c.links
+                ).where(pages.c.source == source)
             )
-            return {row.url: StoredPage(*row) for row in rows}
+            return {
+                row.url: StoredPage(*row[:-1], links=None if row.links is None else tuple(row.links)) for row in rows
+            }
 
     def page_with_content(self, source: str, content_hash: str, other_than: str) -> str | None:
         """Another stored page of the source with exactly this content, if any."""
@@ -342,8 +353,9 @@ class StateStore:
         content_hash: str | None,
         html: str | None,
         fetched_at: datetime | None,
+        links: Sequence[str] = (),
     ) -> None:
-        """Record a fetched page; ``html=None`` keeps the stored body (304 / unchanged)."""
+        """Record a fetched page and the links to follow from it; ``html=None`` keeps the stored body."""
         row: dict[str, Any] = {
             "url": url,
             "source": source,
@@ -355,15 +367,26 @@ class StateStore:
             "content_hash": content_hash,
             "fetched_at": fetched_at,
             "last_seen_at": utcnow(),
+            "links": list(links),
         }
         if html is not None:
             row["html_zlib"] = zlib.compress(html.encode("utf-8"), 6)
         with self.transaction() as connection:
             _upsert(connection, pages, [row])
 
-    def touch_page(self, url: str, *, etag: str | None, last_modified: str | None, fetched_at: datetime | None) -> None:
-        """A page confirmed unchanged: refresh its validators and last-seen time only."""
+    def touch_page(
+        self,
+        url: str,
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        fetched_at: datetime | None,
+        links: Sequence[str] | None = None,
+    ) -> None:
+        """A page confirmed unchanged: refresh its validators, last-seen time and (if parsed again) links."""
         values: dict[str, Any] = {"last_seen_at": utcnow(), "fetched_at": fetched_at}
+        if links is not None:
+            values["links"] = list(links)
         if etag:
             values["etag"] = etag
         if last_modified:

@@ -21,7 +21,7 @@ def run(source: Source, known: dict[str, KnownPage] | None = None, **kwargs: obj
 def known_from(results: dict[str, PageResult]) -> dict[str, KnownPage]:
     """What a state store would remember after persisting ``results``."""
     return {
-        url: KnownPage(url, r.etag, r.last_modified, r.content_hash)
+        url: KnownPage(url, r.etag, r.last_modified, r.content_hash, r.links)
         for url, r in results.items()
         if r.outcome in ("new", "changed", "unchanged", "not_modified")
     }
@@ -150,6 +150,21 @@ def test_recrawl_is_incremental(docs_site: SiteServer) -> None:
     assert guide_request.status == 304 and guide_request.sent == 0
     assert second[u("/docs/api/")].html.count("API v2") == 2  # title and h1
     assert stats.outcomes["not_modified"] == 1
+
+
+def test_links_of_a_page_answering_304_are_still_followed(site: SiteServer) -> None:
+    # function.html failed last run, so it is not stored; the page linking to it is unchanged since.
+    site.page("/docs/index.html", html("Docs home", "function.html"), headers={"ETag": '"index-v1"'})
+    site.routes["/docs/function.html"] = sequence(Reply(503), Reply(body=html("function()")))
+    source = docs_source(site, discover_sitemaps=False)
+    fetch_config = replace(FAST, max_retries=0)
+    first, _ = run(source, fetch_config=fetch_config)
+    assert first[site.url("/docs/index.html")].links == (site.url("/docs/function.html"),)
+    assert first[site.url("/docs/function.html")].outcome == "failed"
+
+    second, _ = run(source, known_from(first), fetch_config=fetch_config)
+    assert second[site.url("/docs/index.html")].outcome == "not_modified"
+    assert second[site.url("/docs/function.html")].outcome == "new"
 
 
 def test_known_pages_out_of_scope_or_disallowed_are_removed_without_a_request(docs_site: SiteServer) -> None:
