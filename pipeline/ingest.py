@@ -107,8 +107,10 @@ def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) 
                 # A 304 carries no body, so the stored links stand.
                 links=result.links if outcome == "unchanged" else None,
             )
-        elif outcome in ("gone", "removed"):
-            store.delete_page(result.url)
+        elif outcome in ("gone", "removed") and not store.delete_page(result.url):
+            # Nothing was stored under it: a broken link (404) or a URL newly out of reach, not a deletion.
+            outcome = "skipped"
+            _record_failure(report, result.url, result.reason or "gone")
         elif outcome in ("failed", "skipped"):
             _record_failure(report, result.url, result.reason or outcome)
         report.outcomes[outcome] += 1
@@ -270,7 +272,7 @@ def index_chunks(
     embedder: MiniLMEmbedder,
     source: str,
     *,
-    flush_every: int = 256,
+    save_every: int = 256,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
     report = IndexReport()
@@ -291,7 +293,7 @@ def index_chunks(
     for positions, batch_vectors in embedder.iter_batches(texts):
         for position, vector in zip(positions, batch_vectors, strict=True):
             embedded[pending[position][0]] = vector
-        if len(embedded) >= flush_every:
+        if len(embedded) >= save_every:
             flush()
     if embedded:
         flush()

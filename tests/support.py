@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,3 +115,21 @@ def run_concurrently(target: Callable[[], None], threads: int) -> None:
         thread.start()
     for thread in started:
         thread.join()
+
+
+def run_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """Each asset's materialisation metadata in one run, read back from the instance."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return {
+        record.event_log_entry.dagster_event.asset_key.to_user_string(): {
+            key: value.value for key, value in record.event_log_entry.asset_materialization.metadata.items()
+        }
+        for record in records
+    }
+
+
+def worker_env(**settings: str) -> dict[str, str]:
+    """This environment without any pipeline, Chroma, rerank or Dagster setting, plus ``settings``."""
+    prefixes = ("PIPELINE_", "CHROMA_", "RERANK_", "DAGSTER_")
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "DATABASE_URL"}
+    return {**inherited, **settings}

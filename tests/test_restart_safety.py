@@ -11,7 +11,6 @@ bill no rerank search units, and publish the same context sets from the same ran
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,7 @@ from pipeline.rerank.service import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
 from tests.conftest import fresh_postgres_database
-from tests.support import TEST_KEY, write_sources
+from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "user-guide"
@@ -71,7 +70,7 @@ class Worker:
         assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-6000:]
         run_ids = json.loads(completed.stdout.strip().splitlines()[-1])
         with dg.DagsterInstance.from_config(str(self.dagster_home)) as instance:
-            return {run: _materializations(instance, run_id) for run, run_id in run_ids.items()}
+            return {run: run_materializations(instance, run_id) for run, run_id in run_ids.items()}
 
     def wipe_disk(self) -> None:
         shutil.rmtree(self.data_dir)
@@ -82,23 +81,6 @@ class Worker:
             context_sets=self.store.latest_context_sets(),
             jsonl=(self.data_dir / "ranked_context_sets.jsonl").read_text(),
         )
-
-
-def _materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    return {
-        record.event_log_entry.dagster_event.asset_key.to_user_string(): {
-            key: value.value for key, value in record.event_log_entry.asset_materialization.metadata.items()
-        }
-        for record in records
-    }
-
-
-def _worker_env(**settings: str) -> dict[str, str]:
-    """This environment without any pipeline, Chroma, rerank or Dagster setting, plus ``settings``."""
-    prefixes = ("PIPELINE_", "CHROMA_", "RERANK_", "DAGSTER_")
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "DATABASE_URL"}
-    return {**inherited, **settings}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +97,7 @@ def _worker(tmp_path: Path, database_url: str, site_url: str, rerank_url: str, *
         tmp_path / "sources.yaml",
         [{"name": SOURCE, "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
     )
-    env = _worker_env(
+    env = worker_env(
         DAGSTER_HOME=str(dagster_home),
         # The scheme Heroku Postgres hands out.
         DATABASE_URL=database_url.replace("postgresql://", "postgres://", 1),

@@ -130,6 +130,14 @@ def document_chunks(
     return dg.MaterializeResult(metadata={**report.metadata(), "dagster/row_count": report.total_chunks})
 
 
+class VectorIndexConfig(dg.Config):
+    save_every: int = Field(
+        default=256,
+        ge=1,
+        description="Chunks embedded between saves to the state store and Chroma: a run killed midway embeds at most this many again.",
+    )
+
+
 @dg.asset(
     group_name=GROUP,
     partitions_def=source_partitions,
@@ -144,6 +152,7 @@ def document_chunks(
 )
 def vector_index(
     context: dg.AssetExecutionContext,
+    config: VectorIndexConfig,
     state_store: StateStoreResource,
     chroma: ChromaResource,
     embedder: EmbedderResource,
@@ -155,7 +164,9 @@ def vector_index(
     def progress(done: int, total: int) -> None:
         context.log.info(f"embedded {done}/{total} chunks")
 
-    report = index_chunks(store, vectors, model, context.partition_key, on_progress=progress)
+    report = index_chunks(
+        store, vectors, model, context.partition_key, save_every=config.save_every, on_progress=progress
+    )
     return dg.MaterializeResult(
         metadata={**report.metadata(), "collection": chroma.collection, "collection_count": vectors.count()}
     )

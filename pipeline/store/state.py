@@ -394,9 +394,10 @@ class StateStore:
         with self.transaction() as connection:
             connection.execute(sa.update(pages).where(pages.c.url == url).values(**values))
 
-    def delete_page(self, url: str) -> None:
+    def delete_page(self, url: str) -> bool:
+        """Delete a stored page; False when none was stored under ``url``."""
         with self.transaction() as connection:
-            connection.execute(sa.delete(pages).where(pages.c.url == url))
+            return connection.execute(sa.delete(pages).where(pages.c.url == url)).rowcount > 0
 
     def page_count(self, source: str | None = None) -> int:
         return self._count(pages, source)
