@@ -164,13 +164,7 @@ def _local_scorer():
     from pipeline.rerank.scoring import LocalRelevanceScorer
     from pipeline.store.state import StateStore
 
-    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(configured_state_url())))
-
-
-def configured_state_url() -> str:
-    from pipeline.store.state import state_url
-
-    return state_url(settings.value("DATABASE_URL"), settings.value("PIPELINE_DATA_DIR"))
+    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(settings.state_store_url())))
 
 
 def _local_rerank_service(stack: ExitStack, port: int) -> str:

@@ -47,14 +47,13 @@ def release() -> int:
     """Create or migrate Dagster's storage and the pipeline's tables; a failure stops the release."""
     import dagster as dg
 
-    from pipeline.cli import configured_state_url
     from pipeline.store.state import StateStore
 
     _require_durable_storage("release")
     prepare_instance()
     with dg.DagsterInstance.get() as instance:
         instance.upgrade(print_fn=logger.info)
-    store = StateStore(configured_state_url())
+    store = StateStore(settings.state_store_url())
     store.dispose()
     print(f"release: Dagster storage and pipeline tables are up to date ({'PostgreSQL' if uses_postgres() else 'SQLite'})")
     return 0

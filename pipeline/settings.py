@@ -72,6 +72,13 @@ def value(name: str) -> str | None:
     return os.environ.get(name) or setting.default
 
 
+def state_store_url() -> str:
+    """The state store's URL: DATABASE_URL when set, else SQLite in PIPELINE_DATA_DIR."""
+    from pipeline.store.state import state_url
+
+    return state_url(value("DATABASE_URL"), value("PIPELINE_DATA_DIR"))
+
+
 class SettingError(ValueError):
     """A variable holds a value the pipeline cannot use; the message names the variable."""
 

@@ -40,3 +40,12 @@ def module_postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database shared by the tests of one module."""
     with fresh_postgres_database() as url:
         yield url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n`` (scripts/test), keep each module on one worker, and tests/deploy whole:
+    module- and package-scoped fixtures (a booted Heroku app, three worker restarts) are then set up once."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = "tests/deploy" if module.startswith("tests/deploy/") else module
+        item.add_marker(pytest.mark.xdist_group(group))
