@@ -42,6 +42,8 @@ def module_postgres_url() -> Iterator[str]:
         yield url
 
 
+# First: pytest-xdist reads the groups in its own hook of the same name.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under ``pytest -n`` (scripts/test), keep each module on one worker, and tests/deploy whole:
     module- and package-scoped fixtures (a booted Heroku app, three worker restarts) are then set up once."""
