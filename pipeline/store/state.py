@@ -272,21 +272,22 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
+def _lacks_column(inspector: sa.Inspector, table: sa.Table, column: str) -> bool:
+    """The table exists in the database in an older shape, without ``column``."""
+    return inspector.has_table(table.name) and column not in {c["name"] for c in inspector.get_columns(table.name)}
+
+
 def _create_schema(engine: Engine) -> None:
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Step processes of a first run start together on an empty database: one creates, the others wait.
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
         inspector = sa.inspect(connection)
-        if inspector.has_table(context_sets.name) and "passages" not in {
-            column["name"] for column in inspector.get_columns(context_sets.name)
-        }:
+        if _lacks_column(inspector, context_sets, "passages"):
             # Written before each field had its own column; the next run publishes the context sets again.
             connection.execute(sa.text(f"DROP VIEW IF EXISTS {LATEST_CONTEXT_SETS_VIEW}"))
             context_sets.drop(connection)
-        if inspector.has_table(pages.name) and "links" not in {
-            column["name"] for column in inspector.get_columns(pages.name)
-        }:
+        if _lacks_column(inspector, pages, "links"):
             # Added later; such pages are fetched in full once (see crawled_pages) to learn their links.
             connection.execute(sa.text(f"ALTER TABLE {pages.name} ADD COLUMN links JSON"))
         metadata.create_all(connection, checkfirst=True)
