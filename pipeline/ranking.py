@@ -2,9 +2,9 @@
 
 ``rerank_stored_candidates`` sends each query's candidates to the rerank endpoint
 (through the durable cache, so unchanged queries cost nothing) and stores one
-ranking per query: reranked, or the retrieval order with the reason reranking
-failed (``failed_rankings`` lists those; failures are never cached, so the next
-run sends only them). ``assemble_context_sets`` turns the stored rankings into
+ranking per query: reranked, or the reason reranking failed, its context set then
+keeping the retrieval order (``failed_rankings`` lists those; failures are never
+cached, so the next run sends only them). ``assemble_context_sets`` turns the stored rankings into
 context sets.
 
 A ranking is stored by chunk ID together with the hash of the candidates it ranked
