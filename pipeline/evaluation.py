@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 import pytrec_eval
 import yaml
 
+from pipeline.inputs import where_undecodable
+from pipeline.queries import query_entry_problem
+
 # name → (rank cut-off, pytrec_eval measure requested, key of its result)
 _MEASURES = {
     "ndcg@10": (10, "ndcg_cut.10", "ndcg_cut_10"),
@@ -32,7 +35,7 @@ METRICS = tuple(_MEASURES)
 class LabelledQuery:
     query_id: str
     query: str
-    relevant: Mapping[str, int]  # page path relative to the corpus root → grade (1 or 2)
+    relevant: Mapping[str, int]  # page path relative to the corpus root → grade (2 answers, 1 partly, 0 not)
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,17 @@ class LabelFileError(ValueError):
 
 
 def load_labelled_set(path: str | Path) -> LabelledSet:
+    """The labelled set in a YAML file; raises :class:`LabelFileError` naming the file and entry.
+
+    Queries are checked as in the queries file (``pipeline.queries.query_entry_problem``); a grade
+    is a whole number, 0 or more.
+    """
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        document = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise LabelFileError(f"{path}: not UTF-8 text ({where_undecodable(data, error)})") from None
     except (OSError, yaml.YAMLError) as error:
         raise LabelFileError(f"{path}: cannot read labelled queries ({error})") from None
     if not isinstance(document, dict) or not isinstance(document.get("queries"), list):
@@ -61,19 +72,37 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
     base_url = document.get("base_url")
     if base_url is not None and not (isinstance(base_url, str) and urlsplit(base_url).netloc):
         raise LabelFileError(f"{path}: base_url must be an absolute URL such as https://docs.example.com/guide/")
-    queries = []
-    for index, entry in enumerate(document["queries"], start=1):
-        try:
-            relevant = {str(item["path"]): int(item["grade"]) for item in entry["relevant"]}
-            queries.append(LabelledQuery(str(entry["id"]), str(entry["query"]), relevant))
-        except (KeyError, TypeError, ValueError) as error:
-            raise LabelFileError(f"{path}: entry {index}: needs id, query and relevant [{{path, grade}}] ({error})") from None
+    queries = [_labelled_query(f"{path}: entry {index}", entry) for index, entry in enumerate(document["queries"], start=1)]
     if not queries:
         raise LabelFileError(f"{path}: no labelled queries")
     duplicates = sorted(query_id for query_id, count in Counter(q.query_id for q in queries).items() if count > 1)
     if duplicates:
         raise LabelFileError(f"{path}: duplicate query ids {', '.join(duplicates)}")
     return LabelledSet(corpus=str(document.get("corpus", "")), queries=tuple(queries), base_url=base_url)
+
+
+def _labelled_query(where: str, entry: object) -> LabelledQuery:
+    if not isinstance(entry, dict):
+        raise LabelFileError(f"{where}: expected a mapping with id, query and relevant [{{path, grade}}]")
+    problem = query_entry_problem(entry.get("id"), entry.get("query"))
+    if problem:
+        raise LabelFileError(f"{where}: {problem}")
+    query_id = str(entry["id"]).strip()
+    items = entry.get("relevant")
+    if not isinstance(items, list):
+        raise LabelFileError(f"{where}: 'relevant' must be a list of {{path, grade}} (id {query_id!r})")
+    relevant: dict[str, int] = {}
+    for number, item in enumerate(items, start=1):
+        page, grade = (item.get("path"), item.get("grade")) if isinstance(item, dict) else (None, None)
+        if not isinstance(page, str) or not page.strip():
+            raise LabelFileError(f"{where}: relevant {number}: 'path' must be a non-empty string (id {query_id!r})")
+        # bool is an int subclass: `grade: true` must not pass as grade 1.
+        if not isinstance(grade, int) or isinstance(grade, bool) or grade < 0:
+            raise LabelFileError(
+                f"{where}: relevant {number}: 'grade' must be a whole number, 0 or more, got {grade!r} (id {query_id!r})"
+            )
+        relevant[page.strip()] = grade
+    return LabelledQuery(query_id, entry["query"].strip(), relevant)
 
 
 def page_path(url: str, base_url: str | None = None) -> str:

@@ -65,7 +65,13 @@ def read_input(
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InputUnavailable(f"{setting}: {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise InputUnavailable(f"{setting}: {path} is not UTF-8 text ({where_undecodable(data, error)})") from None
+
+
+def where_undecodable(data: bytes, error: UnicodeDecodeError) -> str:
+    """Why and where ``data`` is no UTF-8, in words a person can find in an editor: the line and byte."""
+    line = data.count(b"\n", 0, error.start) + 1
+    return f"{error.reason} at line {line}, byte {error.start}"
 
 
 def _download(url: str, *, setting: str, max_bytes: int, timeout: httpx.Timeout) -> str:

@@ -2,12 +2,18 @@
 
 It is a local path or an http(s) URL (see ``pipeline/inputs.py``); a URL whose path ends in
 ``.jsonl`` is read as JSONL, anything else as YAML.
+
+Every query is checked when the file is loaded (``query_entry_problem``, shared with the
+labelled sets of ``pipeline/evaluation.py``): a NUL byte, another control character or an
+overlong string would otherwise fail later, in PostgreSQL, the embedder or the rerank
+endpoint, with an error that names neither the file nor the entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +22,14 @@ from typing import Any
 import yaml
 
 from pipeline.inputs import display_location, is_url, location_suffix, read_input
+
+
+# A question, not a document: far beyond any real support question (a long one is a few hundred
+# characters), and small next to what the reranker reads with each candidate.
+MAX_QUERY_CHARACTERS = 2_000
+# Line breaks and tabs are whitespace in a question written over several lines; any other control
+# character is a copy-paste or encoding accident (PostgreSQL refuses NUL outright).
+_WHITESPACE_CONTROLS = frozenset("\t\n\r")
 
 
 @dataclass(frozen=True)
@@ -86,11 +100,47 @@ def _parse_entry(path: str, where: str, entry: Any) -> Query:
     if not isinstance(entry, dict):
         raise QueriesFileError(f"{path}: {where}: expected a mapping with 'id' and 'query', got {type(entry).__name__}")
     query_id, query = entry.get("id"), entry.get("query")
-    if not isinstance(query_id, (str, int)) or isinstance(query_id, bool) or not str(query_id).strip():
-        raise QueriesFileError(f"{path}: {where}: 'id' must be a non-empty string")
-    if not isinstance(query, str) or not query.strip():
-        raise QueriesFileError(f"{path}: {where}: 'query' must be a non-empty string (id {query_id!r})")
+    problem = query_entry_problem(query_id, query)
+    if problem:
+        raise QueriesFileError(f"{path}: {where}: {problem}")
     return Query(query_id=str(query_id).strip(), query=query.strip())
+
+
+def query_entry_problem(query_id: Any, query: Any) -> str | None:
+    """What is wrong with an entry's ``id`` and ``query`` as read from a file, or None.
+
+    The id is a non-empty string or an integer without control characters. The query, once
+    stripped, is a non-empty string of at most ``MAX_QUERY_CHARACTERS`` characters with no
+    control character other than a tab or a line break. Neither may hold an unpaired surrogate
+    (a JSON ``\\ud800`` escape), which is no UTF-8 text.
+    """
+    if not isinstance(query_id, (str, int)) or isinstance(query_id, bool) or not str(query_id).strip():
+        return "'id' must be a non-empty string"
+    bad_character = _bad_character(str(query_id).strip(), allowed=frozenset())
+    if bad_character:
+        return f"'id' contains {bad_character}"
+    if not isinstance(query, str) or not query.strip():
+        return f"'query' must be a non-empty string (id {query_id!r})"
+    query = query.strip()
+    if len(query) > MAX_QUERY_CHARACTERS:
+        return f"'query' is {len(query):,} characters, more than the {MAX_QUERY_CHARACTERS:,} allowed (id {query_id!r})"
+    bad_character = _bad_character(query, allowed=_WHITESPACE_CONTROLS)
+    if bad_character:
+        return f"'query' contains {bad_character} (id {query_id!r})"
+    return None
+
+
+def _bad_character(text: str, *, allowed: frozenset[str]) -> str | None:
+    """The first control character (other than ``allowed``) or unpaired surrogate in ``text``, described."""
+    for position, character in enumerate(text, start=1):
+        category = unicodedata.category(character)
+        if character == "\x00":
+            return f"a NUL byte at character {position}"
+        if category == "Cc" and character not in allowed:
+            return f"the control character U+{ord(character):04X} at character {position}"
+        if category == "Cs":
+            return f"an unpaired surrogate U+{ord(character):04X} at character {position}"
+    return None
 
 
 def queries_digest(pairs: Sequence[tuple[str, str]]) -> str:

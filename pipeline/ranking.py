@@ -2,15 +2,23 @@
 
 ``rerank_stored_candidates`` sends each query's candidates to the rerank endpoint
 (through the durable cache, so unchanged queries cost nothing) and stores one
-ranking per query: reranked, or the retrieval order with the reason reranking
-failed (``failed_rankings`` lists those; failures are never cached, so the next
-run sends only them). ``assemble_context_sets`` turns the stored rankings into
+ranking per query: reranked, or the reason reranking failed, its context set then
+keeping the retrieval order (``failed_rankings`` lists those; failures are never
+cached, so the next run sends only them). ``assemble_context_sets`` turns the stored rankings into
 context sets.
+
+A ranking is stored by chunk ID together with the hash of the candidates it ranked
+(``candidates_hash``). Retrieval may run again while reranking then fails (a rotated
+key answers 401 and the rerank asset keeps the previous rankings); a context set
+follows a stored ranking only while its query's current candidates hash the same,
+and otherwise keeps the retrieval order and says the candidates changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,19 +62,31 @@ def rerank_stored_candidates(
     max_workers: int,
 ) -> RerankRunReport:
     query_texts = dict(store.load_queries())
-    stored_candidates = store.load_candidates()
-    chunk_rows = store.chunks_by_id(
-        chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking
-    )
-    requests = []
-    for query_id, ranking in stored_candidates.items():
-        if query_id not in query_texts:
-            continue
-        documents = [chunk_rows[chunk_id][0].embedding_text for _, chunk_id, _ in ranking if chunk_id in chunk_rows]
-        if documents:
-            requests.append(RerankRequest(query_id=query_id, query=query_texts[query_id], documents=documents, top_n=top_n))
+    stored_candidates = {
+        query_id: ranking for query_id, ranking in store.load_candidates().items() if query_id in query_texts
+    }
+    chunk_rows = store.chunks_by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
+    # A candidate whose chunk vanished since retrieval cannot be sent; it is skipped when published too.
+    sent = {
+        query_id: [chunk_id for _, chunk_id, _ in ranking if chunk_id in chunk_rows]
+        for query_id, ranking in stored_candidates.items()
+    }
+    requests = [
+        RerankRequest(
+            query_id=query_id,
+            query=query_texts[query_id],
+            documents=[chunk_rows[chunk_id][0].embedding_text for chunk_id in chunk_ids],
+            top_n=top_n,
+        )
+        for query_id, chunk_ids in sent.items()
+        if chunk_ids
+    ]
     outcomes = client.rerank_many(requests, max_workers=max_workers, cache=StoreRerankCache(store))
-    store.replace_reranked([_ranking_row(client.model, stored_candidates[o.query_id], chunk_rows, o) for o in outcomes])
+    hashes = {
+        query_id: candidates_hash(query_texts[query_id], (chunk_id for _, chunk_id, _ in ranking))
+        for query_id, ranking in stored_candidates.items()
+    }
+    store.replace_reranked([_ranking_row(client.model, hashes[o.query_id], sent[o.query_id], o) for o in outcomes])
     return RerankRunReport(stats=RerankStats.from_outcomes(outcomes), outcomes=outcomes)
 
 
@@ -79,31 +99,66 @@ def failed_rankings(store: StateStore) -> dict[str, str]:
     }
 
 
-def _ranking_row(model: str, ranking, chunk_rows, outcome: RerankOutcome) -> dict[str, Any]:
-    # Rerank indexes point into the documents sent, which skipped candidates whose chunk vanished.
-    sent_ranks = [rank for rank, chunk_id, _ in ranking if chunk_id in chunk_rows]
-    if outcome.response is not None:
-        order = [[sent_ranks[result.index], result.relevance_score] for result in outcome.response.results]
-        return {
-            "query_id": outcome.query_id,
-            "model": model,
-            "reranked": True,
-            "api_version": outcome.response.api_version,
-            "search_units": outcome.response.search_units,
-            "cached": outcome.cached,
-            "error": None,
-            "ranking": order,
-        }
+CANDIDATES_CHANGED = "candidates changed since rerank"
+NO_RERANK_RESULT = "no rerank result for this query"
+
+
+def candidates_hash(query: str, chunk_ids: Iterable[str]) -> str:
+    """sha256 over the query text and the sorted candidate chunk IDs: what a ranking was computed for.
+
+    Sorted, like the rerank cache key: rerank scores depend on which chunks are sent for
+    which query, not on their retrieval order, so a retrieval that returns the same
+    candidates in another order keeps its ranking. A chunk ID hashes the chunk's content,
+    so an edited passage is a different candidate.
+    """
+    payload = json.dumps([query, sorted(chunk_ids)], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _ranking_row(model: str, hashed_candidates: str, sent: Sequence[str], outcome: RerankOutcome) -> dict[str, Any]:
+    response = outcome.response
     return {
         "query_id": outcome.query_id,
         "model": model,
-        "reranked": False,
-        "api_version": None,
-        "search_units": 0,
-        "cached": False,
+        "candidates_hash": hashed_candidates,
+        "reranked": response is not None,
+        "api_version": response.api_version if response else None,
+        "search_units": response.search_units if response else 0,
+        "cached": outcome.cached,
         "error": outcome.error,
-        "ranking": [[rank, None] for rank in sent_ranks],
+        # Rerank indexes point into the documents sent.
+        "ranking": [[sent[result.index], result.relevance_score] for result in response.results] if response else [],
     }
+
+
+@dataclass(frozen=True)
+class ContextOrder:
+    """A query's candidates in the order its context set takes them, and whether that order is the reranker's."""
+
+    passages: list[tuple[int, str, float, float | None]]  # (retrieval_rank, chunk_id, retrieval_score, rerank_score)
+    reranked: bool
+    reason_not_reranked: str | None
+
+
+def context_order(
+    query: str, candidates: Sequence[tuple[int, str, float]], ranking: Mapping[str, Any] | None
+) -> ContextOrder:
+    """The stored ranking's order when it was computed for exactly these candidates, else the retrieval order and why.
+
+    ``candidates`` are the stored [(retrieval_rank, chunk_id, score), ...] in rank order;
+    ``ranking`` is the query's stored rerank row, if any.
+    """
+    retrieval_order = [(rank, chunk_id, score, None) for rank, chunk_id, score in candidates]
+    if ranking is None:
+        return ContextOrder(retrieval_order, False, NO_RERANK_RESULT)
+    if ranking["candidates_hash"] != candidates_hash(query, (chunk_id for _, chunk_id, _ in candidates)):
+        return ContextOrder(retrieval_order, False, CANDIDATES_CHANGED)
+    if not ranking["reranked"]:
+        return ContextOrder(retrieval_order, False, ranking["error"] or "not reranked")
+    # Equal hashes: the ranking holds these very chunks (or, with top_n, the best of them).
+    retrieved = {chunk_id: (rank, chunk_id, score) for rank, chunk_id, score in candidates}
+    reranked = [(*retrieved[chunk_id], rerank_score) for chunk_id, rerank_score in ranking["ranking"]]
+    return ContextOrder(reranked, True, None)
 
 
 def ranked_passage(
@@ -130,26 +185,21 @@ def assemble_context_sets(
     chunk_rows = store.chunks_by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
     context_sets = []
     for query_id, query in store.load_queries():
-        by_rank = {rank: (chunk_id, score) for rank, chunk_id, score in stored_candidates.get(query_id, [])}
         ranking = rankings.get(query_id)
-        order: Sequence[tuple[int, float | None]] = (
-            [(rank, score) for rank, score in ranking["ranking"]] if ranking else [(rank, None) for rank in sorted(by_rank)]
-        )
-        passages = []
-        for retrieval_rank, rerank_score in order:
-            chunk_id, retrieval_score = by_rank[retrieval_rank]
-            if chunk_id not in chunk_rows:
-                continue
-            passages.append(ranked_passage(chunk_rows[chunk_id][0], retrieval_rank, retrieval_score, rerank_score))
-        reranked = bool(ranking and ranking["reranked"])
+        order = context_order(query, stored_candidates.get(query_id, []), ranking)
+        passages = [
+            ranked_passage(chunk_rows[chunk_id][0], retrieval_rank, retrieval_score, rerank_score)
+            for retrieval_rank, chunk_id, retrieval_score, rerank_score in order.passages
+            if chunk_id in chunk_rows
+        ]
         context_sets.append(
             build_context_set(
                 query_id=query_id,
                 query=query,
                 model=ranking["model"] if ranking else "",
-                reranked=reranked,
-                api_version=ranking["api_version"] if ranking else None,
-                reason_not_reranked=None if reranked else (ranking["error"] if ranking else "no rerank result for this query"),
+                reranked=order.reranked,
+                api_version=ranking["api_version"] if order.reranked else None,
+                reason_not_reranked=order.reason_not_reranked,
                 token_budget=token_budget,
                 passages=pack_passages(diversify_pages(passages, max_passages_per_page), token_budget),
             )

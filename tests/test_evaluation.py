@@ -59,7 +59,46 @@ def test_pages_default_to_each_site_root_and_labels_may_name_a_base_url(tmp_path
     [
         ("corpus: x\nqueries: []\n", "no labelled queries"),
         ("corpus: x\nbase_url: docs\nqueries: []\n", "base_url must be an absolute URL"),
-        ("queries:\n  - {id: a, query: q, relevant: [{path: p.html}]}\n", "entry 1: needs id, query and relevant"),
+        (
+            "queries:\n  - {id: a, query: q, relevant: [{path: p.html}]}\n",
+            r"entry 1: relevant 1: 'grade' must be a whole number, 0 or more, got None \(id 'a'\)",
+        ),
+        (
+            "queries:\n  - {id: a, query: q, relevant: [{path: p.html, grade: 2}]}\n"
+            "  - {id: b, query: null, relevant: [{path: p.html, grade: 2}]}\n",
+            r"entry 2: 'query' must be a non-empty string \(id 'b'\)",
+        ),
+        (
+            "queries:\n  - {id: a, query: q, relevant: [{path: p.html, grade: 2}, {path: q.html, grade: -1}]}\n",
+            r"entry 1: relevant 2: 'grade' must be a whole number, 0 or more, got -1 \(id 'a'\)",
+        ),
+        (
+            "queries:\n  - {id: a, query: q, relevant: [{path: p.html, grade: 1.5}]}\n",
+            r"entry 1: relevant 1: 'grade' must be a whole number, 0 or more, got 1.5",
+        ),
+        (
+            "queries:\n  - {id: a, query: q, relevant: [{path: p.html, grade: '2'}]}\n",
+            r"entry 1: relevant 1: 'grade' must be a whole number, 0 or more, got '2'",
+        ),
+        (
+            "queries:\n  - {id: a, query: q, relevant: [{path: p.html, grade: true}]}\n",
+            r"entry 1: relevant 1: 'grade' must be a whole number, 0 or more, got True",
+        ),
+        (
+            "queries:\n  - {id: a, query: q, relevant: [{path: null, grade: 2}]}\n",
+            r"entry 1: relevant 1: 'path' must be a non-empty string \(id 'a'\)",
+        ),
+        ("queries:\n  - {id: null, query: q, relevant: []}\n", "entry 1: 'id' must be a non-empty string"),
+        ("queries:\n  - {id: a, query: q}\n", r"entry 1: 'relevant' must be a list of \{path, grade\} \(id 'a'\)"),
+        ("queries:\n  - just a string\n", "entry 1: expected a mapping with id, query and relevant"),
+        (
+            'queries:\n  - {id: a, query: "bell\\a", relevant: []}\n',
+            r"entry 1: 'query' contains the control character U\+0007 at character 5 \(id 'a'\)",
+        ),
+        (
+            f"queries:\n  - {{id: a, query: {'z' * 5000}, relevant: []}}\n",
+            r"entry 1: 'query' is 5,000 characters, more than the 2,000 allowed \(id 'a'\)",
+        ),
         (
             "queries:\n  - {id: a, query: q, relevant: []}\n  - {id: a, query: r, relevant: []}\n",
             "duplicate query ids a",
@@ -72,3 +111,11 @@ def test_bad_label_files_are_refused_with_the_reason(tmp_path, text, complaint):
     with pytest.raises(LabelFileError, match=complaint) as raised:
         load_labelled_set(path)
     assert str(path) in str(raised.value)
+
+
+def test_a_label_file_that_is_not_utf8_is_refused_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "labels.yaml"
+    path.write_bytes("corpus: x\nqueries:\n  - {id: a, query: caf\xe9, relevant: []}\n".encode("latin-1"))
+    with pytest.raises(LabelFileError) as raised:
+        load_labelled_set(path)
+    assert str(raised.value) == f"{path}: not UTF-8 text (invalid continuation byte at line 3, byte 41)"

@@ -108,9 +108,9 @@ def test_queries_candidates_rankings_and_cache(store):
     assert store.load_candidates() == {"q1": [(1, "c1", 0.9), (2, "c2", 0.5)]}
 
     store.replace_reranked(
-        [{"query_id": "q1", "model": "m", "reranked": True, "api_version": "2", "search_units": 1, "cached": False, "error": None, "ranking": [[2, 0.8], [1, 0.1]]}]
+        [{"query_id": "q1", "model": "m", "reranked": True, "api_version": "2", "search_units": 1, "cached": False, "error": None, "ranking": [["c2", 0.8], ["c1", 0.1]], "candidates_hash": "h"}]
     )
-    assert store.load_reranked()["q1"]["ranking"] == [[2, 0.8], [1, 0.1]]
+    assert store.load_reranked()["q1"]["ranking"] == [["c2", 0.8], ["c1", 0.1]]
 
     assert store.cache_get("k") is None
     store.cache_put("k", {"results": [{"index": 0, "relevance_score": 0.5}]})

@@ -45,7 +45,8 @@ class RerankConfig(dg.Config):
         "Candidates reranked per query by POST {RERANK_URL}/v1/rerank (model RERANK_MODEL_ID). Results are cached "
         "by endpoint, model, query, documents and top_n, so unchanged queries bill no search units on re-runs. "
         "A query that still fails after retries keeps its retrieval order (the check every_query_reranked turns "
-        "red); a rejected key, model or shared setting fails the asset and keeps the previous rankings."
+        "red); a rejected key, model or shared setting fails the asset and keeps the previous rankings, which "
+        "context sets follow only while each query's candidates are the ones they ranked."
     ),
 )
 def reranked_candidates(

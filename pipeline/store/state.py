@@ -118,8 +118,11 @@ reranked = sa.Table(
     sa.Column("search_units", sa.Integer, nullable=False, default=0),
     sa.Column("cached", sa.Boolean, nullable=False, default=False),
     sa.Column("error", sa.Text),
-    # [[retrieval_rank, relevance_score], ...] highest score first.
+    # [[chunk_id, relevance_score], ...] highest score first; empty when not reranked.
     sa.Column("ranking", sa.JSON, nullable=False),
+    # What the ranking was computed for (pipeline.ranking.candidates_hash): it is published only
+    # while the query's stored candidates still hash the same.
+    sa.Column("candidates_hash", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -287,6 +290,10 @@ def _create_schema(engine: Engine) -> None:
             # Written before each field had its own column; the next run publishes the context sets again.
             connection.execute(sa.text(f"DROP VIEW IF EXISTS {LATEST_CONTEXT_SETS_VIEW}"))
             context_sets.drop(connection)
+        if _lacks_column(inspector, reranked, "candidates_hash"):
+            # Rankings stored by retrieval rank cannot be tied to the candidates they ranked, so they are
+            # never published again; the next rerank run stores them anew from the rerank cache, unbilled.
+            reranked.drop(connection)
         if _lacks_column(inspector, pages, "links"):
             # Added later; such pages are fetched in full once (see crawled_pages) to learn their links.
             connection.execute(sa.text(f"ALTER TABLE {pages.name} ADD COLUMN links JSON"))

@@ -31,6 +31,8 @@ from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
 RERANK_STAGE = dg.AssetSelection.assets("reranked_candidates", "ranked_context_sets")
+RETRIEVAL = dg.AssetSelection.assets("queries", "retrieved_candidates")
+PUBLISH = dg.AssetSelection.assets("ranked_context_sets")
 QUERIES = {query.query_id: query.query for query in load_queries(QUERIES_FILE)}
 WRONG_KEY = "inf-wrong-key-9d3b7a61"
 # Fast pacing (10 ms apart) so a run of 12 queries is not held by the 250/min default. Read
@@ -94,6 +96,20 @@ class Stage:
             self.data_dir, self.ingested.sources, QUERIES_FILE, service.url, **{**FAST, **rerank_options}
         )
         return PipelineRun(resources, self.instance).downstream(raise_on_error=raise_on_error, selection=RERANK_STAGE)
+
+    def retrieve(self, queries_path: Path = QUERIES_FILE, top_k: int = 50) -> dg.ExecuteInProcessResult:
+        """Store the queries and retrieve their candidates again (no rerank)."""
+        resources = make_resources(self.data_dir, self.ingested.sources, queries_path, "http://127.0.0.1:9")
+        return PipelineRun(resources, self.instance).downstream(
+            {"ops": {"retrieved_candidates": {"config": {"top_k": top_k}}}}, selection=RETRIEVAL
+        )
+
+    def publish(self, service: LocalRerankService, queries_path: Path = QUERIES_FILE) -> dg.ExecuteInProcessResult:
+        """Materialise ranked_context_sets alone, every passage in rank order (no per-page cap)."""
+        resources = make_resources(self.data_dir, self.ingested.sources, queries_path, service.url)
+        return PipelineRun(resources, self.instance).downstream(
+            {"ops": {"ranked_context_sets": {"config": {"max_passages_per_page": None}}}}, selection=PUBLISH
+        )
 
     def store(self) -> StateStore:
         return StateStore(sqlite_url(self.data_dir))
@@ -309,3 +325,49 @@ def test_the_next_run_sends_only_the_queries_that_failed(stage, no_secrets):
     assert check_evaluation(retried).passed
     assert all(context_set["reranked"] for context_set in stage.context_sets().values())
     no_secrets(failing, retried)
+
+
+# --- rankings published only for the candidates they ranked ---------------------------------------
+
+
+def _questions_moved_to_other_ids(path: Path) -> Path:
+    """Every question reworded and moved to the next query's ID: each ID gets other candidates, none cached."""
+    ids = list(QUERIES)
+    moved = [{"id": query_id, "query": f"{QUERIES[ids[(i + 1) % len(ids)]]} Thanks!"} for i, query_id in enumerate(ids)]
+    path.write_text(json.dumps({"queries": moved}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change", ["queries-file-changed", "fewer-candidates"],
+)
+def test_a_401_after_retrieval_changed_publishes_the_retrieval_order_not_stale_scores(
+    stage, no_secrets, tmp_path, change
+):
+    service = stage.service()
+    stage.run(service)
+    assert all(context_set["reranked"] for context_set in stage.context_sets().values())
+    # Retrieval runs again and finds other candidates for every query ...
+    queries_path = _questions_moved_to_other_ids(tmp_path / "queries.yaml") if change == "queries-file-changed" else QUERIES_FILE
+    stage.retrieve(queries_path, top_k=20 if change == "fewer-candidates" else 50)
+    # ... then the key is rotated: rerank is refused and keeps the previous rankings.
+    refused = stage.run(service, raise_on_error=False, api_key=WRONG_KEY)
+    assert not refused.success and "RERANK_KEY was rejected" in failure_text(refused)
+    published = stage.publish(service, queries_path)
+
+    assert materialization_metadata(published, "ranked_context_sets")["reranked_sets"] == 0
+    [explained] = [e for e in published.get_asset_check_evaluations() if e.check_name == "context_sets_reranked_or_explained"]
+    assert explained.passed
+    candidates = stage.store().load_candidates()
+    for query_id, context_set in stage.context_sets().items():
+        assert context_set["reranked"] is False, query_id
+        assert context_set["reason_not_reranked"] == "candidates changed since rerank"
+        assert context_set["api_version"] is None
+        passages = context_set["passages"]
+        assert passages and all(passage["rerank_score"] is None for passage in passages)
+        # Retrieval order: each passage is the current candidate of its retrieval rank, ranks ascending.
+        by_rank = {rank: chunk_id for rank, chunk_id, _ in candidates[query_id]}
+        assert [by_rank[passage["retrieval_rank"]] for passage in passages] == [p["chunk_id"] for p in passages]
+        ranks = [passage["retrieval_rank"] for passage in passages]
+        assert ranks == sorted(ranks) and ranks[-1] <= (20 if change == "fewer-candidates" else 50)
+    no_secrets(refused, published)
