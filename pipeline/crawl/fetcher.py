@@ -22,8 +22,11 @@ What one :meth:`Fetcher.fetch` does:
   for: the fetch gives up at once rather than hold a worker that long.
 - **Redirects** are followed by hand so each hop passes the SSRF guard and the caller's
   ``check_redirect`` (scope, robots, duplicates), with a hop limit and loop detection.
-- **Size cap** enforced while streaming the (decoded) body: ``too_large``, or the
-  first ``max_bytes`` kept when ``truncate`` (robots.txt).
+- **Size cap** enforced while streaming, on the bytes received and on the decoded
+  bytes alike (``Content-Encoding`` is undone here, piece by piece, see
+  :mod:`pipeline.crawl.content_coding`): ``too_large``, or the first ``max_bytes``
+  kept when ``truncate`` (robots.txt). A coding that cannot be undone is
+  ``bad_encoding``; more than two stacked, ``too_many_encodings``.
 - **Body only when useful**: non-200 responses and responses the caller's ``accept``
   rejects (e.g. not HTML) are closed without reading the body.
 """
@@ -45,6 +48,7 @@ from typing import AsyncIterator
 
 import httpx
 
+from pipeline.crawl.content_coding import ACCEPT_ENCODING, ContentCodingError, read_capped
 from pipeline.crawl.urls import normalize_url, origin_of
 
 DEFAULT_USER_AGENT = "docs-to-answer-pipeline/0.1 (+https://github.com/docs-to-answer/pipeline)"
@@ -182,7 +186,8 @@ class Fetcher:
         c = self.config
         self._client = httpx.AsyncClient(
             transport=transport,
-            headers={"User-Agent": user_agent},
+            # Only what content_coding can undo under the size cap.
+            headers={"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             timeout=httpx.Timeout(connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout),
             follow_redirects=False,
             trust_env=False,
@@ -303,16 +308,12 @@ class Fetcher:
         declared = headers.get("content-length", "")
         if not truncate and declared.isdigit() and int(declared) > max_bytes:
             return _Attempt(status, headers, error="too_large")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > max_bytes:
-                if not truncate:
-                    return _Attempt(status, headers, error="too_large", bytes_downloaded=response.num_bytes_downloaded)
-                break
-        body = b"".join(chunks)[:max_bytes]
+        try:
+            body = await read_capped(response, max_bytes, truncate)
+        except ContentCodingError as exc:
+            return _Attempt(status, headers, error=exc.reason, bytes_downloaded=response.num_bytes_downloaded)
+        if body is None:
+            return _Attempt(status, headers, error="too_large", bytes_downloaded=response.num_bytes_downloaded)
         return _Attempt(status, headers, body=body, bytes_downloaded=response.num_bytes_downloaded)
 
     async def _checked_address(self, host: str) -> str:
