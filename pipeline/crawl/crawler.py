@@ -318,6 +318,7 @@ class _Frontier:
         if self.source.discover_sitemaps:
             for origin in dict.fromkeys(origin_of(url) for url in self.source.start_urls):
                 rules = await self._robots(origin)
+                self.stats.sitemap_errors.update(dict.fromkeys(rules.bad_sitemaps, "bad_url"))
                 fallback = f"{origin}/sitemap.xml"
                 sitemaps += rules.sitemaps or ([fallback] if rules.allows(fallback) else [])
         if not sitemaps:
@@ -326,7 +327,7 @@ class _Frontier:
                                             max_urls=self.source.max_pages)
         self.stats.sitemaps_fetched = len(report.fetched)
         self.stats.sitemap_urls = len(report.urls)
-        self.stats.sitemap_errors = dict(report.errors)
+        self.stats.sitemap_errors.update(report.errors)
         return report.urls
 
     def _schedule(self, url: str, depth: int, *, always: bool = False) -> bool:

@@ -98,6 +98,28 @@ class BlockedAddress(Exception):
     """The host resolves to an address the SSRF guard refuses."""
 
 
+class _UnusableLocation(Exception):
+    """A redirect whose ``Location`` httpx cannot parse."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.status = response.status_code
+        self.headers = response.headers
+
+
+async def _refuse_unusable_location(response: httpx.Response) -> None:
+    """httpx builds the next request of every redirect, even one it does not follow, and
+    raises on a ``Location`` it cannot parse: ``InvalidURL`` disguised as a protocol
+    error (``http://0177.0.0.1/``, retried as if the network failed) or a bare
+    ``IDNAError`` (``http://xn--/``). Refused here first, it ends the fetch as
+    ``bad_redirect``."""
+    if response.has_redirect_location:
+        try:
+            httpx.URL(response.headers["location"]).host
+        except (httpx.InvalidURL, UnicodeError):
+            raise _UnusableLocation(response) from None
+
+
 def is_blocked_address(address: str) -> bool:
     """True for any address that is not globally routable, including IPv6 addresses
     embedding a non-global IPv4 address."""
@@ -200,6 +222,7 @@ class Fetcher:
             headers={"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             timeout=httpx.Timeout(connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout),
             follow_redirects=False,
+            event_hooks={"response": [_refuse_unusable_location]},
             trust_env=False,
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),  # a crawler needs none
         )
@@ -293,6 +316,8 @@ class Fetcher:
                         return await self._read(response, slot, accept, max_bytes, truncate)
                     finally:
                         await response.aclose()
+            except _UnusableLocation as refused:
+                return _Attempt(refused.status, refused.headers, error="bad_redirect")
             except (TimeoutError, httpx.TimeoutException):
                 return _Attempt(error="timeout", retryable=True, bytes_downloaded=_downloaded(response))
             except httpx.ConnectError:

@@ -6,6 +6,10 @@ first, so that two spellings of one resource collapse to one key:
 - relative references are resolved against the base;
 - the fragment is dropped; scheme and host are lower-cased; IDN hosts become punycode
   and IPv6 literals their compressed form;
+- a host the HTTP client cannot address makes the URL invalid (None): malformed
+  punycode (``xn--``), and a host ending in a number that is not a dotted-decimal IPv4
+  address (``0177.0.0.1``, ``0x7f.1``, ``2130706433``: resolvers and browsers read them
+  as addresses in octal, hex or shortened form, httpx refuses them);
 - default ports (80 for http, 443 for https) and user-info are dropped;
 - dot segments are removed and an empty path becomes ``/``;
 - characters that are not allowed in a URL are percent-encoded, escapes of unreserved
@@ -33,6 +37,7 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 _ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _STRIP_INSIDE = str.maketrans("", "", "\t\n\r")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
 
 # Pages of one site repeat the same navigation links: caching saves a third of the CPU
@@ -105,12 +110,18 @@ def _ascii_host(host: str) -> str | None:
             return str(ipaddress.IPv6Address(host))
         except ValueError:
             return None
-    if host.isascii():
-        return host
     try:
-        return host.encode("idna").decode("ascii")
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
+        if "xn--" in ascii_host:
+            ascii_host.encode("ascii").decode("idna")  # raises on malformed punycode
     except UnicodeError:
         return None
+    if _NUMERIC_LABEL.fullmatch(ascii_host.rstrip(".").rsplit(".", 1)[-1]):
+        try:
+            return str(ipaddress.IPv4Address(ascii_host))
+        except ValueError:
+            return None
+    return ascii_host
 
 
 def _escape(text: str, safe: str) -> str:

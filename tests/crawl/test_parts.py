@@ -219,6 +219,19 @@ def test_redirect_hops_are_checked_by_the_caller(site: SiteServer) -> None:
     assert site.count("/c") == 0
 
 
+@pytest.mark.parametrize("location", ["http://0177.0.0.1/x", "http://xn--/x", "http://[::1/x"])
+def test_a_location_the_client_cannot_parse_ends_the_fetch_as_bad_redirect(site: SiteServer, location: str) -> None:
+    site.routes["/moved"] = Reply(302, headers={"Location": location})
+
+    async def fetch():
+        async with fetcher() as f:
+            return await f.fetch(site.url("/moved"))
+
+    result = asyncio.run(fetch())
+    assert (result.status, result.error, result.final_url) == (302, "bad_redirect", site.url("/moved"))
+    assert site.count("/moved") == 1  # definite: not retried as a network failure
+
+
 def test_config_max_redirects_is_respected(site: SiteServer) -> None:
     site.routes["/r1"] = Reply(302, headers={"Location": "/r2"})
     site.routes["/r2"] = Reply(body="end")

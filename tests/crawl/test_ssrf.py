@@ -127,6 +127,21 @@ def test_redirects_to_private_addresses_are_refused_at_each_hop(site: SiteServer
     assert resolutions.count("docs.public.test") == 1
 
 
+def test_a_robots_redirect_to_a_private_address_leaves_the_rules_unavailable(site: SiteServer) -> None:
+    public = f"http://docs.public.test:{site.port}"
+    site.routes["/robots.txt"] = Reply(302, headers={"Location": f"http://intranet.test:{site.port}/robots.txt"})
+    site.page("/docs/index.html", html("Home"))
+    start = f"{public}/docs/index.html"
+    nat = LoopbackNAT()
+    crawler = crawl(docs_source(site, start_urls=(start,), allow_private_hosts=False), fetch_config=FAST,
+                    network_backend=nat, resolver=lambda host: {"docs.public.test": [PUBLIC], "intranet.test": ["10.1.2.3"]}[host])
+    results = by_url(list(crawler))
+    # The origin itself is public, so the refused hop must not read as "no rules here".
+    assert (results[start].outcome, results[start].reason) == ("failed", "robots_unavailable")
+    assert crawler.stats.robots == {public: "unavailable (blocked_address)"}
+    assert site.paths() == {"/robots.txt"} and set(nat.destinations) == {PUBLIC}
+
+
 @pytest.mark.parametrize(("certificate_name", "outcome"), [("docs.secure.test", "new"), ("someone-else.test", "failed")])
 def test_https_goes_to_the_checked_address_with_sni_and_certificate_check(certificate_name: str, outcome: str) -> None:
     ca = trustme.CA()

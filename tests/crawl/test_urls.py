@@ -29,6 +29,15 @@ def test_non_http_urls_are_rejected(url: str) -> None:
     assert normalize_url(url) is None
 
 
+@pytest.mark.parametrize("url", [
+    "http://0177.0.0.1/sitemap.xml",  # octal 127.0.0.1 to resolvers and browsers
+    "http://0x7f.1/", "http://2130706433/", "http://10.1/", "http://bücher.123/",
+    "http://xn--/", "http://xn--a.example/",  # malformed punycode
+])
+def test_hosts_the_http_client_cannot_address_are_rejected(url: str) -> None:
+    assert normalize_url(url) is None
+
+
 def test_relative_references_resolve_against_the_base() -> None:
     base = "http://h.test/docs/a/page.html?x=1#top"
     assert normalize_url("../b/./c.html", base) == "http://h.test/docs/b/c.html"
