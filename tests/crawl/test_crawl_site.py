@@ -248,6 +248,14 @@ def test_robots_redirect_to_an_invalid_url_fails_the_pages_of_that_origin_only(s
     assert stats.robots == {site.base: "unavailable (bad_redirect)"}
 
 
+def test_a_page_labelled_with_a_codec_that_is_no_charset_is_decoded_by_detection(site: SiteServer) -> None:
+    site.routes["/docs/index.html"] = Reply(body=html("Odd label", head='<meta charset="base64">',
+                                                      body=f"<p>{ACCENTED}</p>").encode("cp1252"), content_type="text/html")
+    results, _ = run(docs_source(site))
+    page = results[site.url("/docs/index.html")]
+    assert page.outcome == "new" and ACCENTED in page.html
+
+
 def test_missing_robots_allows_everything(site: SiteServer) -> None:
     site.page("/docs/index.html", html("Home", "private/x.html"))
     site.page("/docs/private/x.html", html("x"))

@@ -144,6 +144,13 @@ def test_decode_html_believes_evidence_not_labels(body: bytes, content_type: str
     assert ACCENTED in text and used == charset
 
 
+@pytest.mark.parametrize("label", ["base64", "rot13", "hex", "zlib", "unicode_escape", "no-such-charset"])
+def test_labels_that_are_not_web_charsets_fall_back_to_detection(label: str) -> None:
+    body = f'<meta charset="{label}"><p>{ACCENTED}</p>'.encode("cp1252")
+    text, used = decode_html(body, f"text/html; charset={label}")
+    assert ACCENTED in text and used == "cp1252"
+
+
 def test_decode_html_detects_an_undeclared_non_western_charset() -> None:
     russian = "<p>Документация по базе данных: установка, настройка и резервное копирование.</p>"
     text, used = decode_html(russian.encode("cp1251"), "text/html; charset=utf-8")
