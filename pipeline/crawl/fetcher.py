@@ -25,6 +25,8 @@ What one :meth:`Fetcher.fetch` does:
   for: the fetch gives up at once rather than hold a worker that long.
 - **Redirects** are followed by hand so each hop passes the SSRF guard and the caller's
   ``check_redirect`` (scope, robots, duplicates), with a hop limit and loop detection.
+  A ``Location`` that is not a usable http(s) URL ends the fetch with ``bad_redirect``
+  (a URL the client cannot parse at all, passed in directly, with ``bad_url``).
 - **Size cap** enforced while streaming, on the bytes received and on the decoded
   bytes alike (``Content-Encoding`` is undone here, piece by piece, see
   :mod:`pipeline.crawl.content_coding`): ``too_large``, or the first ``max_bytes``
