@@ -48,9 +48,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from ssl import SSLContext
 from typing import Any
 
-import httpx
+import httpcore
 
 from pipeline.crawl.encoding import DecodeError, decode_html
 from pipeline.crawl.fetcher import DEFAULT_USER_AGENT, FetchConfig, Fetcher, FetchResult, Resolver, html_only
@@ -124,15 +125,17 @@ def crawl(
     known: Mapping[str, KnownPage] | None = None,
     *,
     user_agent: str = DEFAULT_USER_AGENT,
-    transport: httpx.AsyncBaseTransport | None = None,
     resolver: Resolver | None = None,
+    network_backend: httpcore.AsyncNetworkBackend | None = None,
+    ssl_context: SSLContext | None = None,
     max_queue: int = 64,
     fetch_config: FetchConfig | None = None,
 ) -> Crawl:
     """Crawl ``source``; iterate the returned :class:`Crawl` for results, then read
-    ``.stats``. ``known`` maps URL -> what the state store has for it."""
-    return Crawl(source, known or {}, user_agent=user_agent, transport=transport, resolver=resolver,
-                 max_queue=max_queue, fetch_config=fetch_config)
+    ``.stats``. ``known`` maps URL -> what the state store has for it; ``resolver``,
+    ``network_backend`` and ``ssl_context`` go to the :class:`Fetcher`."""
+    return Crawl(source, known or {}, user_agent=user_agent, max_queue=max_queue, fetch_config=fetch_config,
+                 network=dict(resolver=resolver, network_backend=network_backend, ssl_context=ssl_context))
 
 
 @dataclass(frozen=True)
@@ -149,15 +152,14 @@ class _Finished:
 class Crawl(Iterator[PageResult]):
     """A running crawl: an iterator of results with final :attr:`stats`."""
 
-    def __init__(self, source: Source, known: Mapping[str, KnownPage], *, user_agent: str,
-                 transport: httpx.AsyncBaseTransport | None, resolver: Resolver | None, max_queue: int,
-                 fetch_config: FetchConfig | None) -> None:
+    def __init__(self, source: Source, known: Mapping[str, KnownPage], *, user_agent: str, max_queue: int,
+                 fetch_config: FetchConfig | None, network: Mapping[str, Any]) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.source = source
         self.stats = CrawlStats(source=source.name)
-        frontier = _Frontier(source, known, self.stats, user_agent=user_agent, transport=transport,
-                             resolver=resolver, fetch_config=fetch_config, max_queue=max_queue)
+        frontier = _Frontier(source, known, self.stats, user_agent=user_agent, fetch_config=fetch_config,
+                             max_queue=max_queue, network=network)
         self._runner = _LoopThread(frontier, name=f"crawl-{source.name}")
         self._started = False
         self._done = False
@@ -253,14 +255,13 @@ class _Frontier:
     """The crawl itself, on the event loop thread."""
 
     def __init__(self, source: Source, known: Mapping[str, KnownPage], stats: CrawlStats, *, user_agent: str,
-                 transport: httpx.AsyncBaseTransport | None, resolver: Resolver | None,
-                 fetch_config: FetchConfig | None, max_queue: int) -> None:
+                 fetch_config: FetchConfig | None, max_queue: int, network: Mapping[str, Any]) -> None:
         self.source = source
         self.known = {normalize_url(url) or url: page for url, page in known.items()}
         self.stats = stats
         self.user_agent = user_agent
         self.max_queue = max_queue
-        self._fetcher_args = dict(user_agent=user_agent, config=fetch_config, transport=transport, resolver=resolver,
+        self._fetcher_args = dict(network, user_agent=user_agent, config=fetch_config,
                                   allow_private_hosts=source.allow_private_hosts,
                                   max_concurrency_per_host=source.max_concurrency_per_host,
                                   delay_seconds=source.delay_seconds)
@@ -317,6 +318,7 @@ class _Frontier:
         if self.source.discover_sitemaps:
             for origin in dict.fromkeys(origin_of(url) for url in self.source.start_urls):
                 rules = await self._robots(origin)
+                self.stats.sitemap_errors.update(dict.fromkeys(rules.bad_sitemaps, "bad_url"))
                 fallback = f"{origin}/sitemap.xml"
                 sitemaps += rules.sitemaps or ([fallback] if rules.allows(fallback) else [])
         if not sitemaps:
@@ -325,7 +327,7 @@ class _Frontier:
                                             max_urls=self.source.max_pages)
         self.stats.sitemaps_fetched = len(report.fetched)
         self.stats.sitemap_urls = len(report.urls)
-        self.stats.sitemap_errors = dict(report.errors)
+        self.stats.sitemap_errors.update(report.errors)
         return report.urls
 
     def _schedule(self, url: str, depth: int, *, always: bool = False) -> bool:

@@ -10,7 +10,11 @@ Order of evidence:
    caught by a strict decode and would silently produce mojibake;
 3. the ``<meta charset>`` / ``http-equiv`` declaration in the first 2 KB, then the
    HTTP header charset, each verified by a strict decode; per the WHATWG encoding
-   standard ``iso-8859-1``/``latin1``/``ascii`` labels mean windows-1252;
+   standard ``iso-8859-1``/``latin1``/``ascii`` labels mean windows-1252. Only labels
+   of the text encodings browsers honour count: Python also knows ``base64``,
+   ``rot13``, ``hex``, ``zlib``, ``unicode_escape`` or ``utf-7`` by name, which are not
+   charsets of a web page (decoding with them raises or yields other text), so they,
+   like labels nobody knows, are no evidence;
 4. charset-normalizer detection, preferring windows-1252 when it is among the
    plausible candidates (detection on short Western text often picks a neighbour such
    as cp1257, turning "naïve" into "naļve").
@@ -28,6 +32,14 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codec
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9._:-]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([a-zA-Z0-9._:-]+)""", re.IGNORECASE)
 _WINDOWS_1252_ALIASES = {"latin-1", "latin1", "iso-8859-1", "iso8859-1", "l1", "us-ascii", "ascii", "iso_8859-1"}
+# The encodings of the WHATWG Encoding Standard, and the Python codecs its legacy
+# encodings extend, as Python codec names.
+_WEB_CHARSETS = frozenset(codecs.lookup(name).name for name in (
+    "utf-8", "utf-16", "utf-16-be", "utf-16-le", "cp866", "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "cp874",
+    "tis-620", *(f"iso8859-{part}" for part in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)),
+    *(f"cp{page}" for page in range(1250, 1259)), "gb2312", "gbk", "gb18030", "big5", "big5hkscs", "euc_jp",
+    "iso2022_jp", "shift_jis", "cp932", "euc_kr", "cp949",
+))
 # How much more "chaos" (charset-normalizer's mess ratio) windows-1252 may show than
 # the best candidate and still be preferred.
 _CP1252_MARGIN = 0.1
@@ -77,9 +89,10 @@ def _codec(label: str) -> str | None:
     if label in _WINDOWS_1252_ALIASES:
         return "cp1252"
     try:
-        return codecs.lookup(label).name
+        charset = codecs.lookup(label).name
     except LookupError:
         return None
+    return charset if charset in _WEB_CHARSETS else None
 
 
 def _detect(body: bytes) -> tuple[str, str]:

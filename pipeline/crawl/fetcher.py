@@ -7,10 +7,13 @@ What one :meth:`Fetcher.fetch` does:
   ``blocked_address`` when ANY address is not globally routable: private, loopback,
   link-local, multicast, reserved, unspecified, shared (CGNAT), documentation ranges,
   and IPv6 forms that embed such an IPv4 address (``::ffff:a.b.c.d``, 6to4, NAT64).
-  The connection then goes to the checked address itself (the URL host is replaced by
-  the IP; ``Host`` header and TLS SNI/certificate check keep the real name), so a DNS
-  answer that changes between check and connect (rebinding) cannot redirect it.
-  ``trust_env`` is off so an environment proxy cannot bypass this either.
+  The connection then goes to the checked address itself (the network backend
+  connects to the address checked for the URL's host name), so a DNS answer that
+  changes between check and connect (rebinding) cannot redirect it. Requests keep the
+  host name, so connections are pooled per host name and TLS (SNI, certificate check)
+  is done for that name: a connection verified for one host is never reused for
+  another host on the same address. ``trust_env`` is off so an environment proxy
+  cannot bypass this either.
 - **Politeness.** Per host (``scheme://host:port``): a semaphore bounds requests in
   flight and a minimum delay separates request starts; a ``Retry-After`` pushes the
   host's next start back for every worker.
@@ -22,8 +25,13 @@ What one :meth:`Fetcher.fetch` does:
   for: the fetch gives up at once rather than hold a worker that long.
 - **Redirects** are followed by hand so each hop passes the SSRF guard and the caller's
   ``check_redirect`` (scope, robots, duplicates), with a hop limit and loop detection.
-- **Size cap** enforced while streaming the (decoded) body: ``too_large``, or the
-  first ``max_bytes`` kept when ``truncate`` (robots.txt).
+  A ``Location`` that is not a usable http(s) URL ends the fetch with ``bad_redirect``
+  (a URL the client cannot parse at all, passed in directly, with ``bad_url``).
+- **Size cap** enforced while streaming, on the bytes received and on the decoded
+  bytes alike (``Content-Encoding`` is undone here, piece by piece, see
+  :mod:`pipeline.crawl.content_coding`): ``too_large``, or the first ``max_bytes``
+  kept when ``truncate`` (robots.txt). A coding that cannot be undone is
+  ``bad_encoding``; more than two stacked, ``too_many_encodings``.
 - **Body only when useful**: non-200 responses and responses the caller's ``accept``
   rejects (e.g. not HTML) are closed without reading the body.
 """
@@ -34,6 +42,7 @@ import asyncio
 import ipaddress
 import random
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -43,8 +52,11 @@ from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import AsyncIterator
 
+import httpcore
 import httpx
 
+from pipeline.crawl.connections import PinnedBackend, PinnedTransport
+from pipeline.crawl.content_coding import ACCEPT_ENCODING, ContentCodingError, read_capped
 from pipeline.crawl.urls import normalize_url, origin_of
 
 DEFAULT_USER_AGENT = "docs-to-answer-pipeline/0.1 (+https://github.com/docs-to-answer/pipeline)"
@@ -86,6 +98,28 @@ class FetchResult:
 
 class BlockedAddress(Exception):
     """The host resolves to an address the SSRF guard refuses."""
+
+
+class _UnusableLocation(Exception):
+    """A redirect whose ``Location`` httpx cannot parse."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.status = response.status_code
+        self.headers = response.headers
+
+
+async def _refuse_unusable_location(response: httpx.Response) -> None:
+    """httpx builds the next request of every redirect, even one it does not follow, and
+    raises on a ``Location`` it cannot parse: ``InvalidURL`` disguised as a protocol
+    error (``http://0177.0.0.1/``, retried as if the network failed) or a bare
+    ``IDNAError`` (``http://xn--/``). Refused here first, it ends the fetch as
+    ``bad_redirect``."""
+    if response.has_redirect_location:
+        try:
+            httpx.URL(response.headers["location"]).host
+        except (httpx.InvalidURL, UnicodeError):
+            raise _UnusableLocation(response) from None
 
 
 def is_blocked_address(address: str) -> bool:
@@ -167,9 +201,12 @@ class Fetcher:
         allow_private_hosts: bool = False,
         max_concurrency_per_host: int = 4,
         delay_seconds: float = 0.0,
-        transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``resolver``, ``network_backend`` (what finally opens connections to checked
+        addresses) and ``ssl_context`` (what TLS trusts) replace the system's."""
         self.config = config or FetchConfig()
         self.allow_private_hosts = allow_private_hosts
         self.requests = 0
@@ -181,14 +218,15 @@ class Fetcher:
         self._slots: dict[str, _HostSlot] = {}
         c = self.config
         self._client = httpx.AsyncClient(
-            transport=transport,
-            headers={"User-Agent": user_agent},
+            transport=PinnedTransport(PinnedBackend(self._pinned_address, network_backend or httpcore.AnyIOBackend()),
+                                      ssl_context),
+            # Only what content_coding can undo under the size cap.
+            headers={"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             timeout=httpx.Timeout(connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout),
             follow_redirects=False,
+            event_hooks={"response": [_refuse_unusable_location]},
             trust_env=False,
-            # Cookies would be keyed by the pinned IP, not the host; a crawler needs none.
-            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),  # a crawler needs none
         )
 
     async def __aenter__(self) -> Fetcher:
@@ -258,20 +296,20 @@ class Fetcher:
 
     async def _attempt(self, url: str, headers: dict[str, str], accept: Accept | None, max_bytes: int,
                        truncate: bool) -> _Attempt:
-        target = httpx.URL(url)
         try:
-            address = await self._checked_address(target.host)
+            target = httpx.URL(url)
+        except (httpx.InvalidURL, UnicodeError):  # normalize_url refuses these; a caller may not have used it
+            return _Attempt(error="bad_url")
+        try:
+            await self._check_host(target.raw_host.decode("ascii"))
         except BlockedAddress:
             return _Attempt(error="blocked_address")
         except OSError:
             return _Attempt(error="dns_error")
-        request_headers = {**headers, "Host": target.netloc.decode("ascii")}
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         slot = self._slot(origin_of(url))
         async with slot.turn():
             self.requests += 1
-            request = self._client.build_request("GET", target.copy_with(host=address), headers=request_headers,
-                                                 extensions=extensions)
+            request = self._client.build_request("GET", target, headers=headers)
             response: httpx.Response | None = None
             try:
                 async with asyncio.timeout(self.config.request_deadline):
@@ -280,6 +318,8 @@ class Fetcher:
                         return await self._read(response, slot, accept, max_bytes, truncate)
                     finally:
                         await response.aclose()
+            except _UnusableLocation as refused:
+                return _Attempt(refused.status, refused.headers, error="bad_redirect")
             except (TimeoutError, httpx.TimeoutException):
                 return _Attempt(error="timeout", retryable=True, bytes_downloaded=_downloaded(response))
             except httpx.ConnectError:
@@ -303,20 +343,17 @@ class Fetcher:
         declared = headers.get("content-length", "")
         if not truncate and declared.isdigit() and int(declared) > max_bytes:
             return _Attempt(status, headers, error="too_large")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > max_bytes:
-                if not truncate:
-                    return _Attempt(status, headers, error="too_large", bytes_downloaded=response.num_bytes_downloaded)
-                break
-        body = b"".join(chunks)[:max_bytes]
+        try:
+            body = await read_capped(response, max_bytes, truncate)
+        except ContentCodingError as exc:
+            return _Attempt(status, headers, error=exc.reason, bytes_downloaded=response.num_bytes_downloaded)
+        if body is None:
+            return _Attempt(status, headers, error="too_large", bytes_downloaded=response.num_bytes_downloaded)
         return _Attempt(status, headers, body=body, bytes_downloaded=response.num_bytes_downloaded)
 
-    async def _checked_address(self, host: str) -> str:
-        """The address to connect to for ``host``, after the SSRF check."""
+    async def _check_host(self, host: str) -> None:
+        """Resolve ``host`` (its ASCII form) once and apply the SSRF check to every address;
+        the first is where :meth:`_pinned_address` then connects."""
         cached = self._addresses.get(host)
         if cached is None:
             try:
@@ -334,7 +371,13 @@ class Fetcher:
             blocked = [address for address in cached if is_blocked_address(address)]
             if blocked:
                 raise BlockedAddress(f"{host} resolves to non-public address {blocked[0]}")
-        return cached[0]
+
+    def _pinned_address(self, host: str) -> str:
+        """The address checked for ``host`` by the request being sent."""
+        addresses = self._addresses.get(host)
+        if not isinstance(addresses, list):
+            raise httpcore.ConnectError(f"{host} was not checked before connecting")
+        return addresses[0]
 
     def _slot(self, origin: str) -> _HostSlot:
         slot = self._slots.get(origin)

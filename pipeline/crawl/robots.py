@@ -11,7 +11,13 @@ Fetch outcomes follow Google's documented convention:
 - an address the SSRF guard refuses: ``blocked``; nothing is decided here, since every
   page fetch of that host is refused by the same guard and reported as such.
 
-Redirects are followed (up to the fetcher's limit), each hop SSRF-checked.
+Redirects are followed (up to the fetcher's limit, across hosts as RFC 9309 allows),
+each hop checked like a page's: a target that is not a valid http(s) URL ends the
+fetch with ``bad_redirect``, an address the SSRF guard refuses with
+``blocked_address``. Either makes the rules ``unavailable``: unlike a refused origin,
+a refused hop leaves the origin's pages fetchable, but under rules nobody could read.
+``Sitemap:`` lines that are not valid URLs are kept aside (:attr:`RobotsRules.bad_sitemaps`)
+for the crawl to report.
 """
 
 from __future__ import annotations
@@ -49,16 +55,23 @@ class RobotsRules:
 
     @property
     def sitemaps(self) -> tuple[str, ...]:
-        if self.parser is None:
-            return ()
-        urls = (normalize_url(url, self.origin + "/") for url in self.parser.sitemaps)
+        """The ``Sitemap:`` URLs, normalised."""
+        urls = (normalize_url(line, self.origin + "/") for line in self._sitemap_lines())
         return tuple(dict.fromkeys(url for url in urls if url))
+
+    @property
+    def bad_sitemaps(self) -> tuple[str, ...]:
+        """The ``Sitemap:`` values that are not http(s) URLs the crawler can fetch."""
+        return tuple(line for line in self._sitemap_lines() if normalize_url(line, self.origin + "/") is None)
+
+    def _sitemap_lines(self) -> list[str]:
+        return list(self.parser.sitemaps) if self.parser else []
 
 
 async def fetch_robots(fetcher: Fetcher, origin: str, user_agent: str) -> RobotsRules:
     """The robots.txt rules of ``origin`` (``scheme://host[:port]``)."""
     result = await fetcher.fetch(f"{origin}/robots.txt", max_bytes=MAX_ROBOTS_BYTES, truncate=True)
-    if result.error == "blocked_address":
+    if result.error == "blocked_address" and not result.redirects:
         return RobotsRules(origin, "blocked", result.error, user_agent)
     if result.error:
         return RobotsRules(origin, "unavailable", result.error, user_agent)

@@ -4,7 +4,11 @@ Bounded on every axis: at most ``max_sitemaps`` documents fetched, ``max_bytes``
 document both downloaded and after decompression (decompressed incrementally, so a
 zip bomb stops at the cap), ``max_urls`` page URLs collected. A child sitemap must be on
 the same origin as the index that lists it (the protocol's rule), so an index cannot
-send the crawler elsewhere. XML is parsed without entity expansion or network access.
+send the crawler elsewhere; for the same reason a sitemap's redirects must stay on its
+host (``redirect_off_host``; scheme and port may change, as from http to https). Each
+hop also passes the fetcher's checks (valid URL, SSRF guard). Every failure is recorded
+against the sitemap URL and the crawl goes on. XML is parsed without entity expansion
+or network access.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from lxml import etree
 
-from pipeline.crawl.fetcher import Fetcher
+from pipeline.crawl.fetcher import CheckRedirect, Fetcher
 from pipeline.crawl.urls import normalize_url, origin_of
 
 MAX_SITEMAPS = 50
@@ -105,7 +110,7 @@ async def collect_sitemap_urls(
     while queue and len(report.fetched) < max_sitemaps and len(found) < max_urls:
         url = queue.popleft()
         report.fetched.append(url)
-        result = await fetcher.fetch(url, max_bytes=max_bytes)
+        result = await fetcher.fetch(url, max_bytes=max_bytes, check_redirect=_on_host_of(url))
         if result.error or result.status not in (200, 203) or result.body is None:
             report.errors[url] = result.error or f"http_{result.status}"
             continue
@@ -130,3 +135,12 @@ async def collect_sitemap_urls(
                 queue.append(target)
     report.urls = list(found)
     return report
+
+
+def _on_host_of(url: str) -> CheckRedirect:
+    host = urlsplit(url).hostname
+
+    async def check(target: str) -> str | None:
+        return None if urlsplit(target).hostname == host else "redirect_off_host"
+
+    return check

@@ -6,6 +6,10 @@ first, so that two spellings of one resource collapse to one key:
 - relative references are resolved against the base;
 - the fragment is dropped; scheme and host are lower-cased; IDN hosts become punycode
   and IPv6 literals their compressed form;
+- a host the HTTP client cannot address makes the URL invalid (None): malformed
+  punycode (``xn--``), and a host ending in a number that is not a dotted-decimal IPv4
+  address (``0177.0.0.1``, ``0x7f.1``, ``2130706433``: resolvers and browsers read them
+  as addresses in octal, hex or shortened form, httpx refuses them);
 - default ports (80 for http, 443 for https) and user-info are dropped;
 - dot segments are removed and an empty path becomes ``/``;
 - characters that are not allowed in a URL are percent-encoded, escapes of unreserved
@@ -23,7 +27,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-import lxml.html
 from lxml import etree
 
 _SCHEMES = {"http": 80, "https": 443}
@@ -33,6 +36,7 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 _ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _STRIP_INSIDE = str.maketrans("", "", "\t\n\r")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
 
 # Pages of one site repeat the same navigation links: caching saves a third of the CPU
@@ -105,12 +109,18 @@ def _ascii_host(host: str) -> str | None:
             return str(ipaddress.IPv6Address(host))
         except ValueError:
             return None
-    if host.isascii():
-        return host
     try:
-        return host.encode("idna").decode("ascii")
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
+        if "xn--" in ascii_host:
+            ascii_host.encode("ascii").decode("idna")  # raises on malformed punycode
     except UnicodeError:
         return None
+    if _NUMERIC_LABEL.fullmatch(ascii_host.rstrip(".").rsplit(".", 1)[-1]):
+        try:
+            return str(ipaddress.IPv4Address(ascii_host))
+        except ValueError:
+            return None
+    return ascii_host
 
 
 def _escape(text: str, safe: str) -> str:
@@ -133,44 +143,53 @@ class PageLinks:
     nofollow: bool  # <meta name="robots" content="nofollow">: the page asks not to follow links
 
 
-_HTML_PARSER = lxml.html.HTMLParser(encoding="utf-8", remove_comments=True, no_network=True)
-
-
 def extract_links(html: str, page_url: str) -> PageLinks:
     """Links of a decoded HTML page: ``a``/``area`` hrefs (minus ``rel=nofollow``), the
     canonical link, and the page-level robots ``nofollow``. ``<base href>`` is honoured;
-    ``mailto:``, ``javascript:``, ``data:`` and other non-http(s) targets are dropped."""
+    ``mailto:``, ``javascript:``, ``data:`` and other non-http(s) targets are dropped.
+    Links are found at any nesting depth."""
+    collector = _LinkCollector()
+    # Parse bytes with an explicit encoding: lxml refuses str input that carries an XML
+    # encoding declaration (XHTML pages).
+    parser = etree.HTMLParser(target=collector, encoding="utf-8", no_network=True)
     try:
-        # Parse bytes with an explicit encoding: lxml refuses str input that carries an
-        # XML encoding declaration (XHTML pages).
-        root = lxml.html.document_fromstring(html.encode("utf-8"), parser=_HTML_PARSER)
-    except (etree.ParserError, ValueError):
-        return PageLinks((), None, False)
+        parser.feed(html.encode("utf-8"))
+        parser.close()
+    except etree.LxmlError:  # nothing to parse; the links seen so far stand
+        pass
     base = page_url
-    base_element = next(root.iter("base"), None)
-    if base_element is not None and base_element.get("href"):
-        base = normalize_url(base_element.get("href"), page_url) or page_url
+    if collector.base_href:
+        base = normalize_url(collector.base_href, page_url) or page_url
+    canonical = normalize_url(collector.canonical_href, base) if collector.canonical_href else None
+    links = (normalize_url(href, base) for href in collector.hrefs)
+    return PageLinks(tuple(dict.fromkeys(url for url in links if url)), canonical, collector.nofollow)
 
-    canonical: str | None = None
-    nofollow = False
-    links: dict[str, None] = {}
-    for element in root.iter("a", "area", "link", "meta"):
-        tag = element.tag
-        if tag == "meta":
-            if (element.get("name") or "").lower() == "robots":
-                nofollow = nofollow or "nofollow" in (element.get("content") or "").lower()
-            continue
-        href = element.get("href")
-        if not href:
-            continue
-        rels = (element.get("rel") or "").lower().split()
-        if tag == "link":
-            if "canonical" in rels and canonical is None:
-                canonical = normalize_url(href, base)
-            continue
-        if "nofollow" in rels:
-            continue
-        url = normalize_url(href, base)
-        if url is not None:
-            links[url] = None
-    return PageLinks(tuple(links), canonical, nofollow)
+
+class _LinkCollector:
+    """An lxml parser target that sees start tags only. No tree is built, so libxml2's
+    limit on tree depth (256 elements, which silently dropped every link of a page
+    nested deeper) does not apply, and no limit is lifted either."""
+
+    def __init__(self) -> None:
+        self.hrefs: list[str] = []
+        self.base_href: str | None = None
+        self.canonical_href: str | None = None
+        self.nofollow = False
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag in ("a", "area"):
+            href = attrib.get("href")
+            if href and "nofollow" not in (attrib.get("rel") or "").lower().split():
+                self.hrefs.append(href)
+        elif tag == "link":
+            if self.canonical_href is None and attrib.get("href") and \
+                    "canonical" in (attrib.get("rel") or "").lower().split():
+                self.canonical_href = attrib["href"]
+        elif tag == "meta":
+            if (attrib.get("name") or "").lower() == "robots":
+                self.nofollow = self.nofollow or "nofollow" in (attrib.get("content") or "").lower()
+        elif tag == "base" and self.base_href is None and attrib.get("href"):
+            self.base_href = attrib["href"]
+
+    def close(self) -> None:
+        pass

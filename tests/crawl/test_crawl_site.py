@@ -216,6 +216,46 @@ def test_robots_server_error_fails_pages_instead_of_removing_them(site: SiteServ
     assert stats.robots == {site.base: "unavailable (http_503)"}
 
 
+def test_bad_sitemap_urls_and_redirects_are_reported_and_the_crawl_goes_on(site: SiteServer) -> None:
+    site.routes["/robots.txt"] = Reply(body="\n".join([
+        "User-agent: *",
+        "Sitemap: http://0177.0.0.1/sitemap.xml",
+        f"Sitemap: {site.base}/to-bad-host.xml",
+        f"Sitemap: {site.base}/to-other-host.xml",
+        f"Sitemap: {site.base}/sitemap.xml",
+    ]), content_type="text/plain")
+    site.routes["/to-bad-host.xml"] = Reply(302, headers={"Location": "http://xn--/sitemap.xml"})
+    site.routes["/to-other-host.xml"] = Reply(302, headers={"Location": f"http://localhost:{site.port}/sitemap.xml"})
+    site.routes["/sitemap.xml"] = Reply(body=f"<urlset><url><loc>{site.url('/docs/orphan.html')}</loc></url></urlset>",
+                                        content_type="application/xml")
+    site.page("/docs/index.html", html("Home"))
+    site.page("/docs/orphan.html", html("Only in the sitemap"))
+    results, stats = run(docs_source(site))
+    assert {url: r.outcome for url, r in results.items()} == {site.url("/docs/index.html"): "new",
+                                                            site.url("/docs/orphan.html"): "new"}
+    assert stats.sitemap_errors == {"http://0177.0.0.1/sitemap.xml": "bad_url",
+                                    site.url("/to-bad-host.xml"): "bad_redirect",
+                                    site.url("/to-other-host.xml"): "redirect_off_host"}
+    assert [seen.headers["host"] for seen in site.requests_for("/sitemap.xml")] == [f"127.0.0.1:{site.port}"]
+
+
+def test_robots_redirect_to_an_invalid_url_fails_the_pages_of_that_origin_only(site: SiteServer) -> None:
+    site.routes["/robots.txt"] = Reply(301, headers={"Location": "http://xn--/robots.txt"})
+    site.page("/docs/index.html", html("Home"))
+    start = site.url("/docs/index.html")
+    results, stats = run(docs_source(site), {start: KnownPage(start, None, None, "h")})
+    assert (results[start].outcome, results[start].reason) == ("failed", "robots_unavailable")
+    assert stats.robots == {site.base: "unavailable (bad_redirect)"}
+
+
+def test_a_page_labelled_with_a_codec_that_is_no_charset_is_decoded_by_detection(site: SiteServer) -> None:
+    site.routes["/docs/index.html"] = Reply(body=html("Odd label", head='<meta charset="base64">',
+                                                      body=f"<p>{ACCENTED}</p>").encode("cp1252"), content_type="text/html")
+    results, _ = run(docs_source(site))
+    page = results[site.url("/docs/index.html")]
+    assert page.outcome == "new" and ACCENTED in page.html
+
+
 def test_missing_robots_allows_everything(site: SiteServer) -> None:
     site.page("/docs/index.html", html("Home", "private/x.html"))
     site.page("/docs/private/x.html", html("x"))

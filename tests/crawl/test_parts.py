@@ -144,6 +144,13 @@ def test_decode_html_believes_evidence_not_labels(body: bytes, content_type: str
     assert ACCENTED in text and used == charset
 
 
+@pytest.mark.parametrize("label", ["base64", "rot13", "hex", "zlib", "unicode_escape", "no-such-charset"])
+def test_labels_that_are_not_web_charsets_fall_back_to_detection(label: str) -> None:
+    body = f'<meta charset="{label}"><p>{ACCENTED}</p>'.encode("cp1252")
+    text, used = decode_html(body, f"text/html; charset={label}")
+    assert ACCENTED in text and used == "cp1252"
+
+
 def test_decode_html_detects_an_undeclared_non_western_charset() -> None:
     russian = "<p>Документация по базе данных: установка, настройка и резервное копирование.</p>"
     text, used = decode_html(russian.encode("cp1251"), "text/html; charset=utf-8")
@@ -217,6 +224,19 @@ def test_redirect_hops_are_checked_by_the_caller(site: SiteServer) -> None:
     assert hops == [site.url("/b"), site.url("/c")]
     assert (result.error, result.final_url, result.redirects) == ("stop_here", site.url("/c"), (site.url("/b"),))
     assert site.count("/c") == 0
+
+
+@pytest.mark.parametrize("location", ["http://0177.0.0.1/x", "http://xn--/x", "http://[::1/x"])
+def test_a_location_the_client_cannot_parse_ends_the_fetch_as_bad_redirect(site: SiteServer, location: str) -> None:
+    site.routes["/moved"] = Reply(302, headers={"Location": location})
+
+    async def fetch():
+        async with fetcher() as f:
+            return await f.fetch(site.url("/moved"))
+
+    result = asyncio.run(fetch())
+    assert (result.status, result.error, result.final_url) == (302, "bad_redirect", site.url("/moved"))
+    assert site.count("/moved") == 1  # definite: not retried as a network failure
 
 
 def test_config_max_redirects_is_respected(site: SiteServer) -> None:

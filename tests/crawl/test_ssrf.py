@@ -1,14 +1,14 @@
 """The SSRF guard: every connection, redirect hops included, goes only to public addresses
 unless the source opts in. Nothing here sends a packet beyond loopback: fake public
-names resolve (through the resolver seam) to a public address that the test transport
-maps onto the loopback server, and the transport refuses any other destination."""
+names resolve (through the resolver seam) to a public address that the test network
+backend maps onto the loopback server, and the backend refuses any other destination."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 
-import httpx
+import httpcore
 import pytest
 import trustme
 
@@ -17,25 +17,20 @@ from pipeline.crawl.fetcher import Fetcher, is_blocked_address
 from tests.crawl.conftest import FAST, by_url, docs_source, html
 from tests.crawl.site_server import Reply, SiteServer
 
-PUBLIC = "93.184.216.34"  # a global address; never contacted, the transport maps it to 127.0.0.1
+PUBLIC = "93.184.216.34"  # a global address; never contacted, the network backend maps it to 127.0.0.1
 
 
-class LoopbackNAT(httpx.AsyncBaseTransport):
-    """Forwards requests for ``PUBLIC`` to 127.0.0.1 and refuses every other destination."""
+class LoopbackNAT(httpcore.AnyIOBackend):
+    """Connects to 127.0.0.1 when asked for ``PUBLIC`` and refuses every other destination."""
 
-    def __init__(self, verify: ssl.SSLContext | bool = True) -> None:
-        self.inner = httpx.AsyncHTTPTransport(verify=verify)
+    def __init__(self) -> None:
         self.destinations: list[str] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.destinations.append(request.url.host)
-        if request.url.host != PUBLIC:
-            raise httpx.ConnectError(f"test transport refuses to connect to {request.url.host}")
-        request.url = request.url.copy_with(host="127.0.0.1")
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    async def connect_tcp(self, host: str, port: int, *args: object, **kwargs: object) -> httpcore.AsyncNetworkStream:
+        self.destinations.append(host)
+        if host != PUBLIC:
+            raise httpcore.ConnectError(f"test network refuses to connect to {host}")
+        return await super().connect_tcp("127.0.0.1", port, *args, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("address", [
@@ -60,7 +55,7 @@ def test_names_resolving_to_private_addresses_are_refused_before_connecting(answ
     nat = LoopbackNAT()
 
     async def fetch() -> str | None:
-        async with Fetcher(transport=nat, resolver=lambda host: answer) as fetcher:
+        async with Fetcher(network_backend=nat, resolver=lambda host: answer) as fetcher:
             return (await fetcher.fetch("http://internal.test/latest/meta-data")).error
 
     assert asyncio.run(fetch()) == "blocked_address"
@@ -72,7 +67,7 @@ def test_ip_literals_are_checked_without_resolving() -> None:
     asked: list[str] = []
 
     async def fetch(url: str) -> str | None:
-        async with Fetcher(transport=nat, resolver=lambda host: asked.append(host) or [PUBLIC]) as fetcher:
+        async with Fetcher(network_backend=nat, resolver=lambda host: asked.append(host) or [PUBLIC]) as fetcher:
             return (await fetcher.fetch(url)).error
 
     for url in ("http://169.254.169.254/latest/meta-data", "http://[::ffff:127.0.0.1]/", "http://[fc00::1]:8080/"):
@@ -116,7 +111,7 @@ def test_redirects_to_private_addresses_are_refused_at_each_hop(site: SiteServer
     source = docs_source(site, start_urls=(f"{public}/docs/index.html",), allow_private_hosts=False,
                          allowed_prefixes=(f"{public}/docs/", f"http://intranet.test:{port}/docs/",
                                            f"http://127.0.0.1:{port}/docs/", f"http://[::ffff:7f00:1]:{port}/docs/"))
-    results = by_url(list(crawl(source, fetch_config=FAST, transport=nat, resolver=resolver)))
+    results = by_url(list(crawl(source, fetch_config=FAST, network_backend=nat, resolver=resolver)))
 
     outcome = {url.removeprefix(public): (r.outcome, r.reason) for url, r in results.items()}
     assert outcome == {
@@ -132,6 +127,21 @@ def test_redirects_to_private_addresses_are_refused_at_each_hop(site: SiteServer
     assert resolutions.count("docs.public.test") == 1
 
 
+def test_a_robots_redirect_to_a_private_address_leaves_the_rules_unavailable(site: SiteServer) -> None:
+    public = f"http://docs.public.test:{site.port}"
+    site.routes["/robots.txt"] = Reply(302, headers={"Location": f"http://intranet.test:{site.port}/robots.txt"})
+    site.page("/docs/index.html", html("Home"))
+    start = f"{public}/docs/index.html"
+    nat = LoopbackNAT()
+    crawler = crawl(docs_source(site, start_urls=(start,), allow_private_hosts=False), fetch_config=FAST,
+                    network_backend=nat, resolver=lambda host: {"docs.public.test": [PUBLIC], "intranet.test": ["10.1.2.3"]}[host])
+    results = by_url(list(crawler))
+    # The origin itself is public, so the refused hop must not read as "no rules here".
+    assert (results[start].outcome, results[start].reason) == ("failed", "robots_unavailable")
+    assert crawler.stats.robots == {public: "unavailable (blocked_address)"}
+    assert site.paths() == {"/robots.txt"} and set(nat.destinations) == {PUBLIC}
+
+
 @pytest.mark.parametrize(("certificate_name", "outcome"), [("docs.secure.test", "new"), ("someone-else.test", "failed")])
 def test_https_goes_to_the_checked_address_with_sni_and_certificate_check(certificate_name: str, outcome: str) -> None:
     ca = trustme.CA()
@@ -142,9 +152,8 @@ def test_https_goes_to_the_checked_address_with_sni_and_certificate_check(certif
     with SiteServer(tls=server_tls) as site:
         site.page("/docs/index.html", html("Secure home"))
         start = f"https://docs.secure.test:{site.port}/docs/index.html"
-        nat = LoopbackNAT(verify=client_tls)
         source = docs_source(site, start_urls=(start,), allow_private_hosts=False, discover_sitemaps=False)
-        results = by_url(list(crawl(source, fetch_config=FAST, transport=nat,
+        results = by_url(list(crawl(source, fetch_config=FAST, network_backend=LoopbackNAT(), ssl_context=client_tls,
                                     resolver=lambda host: [PUBLIC] if host == "docs.secure.test" else [])))
     assert results[start].outcome == outcome
     if outcome == "new":
@@ -152,3 +161,31 @@ def test_https_goes_to_the_checked_address_with_sni_and_certificate_check(certif
         assert {seen.headers["host"] for seen in site.log} == {f"docs.secure.test:{site.port}"}
     else:  # the certificate does not name the host: no request ever reached the server
         assert results[start].reason == "robots_unavailable" and site.log == []
+
+
+def test_tls_connections_are_pooled_per_host_name() -> None:
+    """Two names on one address, a certificate for only one of them: the other must fail
+    verification even while a verified connection to the address sits in the pool."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("docs.secure.test").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    nat = LoopbackNAT()
+    with SiteServer(tls=server_tls) as site:
+        site.page("/docs/index.html", html("Secure home"))
+
+        async def fetch_both():
+            async with Fetcher(config=FAST, network_backend=nat, ssl_context=client_tls,
+                               resolver=lambda host: [PUBLIC]) as fetcher:
+                verified = await fetcher.fetch(f"https://docs.secure.test:{site.port}/docs/index.html")
+                again = await fetcher.fetch(f"https://docs.secure.test:{site.port}/docs/index.html")
+                impostor = await fetcher.fetch(f"https://impostor.test:{site.port}/docs/index.html")
+                return verified, again, impostor
+
+        verified, again, impostor = asyncio.run(fetch_both())
+    assert (verified.status, again.status) == (200, 200)
+    assert (impostor.status, impostor.error) == (None, "connect_error")
+    assert {seen.headers["host"] for seen in site.log} == {f"docs.secure.test:{site.port}"}
+    # One connection served both requests for the good name; the impostor's attempts each opened their own.
+    assert len(nat.destinations) == 1 + 1 + FAST.max_retries and set(nat.destinations) == {PUBLIC}

@@ -29,6 +29,15 @@ def test_non_http_urls_are_rejected(url: str) -> None:
     assert normalize_url(url) is None
 
 
+@pytest.mark.parametrize("url", [
+    "http://0177.0.0.1/sitemap.xml",  # octal 127.0.0.1 to resolvers and browsers
+    "http://0x7f.1/", "http://2130706433/", "http://10.1/", "http://bücher.123/",
+    "http://xn--/", "http://xn--a.example/",  # malformed punycode
+])
+def test_hosts_the_http_client_cannot_address_are_rejected(url: str) -> None:
+    assert normalize_url(url) is None
+
+
 def test_relative_references_resolve_against_the_base() -> None:
     base = "http://h.test/docs/a/page.html?x=1#top"
     assert normalize_url("../b/./c.html", base) == "http://h.test/docs/b/c.html"
@@ -80,3 +89,13 @@ def test_robots_meta_nofollow_and_xhtml_declaration() -> None:
 def test_extract_links_from_empty_or_broken_html() -> None:
     assert extract_links("", "http://h.test/").links == ()
     assert extract_links("<a href='ok.html'>unclosed <div><p>", "http://h.test/d/").links == ("http://h.test/d/ok.html",)
+
+
+def test_links_nested_deeper_than_libxml2s_tree_limit_are_found() -> None:
+    depth = 1000  # libxml2 builds trees at most 256 elements deep (2048 with huge_tree)
+    page = ('<html><head><link rel="canonical" href="deep.html"></head><body><a href="top.html">top</a>'
+            + "<div>" * depth + '<a href="deep.html">deep</a><a rel="nofollow" href="no.html">no</a>' + "</div>" * depth
+            + '<a href="after.html">after</a></body></html>')
+    links = extract_links(page, "http://h.test/docs/")
+    assert links.links == ("http://h.test/docs/top.html", "http://h.test/docs/deep.html", "http://h.test/docs/after.html")
+    assert links.canonical == "http://h.test/docs/deep.html"
