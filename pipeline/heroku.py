@@ -81,7 +81,7 @@ def web(workspace: Path) -> int:
     from dagster_webserver import __version__
     from dagster_webserver.app import create_app_from_workspace_process_context
 
-    from pipeline.webauth import BasicAuthMiddleware
+    from pipeline.webauth import BasicAuthMiddleware, proxy_header_options
 
     prepare_instance()
     port = settings.integer("PORT", minimum=1)
@@ -95,14 +95,14 @@ def web(workspace: Path) -> int:
         app = create_app_from_workspace_process_context(workspace_context)
         if password:
             app = BasicAuthMiddleware(
-                app, username=settings.value("WEB_USERNAME"), password=password, redirect_plain_http=on_heroku()
+                app, username=settings.value("WEB_USERNAME"), password=password, behind_router=on_heroku()
             )
         else:
             logger.warning("WEB_PASSWORD is not set: the Dagster UI is served without authentication (local use only)")
         # Heroku routes to any interface; locally, loopback keeps an unauthenticated UI private.
         host = "0.0.0.0" if on_heroku() or password else "127.0.0.1"
         print(f"web: serving the Dagster UI on http://{host}:{port}", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=True, forwarded_allow_ips="*")
+        uvicorn.run(app, host=host, port=port, log_level="warning", **proxy_header_options(on_heroku()))
     return 0
 
 

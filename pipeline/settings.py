@@ -1,9 +1,10 @@
 """Every environment variable the product reads, with its offline default.
 
-This is the one module that reads ``os.environ``. Dagster resources receive the
-variables as ``dagster.EnvVar`` (see ``pipeline/defs/resources.py``) so that secret
-values never show in the Dagster UI; plain entry points (the CLI, the Heroku web
-process, instance configuration) call :func:`value`.
+This is the one module that reads ``os.environ``. Dagster resources receive paths
+as ``dagster.EnvVar`` and endpoints and credentials as resource dependencies that run
+config cannot replace (see ``pipeline/defs/resources.py``), so secret values never show
+in the Dagster UI; plain entry points (the CLI, the Heroku web process, instance
+configuration) call :func:`value`.
 """
 
 from __future__ import annotations

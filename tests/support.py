@@ -17,6 +17,7 @@ from pipeline.defs.resources import (
     ChromaResource,
     EmbedderResource,
     PipelineFilesResource,
+    RerankEndpoint,
     RerankResource,
     StateStoreResource,
 )
@@ -60,7 +61,7 @@ def make_resources(
         "state_store": StateStoreResource(data_dir=str(data_dir), database_url=database_url),
         "chroma": ChromaResource(data_dir=str(data_dir)),
         "embedder": EmbedderResource(),
-        "rerank": RerankResource(url=rerank_url, api_key=api_key, model_id=model_id, **rerank_options),
+        "rerank": RerankResource(endpoint=RerankEndpoint(rerank_url, api_key, model_id), **rerank_options),
     }
 
 

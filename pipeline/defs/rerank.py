@@ -10,7 +10,7 @@ from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.resources import RerankResource, StateStoreResource
 from pipeline.defs.retrieve import retrieved_candidates
 from pipeline.ranking import failed_rankings, rerank_stored_candidates
-from pipeline.rerank.client import RerankConfigurationError, RerankSettingRejected
+from pipeline.rerank.errors import RerankConfigurationError, RerankSettingRejected
 
 GROUP = "rerank"
 # What to change when the endpoint rejects a setting every request shares (RerankSettingRejected.setting).
@@ -66,7 +66,8 @@ def reranked_candidates(
         # Bad key or model: every query would fail the same way, retried or not; the message says which setting to fix.
         raise dg.Failure(description=str(error), allow_retries=False) from None
     for outcome in report.failed:
-        context.log.warning(f"query {outcome.query_id} not reranked: {outcome.error}")
+        # The detail (redacted) goes to the log only; published output carries the error's code.
+        context.log.warning(f"query {outcome.query_id} not reranked ({outcome.error}): {outcome.detail}")
     stats = report.stats
     per_query = "\n".join(
         f"| {o.query_id} | {o.response.search_units if o.response else 0} | {'yes' if o.cached else 'no'} | "

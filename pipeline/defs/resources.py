@@ -1,12 +1,19 @@
 """Dagster resources: typed configuration for the stores, the embedder and the rerank endpoint.
 
 :func:`build_resources` is the one place that wires environment variables into
-resources. Variables that are set are passed as ``dg.EnvVar`` so the Dagster UI
-shows the variable's name, never its value; unset ones fall back to the offline
-defaults declared in ``pipeline/settings.py``.
+resources. Where requests go and the credentials they carry (``RERANK_URL``,
+``RERANK_KEY``, ``RERANK_MODEL_ID``, ``DATABASE_URL``, the ``CHROMA_*`` server settings)
+are resource dependencies read from the environment, not config fields: anyone who may
+launch a run could otherwise point ``resources.rerank.config.url`` at another host while
+the key still came from ``RERANK_KEY``. Run config that names them is rejected. They are
+checked when the resource is set up for a run, before any request, so a key with a stray
+newline fails the run with a message naming the variable. The other paths are passed as
+``dg.EnvVar`` so the Dagster UI shows the variable's name; unset ones fall back to the
+offline defaults declared in ``pipeline/settings.py``.
 """
 
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +22,7 @@ import httpx
 from pydantic import Field, PrivateAttr
 
 from pipeline import settings
+from pipeline.credentials import check_secret
 from pipeline.embedding import DEFAULT_BATCH_SIZE, MiniLMEmbedder
 from pipeline.rerank.client import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
@@ -36,13 +44,18 @@ _LEXICAL_INDEXES: dict[str, LexicalIndex] = {}
 
 
 class StateStoreResource(dg.ConfigurableResource):
-    """Durable pipeline state: SQLite under ``data_dir`` unless ``database_url`` is set."""
+    """Durable pipeline state: SQLite under ``data_dir`` unless ``database_url`` (DATABASE_URL) is set."""
 
     data_dir: str = Field(description="Directory for local state (state.db).")
-    database_url: str | None = Field(default=None, description="PostgreSQL URL; postgres:// is accepted.", repr=False)
+    # A dependency, not config: from the environment only (see the module docstring).
+    database_url: dg.ResourceDependency[str | None] = None
 
     def __repr__(self) -> str:
         return f"StateStoreResource(backend={'postgresql' if self.database_url else 'sqlite'})"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.database_url:
+            check_secret("DATABASE_URL", self.database_url)
 
     def open(self) -> StateStore:
         url = state_url(self.database_url, self.data_dir)
@@ -51,31 +64,67 @@ class StateStoreResource(dg.ConfigurableResource):
         return _STATE_STORES[url]
 
 
-class ChromaResource(dg.ConfigurableResource):
-    """The Chroma collection: local PersistentClient, or a server / Chroma Cloud when ``host`` is set."""
+@dataclass(frozen=True)
+class ChromaServer:
+    """A Chroma server or Chroma Cloud: CHROMA_HOST, CHROMA_PORT, CHROMA_SSL, CHROMA_TOKEN, CHROMA_TENANT, CHROMA_DATABASE."""
 
-    data_dir: str
-    host: str | None = None
+    host: str
     port: int = 8000
     ssl: bool = False
-    token: str | None = Field(default=None, repr=False)
+    token: str | None = None
     tenant: str | None = None
     database: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ChromaServer({self.host!r}, port={self.port})"
+
+    @classmethod
+    def from_settings(cls) -> "ChromaServer | None":
+        """The server the environment names; None (the local store) when CHROMA_HOST is unset."""
+        if not settings.is_set("CHROMA_HOST"):
+            return None
+        return cls(
+            host=settings.value("CHROMA_HOST"),
+            port=settings.integer("CHROMA_PORT", minimum=1),
+            ssl=settings.value("CHROMA_SSL").lower() in ("1", "true", "yes"),
+            token=settings.value("CHROMA_TOKEN"),
+            tenant=settings.value("CHROMA_TENANT"),
+            database=settings.value("CHROMA_DATABASE"),
+        )
+
+    def check(self) -> None:
+        check_secret("CHROMA_HOST", self.host)
+        if self.token:
+            check_secret("CHROMA_TOKEN", self.token)
+
+
+class ChromaResource(dg.ConfigurableResource):
+    """The Chroma collection: local PersistentClient under ``data_dir``, or ``server`` when there is one."""
+
+    data_dir: str
+    # A dependency, not config: from the environment only (see the module docstring).
+    server: dg.ResourceDependency[ChromaServer | None] = None
     collection: str = Field(default=DEFAULT_COLLECTION, min_length=3, description="Chroma needs 3+ characters.")
 
     def __repr__(self) -> str:
-        return f"ChromaResource({self.host or self.data_dir!r}, collection={self.collection!r})"
+        where = self.server.host if self.server else self.data_dir
+        return f"ChromaResource({where!r}, collection={self.collection!r})"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.server is not None:
+            self.server.check()
 
     def open(self, embedder: MiniLMEmbedder | None = None) -> VectorIndex:
+        server = self.server
         return VectorIndex(
             ChromaConnection(
                 data_dir=self.data_dir,
-                host=self.host,
-                port=self.port,
-                ssl=self.ssl,
-                token=self.token,
-                tenant=self.tenant,
-                database=self.database,
+                host=server.host if server else None,
+                port=server.port if server else 8000,
+                ssl=server.ssl if server else False,
+                token=server.token if server else None,
+                tenant=server.tenant if server else None,
+                database=server.database if server else None,
                 collection=self.collection,
             ),
             embedder,
@@ -83,7 +132,7 @@ class ChromaResource(dg.ConfigurableResource):
 
     @property
     def is_local(self) -> bool:
-        return self.host is None
+        return self.server is None
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -99,15 +148,31 @@ class EmbedderResource(dg.ConfigurableResource):
         return _EMBEDDERS[key]
 
 
+@dataclass(frozen=True)
+class RerankEndpoint:
+    """Where rerank requests go (RERANK_URL), the key they carry (RERANK_KEY) and the model (RERANK_MODEL_ID)."""
+
+    url: str
+    api_key: str
+    model_id: str
+
+    def __repr__(self) -> str:
+        return f"RerankEndpoint({self.url!r}, model_id={self.model_id!r})"
+
+    @classmethod
+    def from_settings(cls) -> "RerankEndpoint":
+        return cls(settings.value("RERANK_URL"), settings.value("RERANK_KEY"), settings.value("RERANK_MODEL_ID"))
+
+
 class RerankResource(dg.ConfigurableResource):
     """The Heroku Inference rerank endpoint (or the local service that speaks its protocol).
 
-    The fields below ``model_id`` tune the client; set them in a run's ``resources.rerank.config``.
+    ``endpoint`` comes from the environment only; the fields tune the client, set in a run's
+    ``resources.rerank.config``.
     """
 
-    url: str = Field(description="Base URL; requests go to {url}/v1/rerank.")
-    api_key: str = Field(description="Bearer token (RERANK_KEY).", repr=False)
-    model_id: str = Field(description="cohere-rerank-3-5 or amazon-rerank-1-0.")
+    # A dependency, not config: from the environment only (see the module docstring).
+    endpoint: dg.ResourceDependency[RerankEndpoint]
     requests_per_minute: int | None = Field(
         default=None,
         ge=1,
@@ -136,14 +201,22 @@ class RerankResource(dg.ConfigurableResource):
     _client: Any = PrivateAttr(default=None)
 
     def __repr__(self) -> str:
-        return f"RerankResource(url={self.url!r}, model_id={self.model_id!r})"
+        return f"RerankResource(url={self.endpoint.url!r}, model_id={self.model_id!r})"
+
+    @property
+    def model_id(self) -> str:
+        return self.endpoint.model_id
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Building the client checks RERANK_KEY: a bad key fails here, naming it, before any request.
+        self.client()
 
     def client(self) -> RerankClient:
         if self._client is None:
             self._client = RerankClient(
-                self.url,
-                self.api_key,
-                self.model_id,
+                self.endpoint.url,
+                self.endpoint.api_key,
+                self.endpoint.model_id,
                 timeout=httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds),
                 requests_per_minute=self.requests_per_minute,
                 max_attempts=self.max_attempts,
@@ -197,20 +270,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             queries_path=from_env("PIPELINE_QUERIES"),
             labelled_queries_path=from_env("PIPELINE_LABELLED_QUERIES"),
         ),
-        "state_store": StateStoreResource(data_dir=data_dir, database_url=from_env("DATABASE_URL")),
-        "chroma": ChromaResource(
-            data_dir=data_dir,
-            host=from_env("CHROMA_HOST"),
-            port=dg.EnvVar.int("CHROMA_PORT") if settings.is_set("CHROMA_PORT") else int(settings.value("CHROMA_PORT")),
-            ssl=settings.value("CHROMA_SSL").lower() in ("1", "true", "yes"),
-            token=from_env("CHROMA_TOKEN"),
-            tenant=from_env("CHROMA_TENANT"),
-            database=from_env("CHROMA_DATABASE"),
-        ),
+        "state_store": StateStoreResource(data_dir=data_dir, database_url=settings.value("DATABASE_URL")),
+        "chroma": ChromaResource(data_dir=data_dir, server=ChromaServer.from_settings()),
         "embedder": EmbedderResource(),
-        "rerank": RerankResource(
-            url=from_env("RERANK_URL"),
-            api_key=from_env("RERANK_KEY"),
-            model_id=from_env("RERANK_MODEL_ID"),
-        ),
+        "rerank": RerankResource(endpoint=RerankEndpoint.from_settings()),
     }

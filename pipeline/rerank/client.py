@@ -9,9 +9,13 @@ backoff within bounded attempts and time; errors that would recur on every reque
 once as :class:`RerankConfigurationError` with a message that names what to fix. A 400
 caused by one query's content fails only that query.
 
-The API key lives only in the ``Authorization`` header of the pooled client (httpx masks
-it in reprs); every message built from server or transport text passes through
-:meth:`RerankClient._redact` in case a server echoes the token back.
+The API key is checked before anything is sent (no whitespace, control or non-ASCII
+characters, which the HTTP layer would refuse by quoting the header) and then lives only in
+the ``Authorization`` header of the pooled client (httpx masks it in reprs). Every message
+built from server or transport text passes through a :class:`~pipeline.credentials.Redactor`,
+which removes the key in its raw, escaped and encoded forms, in case a server echoes it back.
+What a failed query publishes is its error's ``code`` (:mod:`pipeline.rerank.errors`), never
+a message.
 """
 
 from __future__ import annotations
@@ -34,12 +38,27 @@ from typing import Any, Protocol
 
 import httpx
 
+from pipeline.credentials import Redactor, check_secret, http_log_redaction
 from pipeline.rerank.contract import (
     KNOWN_MODELS,
     MAX_DOCUMENTS_PER_REQUEST,
     RATE_WINDOW_SECONDS,
     RERANK_PATH,
     requests_per_minute_for,
+)
+from pipeline.rerank.errors import (
+    TIMEOUT,
+    RerankBadRequest,
+    RerankConfigurationError,
+    RerankError,
+    RerankForbidden,
+    RerankModelNotFound,
+    RerankProtocolError,
+    RerankRateLimited,
+    RerankServerError,
+    RerankSettingRejected,
+    RerankUnauthorized,
+    RerankUnavailable,
 )
 from pipeline.tokens import truncate_to_tokens
 
@@ -71,81 +90,6 @@ _DOCUMENT_LENGTH_REJECTED = re.compile(r"token|too long|too large|length")
 _EPOCH_THRESHOLD = 1_000_000_000
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-class RerankError(Exception):
-    """Base of every rerank failure; ``requests``, ``retries``, ``rate_limited`` count the calls spent."""
-
-    retryable = False
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.requests = 0
-        self.retries = 0
-        self.rate_limited = 0
-
-
-class RerankConfigurationError(RerankError):
-    """The key or model is wrong, so every further request would fail the same way."""
-
-
-class RerankBadRequest(RerankError):
-    """HTTP 400 (or another unexpected 4xx) caused by this query's request: other queries may pass."""
-
-
-class RerankSettingRejected(RerankConfigurationError):
-    """HTTP 400 that rejects what every request shares; ``setting`` is ``top_n`` or ``documents_per_request``."""
-
-    def __init__(self, message: str, *, setting: str, status_code: int | None = None) -> None:
-        super().__init__(message, status_code=status_code)
-        self.setting = setting
-
-
-class RerankUnauthorized(RerankConfigurationError):
-    """HTTP 401."""
-
-
-class RerankForbidden(RerankConfigurationError):
-    """HTTP 403."""
-
-
-class RerankModelNotFound(RerankConfigurationError):
-    """HTTP 404."""
-
-
-class RerankRateLimited(RerankError):
-    """HTTP 429 on every attempt."""
-
-    retryable = True
-
-
-class RerankServerError(RerankError):
-    """HTTP 5xx on every attempt."""
-
-    retryable = True
-
-
-class RerankUnavailable(RerankError):
-    """Connection refused, reset or timed out on every attempt."""
-
-    retryable = True
-
-
-class RerankProtocolError(RerankError):
-    """A response the contract does not allow: a 200 body that is not the contract's, or an unexpected status.
-
-    Retryable only when the body was damaged in transit (not JSON, undecodable): a well-formed
-    JSON answer of the wrong shape comes back the same way on every attempt, and each one may
-    be billed.
-    """
-
-    def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = False) -> None:
-        super().__init__(message, status_code=status_code)
-        self.retryable = retryable
 
 
 # --- results --------------------------------------------------------------------------------
@@ -226,13 +170,16 @@ class RerankRequest:
 class RerankOutcome:
     """One query's result in :meth:`RerankClient.rerank_many`: a ``response`` or an ``error``.
 
-    ``error`` is ``"<ExceptionType>: <message>"`` (message already free of the key).
+    ``error`` is the failure's code (``http_401``, ``timeout``, ...: :mod:`pipeline.rerank.errors`),
+    the only part meant for published output; ``detail`` is ``"<ExceptionType>: <message>"``
+    (free of the key) for the logs.
     """
 
     query_id: str
     response: RerankResponse | None = None
     error: str | None = None
     error_type: str | None = None
+    detail: str | None = None
     cached: bool = False
     requests: int = 0
     retries: int = 0
@@ -257,8 +204,9 @@ class RerankOutcome:
     def failed(cls, query_id: str, error: RerankError) -> RerankOutcome:
         return cls(
             query_id=query_id,
-            error=f"{type(error).__name__}: {error}",
+            error=error.code,
             error_type=type(error).__name__,
+            detail=f"{type(error).__name__}: {error}",
             requests=error.requests,
             retries=error.retries,
             rate_limited=error.rate_limited,
@@ -489,6 +437,7 @@ class RerankClient:
             raise ValueError("RERANK_URL is empty: set it to the rerank service's base URL")
         if not api_key:
             raise ValueError("RERANK_KEY is empty: set it to the rerank service's API key")
+        check_secret("RERANK_KEY", api_key)
         if not model:
             raise ValueError("RERANK_MODEL_ID is empty: use one of " + ", ".join(KNOWN_MODELS))
         if max_attempts < 1:
@@ -506,6 +455,8 @@ class RerankClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
+        self._redactor = Redactor(api_key)
+        http_log_redaction.register(self._redactor)
         self.limiter = RequestRateLimiter(
             requests_per_minute or requests_per_minute_for(model), clock=clock, sleep=sleep
         )
@@ -705,16 +656,27 @@ class RerankClient:
             self._sleep(failed.delay)
 
     def _attempt(self, body: dict[str, Any], attempt_number: int, tally: _Tally) -> _BatchResult | _Attempt:
-        """Send once: the parsed result, or why it failed and how long to wait before the next attempt."""
+        """Send once: the parsed result, or why it failed and how long to wait before the next attempt.
+
+        Every failure leaves through here, so its message is redacted here, whatever server or
+        transport text it quotes.
+        """
+        outcome = self._send(body, attempt_number, tally)
+        if isinstance(outcome, _Attempt):
+            outcome.error.args = (self._redactor(str(outcome.error)),)
+        return outcome
+
+    def _send(self, body: dict[str, Any], attempt_number: int, tally: _Tally) -> _BatchResult | _Attempt:
         try:
             response = self._http.post(RERANK_PATH, json=body)
         except httpx.TransportError as exc:
-            return _Attempt(RerankUnavailable(self._unreachable(exc)), self._backoff(attempt_number))
+            error = RerankUnavailable(
+                self._unreachable(exc), code=TIMEOUT if isinstance(exc, httpx.TimeoutException) else None
+            )
+            return _Attempt(error, self._backoff(attempt_number))
         except httpx.DecodingError as exc:
             # A Content-Encoding the body does not match: damaged on the way, like a cut-off body.
-            error = RerankProtocolError(
-                f"{self.base_url} sent a body that could not be decoded: {self._redact(str(exc))}", retryable=True
-            )
+            error = RerankProtocolError(f"{self.base_url} sent a body that could not be decoded: {exc}", retryable=True)
             return _Attempt(error, self._backoff(attempt_number))
         if response.status_code != 200:
             return self._failed_status(response, body, attempt_number, tally)
@@ -818,13 +780,14 @@ class RerankClient:
         elif isinstance(exc, httpx.TimeoutException):
             reason = f"no response within the read timeout ({type(exc).__name__})"
         else:
-            reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
+            reason = f"{type(exc).__name__}: {exc}"
         return f"could not reach RERANK_URL={self.base_url}: {reason}"
 
     def _gave_up(self, error: RerankError, attempts: int, elapsed: float) -> RerankError:
         return type(error)(
             f"{error} (gave up after {attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f}s)",
             status_code=error.status_code,
+            code=error.code,
         )
 
     def _backoff(self, attempt_number: int) -> float:
@@ -883,7 +846,7 @@ class RerankClient:
                 or isinstance(score, bool)
                 or not math.isfinite(score)
             ):
-                raise broken(f"a malformed result {str(item)[:100]!r}")
+                raise broken(f"a malformed result {self._quoted(item)}")
             if not 0 <= index < document_count:
                 raise broken(f"result index {index} outside the {document_count} documents sent")
             results.append(RerankResult(index, float(score)))
@@ -898,7 +861,7 @@ class RerankClient:
             raise broken("no integer meta.billed_units.search_units")
         api_version = _api_version(meta.get("api_version"))
         if api_version is None:
-            raise broken(f"a malformed meta.api_version {str(meta.get('api_version'))[:100]!r}")
+            raise broken(f"a malformed meta.api_version {self._quoted(meta.get('api_version'))}")
         return _BatchResult(
             results=tuple(_ranked(results)),
             api_version=api_version[0],
@@ -918,11 +881,25 @@ class RerankClient:
             if isinstance(message, dict):
                 message = message.get("message") or json.dumps(message)
         text = str(message) if message else response.text or f"HTTP {response.status_code} with an empty body"
-        return self._redact(text[:_SERVER_TEXT_LIMIT])
+        # Redacted before it is cut: a cut through the key would leave a piece no redaction finds.
+        return self._redactor(text)[:_SERVER_TEXT_LIMIT]
 
-    def _redact(self, text: str) -> str:
-        api_key = self._http.headers["authorization"].removeprefix("Bearer ")
-        return text.replace(api_key, "[REDACTED]")
+    def _quoted(self, value: Any) -> str:
+        """A piece of a server's answer as an error quotes it: redacted, then shortened.
+
+        Each string is redacted before the piece is formatted, since formatting escapes it again.
+        """
+
+        def scrubbed(part: Any) -> Any:
+            if isinstance(part, str):
+                return self._redactor(part)
+            if isinstance(part, dict):
+                return {scrubbed(key): scrubbed(item) for key, item in part.items()}
+            if isinstance(part, list):
+                return [scrubbed(item) for item in part]
+            return part
+
+        return repr(self._redactor(str(scrubbed(value)))[:100])
 
 
 def _check_top_n(top_n: int | None) -> None:

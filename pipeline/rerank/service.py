@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.credentials import check_secret
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.rerank.contract import (
     API_VERSION,
@@ -84,6 +85,7 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if not self.api_key:
             raise ValueError("ServiceConfig.api_key is empty: the service must check a bearer token")
+        check_secret("RERANK_KEY", self.api_key)
         for name in ("error_rate", "timeout_rate", "malformed_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:

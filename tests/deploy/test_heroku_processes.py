@@ -53,6 +53,19 @@ def test_web_requires_credentials_except_for_health(heroku_app: HerokuApp):
     assert httpx.get(heroku_app.url + "/", auth=heroku_app.auth).status_code == 200
 
 
+
+def test_web_answers_429_to_the_router_hop_that_keeps_guessing(heroku_app: HerokuApp):
+    """On a dyno the client is the last X-Forwarded-For hop (the one Heroku's router appends)."""
+
+    def get(last_hop: str, auth: tuple[str, str]) -> httpx.Response:
+        headers = {"X-Forwarded-For": f"10.0.0.1, {last_hop}", "X-Forwarded-Proto": "https"}
+        return httpx.get(heroku_app.url + "/", auth=auth, headers=headers)
+
+    assert {get("192.0.2.50", ("admin", f"guess{n}")).status_code for n in range(10)} == {401}
+    blocked = get("192.0.2.50", heroku_app.auth)
+    assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 300
+    assert get("192.0.2.51", heroku_app.auth).status_code == 200
+
 def test_fresh_deploy_crawls_its_source_on_the_worker_by_itself(heroku_app: HerokuApp):
     run_id = _first_ingest_run(heroku_app)
     with heroku_app.instance() as instance:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,13 +22,15 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.queries import load_queries
 from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, ServiceConfig
+from pipeline.rerank import client as client_module
 from pipeline.rerank.known_vectors import StoredEmbeddings
-from pipeline.store.state import StateStore, sqlite_url
+from pipeline.store.state import CONTEXT_SETS_TABLE, StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
 RERANK_STAGE = dg.AssetSelection.assets("reranked_candidates", "ranked_context_sets")
@@ -90,12 +93,19 @@ class Stage:
         return service
 
     def run(
-        self, service: LocalRerankService, *, raise_on_error: bool = True, **rerank_options: object
+        self,
+        service: LocalRerankService,
+        *,
+        raise_on_error: bool = True,
+        run_config: dict | None = None,
+        **rerank_options: object,
     ) -> dg.ExecuteInProcessResult:
         resources = make_resources(
             self.data_dir, self.ingested.sources, QUERIES_FILE, service.url, **{**FAST, **rerank_options}
         )
-        return PipelineRun(resources, self.instance).downstream(raise_on_error=raise_on_error, selection=RERANK_STAGE)
+        return PipelineRun(resources, self.instance).downstream(
+            run_config, raise_on_error=raise_on_error, selection=RERANK_STAGE
+        )
 
     def retrieve(self, queries_path: Path = QUERIES_FILE, top_k: int = 50) -> dg.ExecuteInProcessResult:
         """Store the queries and retrieve their candidates again (no rerank)."""
@@ -117,6 +127,15 @@ class Stage:
     def context_sets(self) -> dict[str, dict]:
         lines = (self.data_dir / "ranked_context_sets.jsonl").read_text().splitlines()
         return {context_set["query_id"]: context_set for context_set in map(json.loads, lines)}
+
+    def published_text(self) -> str:
+        """The JSONL and every row of pipeline_context_sets, as text: all that the QA system reads."""
+        store = self.store()
+        with store.engine.connect() as connection:
+            rows = connection.execute(sa.text(f"SELECT * FROM {CONTEXT_SETS_TABLE}")).mappings().all()
+        store.dispose()
+        assert rows
+        return (self.data_dir / "ranked_context_sets.jsonl").read_text() + "\n".join(map(str, rows))
 
 
 @pytest.fixture
@@ -226,9 +245,9 @@ def test_a_400_for_one_querys_content_fails_only_that_query(stage, no_secrets):
     evaluation = check_evaluation(result)
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["failed_query_ids"].value == "q03"
-    assert "for this query (HTTP 400): injected fault" in evaluation.metadata["failures"].value
+    assert "| q03 | http_400 |" in evaluation.metadata["failures"].value
     q03 = stage.context_sets()["q03"]
-    assert q03["reranked"] is False and "HTTP 400" in q03["reason_not_reranked"]
+    assert q03["reranked"] is False and q03["reason_not_reranked"] == "http_400"
     assert q03["passages"] and all(passage["rerank_score"] is None for passage in q03["passages"])
     no_secrets(result)
 
@@ -280,9 +299,7 @@ def test_queries_past_an_enforced_limit_fail_alone_with_the_reason(stage, no_sec
     assert metadata["queries_reranked"] == 5 and metadata["queries_failed"] == 7
     assert metadata["rate_limited_429s"] == sum(entry.status == 429 for entry in service.requests) >= 7
     evaluation = check_evaluation(result)
-    assert not evaluation.passed and "rate-limited model cohere-rerank-3-5 (HTTP 429)" in (
-        evaluation.metadata["failures"].value
-    )
+    assert not evaluation.passed and "| rate_limited |" in evaluation.metadata["failures"].value
     no_secrets(result)
 
 
@@ -312,8 +329,7 @@ def test_the_next_run_sends_only_the_queries_that_failed(stage, no_secrets):
     assert not evaluation.passed
     assert evaluation.metadata["failed_query_ids"].value == "q05, q09"
     failures = evaluation.metadata["failures"].value
-    assert "| q05 | RerankServerError: " in failures and "HTTP 500" in failures
-    assert "| q09 | RerankUnavailable: " in failures and "read timeout" in failures
+    assert "| q05 | http_500 |" in failures and "| q09 | timeout |" in failures
     assert materialization_metadata(failing, "ranked_context_sets")["reranked_sets"] == 10
 
     service.service.clear()
@@ -371,3 +387,50 @@ def test_a_401_after_retrieval_changed_publishes_the_retrieval_order_not_stale_s
         ranks = [passage["retrieval_rank"] for passage in passages]
         assert ranks == sorted(ranks) and ranks[-1] <= (20 if change == "fewer-candidates" else 50)
     no_secrets(refused, published)
+
+
+# --- the key: checked at setup, never published, never sent elsewhere ------------------------------
+
+
+def test_a_key_ending_in_a_newline_fails_the_run_at_setup_naming_the_variable(stage, no_secrets):
+    service = stage.service()
+    stage.run(service)
+    output_before = (stage.data_dir / "ranked_context_sets.jsonl").read_text()
+    service.service.clear()
+    result = stage.run(service, raise_on_error=False, api_key=TEST_KEY + "\n")
+
+    assert not result.success
+    assert "RERANK_KEY contains a line feed (\\n) at its end" in no_secrets(result)
+    assert service.requests == []
+    assert (stage.data_dir / "ranked_context_sets.jsonl").read_text() == output_before
+
+
+def test_a_key_that_reaches_the_http_layer_appears_in_no_output(stage, no_secrets, monkeypatch):
+    """Were the check at setup skipped, the HTTP layer would refuse the header by quoting it."""
+    monkeypatch.setattr(client_module, "check_secret", lambda name, value: value, raising=False)
+    service = stage.service()
+    result = stage.run(service, api_key=TEST_KEY + "\n", max_attempts=1)
+
+    metadata = materialization_metadata(result, "reranked_candidates")
+    assert (metadata["queries_reranked"], metadata["queries_failed"]) == (0, 12)
+    assert "| connection_error |" in metadata["per_query"]
+    context_sets = stage.context_sets()
+    assert {(c["reranked"], c["reason_not_reranked"]) for c in context_sets.values()} == {(False, "connection_error")}
+    assert TEST_KEY not in stage.published_text() and TEST_KEY not in json.dumps(metadata)
+    assert "[REDACTED]" in no_secrets(result)
+    assert service.requests == []
+
+
+def test_run_config_cannot_send_the_key_to_another_host(stage):
+    service = stage.service()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        elsewhere = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        for field, value in (("url", elsewhere), ("api_key", WRONG_KEY), ("model_id", "amazon-rerank-1-0")):
+            with pytest.raises(dg.DagsterInvalidConfigError, match=f'unexpected config entry "{field}"'):
+                stage.run(service, run_config={"resources": {"rerank": {"config": {field: value}}}}, read_timeout_seconds=1)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert service.requests == []

@@ -104,8 +104,8 @@ def test_a_400_for_one_querys_content_fails_that_query_only(make_client, rerank_
     outcomes = make_client().rerank_many(_requests(QUERY, "unprocessable"), max_workers=1)
 
     assert [outcome.ok for outcome in outcomes] == [True, False]
-    assert outcomes[1].error_type == "RerankBadRequest"
-    assert "for this query (HTTP 400): injected fault: the service cannot process this query" in outcomes[1].error
+    assert (outcomes[1].error_type, outcomes[1].error) == ("RerankBadRequest", "http_400")
+    assert "for this query (HTTP 400): injected fault: the service cannot process this query" in outcomes[1].detail
 
 
 @pytest.mark.parametrize(
@@ -230,10 +230,11 @@ def test_a_long_retry_after_fails_fast_and_holds_no_other_query(start_service, m
     )
 
     assert [outcome.error_type for outcome in outcomes] == ["RerankRateLimited"] * 3
-    assert "gave up after 1 attempt" in outcomes[0].error
+    assert [outcome.error for outcome in outcomes] == ["rate_limited"] * 3
+    assert "gave up after 1 attempt" in outcomes[0].detail
     # The others are not sent into a quota the server said is spent for an hour, nor held for it.
     for outcome in outcomes[1:]:
-        assert "held for another 3600s" in outcome.error and "max_total_seconds" in outcome.error
+        assert "held for another 3600s" in outcome.detail and "max_total_seconds" in outcome.detail
         assert outcome.requests == 0
     assert len(service.requests) == 1 and fake_clock.sleeps == []
 
@@ -671,11 +672,12 @@ def test_rerank_many_isolates_failing_queries(make_client, rerank_service):
     assert [outcome.ok for outcome in outcomes] == [True, False, False, True]
     assert (
         outcomes[1].error_type == "RerankBadRequest"
-        and "query must be a non-empty string" in outcomes[1].error
+        and "query must be a non-empty string" in outcomes[1].detail
     )
-    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].error.startswith(
+    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].detail.startswith(
         "RerankServerError: "
     )
+    assert [outcome.error for outcome in outcomes] == [None, "http_400", "http_500", None]
     assert sorted(outcome.query_id for outcome in reported) == ["q0", "q1", "q2", "q3"]
     stats = RerankStats.from_outcomes(outcomes)
     assert (stats.queries, stats.succeeded, stats.failed, stats.cache_hits) == (4, 2, 2, 0)

@@ -72,6 +72,15 @@ def test_a_bad_flag_value_is_named_before_anything_starts(monkeypatch, capsys, f
     assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
+
+def test_a_key_with_a_stray_line_break_is_named_before_the_service_starts(monkeypatch):
+    monkeypatch.setenv("RERANK_KEY", KEY + "\n")
+    with pytest.raises(ValueError) as refused:
+        service_config(build_parser().parse_args(["rerank-service"]))
+
+    assert "RERANK_KEY contains a line feed (\\n) at its end" in str(refused.value)
+    assert KEY not in str(refused.value)
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
