@@ -92,7 +92,7 @@ def test_deletions_cascade_through_reconciliation(store):
     store.save_document(url="http://o/x", source="other", page_hash="h9", extractor_version="v1", title="X", sections=[], content_hash="d9")
     store.replace_chunks(source="other", url="http://o/x", new_chunks=[_chunk("c9", "http://o/x", "other")], chunked_key="d9:cfg")
 
-    store.delete_page("http://d/a")
+    assert store.delete_pages(["http://d/a", "http://d/never-stored"]) == 1
     assert store.delete_orphan_documents("docs") == 1
     assert store.delete_orphan_chunks("docs") == 1
     assert store.chunk_ids() == {"c9"}
@@ -138,15 +138,21 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
     ]
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     embedder = _CountingEmbedder()
-    assert sync_header_embeddings(store, embedder) == (1, 0)
+    now = datetime.now(timezone.utc)
+    assert sync_header_embeddings(store, embedder, now) == (1, 0, 0)
     assert embedder.embedded == ["A > Setup"]
     texts = dict(store.iter_embedded_texts())
     assert texts["A > Setup"][0] == len("A > Setup")  # the scorer finds the header's vector by its text
-    assert sync_header_embeddings(store, embedder) == (0, 0) and embedder.embedded == ["A > Setup"]
+    assert sync_header_embeddings(store, embedder, now) == (0, 0, 0) and embedder.embedded == ["A > Setup"]
     renamed = StoredChunk("c4", "docs", "http://d/a", "A", ("A", "Install"), "one", "A > Install\none", 5, 0)
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[renamed], chunked_key="k2")
-    assert sync_header_embeddings(store, embedder) == (1, 1)
+    assert sync_header_embeddings(store, embedder, now) == (1, 0, 1)
     assert store.embedded_headers() == {"A > Install"}
+    # The heading is renamed back: its deleted header's embedding is reused, not embedded again.
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
+    assert sync_header_embeddings(store, embedder, now) == (0, 1, 1)
+    assert embedder.embedded == ["A > Setup", "A > Install"]
+    assert dict(store.iter_embedded_texts())["A > Setup"][0] == len("A > Setup")
 
 
 def _context_set(query_id, passages, reranked=True):
