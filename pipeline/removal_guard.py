@@ -7,7 +7,10 @@ once it finished and they pass this guard (``pipeline.ingest.record_crawl``):
 
 - up to ``floor`` pages (3) always pass, so a small site still loses a single page normally;
 - beyond that, at most ``max_share`` of the pages the source had stored before the run;
-- never every stored page of the source, unless ``allow_full_removal``.
+- never every stored page of the source.
+
+``allow_full_removal`` lifts all three limits for a run that a person launched knowing the
+site really lost those pages.
 
 Otherwise :func:`check_removals` raises :class:`RemovalBlocked` before anything is deleted; its
 message names the source, the counts and share by reason, and the knob that allows the removal.
@@ -47,11 +50,9 @@ def check_removals(source: str, stored: int, removals: Mapping[str, int], limits
     """Pass, or raise :class:`RemovalBlocked`: ``removals`` counts pages to remove by reason,
     ``stored`` the source's pages before the run."""
     count = sum(removals.values())
-    if count == 0:
+    if count == 0 or limits.allow_full_removal:
         return
     if count >= stored:
-        if limits.allow_full_removal:
-            return
         raise RemovalBlocked(
             f"{_summary(source, stored, removals)}; a run removes every page of a source only with "
             "allow_full_removal: true",

@@ -38,6 +38,7 @@ def test_a_share_above_the_limit_is_blocked_with_counts_by_reason_and_the_knob()
     assert "max_removal_share: 0.25" in message
     assert (blocked.value.knob, blocked.value.value) == ("max_removal_share", 0.25)
     check_removals("docs", 40, {"http_404": 9, "robots_disallowed": 1}, RemovalLimits(max_share=0.25))
+    check_removals("docs", 40, {"http_404": 39}, RemovalLimits(allow_full_removal=True))
 
 
 @pytest.mark.parametrize("stored", [1, 2, 3, 50])

@@ -50,7 +50,8 @@ class CrawlConfig(dg.Config):
         ),
     )
     allow_full_removal: bool = Field(
-        default=False, description="Let this run remove every stored page of the source (otherwise the step fails)."
+        default=False,
+        description="Let this run remove any number of the source's stored pages, all of them included.",
     )
 
 
