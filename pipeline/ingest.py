@@ -86,7 +86,10 @@ def record_crawl(
         outcome = result.outcome
         if outcome in ("new", "changed"):
             owner = store.page_owner(result.url)
-            duplicate = store.page_with_content(source, result.content_hash, other_than=result.url)
+            # A page about to be removed is no duplicate: a page that moved (301) arrives as its old URL
+            # removed, then its content under the new URL.
+            elsewhere = removals.keys() | {result.url}
+            duplicate = store.page_with_content(source, result.content_hash, other_than=elsewhere)
             if owner is not None and owner != source:
                 # A page reachable from two sources is indexed once, under the first.
                 outcome = "skipped"

@@ -75,7 +75,9 @@ def check_removals(source: str, stored: int, removals: Mapping[str, int], limits
 
 def _summary(source: str, stored: int, removals: Mapping[str, int]) -> str:
     count = sum(removals.values())
-    by_reason = ", ".join(
-        f"{reason} {n} ({n / stored:.0%})" for reason, n in sorted(removals.items(), key=lambda item: (-item[1], item[0]))
+    largest_first = sorted(removals.items(), key=lambda item: (-item[1], item[0]))
+    by_reason = ", ".join(f"{reason} {n} ({n / stored:.0%})" for reason, n in largest_first)
+    return (
+        f"the crawl of source {source!r} would remove {count} of its {stored} stored pages "
+        f"({count / stored:.0%}): {by_reason}"
     )
-    return f"the crawl of source {source!r} would remove {count} of its {stored} stored pages ({count / stored:.0%}): {by_reason}"

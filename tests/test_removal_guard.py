@@ -107,3 +107,13 @@ def test_a_temporarily_redirected_page_is_kept_and_remembers_since_when(store: S
     assert store.known_pages("docs")[url].redirected_since == first.redirected_since  # since the first night
     record_crawl(store, "docs", [PageResult(url, "not_modified", status=304)])
     assert store.known_pages("docs")[url].redirected_since is None
+
+
+def test_a_page_that_moved_is_stored_at_its_new_url_though_its_old_one_is_removed_only_at_the_end(store: StateStore) -> None:
+    old, *_ = stored_site(store, 5)
+    new = "http://d/moved.html"
+    # What the crawler reports for a 301: the old URL removed, then the same content under the new one.
+    record_crawl(store, "docs", [PageResult(old, "removed", "redirected"),
+                                 PageResult(new, "new", content_hash=old, html=f"<p>{old}</p>")])
+    assert old not in store.known_pages("docs")
+    assert store.page_html(new) == (f"<p>{old}</p>", old)

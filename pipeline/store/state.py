@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -370,15 +370,11 @@ class StateStore:
                 for row in rows
             }
 
-    def page_with_content(self, source: str, content_hash: str, other_than: str) -> str | None:
-        """Another stored page of the source with exactly this content, if any."""
-        query = (
-            sa.select(pages.c.url)
-            .where(pages.c.source == source, pages.c.content_hash == content_hash, pages.c.url != other_than)
-            .limit(1)
-        )
+    def page_with_content(self, source: str, content_hash: str, other_than: Container[str]) -> str | None:
+        """Another stored page of the source with exactly this content, if any, not one of ``other_than``."""
+        query = sa.select(pages.c.url).where(pages.c.source == source, pages.c.content_hash == content_hash)
         with self.engine.connect() as connection:
-            return connection.scalar(query)
+            return next((url for url in connection.scalars(query.order_by(pages.c.url)) if url not in other_than), None)
 
     def page_owner(self, url: str) -> str | None:
         with self.engine.connect() as connection:
