@@ -88,8 +88,8 @@ def record_crawl(
             owner = store.page_owner(result.url)
             # A page about to be removed is no duplicate: a page that moved (301) arrives as its old URL
             # removed, then its content under the new URL.
-            elsewhere = removals.keys() | {result.url}
-            duplicate = store.page_with_content(source, result.content_hash, other_than=elsewhere)
+            not_duplicates = removals.keys() | {result.url}
+            duplicate = store.page_with_content(source, result.content_hash, other_than=not_duplicates)
             if owner is not None and owner != source:
                 # A page reachable from two sources is indexed once, under the first.
                 outcome = "skipped"
