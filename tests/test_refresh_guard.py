@@ -157,6 +157,16 @@ def test_a_404_storm_fails_the_crawl_and_changes_nothing_until_the_removal_is_al
     assert after["pages"] == after["chunks"] == after["chroma"] == {} and after["lexical"] == set()
 
 
+def test_a_night_of_robots_disallow_everything_fails_the_crawl_and_changes_nothing(site: Site) -> None:
+    assert site.refresh().result.success
+    before = site.snapshot()
+    site.server.routes["/robots.txt"] = Reply(body="User-agent: *\nDisallow: /\n", content_type="text/plain")
+    disallowed = site.refresh()
+    assert not disallowed.result.success
+    assert "4 of its 4 stored pages (100%): robots_disallowed 4 (100%)" in disallowed.failure
+    assert site.snapshot() == before
+
+
 def test_a_maintenance_night_keeps_every_page_until_the_redirects_outlast_the_grace_period(site: Site) -> None:
     assert site.refresh().result.success
     before = site.snapshot()
