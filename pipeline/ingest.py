@@ -6,12 +6,15 @@ by running again (the approach of LangChain's indexing API record manager, appli
 per stage):
 
 - ``record_crawl`` stores new and changed page bodies, refreshes validators of
-  unchanged pages, and deletes pages the crawler reports gone or out of scope.
-  A failed fetch never deletes anything.
+  unchanged pages, and deletes pages the crawler reports gone or out of scope, but only
+  once the crawl finished and those removals pass the deletion guard
+  (``pipeline/removal_guard.py``). A failed fetch never deletes anything, nor does a
+  temporary redirect.
 - ``extract_pages`` extracts only pages whose body (or the extractor) changed.
 - ``chunk_documents`` rechunks only documents whose text (or the chunker settings)
   changed; chunks that survive an edit keep their embeddings.
-- ``index_chunks`` embeds chunks that have no embedding yet, then makes the Chroma
+- ``index_chunks`` embeds chunks that have no embedding yet (reusing the embedding a
+  deleted chunk of the same text left, when it is recent enough), then makes the Chroma
   collection hold exactly the stored chunks: vanished IDs are deleted, missing ones
   restored from stored embeddings (no re-embedding after Chroma is wiped).
 - ``sync_lexical`` (``pipeline/store/lexical.py``) does the same for the BM25 index,
@@ -24,14 +27,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.chunking import ChunkingConfig, chunk_document, header_line
 from pipeline.crawl.crawler import PageResult
 from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.extract import EXTRACTOR_VERSION, Document, Section, extract_document
+from pipeline.removal_guard import RemovalLimits, check_removals
 from pipeline.store.lexical import LexicalIndex
-from pipeline.store.state import StateStore, StoredChunk
+from pipeline.store.state import StateStore, StoredChunk, utcnow
 from pipeline.store.vectors import VectorIndex
 
 FETCHED_OUTCOMES = {"new", "changed", "unchanged", "not_modified"}
@@ -42,6 +47,7 @@ class CrawlReport:
     outcomes: Counter = field(default_factory=Counter)
     failures_by_reason: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    removals_by_reason: Counter = field(default_factory=Counter)
     bytes_downloaded: int = 0
 
     @property
@@ -59,21 +65,31 @@ class CrawlReport:
             "pages_changed": self.outcomes["changed"],
             "pages_not_modified": self.outcomes["not_modified"] + self.outcomes["unchanged"],
             "pages_deleted": self.pages_deleted,
+            "pages_temporarily_redirected": self.outcomes["temporarily_redirected"],
             "pages_failed": self.outcomes["failed"],
             "pages_skipped": self.outcomes["skipped"],
             "bytes_downloaded": self.bytes_downloaded,
         }
 
 
-def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) -> CrawlReport:
-    """Persist each crawl result as it arrives."""
+def record_crawl(
+    store: StateStore, source: str, results: Iterable[PageResult], limits: RemovalLimits = RemovalLimits()
+) -> CrawlReport:
+    """Persist each crawl result as it arrives, except removals: those are applied once the crawl
+    finished, if they pass the deletion guard; otherwise ``RemovalBlocked`` is raised and nothing
+    is deleted (what was fetched is kept)."""
     report = CrawlReport()
+    stored_before = store.page_count(source)
+    removals: dict[str, str] = {}  # url -> reason
     for result in results:
         report.bytes_downloaded += result.bytes_downloaded
         outcome = result.outcome
         if outcome in ("new", "changed"):
             owner = store.page_owner(result.url)
-            duplicate = store.page_with_content(source, result.content_hash, other_than=result.url)
+            # A page about to be removed is no duplicate: a page that moved (301) arrives as its old URL
+            # removed, then its content under the new URL.
+            not_duplicates = removals.keys() | {result.url}
+            duplicate = store.page_with_content(source, result.content_hash, other_than=not_duplicates)
             if owner is not None and owner != source:
                 # A page reachable from two sources is indexed once, under the first.
                 outcome = "skipped"
@@ -83,7 +99,7 @@ def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) 
                 outcome = "skipped"
                 _record_failure(report, result.url, "duplicate_content", duplicate)
                 if owner is not None:
-                    store.delete_page(result.url)
+                    removals[result.url] = "duplicate_content"
             else:
                 store.save_page(
                     url=result.url,
@@ -107,13 +123,21 @@ def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) 
                 # A 304 carries no body, so the stored links stand.
                 links=result.links if outcome == "unchanged" else None,
             )
-        elif outcome in ("gone", "removed") and not store.delete_page(result.url):
-            # Nothing was stored under it: a broken link (404) or a URL newly out of reach, not a deletion.
-            outcome = "skipped"
-            _record_failure(report, result.url, result.reason or "gone")
+        elif outcome == "temporarily_redirected":
+            store.mark_temporarily_redirected(result.url)
+        elif outcome in ("gone", "removed"):
+            if store.page_owner(result.url) == source:
+                removals[result.url] = result.reason or outcome
+            else:
+                # Not a page of this source: a broken link (404) or a URL newly out of reach, not a deletion.
+                outcome = "skipped"
+                _record_failure(report, result.url, result.reason or "gone")
         elif outcome in ("failed", "skipped"):
             _record_failure(report, result.url, result.reason or outcome)
         report.outcomes[outcome] += 1
+    report.removals_by_reason.update(removals.values())
+    check_removals(source, stored_before, report.removals_by_reason, limits)
+    store.delete_pages(removals)
     return report
 
 
@@ -232,26 +256,32 @@ def chunk_documents(store: StateStore, source: str, config: ChunkingConfig, embe
 @dataclass
 class IndexReport:
     chunks_embedded: int = 0
+    chunks_reused: int = 0  # given the retained embedding of a deleted chunk with the same text
     vectors_deleted: int = 0
     vectors_restored: int = 0
     vectors_total: int = 0
     embed_seconds: float = 0.0
     headers_embedded: int = 0
+    headers_reused: int = 0
     headers_deleted: int = 0
     header_embed_seconds: float = 0.0
+    retained_embeddings_pruned: int = 0
 
     def metadata(self) -> dict[str, Any]:
         rate = self.chunks_embedded / self.embed_seconds if self.embed_seconds else 0.0
         return {
             "chunks_embedded": self.chunks_embedded,
+            "chunks_reused": self.chunks_reused,
             "vectors_deleted": self.vectors_deleted,
             "vectors_restored": self.vectors_restored,
             "vectors_total": self.vectors_total,
             "embed_seconds": round(self.embed_seconds, 2),
             "chunks_embedded_per_second": round(rate, 2),
             "headers_embedded": self.headers_embedded,
+            "headers_reused": self.headers_reused,
             "headers_deleted": self.headers_deleted,
             "header_embed_seconds": round(self.header_embed_seconds, 2),
+            "retained_embeddings_pruned": self.retained_embeddings_pruned,
         }
 
 
@@ -272,11 +302,22 @@ def index_chunks(
     embedder: MiniLMEmbedder,
     source: str,
     *,
+    retention: timedelta = timedelta(0),
     save_every: int = 256,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
+    """Embed the source's chunks that have no embedding, then sync Chroma; embeddings that deleted
+    chunks left within ``retention`` are reused for the same text instead of embedding it again."""
     report = IndexReport()
+    retained_since = utcnow() - retention
+    report.retained_embeddings_pruned = store.prune_retained_embeddings(before=retained_since)
     pending = store.chunks_without_embedding(source)
+    retained = store.retained_embeddings((text for _, text in pending), since=retained_since)
+    reused = {chunk_id: retained[text] for chunk_id, text in pending if text in retained}
+    store.save_embeddings(reused)
+    _upsert_stored(store, vectors, reused)
+    report.chunks_reused = len(reused)
+    pending = [(chunk_id, text) for chunk_id, text in pending if chunk_id not in reused]
     texts = [text for _, text in pending]
     embedded: dict[str, Any] = {}
 
@@ -299,26 +340,33 @@ def index_chunks(
         flush()
     report.embed_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    report.headers_embedded, report.headers_deleted = sync_header_embeddings(store, embedder)
+    report.headers_embedded, report.headers_reused, report.headers_deleted = sync_header_embeddings(
+        store, embedder, retained_since
+    )
     report.header_embed_seconds = time.perf_counter() - started
 
     report.vectors_deleted, report.vectors_restored, report.vectors_total = sync_vectors(store, vectors, source)
     return report
 
 
-def sync_header_embeddings(store: StateStore, embedder: MiniLMEmbedder) -> tuple[int, int]:
-    """Embed each stored chunk's context header line once, for the local scorer; returns (embedded, deleted).
+def sync_header_embeddings(
+    store: StateStore, embedder: MiniLMEmbedder, retained_since: datetime
+) -> tuple[int, int, int]:
+    """Embed each stored chunk's context header line once, for the local scorer; returns (embedded, reused, deleted).
 
     Headers are shared by a section's chunks (4,184 for the 12,715 chunks of the PostgreSQL
     manual) and short, so this adds a few percent to embedding the chunks. Headers that no
-    stored chunk starts with any more are deleted. Every source's headers are kept in one table.
+    stored chunk starts with any more are deleted (their embeddings retained like chunks'), and
+    a header retained since ``retained_since`` is reused. Every source's headers are kept in one table.
     """
     wanted = {header for text in store.iter_embedding_texts() if (header := header_line(text))}
     stored = store.embedded_headers()
-    missing = sorted(wanted - stored)
+    retained = store.retained_embeddings(wanted - stored, since=retained_since)
+    missing = sorted(wanted - stored - retained.keys())
+    store.save_header_embeddings(retained)
     if missing:
         store.save_header_embeddings(dict(zip(missing, embedder.embed(missing), strict=True)))
-    return len(missing), store.delete_header_embeddings(stored - wanted)
+    return len(missing), len(retained), store.delete_header_embeddings(stored - wanted)
 
 
 def sync_vectors(store: StateStore, vectors: VectorIndex, source: str | None = None) -> tuple[int, int, int]:

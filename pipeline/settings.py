@@ -37,6 +37,16 @@ _SETTINGS = [
     Setting("PIPELINE_FRESHNESS_MAX_AGE_HOURS", "26", "Hours after which a source's last successful refresh is overdue."),
     Setting("PIPELINE_RERANK_UNITS_BUDGET", "1000", "Rerank search units one run may bill before its check fails."),
     Setting("PIPELINE_MIN_TEXT_SHARE", "0.9", "Share of a source's fetched pages that must yield text (0-1)."),
+    Setting(
+        "PIPELINE_TEMPORARY_REDIRECT_DAYS",
+        "7",
+        "Days a stored page may answer a temporary redirect (302, 303, 307) before it is treated as moved.",
+    ),
+    Setting(
+        "PIPELINE_VECTOR_RETENTION_DAYS",
+        "14",
+        "Days the embeddings of deleted chunks are kept, so text that comes back is not embedded again.",
+    ),
     Setting("RERANK_URL", "http://127.0.0.1:8765", "Base URL of the rerank service; POST {RERANK_URL}/v1/rerank."),
     Setting("RERANK_KEY", "local-dev-key", "Bearer token for the rerank service (Heroku Inference key).", secret=True),
     Setting("RERANK_MODEL_ID", "cohere-rerank-3-5", "Rerank model: cohere-rerank-3-5 or amazon-rerank-1-0."),

@@ -92,7 +92,7 @@ def test_deletions_cascade_through_reconciliation(store):
     store.save_document(url="http://o/x", source="other", page_hash="h9", extractor_version="v1", title="X", sections=[], content_hash="d9")
     store.replace_chunks(source="other", url="http://o/x", new_chunks=[_chunk("c9", "http://o/x", "other")], chunked_key="d9:cfg")
 
-    store.delete_page("http://d/a")
+    assert store.delete_pages(["http://d/a", "http://d/never-stored"]) == 1
     assert store.delete_orphan_documents("docs") == 1
     assert store.delete_orphan_chunks("docs") == 1
     assert store.chunk_ids() == {"c9"}
@@ -138,15 +138,21 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
     ]
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     embedder = _CountingEmbedder()
-    assert sync_header_embeddings(store, embedder) == (1, 0)
+    now = datetime.now(timezone.utc)
+    assert sync_header_embeddings(store, embedder, now) == (1, 0, 0)
     assert embedder.embedded == ["A > Setup"]
     texts = dict(store.iter_embedded_texts())
     assert texts["A > Setup"][0] == len("A > Setup")  # the scorer finds the header's vector by its text
-    assert sync_header_embeddings(store, embedder) == (0, 0) and embedder.embedded == ["A > Setup"]
+    assert sync_header_embeddings(store, embedder, now) == (0, 0, 0) and embedder.embedded == ["A > Setup"]
     renamed = StoredChunk("c4", "docs", "http://d/a", "A", ("A", "Install"), "one", "A > Install\none", 5, 0)
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[renamed], chunked_key="k2")
-    assert sync_header_embeddings(store, embedder) == (1, 1)
+    assert sync_header_embeddings(store, embedder, now) == (1, 0, 1)
     assert store.embedded_headers() == {"A > Install"}
+    # The heading is renamed back: its deleted header's embedding is reused, not embedded again.
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
+    assert sync_header_embeddings(store, embedder, now) == (0, 1, 1)
+    assert embedder.embedded == ["A > Setup", "A > Install"]
+    assert dict(store.iter_embedded_texts())["A > Setup"][0] == len("A > Setup")
 
 
 def _context_set(query_id, passages, reranked=True):
@@ -227,6 +233,54 @@ def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
     assert reopened.known_pages("docs")["http://d/a"].links is None
     assert reopened.page_html("http://d/a")[1] == "h1"
     reopened.dispose()
+
+
+def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(store):
+    url = store.engine.url.render_as_string(hide_password=False)
+    _save(store, "http://d/a", "h1")
+    with store.transaction() as connection:
+        connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN redirected_since"))
+    reopened = StateStore(url)
+    assert reopened.known_pages("docs")["http://d/a"].redirected_since is None
+    reopened.mark_temporarily_redirected("http://d/a")
+    since = reopened.known_pages("docs")["http://d/a"].redirected_since
+    assert since is not None and since.tzinfo is not None
+    reopened.dispose()
+
+
+def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_period(store):
+    _save(store, "http://d/a", "h1")
+    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="k1")
+    vectors = {"c1": np.full(384, 0.25, dtype=np.float32), "c2": np.linspace(-1, 1, 384, dtype=np.float32)}
+    store.save_embeddings(vectors)
+    store.save_header_embeddings({"A > H1": np.full(384, 0.5, dtype=np.float32)})
+    texts = {chunk_id: f"A > H1\ntext {chunk_id}" for chunk_id in vectors}
+    before = datetime.now(timezone.utc)
+
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c2")], chunked_key="k2")  # an edit
+    assert store.delete_pages(["http://d/a"]) == 1 and store.delete_orphan_documents("docs") == 1
+    assert store.delete_orphan_chunks("docs") == 1  # the page went
+    store.delete_header_embeddings(["A > H1"])
+    assert store.chunk_ids() == set() and store.embedded_headers() == set()
+
+    found = store.retained_embeddings([*texts.values(), "A > H1", "never embedded"], since=before)
+    assert set(found) == {*texts.values(), "A > H1"}
+    for chunk_id, vector in vectors.items():
+        assert found[texts[chunk_id]].tobytes() == vector.tobytes()
+    later = datetime.now(timezone.utc)
+    assert store.retained_embeddings(texts.values(), since=later) == {}  # retained before the cut-off: too old
+    assert store.prune_retained_embeddings(before=later) == 3
+    assert store.retained_embeddings(texts.values(), since=before) == {}
+
+
+def test_a_removed_source_leaves_its_embeddings_too(store):
+    _save(store, "http://d/a", "h1")
+    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
+    store.save_embeddings({"c1": np.ones(384, dtype=np.float32)})
+    before = datetime.now(timezone.utc)
+    assert store.delete_source("docs")["chunks"] == 1
+    assert list(store.retained_embeddings(["A > H1\ntext c1"], since=before)) == ["A > H1\ntext c1"]
 
 
 def test_processes_opening_a_fresh_postgres_database_at_once_create_the_schema_once(postgres_url):

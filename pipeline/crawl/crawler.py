@@ -22,6 +22,11 @@ Frontier rules:
   reported ``removed`` (reason ``redirected``). A redirect to an already scheduled URL
   ends there (that URL is crawled on its own), one out of scope ends with
   ``redirect_out_of_scope``.
+- Temporary redirects (302, 303, 307) of a known URL are not followed: the page is
+  reported ``temporarily_redirected`` and kept as stored (a maintenance page, a login wall
+  for a night). Once it has answered so for longer than ``temporary_redirect_grace`` (the
+  state store remembers since when), its redirect is followed like a permanent one (301,
+  308), and it is ``removed``.
 - ``<link rel="canonical">`` to a different in-scope URL: the page is not recorded under
   its own URL (``removed``/``skipped`` with ``canonical_elsewhere``) and the canonical
   URL is scheduled instead, at the same depth. A canonical out of scope is ignored, as
@@ -47,7 +52,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from ssl import SSLContext
 from typing import Any
 
@@ -62,7 +67,10 @@ from pipeline.crawl.urls import extract_links, normalize_url, origin_of
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("new", "changed", "unchanged", "not_modified", "gone", "removed", "failed", "skipped")
+OUTCOMES = ("new", "changed", "unchanged", "not_modified", "temporarily_redirected", "gone", "removed", "failed",
+            "skipped")
+TEMPORARY_REDIRECTS = frozenset({302, 303, 307})
+DEFAULT_TEMPORARY_REDIRECT_GRACE = timedelta(days=7)
 # Reasons that describe the page itself: a known page goes, a new one is skipped.
 _DEFINITE = frozenset({"not_html", "too_large", "redirected", "redirect_out_of_scope", "robots_disallowed",
                        "canonical_elsewhere", "bad_redirect"})
@@ -82,6 +90,8 @@ class KnownPage:
     content_hash: str | None = None
     # The links to follow that its last full fetch found; followed again when it answers 304.
     links: tuple[str, ...] = ()
+    # Since when it answers a temporary redirect, if it does.
+    redirected_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -130,12 +140,14 @@ def crawl(
     ssl_context: SSLContext | None = None,
     max_queue: int = 64,
     fetch_config: FetchConfig | None = None,
+    temporary_redirect_grace: timedelta = DEFAULT_TEMPORARY_REDIRECT_GRACE,
 ) -> Crawl:
     """Crawl ``source``; iterate the returned :class:`Crawl` for results, then read
     ``.stats``. ``known`` maps URL -> what the state store has for it; ``resolver``,
     ``network_backend`` and ``ssl_context`` go to the :class:`Fetcher`."""
     return Crawl(source, known or {}, user_agent=user_agent, max_queue=max_queue, fetch_config=fetch_config,
-                 network=dict(resolver=resolver, network_backend=network_backend, ssl_context=ssl_context))
+                 network=dict(resolver=resolver, network_backend=network_backend, ssl_context=ssl_context),
+                 temporary_redirect_grace=temporary_redirect_grace)
 
 
 @dataclass(frozen=True)
@@ -153,13 +165,14 @@ class Crawl(Iterator[PageResult]):
     """A running crawl: an iterator of results with final :attr:`stats`."""
 
     def __init__(self, source: Source, known: Mapping[str, KnownPage], *, user_agent: str, max_queue: int,
-                 fetch_config: FetchConfig | None, network: Mapping[str, Any]) -> None:
+                 fetch_config: FetchConfig | None, network: Mapping[str, Any],
+                 temporary_redirect_grace: timedelta) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.source = source
         self.stats = CrawlStats(source=source.name)
         frontier = _Frontier(source, known, self.stats, user_agent=user_agent, fetch_config=fetch_config,
-                             max_queue=max_queue, network=network)
+                             max_queue=max_queue, network=network, temporary_redirect_grace=temporary_redirect_grace)
         self._runner = _LoopThread(frontier, name=f"crawl-{source.name}")
         self._started = False
         self._done = False
@@ -255,12 +268,14 @@ class _Frontier:
     """The crawl itself, on the event loop thread."""
 
     def __init__(self, source: Source, known: Mapping[str, KnownPage], stats: CrawlStats, *, user_agent: str,
-                 fetch_config: FetchConfig | None, max_queue: int, network: Mapping[str, Any]) -> None:
+                 fetch_config: FetchConfig | None, max_queue: int, network: Mapping[str, Any],
+                 temporary_redirect_grace: timedelta) -> None:
         self.source = source
         self.known = {normalize_url(url) or url: page for url, page in known.items()}
         self.stats = stats
         self.user_agent = user_agent
         self.max_queue = max_queue
+        self.temporary_redirect_grace = temporary_redirect_grace
         self._fetcher_args = dict(network, user_agent=user_agent, config=fetch_config,
                                   allow_private_hosts=source.allow_private_hosts,
                                   max_concurrency_per_host=source.max_concurrency_per_host,
@@ -377,12 +392,18 @@ class _Frontier:
             await self._emit(PageResult(url, _failure_outcome(refusal, known), refusal, depth=depth))
             return
         self.stats.pages_fetched += 1
+        held = TEMPORARY_REDIRECTS if known and not self._redirected_too_long(known) else frozenset()
         fetched = await self.fetcher.fetch(url, accept=html_only, headers_for=self._validators,
-                                           check_redirect=self._check_hop)
+                                           check_redirect=self._check_hop, not_followed=held)
         base = PageResult(url, "failed", final_url=fetched.final_url, status=fetched.status,
                           content_type=fetched.headers.get("content-type"), fetched_at=datetime.now(UTC),
                           etag=fetched.headers.get("etag"), last_modified=fetched.headers.get("last-modified"),
                           bytes_downloaded=fetched.bytes_downloaded, depth=depth)
+        if fetched.status in held and not fetched.error:
+            # Away for now (a maintenance page, a login wall): the stored page stands, validators and all.
+            await self._emit(replace(base, outcome="temporarily_redirected", reason=f"http_{fetched.status}",
+                                     etag=None, last_modified=None))
+            return
         if fetched.error:
             await self._emit(replace(base, outcome=_failure_outcome(fetched.error, known), reason=fetched.error))
             return
@@ -443,6 +464,10 @@ class _Frontier:
             return False  # no budget for the canonical: keep the page under its own URL
         self.deferred_to_canonical.add(url)
         return True
+
+    def _redirected_too_long(self, known: KnownPage) -> bool:
+        since = known.redirected_since
+        return since is not None and datetime.now(UTC) - since >= self.temporary_redirect_grace
 
     def _validators(self, url: str) -> dict[str, str]:
         known = self.known.get(url)

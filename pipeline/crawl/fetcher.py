@@ -44,7 +44,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -249,9 +249,11 @@ class Fetcher:
         truncate: bool = False,
         headers_for: Callable[[str], Mapping[str, str]] | None = None,
         check_redirect: CheckRedirect | None = None,
+        not_followed: Collection[int] = (),
     ) -> FetchResult:
-        """GET ``url`` (normalised), following redirects; never raises for network or
-        HTTP problems, which come back as ``error``/``status``."""
+        """GET ``url`` (normalised), following redirects, except a redirect of ``url`` itself
+        whose status is in ``not_followed``, which comes back as it is; never raises for network
+        or HTTP problems, which come back as ``error``/``status``."""
         chain = [url]
         downloaded = 0
         while True:
@@ -260,7 +262,8 @@ class Fetcher:
             downloaded += attempt.bytes_downloaded
             self.bytes_downloaded += attempt.bytes_downloaded
             location = attempt.headers.get("location")
-            if attempt.error or attempt.status not in REDIRECT_STATUSES or not location:
+            held = len(chain) == 1 and attempt.status in not_followed
+            if attempt.error or attempt.status not in REDIRECT_STATUSES or not location or held:
                 return FetchResult(url, chain[-1], attempt.status, attempt.headers, attempt.body, attempt.error,
                                    downloaded, tuple(chain[1:]))
             target = normalize_url(location, chain[-1])

@@ -1,6 +1,7 @@
 """Ingest assets, one partition per documentation source: crawl → extract → chunk → vector and lexical index."""
 
 import time
+from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
@@ -17,6 +18,7 @@ from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFi
 from pipeline.embedding import MAX_WORD_PIECES
 from pipeline.ingest import check_index_consistency, chunk_documents, extract_pages, index_chunks, record_crawl
 from pipeline.inputs import display_location
+from pipeline.removal_guard import DEFAULT_MAX_REMOVAL_SHARE, REMOVAL_FLOOR, RemovalBlocked, RemovalLimits
 from pipeline.store.lexical import sync_lexical
 
 GROUP = "ingest"
@@ -38,6 +40,19 @@ class CrawlConfig(dg.Config):
     ignore_validators: bool = Field(
         default=False, description="Refetch every page in full instead of conditional GETs (ETag / Last-Modified)."
     )
+    max_removal_share: float = Field(
+        default=DEFAULT_MAX_REMOVAL_SHARE,
+        ge=0,
+        le=1,
+        description=(
+            "Largest share of the source's stored pages one run may remove (gone, redirected, out of scope, "
+            f"disallowed, ...); past it the step fails and nothing is deleted. Up to {REMOVAL_FLOOR} pages always pass."
+        ),
+    )
+    allow_full_removal: bool = Field(
+        default=False,
+        description="Let this run remove any number of the source's stored pages, all of them included.",
+    )
 
 
 @dg.asset(
@@ -47,8 +62,9 @@ class CrawlConfig(dg.Config):
     kinds={"python"},
     description=(
         "Pages of one documentation source, fetched politely (robots.txt, per-host limits, retries) with "
-        "conditional GETs. New and changed bodies are stored; pages that are gone or out of scope are deleted; "
-        "a failed fetch deletes nothing."
+        "conditional GETs. New and changed bodies are stored; pages that are gone or out of scope are deleted "
+        "once the crawl finished, unless that removes more than max_removal_share of them (or all), which fails "
+        "the step before anything is deleted; a failed fetch or a temporary redirect deletes nothing."
     ),
 )
 def crawled_pages(
@@ -69,14 +85,28 @@ def crawled_pages(
             last_modified=page.last_modified if conditional else None,
             content_hash=page.content_hash,
             links=page.links or (),
+            redirected_since=page.redirected_since,
         )
-    report = record_crawl(store, source.name, crawl(source, known, user_agent=config.user_agent))
+    redirect_days = settings.number("PIPELINE_TEMPORARY_REDIRECT_DAYS", minimum=0)
+    results = crawl(source, known, user_agent=config.user_agent, temporary_redirect_grace=timedelta(days=redirect_days))
+    limits = RemovalLimits(max_share=config.max_removal_share, allow_full_removal=config.allow_full_removal)
+    try:
+        report = record_crawl(store, source.name, results, limits)
+    except RemovalBlocked as blocked:
+        value = str(blocked.value).lower()
+        raise dg.Failure(
+            f"{blocked}. Nothing was deleted, and the index and context sets stay as they were. If the site "
+            f"really lost these pages, materialise {source.name} again with the run config "
+            f"ops: {{crawled_pages: {{config: {{{blocked.knob}: {value}}}}}}}",
+            allow_retries=False,
+        ) from None
     context.log.info(f"crawled {source.name}: {report.metadata()}")
     failures = "\n".join(f"| {url} | {reason} |" for url, reason in report.failures[:50])
     return dg.MaterializeResult(
         metadata={
             **report.metadata(),
             "failures_by_reason": dict(report.failures_by_reason),
+            "removals_by_reason": dict(report.removals_by_reason),
             "failures": dg.MetadataValue.md("| url | reason |\n|---|---|\n" + failures if failures else "none"),
             "pages_stored": store.page_count(source.name),
         }
@@ -147,7 +177,8 @@ class VectorIndexConfig(dg.Config):
     pool="chroma",
     description=(
         "The Chroma collection, kept equal to the stored chunks: only chunks without an embedding are embedded "
-        "(all-MiniLM-L6-v2, ONNX); vanished chunks are deleted; a wiped collection is restored from stored embeddings."
+        "(all-MiniLM-L6-v2, ONNX), unless a chunk of the same text was deleted within PIPELINE_VECTOR_RETENTION_DAYS "
+        "(its embedding is reused); vanished chunks are deleted; a wiped collection is restored from stored embeddings."
     ),
 )
 def vector_index(
@@ -164,8 +195,10 @@ def vector_index(
     def progress(done: int, total: int) -> None:
         context.log.info(f"embedded {done}/{total} chunks")
 
+    retention = timedelta(days=settings.number("PIPELINE_VECTOR_RETENTION_DAYS", minimum=0))
     report = index_chunks(
-        store, vectors, model, context.partition_key, save_every=config.save_every, on_progress=progress
+        store, vectors, model, context.partition_key, retention=retention, save_every=config.save_every,
+        on_progress=progress,
     )
     return dg.MaterializeResult(
         metadata={**report.metadata(), "collection": chroma.collection, "collection_count": vectors.count()}

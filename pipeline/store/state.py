@@ -14,8 +14,9 @@ Dagster's own run and event storage.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +27,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+
+from pipeline.embedding import MODEL_NAME
 
 metadata = sa.MetaData()
 
@@ -47,6 +50,9 @@ pages = sa.Table(
     sa.Column("links", sa.JSON),
     sa.Column("fetched_at", sa.DateTime(timezone=True)),
     sa.Column("last_seen_at", sa.DateTime(timezone=True)),
+    # Since when the page answers a temporary redirect (302, 303, 307) instead of itself; the
+    # stored body stands meanwhile, and a normal answer clears it.
+    sa.Column("redirected_since", sa.DateTime(timezone=True)),
 )
 
 documents = sa.Table(
@@ -88,6 +94,18 @@ header_embeddings = sa.Table(
     metadata,
     sa.Column("header", sa.Text, primary_key=True),
     sa.Column("embedding", sa.LargeBinary, nullable=False),
+)
+
+# Embeddings of deleted chunks and header lines, by the exact text embedded and the model, kept
+# for PIPELINE_VECTOR_RETENTION_DAYS so that text coming back (a page lost in a 404 storm, an
+# edit undone) is not embedded again.
+retained_embeddings = sa.Table(
+    "pipeline_retained_embeddings",
+    metadata,
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("text_hash", sa.Text, primary_key=True),  # sha256 hex of the UTF-8 text
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Column("retained_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
 queries = sa.Table(
@@ -239,6 +257,21 @@ def unpack_embedding(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
 
 
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _retain_embeddings(connection: Connection, embedded: sa.Select) -> None:
+    """Keep the embeddings that ``embedded`` selects as (text, embedding) rows, before they are deleted."""
+    now = utcnow()
+    rows = {
+        text_hash(text): {"model": MODEL_NAME, "text_hash": text_hash(text), "embedding": blob, "retained_at": now}
+        for text, blob in connection.execute(embedded)
+        if blob is not None
+    }
+    _upsert(connection, retained_embeddings, list(rows.values()))
+
+
 @dataclass(frozen=True)
 class StoredPage:
     url: str
@@ -247,6 +280,7 @@ class StoredPage:
     last_modified: str | None
     content_hash: str | None
     links: tuple[str, ...] | None  # None: stored before links were kept
+    redirected_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +331,9 @@ def _create_schema(engine: Engine) -> None:
         if _lacks_column(inspector, pages, "links"):
             # Added later; such pages are fetched in full once (see crawled_pages) to learn their links.
             connection.execute(sa.text(f"ALTER TABLE {pages.name} ADD COLUMN links JSON"))
+        if _lacks_column(inspector, pages, "redirected_since"):
+            moment = sa.DateTime(timezone=True).compile(dialect=connection.dialect)
+            connection.execute(sa.text(f"ALTER TABLE {pages.name} ADD COLUMN redirected_since {moment}"))
         metadata.create_all(connection, checkfirst=True)
         if LATEST_CONTEXT_SETS_VIEW not in inspector.get_view_names():
             connection.execute(sa.text(_LATEST_CONTEXT_SETS_DDL))
@@ -327,22 +364,24 @@ class StateStore:
         with self.engine.connect() as connection:
             rows = connection.execute(
                 sa.select(
-                    pages.c.url, pages.c.source, pages.c.etag, pages.c.last_modified, pages.c.content_hash, pages.c.links
+                    pages.c.url, pages.c.source, pages.c.etag, pages.c.last_modified, pages.c.content_hash, pages.c.links,
+                    pages.c.redirected_since,
                 ).where(pages.c.source == source)
             )
             return {
-                row.url: StoredPage(*row[:-1], links=None if row.links is None else tuple(row.links)) for row in rows
+                row.url: StoredPage(
+                    *row[:5],
+                    links=None if row.links is None else tuple(row.links),
+                    redirected_since=row.redirected_since and _aware(row.redirected_since),
+                )
+                for row in rows
             }
 
-    def page_with_content(self, source: str, content_hash: str, other_than: str) -> str | None:
-        """Another stored page of the source with exactly this content, if any."""
-        query = (
-            sa.select(pages.c.url)
-            .where(pages.c.source == source, pages.c.content_hash == content_hash, pages.c.url != other_than)
-            .limit(1)
-        )
+    def page_with_content(self, source: str, content_hash: str, other_than: Container[str]) -> str | None:
+        """Another stored page of the source with exactly this content, if any, not one of ``other_than``."""
+        query = sa.select(pages.c.url).where(pages.c.source == source, pages.c.content_hash == content_hash)
         with self.engine.connect() as connection:
-            return connection.scalar(query)
+            return next((url for url in connection.scalars(query.order_by(pages.c.url)) if url not in other_than), None)
 
     def page_owner(self, url: str) -> str | None:
         with self.engine.connect() as connection:
@@ -376,6 +415,7 @@ class StateStore:
             "fetched_at": fetched_at,
             "last_seen_at": utcnow(),
             "links": list(links),
+            "redirected_since": None,
         }
         if html is not None:
             row["html_zlib"] = zlib.compress(html.encode("utf-8"), 6)
@@ -392,7 +432,7 @@ class StateStore:
         links: Sequence[str] | None = None,
     ) -> None:
         """A page confirmed unchanged: refresh its validators, last-seen time and (if parsed again) links."""
-        values: dict[str, Any] = {"last_seen_at": utcnow(), "fetched_at": fetched_at}
+        values: dict[str, Any] = {"last_seen_at": utcnow(), "fetched_at": fetched_at, "redirected_since": None}
         if links is not None:
             values["links"] = list(links)
         if etag:
@@ -402,10 +442,23 @@ class StateStore:
         with self.transaction() as connection:
             connection.execute(sa.update(pages).where(pages.c.url == url).values(**values))
 
-    def delete_page(self, url: str) -> bool:
-        """Delete a stored page; False when none was stored under ``url``."""
+    def mark_temporarily_redirected(self, url: str) -> None:
+        """The page answered a temporary redirect: remember since when; body and validators stay."""
         with self.transaction() as connection:
-            return connection.execute(sa.delete(pages).where(pages.c.url == url)).rowcount > 0
+            connection.execute(
+                sa.update(pages)
+                .where(pages.c.url == url, pages.c.redirected_since.is_(None))
+                .values(redirected_since=utcnow())
+            )
+
+    def delete_pages(self, urls: Iterable[str]) -> int:
+        """Delete stored pages in one transaction; returns how many there were."""
+        wanted = list(urls)
+        deleted = 0
+        with self.transaction() as connection:
+            for start in range(0, len(wanted), 500):
+                deleted += connection.execute(sa.delete(pages).where(pages.c.url.in_(wanted[start : start + 500]))).rowcount
+        return deleted
 
     def page_count(self, source: str | None = None) -> int:
         return self._count(pages, source)
@@ -497,7 +550,9 @@ class StateStore:
             existing = set(connection.scalars(sa.select(chunks.c.chunk_id).where(chunks.c.url == url)))
             removed = existing - new_ids
             if removed:
-                connection.execute(sa.delete(chunks).where(chunks.c.chunk_id.in_(removed)))
+                doomed = chunks.c.chunk_id.in_(removed)
+                _retain_embeddings(connection, sa.select(chunks.c.embedding_text, chunks.c.embedding).where(doomed))
+                connection.execute(sa.delete(chunks).where(doomed))
             added = [chunk for chunk in new_chunks if chunk.chunk_id not in existing]
             _upsert(connection, chunks, [_chunk_row(chunk) for chunk in added])
             connection.execute(
@@ -508,6 +563,7 @@ class StateStore:
     def delete_orphan_chunks(self, source: str) -> int:
         orphan = sa.and_(chunks.c.source == source, ~sa.exists().where(documents.c.url == chunks.c.url))
         with self.transaction() as connection:
+            _retain_embeddings(connection, sa.select(chunks.c.embedding_text, chunks.c.embedding).where(orphan))
             return connection.execute(sa.delete(chunks).where(orphan)).rowcount
 
     def chunks_without_embedding(self, source: str) -> list[tuple[str, str]]:
@@ -599,8 +655,31 @@ class StateStore:
         wanted = list(headers)
         with self.transaction() as connection:
             for start in range(0, len(wanted), 500):
-                connection.execute(sa.delete(header_embeddings).where(header_embeddings.c.header.in_(wanted[start : start + 500])))
+                doomed = header_embeddings.c.header.in_(wanted[start : start + 500])
+                _retain_embeddings(connection, sa.select(header_embeddings.c.header, header_embeddings.c.embedding).where(doomed))
+                connection.execute(sa.delete(header_embeddings).where(doomed))
         return len(wanted)
+
+    def retained_embeddings(self, texts: Iterable[str], *, since: datetime) -> dict[str, np.ndarray]:
+        """Embeddings kept since ``since`` of any of ``texts`` (by their exact text), text -> vector."""
+        by_hash = {text_hash(text): text for text in texts}
+        hashes = list(by_hash)
+        found: dict[str, np.ndarray] = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(hashes), 500):
+                query = sa.select(retained_embeddings.c.text_hash, retained_embeddings.c.embedding).where(
+                    retained_embeddings.c.model == MODEL_NAME,
+                    retained_embeddings.c.text_hash.in_(hashes[start : start + 500]),
+                    retained_embeddings.c.retained_at >= since,
+                )
+                for digest, blob in connection.execute(query):
+                    found[by_hash[digest]] = unpack_embedding(blob)
+        return found
+
+    def prune_retained_embeddings(self, *, before: datetime) -> int:
+        """Forget embeddings retained before ``before``; returns how many."""
+        with self.transaction() as connection:
+            return connection.execute(sa.delete(retained_embeddings).where(retained_embeddings.c.retained_at < before)).rowcount
 
     # -- queries, candidates, rerank -----------------------------------------
 
@@ -726,6 +805,9 @@ class StateStore:
         way round, so a crash between the two leaves extra index entries that the next sync drops.
         """
         with self.transaction() as connection:
+            _retain_embeddings(
+                connection, sa.select(chunks.c.embedding_text, chunks.c.embedding).where(chunks.c.source == source)
+            )
             return {
                 "chunks": connection.execute(sa.delete(chunks).where(chunks.c.source == source)).rowcount,
                 "documents": connection.execute(sa.delete(documents).where(documents.c.source == source)).rowcount,
