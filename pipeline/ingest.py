@@ -31,6 +31,7 @@ from pipeline.crawl.crawler import PageResult
 from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.extract import EXTRACTOR_VERSION, Document, Section, extract_document
 from pipeline.store.lexical import LexicalIndex
+from pipeline.store.orphans import adopt_pages, orphaned_page_urls
 from pipeline.store.state import StateStore, StoredChunk
 from pipeline.store.vectors import VectorIndex
 
@@ -43,6 +44,7 @@ class CrawlReport:
     failures_by_reason: Counter = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     bytes_downloaded: int = 0
+    pages_taken_over: int = 0
 
     @property
     def pages_fetched(self) -> int:
@@ -62,14 +64,23 @@ class CrawlReport:
             "pages_failed": self.outcomes["failed"],
             "pages_skipped": self.outcomes["skipped"],
             "bytes_downloaded": self.bytes_downloaded,
+            "pages_taken_over": self.pages_taken_over,
         }
 
 
 def record_crawl(store: StateStore, source: str, results: Iterable[PageResult]) -> CrawlReport:
-    """Persist each crawl result as it arrives."""
+    """Persist each crawl result as it arrives.
+
+    A URL an orphaned source holds (one dropped from the sources file: renamed, say) is taken
+    over before its result is recorded, so its page, chunks and embeddings carry on under ``source``.
+    """
     report = CrawlReport()
+    adoptable = orphaned_page_urls(store)
     for result in results:
         report.bytes_downloaded += result.bytes_downloaded
+        if result.url in adoptable:
+            adoptable.discard(result.url)
+            report.pages_taken_over += adopt_pages(store, source, [result.url])
         outcome = result.outcome
         if outcome in ("new", "changed"):
             owner = store.page_owner(result.url)

@@ -18,6 +18,7 @@ from pipeline.embedding import MAX_WORD_PIECES
 from pipeline.ingest import check_index_consistency, chunk_documents, extract_pages, index_chunks, record_crawl
 from pipeline.inputs import display_location
 from pipeline.store.lexical import sync_lexical
+from pipeline.store.orphans import orphaned_pages
 
 GROUP = "ingest"
 
@@ -60,7 +61,10 @@ def crawled_pages(
     source = _source(files, context.partition_key)
     store = state_store.open()
     known = {}
-    for url, page in store.known_pages(source.name).items():
+    # Pages of an orphaned source in this one's scope are verified (and taken over) like its own:
+    # a renamed source answers 304s for them instead of fetching and embedding everything again.
+    stored = {**orphaned_pages(store, source.in_scope), **store.known_pages(source.name)}
+    for url, page in stored.items():
         # A page stored before its links were kept is fetched in full once: a 304 would hide its links.
         conditional = not config.ignore_validators and page.links is not None
         known[url] = KnownPage(
