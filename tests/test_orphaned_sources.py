@@ -4,7 +4,7 @@ page fetched in full or chunk embedded again. Real instance, real sensor ticks, 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
@@ -13,14 +13,24 @@ import sqlalchemy as sa
 from pipeline.defs.automation import check_sources_job, source_partitions_sensor
 from pipeline.defs.jobs import ingest_source_job
 from pipeline.defs.removal import remove_sources_job
+from pipeline.source_sync import source_changes
 from pipeline.store.lexical import LexicalIndex
-from pipeline.store.state import StateStore, sqlite_url
+from pipeline.store.orphans import (
+    adopt_pages,
+    mark_orphaned,
+    orphaned_page_urls,
+    orphaned_pages,
+    orphaned_since,
+    release_orphans,
+)
+from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.support import ALL_ASSETS, materialization_metadata
 from tests.test_automation import apply_partition_requests, queue_ingest_run, registered
 from tests.tiny_site import source_entry, tiny_site_on_a_persistent_instance, write_yaml
 
 GRACE = timedelta(hours=72)  # PIPELINE_SOURCE_REMOVAL_GRACE_HOURS default
+NOW = datetime(2026, 3, 2, 4, tzinfo=timezone.utc)
 
 
 @pytest.fixture
@@ -196,3 +206,64 @@ def test_a_renamed_source_takes_over_pages_without_fetching_or_embedding_and_sur
     again = site.run.ingest("beta-handbook")
     assert set(statuses_since(site, start, "/beta/")) == {304}
     assert materialization_metadata(again, "vector_index")["chunks_embedded"] == 0
+
+
+# -- the plain parts ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare_store(request, tmp_path):
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    state = StateStore(url)
+    yield state
+    state.dispose()
+
+
+def save_page_with_chunk(store: StateStore, url: str, source: str) -> None:
+    store.save_page(
+        url=url, source=source, final_url=url, status=200, content_type="text/html", etag=f'"{url}"',
+        last_modified=None, content_hash=f"hash-{url}", html="<p>x</p>", fetched_at=NOW, links=["http://d/a"],
+    )
+    store.save_document(
+        url=url, source=source, page_hash=f"hash-{url}", extractor_version="v1", title="T", sections=[], content_hash="d"
+    )
+    chunk = StoredChunk(f"chunk-{url}", source, url, "T", ("T",), "text", "T\ntext", 2, 0)
+    store.replace_chunks(source=source, url=url, new_chunks=[chunk], chunked_key="k")
+
+
+def test_orphans_are_recorded_once_and_only_their_pages_change_hands(bare_store):
+    store = bare_store
+    save_page_with_chunk(store, "http://d/old/a", "old")
+    save_page_with_chunk(store, "http://d/old/b", "old")
+    save_page_with_chunk(store, "http://d/live/c", "live")
+    mark_orphaned(store, ["old"], NOW)
+    mark_orphaned(store, ["old"], NOW + timedelta(hours=5))  # a later tick keeps the first time
+    assert orphaned_since(store) == {"old": NOW}
+
+    in_a = orphaned_pages(store, lambda url: url.endswith("/a"))
+    assert list(in_a) == ["http://d/old/a"] and in_a["http://d/old/a"].etag == '"http://d/old/a"'
+    assert orphaned_page_urls(store) == {"http://d/old/a", "http://d/old/b"}
+
+    # Only an orphan's pages are taken: a listed source keeps its own.
+    assert adopt_pages(store, "new", ["http://d/old/a", "http://d/live/c"]) == 1
+    assert set(store.known_pages("new")) == {"http://d/old/a"} and store.page_owner("http://d/live/c") == "live"
+    assert store.chunk_sources() == {
+        "chunk-http://d/old/a": "new", "chunk-http://d/old/b": "old", "chunk-http://d/live/c": "live"
+    }
+    assert store.document_count("new") == store.document_count("old") == 1
+
+    release_orphans(store, ["old"])
+    assert orphaned_since(store) == {} and adopt_pages(store, "new", ["http://d/old/b"]) == 0
+
+
+def test_source_changes_orphan_return_wait_and_expire():
+    orphaned = {"gone": NOW - timedelta(hours=73), "fresh": NOW - timedelta(hours=1), "back": NOW - timedelta(hours=80)}
+    changes = source_changes(
+        ["alpha", "back", "new"], ["alpha", "dropped", "running"], orphaned, busy={"running"}, now=NOW, grace=GRACE
+    )
+    assert changes.added == ("back", "new") and changes.returned == ("back",)
+    assert changes.orphaned == ("dropped",) and changes.waiting == ("running",) and changes.expired == ("gone",)
+    # A leftover run of an expired orphan (launched by hand) holds its purge back.
+    busy = source_changes(["alpha"], ["alpha"], {"gone": orphaned["gone"]}, busy={"gone"}, now=NOW, grace=GRACE)
+    assert busy.expired == () and busy.unchanged
+    assert source_changes(["alpha"], ["alpha"], {}, busy=(), now=NOW, grace=GRACE).unchanged
