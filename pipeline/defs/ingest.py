@@ -49,7 +49,8 @@ class CrawlConfig(dg.Config):
     description=(
         "Pages of one documentation source, fetched politely (robots.txt, per-host limits, retries) with "
         "conditional GETs. New and changed bodies are stored; pages that are gone or out of scope are deleted; "
-        "a failed fetch deletes nothing."
+        "a failed fetch deletes nothing. Pages an orphaned source (dropped from the sources file) holds in this "
+        "source's scope are taken over with their validators, chunks and vectors."
     ),
 )
 def crawled_pages(

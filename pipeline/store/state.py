@@ -546,7 +546,8 @@ class StateStore:
     def chunk_sources(self) -> dict[str, str]:
         """chunk_id → owning source of every stored chunk."""
         with self.engine.connect() as connection:
-            return {chunk_id: source for chunk_id, source in connection.execute(sa.select(chunks.c.chunk_id, chunks.c.source))}
+            rows = connection.execute(sa.select(chunks.c.chunk_id, chunks.c.source))
+            return {chunk_id: source for chunk_id, source in rows}
 
     def chunks_by_id(self, chunk_ids: Iterable[str], *, with_embeddings: bool = False) -> dict[str, tuple[StoredChunk, np.ndarray | None]]:
         wanted = list(dict.fromkeys(chunk_ids))
