@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.store.orphans import orphaned_since
 from pipeline.store.state import StateStore
 from pipeline.tokens import count_tokens
 
@@ -247,4 +249,51 @@ def source_freshness(
     return SourceFreshness(
         ages={source: None if at is None else now - at for source, at in last_refreshed.items()},
         max_age_seconds=max_age_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class OrphanedSource:
+    source: str
+    pages: int
+    chunks: int
+    orphaned_at: datetime
+    purged_after: datetime
+
+
+@dataclass(frozen=True)
+class OrphanedSources:
+    """Sources dropped from the sources file whose data waits for its grace period to end."""
+
+    orphans: tuple[OrphanedSource, ...]
+    grace_hours: float
+
+    @property
+    def holding_data(self) -> tuple[OrphanedSource, ...]:
+        """Orphans with pages or chunks left (a renamed source's new name may have taken them all over)."""
+        return tuple(orphan for orphan in self.orphans if orphan.pages or orphan.chunks)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "orphaned_sources": len(self.orphans),
+            "pages_awaiting_removal": sum(orphan.pages for orphan in self.orphans),
+            "grace_hours": self.grace_hours,
+            "orphans": _markdown_table(
+                ["source", "pages", "chunks", "orphaned at (UTC)", "purged after (UTC)"],
+                [
+                    [o.source, o.pages, o.chunks, f"{o.orphaned_at:%Y-%m-%d %H:%M}", f"{o.purged_after:%Y-%m-%d %H:%M}"]
+                    for o in self.orphans
+                ],
+            ),
+        }
+
+
+def orphaned_sources(store: StateStore, grace: timedelta) -> OrphanedSources:
+    """Each orphaned source with what it still holds and when its data is purged."""
+    return OrphanedSources(
+        orphans=tuple(
+            OrphanedSource(source, store.page_count(source), store.chunk_count(source), since, since + grace)
+            for source, since in sorted(orphaned_since(store).items(), key=lambda item: (item[1], item[0]))
+        ),
+        grace_hours=grace.total_seconds() / 3600,
     )

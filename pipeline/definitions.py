@@ -2,20 +2,20 @@
 
 import dagster as dg
 
-from pipeline.defs import automation, context, evaluate, ingest, rerank, retrieve
+from pipeline.defs import automation, context, evaluate, ingest, removal, rerank, retrieve
 from pipeline.defs.jobs import context_sets_job, evaluation_job, ingest_source_job
 from pipeline.defs.removal import remove_sources_job
 from pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context, evaluate]),
-    asset_checks=dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context, evaluate]),
+    asset_checks=dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context, evaluate]),
     jobs=[
         ingest_source_job,
         context_sets_job,
         evaluation_job,
         remove_sources_job,
-        automation.check_source_freshness_job,
+        automation.check_sources_job,
     ],
     schedules=automation.schedules,
     sensors=automation.sensors,

@@ -36,6 +36,7 @@ from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.extract import EXTRACTOR_VERSION, Document, Section, extract_document
 from pipeline.removal_guard import RemovalLimits, check_removals
 from pipeline.store.lexical import LexicalIndex
+from pipeline.store.orphans import adopt_pages, orphaned_page_urls
 from pipeline.store.state import StateStore, StoredChunk, utcnow
 from pipeline.store.vectors import VectorIndex
 
@@ -49,6 +50,7 @@ class CrawlReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     removals_by_reason: Counter = field(default_factory=Counter)
     bytes_downloaded: int = 0
+    pages_taken_over: int = 0
 
     @property
     def pages_fetched(self) -> int:
@@ -69,6 +71,7 @@ class CrawlReport:
             "pages_failed": self.outcomes["failed"],
             "pages_skipped": self.outcomes["skipped"],
             "bytes_downloaded": self.bytes_downloaded,
+            "pages_taken_over": self.pages_taken_over,
         }
 
 
@@ -77,12 +80,21 @@ def record_crawl(
 ) -> CrawlReport:
     """Persist each crawl result as it arrives, except removals: those are applied once the crawl
     finished, if they pass the deletion guard; otherwise ``RemovalBlocked`` is raised and nothing
-    is deleted (what was fetched is kept)."""
+    is deleted (what was fetched is kept).
+
+    A URL an orphaned source holds (one dropped from the sources file: renamed, say) is taken
+    over before its result is recorded, so its page, chunks and embeddings carry on under ``source``
+    (and count among the pages it had for the guard).
+    """
     report = CrawlReport()
     stored_before = store.page_count(source)
     removals: dict[str, str] = {}  # url -> reason
+    adoptable = orphaned_page_urls(store)
     for result in results:
         report.bytes_downloaded += result.bytes_downloaded
+        if result.url in adoptable:
+            adoptable.discard(result.url)
+            report.pages_taken_over += adopt_pages(store, source, [result.url])
         outcome = result.outcome
         if outcome in ("new", "changed"):
             owner = store.page_owner(result.url)
@@ -136,7 +148,7 @@ def record_crawl(
             _record_failure(report, result.url, result.reason or outcome)
         report.outcomes[outcome] += 1
     report.removals_by_reason.update(removals.values())
-    check_removals(source, stored_before, report.removals_by_reason, limits)
+    check_removals(source, stored_before + report.pages_taken_over, report.removals_by_reason, limits)
     store.delete_pages(removals)
     return report
 

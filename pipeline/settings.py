@@ -47,6 +47,11 @@ _SETTINGS = [
         "14",
         "Days the embeddings of deleted chunks are kept, so text that comes back is not embedded again.",
     ),
+    Setting(
+        "PIPELINE_SOURCE_REMOVAL_GRACE_HOURS",
+        "72",
+        "Hours a source dropped from the sources file keeps its pages, chunks and vectors before they are purged.",
+    ),
     Setting("RERANK_URL", "http://127.0.0.1:8765", "Base URL of the rerank service; POST {RERANK_URL}/v1/rerank."),
     Setting("RERANK_KEY", "local-dev-key", "Bearer token for the rerank service (Heroku Inference key).", secret=True),
     Setting("RERANK_MODEL_ID", "cohere-rerank-3-5", "Rerank model: cohere-rerank-3-5 or amazon-rerank-1-0."),

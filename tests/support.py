@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from pipeline.defs import context, evaluate, ingest, rerank, retrieve
+from pipeline.defs import context, evaluate, ingest, removal, rerank, retrieve
 from pipeline.defs.partitions import register_sources
 from pipeline.defs.resources import (
     ChromaResource,
@@ -25,7 +25,7 @@ from pipeline.demo import LABELLED_QUERIES_FILE
 
 ALL_ASSETS = [
     *dg.load_assets_from_modules([ingest, retrieve, rerank, context, evaluate]),
-    *dg.load_asset_checks_from_modules([ingest, retrieve, rerank, context, evaluate]),
+    *dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context, evaluate]),
 ]
 INGEST = dg.AssetSelection.groups("ingest")
 DOWNSTREAM = dg.AssetSelection.groups("retrieve", "rerank", "context")

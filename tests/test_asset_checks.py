@@ -90,7 +90,7 @@ def test_sources_refreshed_recently_fails_for_a_source_never_or_long_ago_refresh
     definitions = dg.Definitions(assets=ALL_ASSETS, schedules=[source_freshness_check], resources=site.resources)
     hourly = definitions.resolve_job_def(source_freshness_check.job_name)
     register_sources(site.instance, ["beta"])
-    [never] = hourly.execute_in_process(instance=site.instance).get_asset_check_evaluations()
+    never = evaluations(hourly.execute_in_process(instance=site.instance))["sources_refreshed_recently"]
     assert not never.passed and never.severity == dg.AssetCheckSeverity.ERROR
     assert metadata(never)["overdue_sources"] == 1 and "| beta | never | yes |" in metadata(never)["sources_by_age"]
 

@@ -173,7 +173,8 @@ def test_automation_and_schedules_run_by_default():
 
 
 def evaluate_partitions_sensor(site):
-    context = dg.build_sensor_context(instance=site.instance, resources={"files": site.resources["files"]})
+    resources = {"files": site.resources["files"], "state_store": site.resources["state_store"]}
+    context = dg.build_sensor_context(instance=site.instance, resources=resources)
     return source_partitions_sensor(context)
 
 
@@ -198,7 +199,7 @@ def test_partitions_follow_the_sources_file_and_a_bad_file_changes_nothing(site)
     assert registered(site) == ["alpha", "beta"]
 
 
-def test_a_removed_source_is_unregistered_purged_and_leaves_the_context_sets(site):
+def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
     instance = site.instance
     site.run.ingest("alpha")
     site.run.ingest("beta")
@@ -208,22 +209,16 @@ def test_a_removed_source_is_unregistered_purged_and_leaves_the_context_sets(sit
     assert beta_chunks and alpha_chunks
 
     site.list_sources("alpha")
-    beta_run = queue_ingest_run(site, "beta")
-    waiting = evaluate_partitions_sensor(site)
-    assert "removal of beta waits" in waiting.skip_message and registered(site) == ["alpha", "beta"]
-    instance.report_run_canceled(beta_run)
-
-    removal = evaluate_partitions_sensor(site)
-    [purge] = removal.run_requests
-    assert purge.job_name == "remove_sources"
-    apply_partition_requests(instance, removal)
+    orphaned = evaluate_partitions_sensor(site)
+    assert "remove_sources" not in {request.job_name for request in orphaned.run_requests}
+    apply_partition_requests(instance, orphaned)
     assert registered(site) == ["alpha"]
-    # Registered no more, but still retrievable until the purge ran.
+    # Registered no more, but still retrievable until it is purged (tests/test_orphaned_sources.py).
     assert store.chunk_ids("beta") == beta_chunks
 
     definitions = site.definitions()
     result = definitions.resolve_job_def("remove_sources").execute_in_process(
-        run_config=purge.run_config, instance=instance
+        run_config={"ops": {"purge_removed_sources": {"config": {"sources": ["beta"]}}}}, instance=instance
     )
     assert result.success
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]

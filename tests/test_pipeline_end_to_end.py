@@ -105,6 +105,7 @@ def test_metadata_reports_counts_and_billed_units(demo_run):
         "pages_yield_text": True,
         "chunks_within_token_limits": True,
         "sources_refreshed_recently": True,
+        "no_orphaned_sources": True,
     }
     retrieve = materialization_metadata(demo_run["first_downstream"], "retrieved_candidates")
     assert retrieve["retriever"] == "hybrid" and retrieve["candidates_from_both"] > 0

@@ -74,6 +74,7 @@ def test_reexecution_from_failure_runs_only_the_failed_step_and_what_follows(sit
     assert _steps(retried, "STEP_START") == {
         "lexical_index",
         "lexical_index_indexes_match_stored_chunks",
+        "lexical_index_no_orphaned_sources",
         "lexical_index_sources_refreshed_recently",
     }
     assert len(site.server.log) == requests_before  # nothing crawled again

@@ -6,18 +6,20 @@
   context: once the last of those source runs finished, it launches them once. It also reads the queries
   once on a fresh deployment (``ONCE_WHEN_MISSING``).
 - ``source_partitions_sensor`` keeps the source partitions equal to the sources file: a new source is
-  registered and ingested at once; a removed one is unregistered and its data purged (``remove_sources``).
+  registered and ingested at once; a removed one is unregistered and orphaned, its data kept for
+  PIPELINE_SOURCE_REMOVAL_GRACE_HOURS and then purged (``remove_sources``) unless it is listed again.
 - ``queries_file_sensor`` launches ``build_context_sets`` when the queries change (no recrawl), once
   something has been ingested.
 - ``context_sets_after_source_removal`` rebuilds the context sets once a removal finished, so passages
   of a removed source leave the published output too.
-- ``source_freshness_check`` runs the ``sources_refreshed_recently`` check every hour, so a refresh that
-  stopped happening turns red even though nothing is materialised.
+- ``source_freshness_check`` runs the ``sources_refreshed_recently`` and ``no_orphaned_sources`` checks
+  every hour, so a refresh that stopped happening turns red even though nothing is materialised.
 
 Everything is RUNNING by default, so the one dagster-daemon of a deployment ticks it without a click.
 """
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -27,12 +29,13 @@ from pipeline.crawl.sources import SourceConfigError, load_sources
 from pipeline.defs.ingest import sources_refreshed_recently
 from pipeline.defs.jobs import WRITES_CONTEXT_SETS, context_sets_job, ingest_source_job
 from pipeline.defs.partitions import source_partitions
-from pipeline.defs.removal import PurgeConfig, remove_sources_job
+from pipeline.defs.removal import REMOVAL_GRACE, PurgeConfig, no_orphaned_sources, remove_sources_job
 from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
 from pipeline.inputs import InputUnavailable
 from pipeline.queries import QueriesFileError, load_queries, queries_digest
 from pipeline.settings import SettingError
 from pipeline.source_sync import source_changes
+from pipeline.store.orphans import mark_orphaned, orphaned_since, release_orphans
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 SENSOR_RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -55,6 +58,13 @@ def _sources_with_active_runs(instance: dg.DagsterInstance, sources: list[str]) 
             dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={PARTITION_TAG: source}), limit=1
         )
     ]
+
+
+check_sources_job = dg.define_asset_job(
+    "check_sources",
+    selection=dg.AssetSelection.checks(sources_refreshed_recently, no_orphaned_sources),
+    description="Only the source checks (freshness, orphaned sources): nothing is crawled or materialised.",
+)
 
 
 def refresh_every_source(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
@@ -119,17 +129,18 @@ context_sets_automation = dg.AutomationConditionSensorDefinition(
 
 @dg.sensor(
     name="source_partitions_sensor",
-    jobs=[ingest_source_job, remove_sources_job],
+    jobs=[ingest_source_job, remove_sources_job, check_sources_job],
     minimum_interval_seconds=60,
     default_status=SENSOR_RUNNING,
     description=(
         "Keeps the source partitions equal to the sources file (PIPELINE_SOURCES): new sources are registered and "
-        "ingested; removed ones are unregistered and purged by remove_sources. An unreadable or invalid file, or "
-        "one listing no source at all, changes nothing."
+        "ingested; removed ones are unregistered and orphaned, keeping their data, and purged by remove_sources "
+        f"{REMOVAL_GRACE.total_seconds() / 3600:g} hours later (PIPELINE_SOURCE_REMOVAL_GRACE_HOURS) unless listed "
+        "again. An unreadable or invalid file, or one listing no source at all, changes nothing."
     ),
 )
 def source_partitions_sensor(
-    context: dg.SensorEvaluationContext, files: PipelineFilesResource
+    context: dg.SensorEvaluationContext, files: PipelineFilesResource, state_store: StateStoreResource
 ) -> dg.SensorResult | dg.SkipReason:
     try:
         listed = [source.name for source in load_sources(files.sources_path)]
@@ -141,28 +152,46 @@ def source_partitions_sensor(
             f"the sources file lists no source; refusing to remove all {len(registered)} registered sources "
             "(delete them one by one from the file if that is really meant)"
         )
-    changes = source_changes(listed, registered)
+    store = state_store.open()
+    orphaned = orphaned_since(store)
+    dropped = [name for name in {*registered, *orphaned} if name not in listed]
+    now = datetime.now(timezone.utc)
+    # Orphaning or purging while a run of the source still writes would leave its new chunks behind.
+    changes = source_changes(
+        listed,
+        registered,
+        orphaned,
+        busy=_sources_with_active_runs(context.instance, dropped),
+        now=now,
+        grace=REMOVAL_GRACE,
+    )
+    if changes.waiting:
+        context.log.info(f"orphaning {', '.join(changes.waiting)} waits for their queued or running runs")
     if changes.unchanged:
         return dg.SkipReason(f"{len(listed)} sources listed, every one registered")
-    # Purging while a run of the source still writes would leave its new chunks behind.
-    busy = _sources_with_active_runs(context.instance, list(changes.removed))
-    removed = [source for source in changes.removed if source not in busy]
-    if busy:
-        context.log.info(f"removal of {', '.join(busy)} waits for their queued or running runs")
+    # The state store first: a partition request the daemon fails to apply is simply made again next tick.
+    mark_orphaned(store, changes.orphaned, now)
+    release_orphans(store, changes.returned)
     partition_requests = []
     run_requests = [dg.RunRequest(job_name=ingest_source_job.name, partition_key=name) for name in changes.added]
     if changes.added:
         partition_requests.append(source_partitions.build_add_request(list(changes.added)))
-    if removed:
-        partition_requests.append(source_partitions.build_delete_request(removed))
+    if changes.orphaned:
+        partition_requests.append(source_partitions.build_delete_request(list(changes.orphaned)))
+    if changes.orphaned or changes.returned:
+        # no_orphaned_sources shows the change now rather than at the next hourly check.
+        run_requests.append(dg.RunRequest(job_name=check_sources_job.name))
+    for name in changes.expired:
         run_requests.append(
             dg.RunRequest(
                 job_name=remove_sources_job.name,
-                run_config=dg.RunConfig(ops={"purge_removed_sources": PurgeConfig(sources=removed)}),
+                # Once per orphaning: a source dropped again later is purged again later.
+                run_key=f"purge:{name}:{orphaned[name].isoformat()}",
+                run_config=dg.RunConfig(ops={"purge_removed_sources": PurgeConfig(sources=[name])}),
             )
         )
-    if not partition_requests:
-        return dg.SkipReason(f"removal of {', '.join(busy)} waits for their queued or running runs")
+    if not (run_requests or partition_requests):
+        return dg.SkipReason(f"orphaning {', '.join(changes.waiting)} waits for their queued or running runs")
     return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
 
 
@@ -213,18 +242,15 @@ def context_sets_after_source_removal(context: dg.RunStatusSensorContext) -> dg.
     return dg.RunRequest(run_key=context.dagster_run.run_id)
 
 
-check_source_freshness_job = dg.define_asset_job(
-    "check_source_freshness",
-    selection=dg.AssetSelection.checks(sources_refreshed_recently),
-    description="Only the sources_refreshed_recently check: nothing is crawled or materialised.",
-)
-
 source_freshness_check = dg.ScheduleDefinition(
     name="source_freshness_check",
     cron_schedule="15 * * * *",
-    job=check_source_freshness_job,
+    job=check_sources_job,
     default_status=RUNNING,
-    description="Runs sources_refreshed_recently every hour: a refresh that stopped happening turns it red.",
+    description=(
+        "Runs sources_refreshed_recently and no_orphaned_sources every hour: a refresh that stopped happening "
+        "turns red, a dropped source's approaching purge shows."
+    ),
 )
 
 schedules = [knowledge_base_refresh, source_freshness_check]

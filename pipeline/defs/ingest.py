@@ -20,6 +20,7 @@ from pipeline.ingest import check_index_consistency, chunk_documents, extract_pa
 from pipeline.inputs import display_location
 from pipeline.removal_guard import DEFAULT_MAX_REMOVAL_SHARE, REMOVAL_FLOOR, RemovalBlocked, RemovalLimits
 from pipeline.store.lexical import sync_lexical
+from pipeline.store.orphans import orphaned_pages
 
 GROUP = "ingest"
 
@@ -64,7 +65,9 @@ class CrawlConfig(dg.Config):
         "Pages of one documentation source, fetched politely (robots.txt, per-host limits, retries) with "
         "conditional GETs. New and changed bodies are stored; pages that are gone or out of scope are deleted "
         "once the crawl finished, unless that removes more than max_removal_share of them (or all), which fails "
-        "the step before anything is deleted; a failed fetch or a temporary redirect deletes nothing."
+        "the step before anything is deleted; a failed fetch or a temporary redirect deletes nothing. Pages an "
+        "orphaned source (dropped from the sources file) holds in this source's scope are taken over with their "
+        "validators, chunks and vectors."
     ),
 )
 def crawled_pages(
@@ -76,7 +79,10 @@ def crawled_pages(
     source = _source(files, context.partition_key)
     store = state_store.open()
     known = {}
-    for url, page in store.known_pages(source.name).items():
+    # Pages of an orphaned source in this one's scope are verified (and taken over) like its own:
+    # a renamed source answers 304s for them instead of fetching and embedding everything again.
+    stored = {**orphaned_pages(store, source.in_scope), **store.known_pages(source.name)}
+    for url, page in stored.items():
         # A page stored before its links were kept is fetched in full once: a 304 would hide its links.
         conditional = not config.ignore_validators and page.links is not None
         known[url] = KnownPage(
@@ -107,6 +113,9 @@ def crawled_pages(
             **report.metadata(),
             "failures_by_reason": dict(report.failures_by_reason),
             "removals_by_reason": dict(report.removals_by_reason),
+            # Why pages of a host failed or were never found: robots.txt unavailable, a broken sitemap.
+            "robots": dict(results.stats.robots),
+            "sitemap_errors": dict(results.stats.sitemap_errors),
             "failures": dg.MetadataValue.md("| url | reason |\n|---|---|\n" + failures if failures else "none"),
             "pages_stored": store.page_count(source.name),
         }

@@ -1,18 +1,36 @@
-"""Forgetting sources dropped from the sources file (launched by the ``source_partitions_sensor``)."""
+"""Sources dropped from the sources file: orphaned for a grace period, then purged.
+
+The ``source_partitions_sensor`` orphans a dropped source and launches ``remove_sources`` once
+its grace period (PIPELINE_SOURCE_REMOVAL_GRACE_HOURS) ended; a person may launch it earlier,
+naming the sources in its run config. ``no_orphaned_sources`` lists what waits meanwhile.
+"""
+
+from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
 
+from pipeline import settings
+from pipeline.checks import orphaned_sources
 from pipeline.crawl.sources import load_sources
+from pipeline.defs.check_results import ui_metadata
+from pipeline.defs.ingest import lexical_index
 from pipeline.defs.jobs import WRITES_INDEX
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.source_sync import remove_sources
 
+REMOVAL_GRACE = timedelta(hours=settings.number("PIPELINE_SOURCE_REMOVAL_GRACE_HOURS", minimum=0))
+
 
 class PurgeConfig(dg.Config):
-    sources: list[str] = Field(description="Sources whose pages, documents, chunks and index entries are deleted.")
+    sources: list[str] = Field(
+        description=(
+            "Sources whose pages, documents, chunks and index entries are deleted now, orphaned or not "
+            "(pages another source took over stay with it)."
+        )
+    )
 
 
 @dg.op(
@@ -21,8 +39,9 @@ class PurgeConfig(dg.Config):
     out=dg.Out(dg.Nothing),
     description=(
         "Deletes the given sources' pages, documents and chunks from the state store, their vectors from Chroma, "
-        "and rebuilds the lexical index without them. A source that is back in the sources file, or registered "
-        "again, is kept; an unreadable sources file fails the step before anything is deleted."
+        "and rebuilds the lexical index without them; pages another source took over stay with it. A source that "
+        "is back in the sources file, or registered again, is kept; an unreadable sources file fails the step "
+        "before anything is deleted."
     ),
 )
 def purge_removed_sources(
@@ -62,8 +81,38 @@ def purge_removed_sources(
 
 @dg.job(
     name="remove_sources",
-    description="Forget sources removed from the sources file, so their passages are no longer retrieved.",
+    description=(
+        "Purge sources removed from the sources file, so their passages are no longer retrieved. The sensor "
+        "launches it when an orphaned source's grace period ended; launch it naming a source to purge it now."
+    ),
     run_tags=WRITES_INDEX,
 )
 def remove_sources_job() -> None:
     purge_removed_sources()
+
+
+@dg.asset_check(
+    asset=lexical_index,
+    description=(
+        "Warns while a source dropped from the sources file still holds pages: its passages are retrieved until "
+        f"it is purged, {REMOVAL_GRACE.total_seconds() / 3600:g} hours after it was dropped "
+        "(PIPELINE_SOURCE_REMOVAL_GRACE_HOURS). List it again to keep it, or launch remove_sources naming it."
+    ),
+)
+def no_orphaned_sources(state_store: StateStoreResource) -> dg.AssetCheckResult:
+    report = orphaned_sources(state_store.open(), REMOVAL_GRACE)
+    waiting = ", ".join(
+        f"{orphan.source} ({orphan.pages} pages, purged after {orphan.purged_after:%Y-%m-%d %H:%M} UTC)"
+        for orphan in report.holding_data
+    )
+    return dg.AssetCheckResult(
+        passed=not report.holding_data,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=ui_metadata(report.metadata()),
+        description=(
+            f"no longer in the sources file: {waiting}. List a source again to keep it (nothing is refetched "
+            "or re-embedded), rename it (the new name takes its pages over), or launch remove_sources naming it"
+        )
+        if report.holding_data
+        else None,
+    )

@@ -113,6 +113,11 @@ class LexicalIndex:
             return set(self._chunk_ids)
         return {chunk_id for chunk_id, owner in zip(self._chunk_ids, self._sources, strict=True) if owner == source}
 
+    def sources(self) -> dict[str, str]:
+        """chunk_id → the source each indexed chunk is listed under."""
+        self._refresh()
+        return dict(zip(self._chunk_ids, self._sources, strict=True))
+
     def count(self) -> int:
         self._refresh()
         return len(self._chunk_ids)
@@ -143,7 +148,8 @@ class LexicalIndex:
         rows = sorted(chunks)
         self.directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(
-            json.dumps([ANALYZER_VERSION, BM25_K1, BM25_B, [row[0] for row in rows]]).encode()
+            # Owners included: a source taking over another's chunks gets a new listing.
+            json.dumps([ANALYZER_VERSION, BM25_K1, BM25_B, [row[:2] for row in rows]]).encode()
         ).hexdigest()[:16]
         name = f"index-{digest}"
         target = self.directory / name
@@ -204,13 +210,15 @@ class LexicalIndex:
 
 
 def sync_lexical(store: StateStore, index: LexicalIndex) -> LexicalSyncReport:
-    """Make the lexical index hold exactly the stored chunks (every source); rebuild only when they differ."""
+    """Make the lexical index hold exactly the stored chunks (every source) under their owners;
+    rebuild only when they differ (a source that took over an orphaned one's pages changes owners only)."""
     with index.locked():
         started = time.perf_counter()
-        stored_ids = store.chunk_ids()
-        indexed_ids = index.ids()
-        added, removed = len(stored_ids - indexed_ids), len(indexed_ids - stored_ids)
-        rebuilt = bool(added or removed)
+        stored = store.chunk_sources()
+        indexed = index.sources()
+        added, removed = len(stored.keys() - indexed.keys()), len(indexed.keys() - stored.keys())
+        moved = any(indexed.get(chunk_id, source) != source for chunk_id, source in stored.items())
+        rebuilt = bool(added or removed or moved)
         if rebuilt:
             index.rebuild((chunk.chunk_id, chunk.source, chunk.embedding_text) for chunk in store.iter_chunks())
         return LexicalSyncReport(

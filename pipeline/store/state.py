@@ -87,6 +87,15 @@ chunks = sa.Table(
     sa.Column("embedding", sa.LargeBinary),
 )
 
+# Sources dropped from the sources file whose data is kept until their grace period ends
+# (``pipeline/source_sync.py``); a source that is listed again leaves this table.
+orphaned_sources = sa.Table(
+    "pipeline_orphaned_sources",
+    metadata,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("orphaned_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # The local rerank scorer's heading feature embeds each chunk's context header line
 # alone; headers are shared by a section's chunks, so they are embedded once at ingest.
 header_embeddings = sa.Table(
@@ -596,6 +605,12 @@ class StateStore:
             query = query.where(chunks.c.source == source)
         with self.engine.connect() as connection:
             return set(connection.scalars(query))
+
+    def chunk_sources(self) -> dict[str, str]:
+        """chunk_id → owning source of every stored chunk."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(chunks.c.chunk_id, chunks.c.source))
+            return {chunk_id: source for chunk_id, source in rows}
 
     def chunks_by_id(self, chunk_ids: Iterable[str], *, with_embeddings: bool = False) -> dict[str, tuple[StoredChunk, np.ndarray | None]]:
         wanted = list(dict.fromkeys(chunk_ids))
