@@ -174,8 +174,8 @@ def test_automation_and_schedules_run_by_default():
 
 def evaluate_partitions_sensor(site):
     resources = {"files": site.resources["files"], "state_store": site.resources["state_store"]}
-    context = dg.build_sensor_context(instance=site.instance, resources=resources)
-    return source_partitions_sensor(context)
+    with dg.build_sensor_context(instance=site.instance, resources=resources) as context:
+        return source_partitions_sensor(context)
 
 
 def test_partitions_follow_the_sources_file_and_a_bad_file_changes_nothing(site):
@@ -263,12 +263,12 @@ def test_a_purge_keeps_a_source_that_is_listed_again(site):
 
 def evaluate_queries_sensor(site, cursor, resources=None):
     resources = resources or site.resources
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=site.instance,
         cursor=cursor,
         resources={"files": resources["files"], "state_store": resources["state_store"]},
-    )
-    return queries_file_sensor(context)
+    ) as context:
+        return queries_file_sensor(context)
 
 
 def test_queries_sensor_waits_for_the_first_ingest(site):

@@ -51,10 +51,10 @@ def store(site):
 
 def tick(site) -> dg.SensorResult | dg.SkipReason:
     resources = site.resources
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=site.instance, resources={"files": resources["files"], "state_store": resources["state_store"]}
-    )
-    result = source_partitions_sensor(context)
+    ) as context:
+        result = source_partitions_sensor(context)
     if isinstance(result, dg.SensorResult):
         apply_partition_requests(site.instance, result)
     return result
