@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import pytest
 import sqlalchemy as sa
 
+from pipeline.store.state import StateStore, sqlite_url
+
 # This machine (and CI) runs PostgreSQL on 127.0.0.1:5432 with trust auth.
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -40,6 +42,15 @@ def module_postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database shared by the tests of one module."""
     with fresh_postgres_database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> Iterator[StateStore]:
+    """A new, empty state store: on SQLite, and on a fresh PostgreSQL database."""
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    store = StateStore(url)
+    yield store
+    store.dispose()
 
 
 # First: pytest-xdist reads the groups in its own hook of the same name.

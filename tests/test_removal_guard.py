@@ -10,7 +10,7 @@ import pytest
 from pipeline.crawl.crawler import PageResult
 from pipeline.ingest import record_crawl
 from pipeline.removal_guard import RemovalBlocked, RemovalLimits, check_removals
-from pipeline.store.state import StateStore, sqlite_url
+from pipeline.store.state import StateStore
 
 DEFAULT = RemovalLimits()
 
@@ -50,14 +50,6 @@ def test_every_stored_page_is_removed_only_when_allowed(stored: int) -> None:
 
 
 # -- record_crawl on a real state store -------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    state = StateStore(url)
-    yield state
-    state.dispose()
 
 
 def stored_site(store: StateStore, count: int) -> list[str]:

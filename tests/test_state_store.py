@@ -8,15 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.ingest import sync_header_embeddings
-from pipeline.store.state import StateStore, StoredChunk, normalize_database_url, sqlite_url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    state = StateStore(url)
-    yield state
-    state.dispose()
+from pipeline.store.state import StateStore, StoredChunk, normalize_database_url
 
 
 def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
