@@ -36,7 +36,7 @@ from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.extract import EXTRACTOR_VERSION, Document, Section, extract_document
 from pipeline.removal_guard import RemovalLimits, check_removals
 from pipeline.store.lexical import LexicalIndex
-from pipeline.store.orphans import adopt_pages, orphaned_page_urls
+from pipeline.store.orphans import adopt_pages, orphaned_page_urls, orphaned_since
 from pipeline.store.state import StateStore, StoredChunk, utcnow
 from pipeline.store.vectors import VectorIndex
 
@@ -390,6 +390,11 @@ def sync_vectors(store: StateStore, vectors: VectorIndex, source: str | None = N
     stored_ids = store.chunk_ids(source)
     indexed_ids = vectors.ids(source)
     deleted = vectors.delete(indexed_ids - stored_ids)
+    if source is not None:
+        # A page taken over from an orphaned source and changed in the same run leaves its old chunks in
+        # Chroma under the orphan's name, which no refresh syncs any more: they go with this sync.
+        orphans_indexed = set().union(*(vectors.ids(orphan) for orphan in orphaned_since(store)))
+        deleted += vectors.delete(orphans_indexed - store.chunk_ids())
     restored = restore_vectors(store, vectors, stored_ids - indexed_ids)
     return deleted, restored, len(stored_ids)
 

@@ -27,7 +27,7 @@ from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.support import ALL_ASSETS, materialization_metadata
 from tests.test_automation import apply_partition_requests, queue_ingest_run, registered
-from tests.tiny_site import source_entry, tiny_site_on_a_persistent_instance, write_yaml
+from tests.tiny_site import page_html, source_entry, tiny_site_on_a_persistent_instance, write_yaml
 
 GRACE = timedelta(hours=72)  # PIPELINE_SOURCE_REMOVAL_GRACE_HOURS default
 NOW = datetime(2026, 3, 2, 4, tzinfo=timezone.utc)
@@ -206,6 +206,25 @@ def test_a_renamed_source_takes_over_pages_without_fetching_or_embedding_and_sur
     again = site.run.ingest("beta-handbook")
     assert set(statuses_since(site, start, "/beta/")) == {304}
     assert materialization_metadata(again, "vector_index")["chunks_embedded"] == 0
+
+
+def test_a_page_changed_while_its_source_is_renamed_leaves_no_chunk_of_its_old_text(site, store):
+    site.run.ingest("alpha")
+    site.run.ingest("beta")
+    old_chunks = store.chunk_ids("beta")
+    renamed = {**source_entry(site.server, "beta"), "name": "beta-handbook"}
+    write_yaml(site.sources_path, {"sources": [source_entry(site.server, "alpha"), renamed]})
+    tick(site)
+    site.server.page("/beta/keys.html", page_html("Beta keys", "Revoked keys now answer 403.", []),
+                     headers={"ETag": '"keys-v2"'})
+
+    result = site.run.ingest("beta-handbook")
+
+    vectors, lexical = indexed(site)
+    stored = store.chunk_ids()
+    assert stored & old_chunks and stored != store.chunk_ids("alpha") | old_chunks  # kept one page, rechunked the other
+    assert vectors.ids() == stored and lexical.ids() == stored
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["indexes_match_stored_chunks"]
 
 
 # -- the plain parts ----------------------------------------------------------------------------
