@@ -179,7 +179,7 @@ def test_consistency_check_names_what_differs(indexed):
     assert broken.metadata()["missing_from_lexical"] == 5
 
 
-def _materialise_lexical_index(tmp_path) -> dg.ExecuteInProcessResult:
+def _materialise_lexical_index(tmp_path, source: str = "docs") -> dg.ExecuteInProcessResult:
     resources = {
         "files": PipelineFilesResource(
             data_dir=str(tmp_path), sources_path="unused", queries_path="unused", labelled_queries_path="unused"
@@ -189,10 +189,10 @@ def _materialise_lexical_index(tmp_path) -> dg.ExecuteInProcessResult:
         "embedder": EmbedderResource(),
     }
     with dg.DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("sources", ["docs"])
+        instance.add_dynamic_partitions("sources", ["docs", "other"])
         return dg.materialize(
             [lexical_index, indexes_match_stored_chunks],
-            partition_key="docs",
+            partition_key=source,
             resources=resources,
             instance=instance,
             raise_on_error=False,
@@ -212,3 +212,13 @@ def test_asset_check_passes_on_consistent_indexes_and_fails_when_chroma_lags(ind
     assert not evaluation.passed
     assert evaluation.metadata["missing_from_chroma"].value == 1
     assert evaluation.metadata["missing_from_lexical"].value == 0
+
+
+def test_asset_check_of_one_source_is_not_failed_by_another_sources_unfinished_index(indexed, tmp_path):
+    store, vectors, _ = indexed
+    # docs' worker was killed between saving embeddings and upserting them: docs' own run finishes it.
+    vectors.delete([sorted(store.chunk_ids("docs"))[0]])
+    [other] = _materialise_lexical_index(tmp_path, source="other").get_asset_check_evaluations()
+    assert other.passed, other.metadata
+    [docs] = _materialise_lexical_index(tmp_path).get_asset_check_evaluations()
+    assert not docs.passed and docs.metadata["missing_from_chroma"].value == 1
