@@ -130,6 +130,8 @@ class Soak:
         self.seen_texts: set[str] = set()
         self.run_ids: list[str] = []
         self._store: StateStore | None = None
+        # What the operator sets RERANK_KEY to on the mornings after a rotation, in order.
+        self.keys_to_configure: list[str] = []
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (workdir / "dagster_home").mkdir(exist_ok=True)
         (workdir / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -174,6 +176,7 @@ class Soak:
                 self.names.update(RENAMED)
                 self.write_sources(SECTIONS)
             elif fault == "key_rotation_401":
+                # Tonight the old key gets 401s; the next night runs with the new key pasted with a newline.
                 self.rotate_service_key()
                 report.changes.append(self.edit_a_top_candidate())
             elif fault == "chroma_wiped":
@@ -186,7 +189,8 @@ class Soak:
         # The morning after: the site is repaired, the sources file fixed, the new key configured.
         self.site.repair()
         self.write_sources(SECTIONS)
-        os.environ["RERANK_KEY"] = self.rerank.service.config.api_key
+        if self.keys_to_configure:
+            os.environ["RERANK_KEY"] = self.keys_to_configure.pop(0)
         self.measure(report)
         return report
 
@@ -237,6 +241,8 @@ class Soak:
     def rotate_service_key(self) -> None:
         new_key = f"soak-key-{self.rng.getrandbits(64):016x}"
         self.keys_used.append(new_key)
+        # First pasted with the newline a copy from a terminal brings along, then corrected.
+        self.keys_to_configure = [new_key + "\n", new_key]
         config = self.rerank.service.config
         self.rerank.service.config = type(config)(**{**asdict(config), "api_key": new_key})
 
