@@ -73,6 +73,7 @@ class NightReport:
     stale_publications: int = 0
     secrets_leaked: int = 0
     lost_urls: list[str] = field(default_factory=list)
+    leaked_in: list[str] = field(default_factory=list)  # files (relative to the deployment) and "log records"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -330,7 +331,8 @@ class Soak:
         self.seen_texts |= texts
 
         report.stale_publications, report.context_sets = self.stale_publications(store)
-        report.secrets_leaked = self.secrets_leaked()
+        report.leaked_in = self.places_holding_a_key()
+        report.secrets_leaked = len(report.leaked_in)
 
     def stale_publications(self, store: StateStore) -> tuple[int, int]:
         """Context sets published as reranked whose scores are not the rerank of their own candidates."""
@@ -360,20 +362,21 @@ class Soak:
                     break
         return stale, len(latest)
 
-    def secrets_leaked(self) -> int:
+    def places_holding_a_key(self) -> list[str]:
         """Files of the deployment (state, Chroma, event log, compute logs, output, a killed worker's output) and log
         records of this process holding any rerank key ever used, in any form."""
         forms = set()
         for key in self.keys_used:
             forms |= {key, repr(key)[1:-1], json.dumps(key)[1:-1]}
         needles = [form.encode() for form in forms if len(form) >= 8]
-        leaked = 0
-        for path in self.workdir.rglob("*"):
-            if path.is_file() and path.name != "sources.yaml":
-                content = path.read_bytes()
-                leaked += any(needle in content for needle in needles)
+        places = []
+        for path in sorted(self.workdir.rglob("*")):
+            if path.is_file() and any(needle in path.read_bytes() for needle in needles):
+                places.append(str(path.relative_to(self.workdir)))
         logged = self.log.text().encode()
-        return leaked + any(needle in logged for needle in needles)
+        if any(needle in logged for needle in needles):
+            places.append("log records")
+        return places
 
 
 class LogCapture(logging.Handler):
