@@ -53,6 +53,16 @@ def test_every_fault_was_injected_and_every_night_measured(soak: dict) -> None:
 
 def test_no_page_the_site_serves_is_lost(soak: dict) -> None:
     assert [(n["night"], n["lost_urls"]) for n in soak["nights"] if n["pages_lost"]] == []
+    # A page new tonight waits only while its source's crawl was stopped.
+    assert [n["night"] for n in soak["nights"] if n["pages_pending"] and not any(
+        run.startswith("ingest_source") for run in n["failed_runs"])] == []
+
+
+def test_the_deletion_guard_stops_the_storm_and_the_robots_night_and_says_how_to_override(soak: dict) -> None:
+    for night in soak["nights"]:
+        if {"not_found_storm", "robots_disallow_all"} & set(night["faults"]):
+            stopped = [message for run, message in night["failed_runs"].items() if run.startswith("ingest_source")]
+            assert stopped and all("allow_full_removal" in message for message in stopped), night
 
 
 def test_nothing_is_embedded_twice(soak: dict) -> None:

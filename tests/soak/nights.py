@@ -17,6 +17,7 @@ loopback. A night is what the deployment does every night, unwatched:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -65,7 +66,8 @@ class NightReport:
     changes: list[str]
     failed_runs: dict[str, str] = field(default_factory=dict)  # run -> first failure message
     pages_served: int = 0
-    pages_lost: int = 0
+    pages_lost: int = 0  # served last night too, yet missing from Chroma or the lexical index
+    pages_pending: int = 0  # first served tonight and not indexed yet
     chunks_embedded: int = 0  # texts sent to the embedding model tonight
     chunks_new: int = 0  # chunks whose text no earlier night had stored
     chunks_re_embedded: int = 0
@@ -117,9 +119,6 @@ class Soak:
 
     def __init__(self, workdir: Path, server: SiteServer, rerank: LocalRerankService, seed: int,
                  pages_per_section: int) -> None:
-        from pipeline.definitions import defs  # reads the environment the caller has set
-
-        self.defs = defs
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.server = server
@@ -131,6 +130,7 @@ class Soak:
         self.seen_texts: set[str] = set()
         self.run_ids: list[str] = []
         self._store: StateStore | None = None
+        self.served_before: set[str] = set()
         # What the operator sets RERANK_KEY to on the mornings after a rotation, in order.
         self.keys_to_configure: list[str] = []
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +162,15 @@ class Soak:
         Path(os.environ["PIPELINE_QUERIES"]).write_text(yaml.safe_dump({"queries": queries}, sort_keys=False))
 
     # The night ------------------------------------------------------------------------------------
+    def start_worker(self) -> None:
+        """Load the definitions afresh, as a dyno does when it (re)starts after its config vars changed:
+        endpoints and keys are read from the environment when the code location loads."""
+        import pipeline.definitions
+
+        self.defs = importlib.reload(pipeline.definitions).defs
+
     def night(self, number: int, faults: list[str]) -> NightReport:
+        self.start_worker()
         self.age_state(timedelta(hours=24))
         changes = self.site.evolve() if number > 1 else ["cold ingest"]
         report = NightReport(night=number, faults=list(faults), changes=changes)
@@ -210,7 +218,8 @@ class Soak:
 
     def tick_source_sensor(self, report: NightReport) -> None:
         sensor = self.defs.resolve_sensor_def("source_partitions_sensor")
-        with dg.build_sensor_context(instance=self.instance, resources=self.defs.resources) as context:
+        resources = {key: self.defs.resources[key] for key in sensor.required_resource_keys}
+        with dg.build_sensor_context(instance=self.instance, resources=resources) as context:
             result = sensor(context)
         if isinstance(result, dg.SkipReason):
             return
@@ -233,10 +242,19 @@ class Soak:
             if event.asset_key.to_user_string() == "vector_index":
                 report.chunks_embedded += int(event.materialization.metadata["chunks_embedded"].value)
         if not result.success:
-            failures = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+            failures = [
+                f"{e.check_name} failed: {e.description} {({k: v.value for k, v in e.metadata.items()})}"
+                for e in result.get_asset_check_evaluations()
+                if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+            ] or [
+                _why(e) for e in self.events_of(result.run_id) if e.is_step_failure or e.is_run_failure
+            ]
             name = f"{job_name}:{options['partition_key']}" if options.get("partition_key") else job_name
             report.failed_runs[name] = (failures[0] if failures else "run failed").strip().splitlines()[0][:300]
         return result
+
+    def events_of(self, run_id: str) -> list[dg.DagsterEvent]:
+        return [entry.dagster_event for entry in self.instance.all_logs(run_id) if entry.dagster_event is not None]
 
     # Faults that are not the site's -----------------------------------------------------------------
     def rotate_service_key(self) -> None:
@@ -321,8 +339,12 @@ class Soak:
         chunk_rows = store.chunks_by_id(lexical_ids)
         lexical_urls = {chunk.url for chunk, _ in chunk_rows.values()}
         served = set().union(*(self.site.served_urls(section) for section in SECTIONS))
-        lost = sorted(url for url in served if url not in chroma_urls or url not in lexical_urls)
+        missing = {url for url in served if url not in chroma_urls or url not in lexical_urls}
+        # A page first served tonight is pending, not lost, when tonight's crawl of its source was stopped.
+        lost = sorted(missing & self.served_before)
         report.pages_served, report.pages_lost, report.lost_urls = len(served), len(lost), lost[:10]
+        report.pages_pending = len(missing - self.served_before)
+        self.served_before = served
 
         texts = {chunk.embedding_text for chunk in store.iter_chunks()}
         new_texts = texts - self.seen_texts
@@ -377,6 +399,14 @@ class Soak:
         if any(needle in logged for needle in needles):
             places.append("log records")
         return places
+
+
+def _why(failure: dg.DagsterEvent) -> str:
+    """The innermost error of a failed step or run (a resource that failed to set up, say)."""
+    error = failure.step_failure_data.error if failure.is_step_failure else failure.event_specific_data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message if error is not None else failure.message or "failed"
 
 
 class LogCapture(logging.Handler):
