@@ -1,0 +1,1 @@
+"""Simulated nightly refreshes under injected faults (see ``tests/soak/nights.py``)."""
