@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         from tests.soak.nights import Soak  # after the environment: it imports pipeline.definitions
 
         soak = Soak(Path(tmp), server, rerank, args.seed, args.pages)
-        print("night | faults | failed runs | served | lost | embedded | new | re-embedded | stale | leaked", flush=True)
+        print("night | faults | failed runs | served | lost | embedded | new | re-embedded | reranked sets | stale | leaked",
+              flush=True)
         for number, faults in enumerate(plan, start=1):
             report = soak.night(number, faults)
             reports.append(report)
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{number} | {','.join(faults) or '-'} | {failed} | {report.pages_served} | {report.pages_lost} | "
                 f"{report.chunks_embedded} | {report.chunks_new} | {report.chunks_re_embedded} | "
-                f"{report.stale_publications} | {report.secrets_leaked}",
+                f"{report.context_sets_reranked}/{report.context_sets} | {report.stale_publications} | "
+                f"{report.secrets_leaked}",
                 flush=True,
             )
     totals = {

@@ -33,11 +33,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import sqlalchemy as sa
 import yaml
 from chromadb.api.shared_system_client import SharedSystemClient
 
+from pipeline.heroku import fail_interrupted_runs
 from pipeline.rerank.service import LocalRerankService, ServiceConfig
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, metadata as state_metadata, sqlite_url
@@ -66,12 +66,13 @@ class NightReport:
     changes: list[str]
     failed_runs: dict[str, str] = field(default_factory=dict)  # run -> first failure message
     pages_served: int = 0
-    pages_lost: int = 0  # served last night too, yet missing from Chroma or the lexical index
-    pages_pending: int = 0  # first served tonight and not indexed yet
+    pages_lost: int = 0  # indexed on an earlier night and still served, yet missing from Chroma or the lexical index
+    pages_pending: int = 0  # served but never indexed yet
     chunks_embedded: int = 0  # texts sent to the embedding model tonight
     chunks_new: int = 0  # chunks whose text no earlier night had stored
     chunks_re_embedded: int = 0
     context_sets: int = 0
+    context_sets_reranked: int = 0
     stale_publications: int = 0
     secrets_leaked: int = 0
     lost_urls: list[str] = field(default_factory=list)
@@ -130,7 +131,10 @@ class Soak:
         self.seen_texts: set[str] = set()
         self.run_ids: list[str] = []
         self._store: StateStore | None = None
-        self.served_before: set[str] = set()
+        self.indexed_before: set[str] = set()  # pages the site serves that were in both indexes some night
+        self.text_of: dict[str, str] = {}  # chunk ID -> embedded text, of every chunk ever stored
+        # (query, documents) -> {document: relevance score}, as the rerank stand-in answered them
+        self.answers: dict[tuple[str, frozenset[str]], dict[str, float]] = {}
         # What the operator sets RERANK_KEY to on the mornings after a rotation, in order.
         self.keys_to_configure: list[str] = []
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -168,6 +172,7 @@ class Soak:
         import pipeline.definitions
 
         self.defs = importlib.reload(pipeline.definitions).defs
+        fail_interrupted_runs(self.instance)  # as the worker process does when it starts
 
     def night(self, number: int, faults: list[str]) -> NightReport:
         self.start_worker()
@@ -339,50 +344,47 @@ class Soak:
         chunk_rows = store.chunks_by_id(lexical_ids)
         lexical_urls = {chunk.url for chunk, _ in chunk_rows.values()}
         served = set().union(*(self.site.served_urls(section) for section in SECTIONS))
-        missing = {url for url in served if url not in chroma_urls or url not in lexical_urls}
-        # A page first served tonight is pending, not lost, when tonight's crawl of its source was stopped.
-        lost = sorted(missing & self.served_before)
+        indexed = chroma_urls & lexical_urls
+        # A page never indexed yet (new while its source's crawl was stopped, or its source orphaned) is pending.
+        lost = sorted((served - indexed) & self.indexed_before)
         report.pages_served, report.pages_lost, report.lost_urls = len(served), len(lost), lost[:10]
-        report.pages_pending = len(missing - self.served_before)
-        self.served_before = served
+        report.pages_pending = len(served - indexed - self.indexed_before)
+        self.indexed_before |= indexed & served
 
-        texts = {chunk.embedding_text for chunk in store.iter_chunks()}
+        stored_chunks = list(store.iter_chunks())
+        self.text_of.update((chunk.chunk_id, chunk.embedding_text) for chunk in stored_chunks)
+        texts = {chunk.embedding_text for chunk in stored_chunks}
         new_texts = texts - self.seen_texts
         report.chunks_new = len(new_texts)
         report.chunks_re_embedded = max(0, report.chunks_embedded - len(new_texts))
         self.seen_texts |= texts
 
-        report.stale_publications, report.context_sets = self.stale_publications(store)
+        report.stale_publications, report.context_sets, report.context_sets_reranked = self.stale_publications(store)
         report.leaked_in = self.places_holding_a_key()
         report.secrets_leaked = len(report.leaked_in)
 
-    def stale_publications(self, store: StateStore) -> tuple[int, int]:
-        """Context sets published as reranked whose scores are not the rerank of their own candidates."""
+    def stale_publications(self, store: StateStore) -> tuple[int, int, int]:
+        """Context sets published as reranked whose scores are not what the rerank stand-in answered for
+        exactly their current candidates (its scores depend on the whole set of documents sent)."""
+        for request in self.rerank.requests:
+            if request.status == 200 and request.query is not None and request.documents is not None:
+                scores = {request.documents[index]: score for index, score in request.results}
+                self.answers[(request.query, frozenset(request.documents))] = scores
+        self.rerank.service.clear()
         latest = store.latest_context_sets()
         candidates = store.load_candidates()
-        queries = dict(store.load_queries())
         stale = 0
-        key = self.rerank.service.config.api_key
         for query_id, context_set in latest.items():
             if not context_set["reranked"]:
                 continue
-            ranking = candidates.get(query_id, [])
-            chunks = store.chunks_by_id(chunk_id for _, chunk_id, _ in ranking)
-            ids = [chunk_id for _, chunk_id, _ in ranking if chunk_id in chunks]
-            answer = httpx.post(
-                f"{self.rerank.url}/v1/rerank",
-                headers={"Authorization": f"Bearer {key}"},
-                json={"model": "cohere-rerank-3-5", "query": queries.get(query_id, context_set["query"]),
-                      "documents": [chunks[chunk_id][0].embedding_text for chunk_id in ids]},
-                timeout=60,
-            ).json()
-            truth = {ids[result["index"]]: result["relevance_score"] for result in answer["results"]}
-            for passage in context_set["passages"]:
-                expected = truth.get(passage["chunk_id"])
-                if expected is None or abs(expected - passage["rerank_score"]) > 1e-4:
-                    stale += 1
-                    break
-        return stale, len(latest)
+            sent = frozenset(self.text_of.get(chunk_id, chunk_id) for _, chunk_id, _ in candidates.get(query_id, []))
+            answer = self.answers.get((context_set["query"], sent))
+            if answer is None or any(
+                abs(answer[self.text_of[passage["chunk_id"]]] - passage["rerank_score"]) > 1e-6
+                for passage in context_set["passages"]
+            ):
+                stale += 1
+        return stale, len(latest), sum(context_set["reranked"] for context_set in latest.values())
 
     def places_holding_a_key(self) -> list[str]:
         """Files of the deployment (state, Chroma, event log, compute logs, output, a killed worker's output) and log
