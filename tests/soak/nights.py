@@ -69,7 +69,7 @@ class NightReport:
     pages_lost: int = 0  # indexed on an earlier night and still served, yet missing from Chroma or the lexical index
     pages_pending: int = 0  # served but never indexed yet
     chunks_embedded: int = 0  # texts sent to the embedding model tonight
-    chunks_new: int = 0  # chunks whose text no earlier night had stored
+    chunks_new: int = 0  # chunks whose text no earlier night had stored with its embedding
     chunks_re_embedded: int = 0
     context_sets: int = 0
     context_sets_reranked: int = 0
@@ -182,9 +182,7 @@ class Soak:
         section = self.rng.choice(SECTIONS)
         embedded_by_killed_run = 0
         for fault in faults:
-            if fault in SITE_FAULTS:
-                self.site.break_for_the_night(fault, section)
-            elif fault == "truncated_sources_file":
+            if fault == "truncated_sources_file":
                 self.write_sources(SECTIONS[:1])  # cut off at an entry boundary: still valid YAML
             elif fault == "renamed_source":
                 self.names.update(RENAMED)
@@ -198,6 +196,10 @@ class Soak:
         if "killed_mid_embedding" in faults:
             report.changes.append(self.site.add_pages(section, 10))
             embedded_by_killed_run = self.kill_an_ingest_midway(self.names[section])
+        # Last: changing a page serves the site's true state again, which would lift these.
+        for fault in faults:
+            if fault in SITE_FAULTS:
+                self.site.break_for_the_night(fault, section)
         self.refresh(report)
         report.chunks_embedded += embedded_by_killed_run
         # The morning after: the site is repaired, the sources file fixed, the new key configured.
@@ -353,7 +355,10 @@ class Soak:
 
         stored_chunks = list(store.iter_chunks())
         self.text_of.update((chunk.chunk_id, chunk.embedding_text) for chunk in stored_chunks)
-        texts = {chunk.embedding_text for chunk in stored_chunks}
+        # Texts stored and embedded: a killed run's chunks are stored before the ones it did not reach are embedded.
+        unembedded = {text for source in {chunk.source for chunk in stored_chunks}
+                      for _, text in store.chunks_without_embedding(source)}
+        texts = {chunk.embedding_text for chunk in stored_chunks} - unembedded
         new_texts = texts - self.seen_texts
         report.chunks_new = len(new_texts)
         report.chunks_re_embedded = max(0, report.chunks_embedded - len(new_texts))
