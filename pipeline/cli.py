@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--port", type=int, default=RERANK_PORT)
     add_fault_arguments(service)
 
-    # The Procfile's process types (README, "Deploy to Heroku").
+    # The Procfile's process types (docs/deploy.md).
     commands.add_parser("release", help="Create or migrate Dagster's storage and the pipeline's tables (Procfile release).")
     for name, summary in (
         ("web", "Serve the Dagster UI on $PORT behind basic authentication (Procfile web)."),
