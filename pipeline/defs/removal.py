@@ -15,10 +15,10 @@ from pipeline.checks import orphaned_sources
 from pipeline.crawl.sources import load_sources
 from pipeline.defs.check_results import ui_metadata
 from pipeline.defs.ingest import lexical_index
-from pipeline.defs.jobs import WRITES_INDEX
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
+from pipeline.run_tags import WRITES_INDEX
 from pipeline.source_sync import remove_sources
 
 REMOVAL_GRACE = timedelta(hours=settings.number("PIPELINE_SOURCE_REMOVAL_GRACE_HOURS", minimum=0))
