@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline import settings
-from pipeline.checks import chunk_limits, extraction_coverage, source_freshness
+from pipeline.check_reports import chunk_limits, extraction_coverage, source_freshness
 from pipeline.chunking import ChunkingConfig
 from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline import settings
-from pipeline.checks import orphaned_sources
+from pipeline.check_reports import orphaned_sources
 from pipeline.crawl.sources import load_sources
 from pipeline.defs.check_results import ui_metadata
 from pipeline.defs.ingest import lexical_index

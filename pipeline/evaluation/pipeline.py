@@ -2,7 +2,7 @@
 
 Every labelled question goes through the same stages as a question of the queries
 file, and the ranking each stage hands on is measured at page level
-(``pipeline.evaluation``: nDCG@10, MRR@10, Recall@50):
+(``pipeline.evaluation.metrics``: nDCG@10, MRR@10, Recall@50):
 
 - ``bm25``: the lexical index alone, the baseline;
 - ``dense``: Chroma alone;
@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.context import diversify_pages, pack_passages
+from pipeline.context_sets import diversify_pages, pack_passages
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.evaluation import METRICS, Evaluation, LabelledSet, evaluate_rankings, pages_in_order
+from pipeline.evaluation.labels import LabelledSet, pages_in_order
+from pipeline.evaluation.metrics import METRICS, Evaluation, evaluate_rankings
 from pipeline.queries import Query
 from pipeline.ranking import ranked_passage
 from pipeline.rerank.client import RerankCache, RerankClient, RerankRequest, RerankStats
