@@ -65,7 +65,6 @@ class PipelineEvaluation:
     labels: LabelledSet
     plan: EvaluationPlan
     model: str
-    chunk_rankings: dict[str, ChunkRankings]  # ranking name → query ID → chunk IDs, best first
     page_rankings: dict[str, dict[str, list[str]]]  # ranking name → query ID → labelled page paths
     results: dict[str, Evaluation]
     rerank_stats: RerankStats
@@ -170,7 +169,6 @@ def evaluate_pipeline(
         labels=labels,
         plan=plan,
         model=client.model,
-        chunk_rankings=rankings,
         page_rankings=page_rankings,
         results={name: evaluate_rankings(labels.qrels, page_rankings[name]) for name in RANKINGS},
         rerank_stats=stats,

@@ -829,11 +829,6 @@ class StateStore:
                 "pages": connection.execute(sa.delete(pages).where(pages.c.source == source)).rowcount,
             }
 
-    def stored_sources(self) -> set[str]:
-        """Every source with pages or chunks stored."""
-        with self.engine.connect() as connection:
-            return set(connection.scalars(sa.union(sa.select(pages.c.source), sa.select(chunks.c.source))))
-
     def page_text_presence(self, source: str) -> dict[str, bool]:
         """Per stored page body of the source: whether its extracted document has any text.
 
