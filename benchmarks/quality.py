@@ -43,6 +43,7 @@ from pipeline.rerank.known_vectors import StoredEmbeddings
 from pipeline.rerank.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
+from pipeline.tables import markdown_table
 
 K = 50
 TOKEN_BUDGET = 3000
@@ -177,12 +178,12 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 
 def print_table(results: Mapping[str, list[tuple[str, dict[str, float]]]]) -> None:
     names = list(results)
-    header = "| configuration | " + " | ".join(f"{name} {metric}" for name in names for metric in METRICS) + " |"
-    print(header)
-    print("|---|" + "---:|" * (len(names) * len(METRICS)))
-    for index, (label, _) in enumerate(results[names[0]]):
-        cells = [f"{results[name][index][1][metric]:.3f}" for name in names for metric in METRICS]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    columns = [f"{name} {metric}" for name in names for metric in METRICS]
+    rows = [
+        [label, *(f"{results[name][index][1][metric]:.3f}" for name in names for metric in METRICS)]
+        for index, (label, _) in enumerate(results[names[0]])
+    ]
+    print(markdown_table(["configuration", *columns], rows, right_aligned=columns))
 
 
 def main() -> None:

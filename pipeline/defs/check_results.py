@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from pipeline.check_reports import Markdown
+from pipeline.tables import Markdown
 
 
 def ui_metadata(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pipeline.retrieve import Fusion, dense_candidates, lexical_candidates, retr
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, StoredChunk
 from pipeline.store.vectors import VectorIndex
+from pipeline.tables import Markdown, markdown_table
 
 RANKINGS = {
     "bm25": "BM25 alone (lexical index)",
@@ -76,18 +77,19 @@ class PipelineEvaluation:
             for name, better, baseline in GAINS
         }
 
-    def markdown(self) -> str:
-        lines = [
-            "| ranking | " + " | ".join(METRICS) + " |",
-            "|---|" + "---:|" * len(METRICS),
-            *(
-                f"| {name}: {RANKINGS[name]} | " + " | ".join(f"{self.results[name].mean[m]:.3f}" for m in METRICS) + " |"
-                for name in RANKINGS
-            ),
-        ]
-        lines += ["", f"| {GAIN_METRIC} gain | value |", "|---|---:|"]
-        lines += [f"| {name} ({better} − {baseline}) | {self.gains()[name]:+.3f} |" for name, better, baseline in GAINS]
-        return "\n".join(lines)
+    def markdown(self) -> Markdown:
+        metrics = markdown_table(
+            ["ranking", *METRICS],
+            [[f"{name}: {RANKINGS[name]}", *(f"{self.results[name].mean[m]:.3f}" for m in METRICS)] for name in RANKINGS],
+            right_aligned=METRICS,
+        )
+        gain = f"{GAIN_METRIC} gain"
+        gains = markdown_table(
+            [gain, "value"],
+            [[f"{name} ({better} − {baseline})", f"{self.gains()[name]:+.3f}"] for name, better, baseline in GAINS],
+            right_aligned=["value"],
+        )
+        return Markdown(f"{metrics}\n\n{gains}")
 
     def to_json(self) -> dict[str, Any]:
         """Means, gains, per-query metrics and the page rankings (top 50) the metrics were computed from."""
