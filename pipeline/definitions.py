@@ -1,4 +1,4 @@
-"""The one Dagster ``Definitions`` of the pipeline (loaded by workspace.yaml and ``dagster dev``)."""
+"""The one Dagster ``Definitions`` of the pipeline (loaded by workspace.yaml, ``dagster dev`` and ``dg``)."""
 
 import dagster as dg
 
