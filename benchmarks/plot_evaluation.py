@@ -18,8 +18,8 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.evaluate import RANKINGS  # noqa: E402
-from pipeline.evaluation import METRICS  # noqa: E402
+from pipeline.evaluation.metrics import METRICS  # noqa: E402
+from pipeline.evaluation.pipeline import RANKINGS  # noqa: E402
 
 STAGE_LABELS = {
     "bm25": "BM25",

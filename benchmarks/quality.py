@@ -7,9 +7,9 @@
 offline demo. Prints, per labelled set:
 
 - the stages table: what the ``retrieval_evaluation`` asset reports, computed by the
-  same function (``pipeline.evaluate.evaluate_pipeline``) with the local rerank service
+  same function (``pipeline.evaluation.pipeline.evaluate_pipeline``) with the local rerank service
   on loopback; ``--json`` writes it for ``benchmarks/plot_evaluation.py``;
-- the ablation table of page-level nDCG@10, MRR@10 and Recall@50 (``pipeline/evaluation.py``):
+- the ablation table of page-level nDCG@10, MRR@10 and Recall@50 (``pipeline/evaluation/metrics.py``):
   retrieval variants, the local scorer without each feature, and the per-page cap;
 
 then the local scorer's time per query (50 candidates) and the lexical index's
@@ -32,17 +32,18 @@ from pathlib import Path
 
 from corpora import Corpus, ensure_demo_data, open_corpus
 
-from pipeline.defs.context import ContextConfig
+from pipeline.defs.context_sets import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.evaluate import EvaluationPlan, PipelineEvaluation, evaluate_pipeline
-from pipeline.evaluate import context_order as pipeline_context_order
-from pipeline.evaluation import METRICS
+from pipeline.evaluation.metrics import METRICS
+from pipeline.evaluation.pipeline import EvaluationPlan, PipelineEvaluation, evaluate_pipeline
+from pipeline.evaluation.pipeline import context_order as pipeline_context_order
 from pipeline.rerank.client import InMemoryRerankCache, RerankClient
 from pipeline.rerank.service import LocalRerankService, ServiceConfig
 from pipeline.rerank.known_vectors import StoredEmbeddings
 from pipeline.rerank.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
+from pipeline.tables import markdown_table
 
 K = 50
 TOKEN_BUDGET = 3000
@@ -177,12 +178,12 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
 
 def print_table(results: Mapping[str, list[tuple[str, dict[str, float]]]]) -> None:
     names = list(results)
-    header = "| configuration | " + " | ".join(f"{name} {metric}" for name in names for metric in METRICS) + " |"
-    print(header)
-    print("|---|" + "---:|" * (len(names) * len(METRICS)))
-    for index, (label, _) in enumerate(results[names[0]]):
-        cells = [f"{results[name][index][1][metric]:.3f}" for name in names for metric in METRICS]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    columns = [f"{name} {metric}" for name in names for metric in METRICS]
+    rows = [
+        [label, *(f"{results[name][index][1][metric]:.3f}" for name in names for metric in METRICS)]
+        for index, (label, _) in enumerate(results[names[0]])
+    ]
+    print(markdown_table(["configuration", *columns], rows, right_aligned=columns))
 
 
 def main() -> None:

@@ -162,9 +162,10 @@ def _local_scorer():
     from pipeline.embedding import MiniLMEmbedder
     from pipeline.rerank.known_vectors import StoredEmbeddings
     from pipeline.rerank.scoring import LocalRelevanceScorer
+    from pipeline.instance import state_store_url
     from pipeline.store.state import StateStore
 
-    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(settings.state_store_url())))
+    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(state_store_url())))
 
 
 def _local_rerank_service(stack: ExitStack, port: int) -> str:

@@ -1,15 +1,15 @@
-"""The one Dagster ``Definitions`` of the pipeline (loaded by workspace.yaml and ``dagster dev``)."""
+"""The one Dagster ``Definitions`` of the pipeline (loaded by workspace.yaml, ``dagster dev`` and ``dg``)."""
 
 import dagster as dg
 
-from pipeline.defs import automation, context, evaluate, ingest, removal, rerank, retrieve
+from pipeline.defs import automation, context_sets, evaluation, ingest, removal, rerank, retrieve
 from pipeline.defs.jobs import context_sets_job, evaluation_job, ingest_source_job
 from pipeline.defs.removal import remove_sources_job
 from pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context, evaluate]),
-    asset_checks=dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context, evaluate]),
+    assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, evaluation]),
+    asset_checks=dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context_sets, evaluation]),
     jobs=[
         ingest_source_job,
         context_sets_job,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline import settings
-from pipeline.instance import prepare_instance, uses_postgres
+from pipeline.instance import prepare_instance, state_store_url, uses_postgres
 
 logger = logging.getLogger("pipeline.heroku")
 
@@ -53,7 +53,7 @@ def release() -> int:
     prepare_instance()
     with dg.DagsterInstance.get() as instance:
         instance.upgrade(print_fn=logger.info)
-    store = StateStore(settings.state_store_url())
+    store = StateStore(state_store_url())
     store.dispose()
     print(f"release: Dagster storage and pipeline tables are up to date ({'PostgreSQL' if uses_postgres() else 'SQLite'})")
     return 0

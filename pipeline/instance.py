@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 from pipeline import settings
-from pipeline.defs.jobs import WRITES_CONTEXT_SETS, WRITES_TAG
-from pipeline.store.state import normalize_database_url
+from pipeline.run_tags import WRITES_CONTEXT_SETS, WRITES_TAG
+from pipeline.store.state import normalize_database_url, state_url
 
 POSTGRES_URL_VARIABLE = "PIPELINE_DAGSTER_POSTGRES_URL"
 
@@ -40,6 +40,11 @@ def dagster_home() -> Path:
 
 def uses_postgres() -> bool:
     return settings.is_set("DATABASE_URL")
+
+
+def state_store_url() -> str:
+    """The pipeline's state store: ``DATABASE_URL`` when set, else SQLite in ``PIPELINE_DATA_DIR``."""
+    return state_url(settings.value("DATABASE_URL"), settings.value("PIPELINE_DATA_DIR"))
 
 
 def instance_config() -> dict[str, Any]:

@@ -4,7 +4,7 @@ It is a local path or an http(s) URL (see ``pipeline/inputs.py``); a URL whose p
 ``.jsonl`` is read as JSONL, anything else as YAML.
 
 Every query is checked when the file is loaded (``query_entry_problem``, shared with the
-labelled sets of ``pipeline/evaluation.py``): a NUL byte, another control character or an
+labelled sets of ``pipeline/evaluation/labels.py``): a NUL byte, another control character or an
 overlong string would otherwise fail later, in PostgreSQL, the embedder or the rerank
 endpoint, with an error that names neither the file nor the entry.
 """

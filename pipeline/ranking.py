@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.context import RankedPassage, build_context_set, diversify_pages, pack_passages
+from pipeline.context_sets import RankedPassage, build_context_set, diversify_pages, pack_passages
 from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
 from pipeline.store.state import StateStore, StoredChunk
 

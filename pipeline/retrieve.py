@@ -23,8 +23,6 @@ from pipeline.queries import Query
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.vectors import VectorIndex
 
-RETRIEVERS = ("hybrid", "dense", "lexical")
-
 
 @dataclass(frozen=True)
 class Fusion:

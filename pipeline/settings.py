@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, SOURCES_FILE
+# The offline defaults are the bundled demo's files. Named by path rather than imported from
+# pipeline.demo so that this module stays a leaf: everything may import it, it imports nothing
+# of the pipeline (tests/test_settings.py checks both).
+_DEMO_DIR = Path(__file__).parent / "demo"
 
 
 @dataclass(frozen=True)
@@ -25,11 +29,11 @@ class Setting:
 
 _SETTINGS = [
     Setting("PIPELINE_DATA_DIR", "./data", "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl."),
-    Setting("PIPELINE_SOURCES", str(SOURCES_FILE), "YAML file listing the documentation sources to crawl."),
-    Setting("PIPELINE_QUERIES", str(QUERIES_FILE), "YAML or JSONL file of queries, each {id, query}."),
+    Setting("PIPELINE_SOURCES", str(_DEMO_DIR / "sources.yaml"), "YAML file listing the documentation sources to crawl."),
+    Setting("PIPELINE_QUERIES", str(_DEMO_DIR / "queries.yaml"), "YAML or JSONL file of queries, each {id, query}."),
     Setting(
         "PIPELINE_LABELLED_QUERIES",
-        str(LABELLED_QUERIES_FILE),
+        str(_DEMO_DIR / "labelled_queries.yaml"),
         "YAML file of labelled queries (id, query, relevant pages with grades) for the retrieval_evaluation asset.",
     ),
     Setting("PIPELINE_REFRESH_CRON", "0 4 * * *", "Cron expression of the daily knowledge-base refresh schedule."),
@@ -86,13 +90,6 @@ def value(name: str) -> str | None:
     """The variable's value, or its default when unset or empty."""
     setting = _known(name)
     return os.environ.get(name) or setting.default
-
-
-def state_store_url() -> str:
-    """The state store's URL: DATABASE_URL when set, else SQLite in PIPELINE_DATA_DIR."""
-    from pipeline.store.state import state_url
-
-    return state_url(value("DATABASE_URL"), value("PIPELINE_DATA_DIR"))
 
 
 class SettingError(ValueError):

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from pipeline.defs import context, evaluate, ingest, removal, rerank, retrieve
+from pipeline.defs import context_sets, evaluation, ingest, removal, rerank, retrieve
 from pipeline.defs.partitions import register_sources
 from pipeline.defs.resources import (
     ChromaResource,
@@ -24,8 +24,8 @@ from pipeline.defs.resources import (
 from pipeline.demo import LABELLED_QUERIES_FILE
 
 ALL_ASSETS = [
-    *dg.load_assets_from_modules([ingest, retrieve, rerank, context, evaluate]),
-    *dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context, evaluate]),
+    *dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, evaluation]),
+    *dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context_sets, evaluation]),
 ]
 INGEST = dg.AssetSelection.groups("ingest")
 DOWNSTREAM = dg.AssetSelection.groups("retrieve", "rerank", "context")

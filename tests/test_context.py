@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.context import RankedPassage, build_context_set, diversify_pages, markdown_preview, pack_passages
+from pipeline.context_sets import RankedPassage, build_context_set, diversify_pages, markdown_preview, pack_passages
 from pipeline.tokens import count_tokens
 
 

@@ -11,7 +11,7 @@ import pytest
 from pipeline.chunking import header_line
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.evaluation import load_labelled_set, pages_in_order
+from pipeline.evaluation.labels import load_labelled_set, pages_in_order
 from pipeline.rerank.known_vectors import StoredEmbeddings
 from pipeline.rerank.scoring import LocalRelevanceScorer
 from pipeline.rerank.service import LocalRerankService, ServiceConfig

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from pipeline.demo import LABELLED_QUERIES_FILE
-from pipeline.evaluation import LabelFileError, evaluate_rankings, load_labelled_set, page_path, pages_in_order
+from pipeline.evaluation.labels import LabelFileError, load_labelled_set, page_path, pages_in_order
+from pipeline.evaluation.metrics import evaluate_rankings
 
 
 def test_hand_computed_example():

@@ -1,11 +1,12 @@
 import json
+import re
 
 import dagster as dg
 import pytest
 
 from pipeline.queries import MAX_QUERY_CHARACTERS, QueriesFileError, load_queries
 from pipeline.store.state import StateStore, sqlite_url
-from tests.support import PipelineRun, make_resources
+from tests.support import PipelineRun, make_resources, materialization_metadata
 
 
 def test_yaml_mapping_and_list_forms(tmp_path):
@@ -112,3 +113,15 @@ def test_the_queries_asset_refuses_a_bad_query_naming_the_file_and_entry_and_kee
     store = StateStore(sqlite_url(tmp_path))
     assert store.load_queries() == [("q1", "How do I deploy?"), ("q2", "Why 401?")]
     store.dispose()
+
+
+def test_the_queries_preview_keeps_a_query_with_a_pipe_in_its_own_cell(tmp_path):
+    path = _jsonl(tmp_path / "queries.jsonl", "Which is faster, dense | BM25?", "Why 401?")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = PipelineRun(make_resources(tmp_path, tmp_path / "sources.yaml", path, "http://127.0.0.1:9"), instance)
+        result = run.downstream(selection=dg.AssetSelection.assets("queries"))
+    preview = materialization_metadata(result, "queries")["preview"].splitlines()
+    assert [re.split(r"(?<!\\)\|", row)[1:-1] for row in preview[2:]] == [
+        [" q1 ", " Which is faster, dense \\| BM25? "],
+        [" q2 ", " Why 401? "],
+    ]

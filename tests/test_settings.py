@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 from pipeline import settings
@@ -28,3 +30,29 @@ def test_unknown_settings_are_refused():
         assert "pipeline/settings.py" in str(error)
     else:
         raise AssertionError("expected KeyError")
+
+
+def _pipeline_modules_loaded_by(module: str) -> list[str]:
+    code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.startswith('pipeline'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    return [name for name in loaded if name not in ("pipeline", module)]
+
+
+def test_settings_is_a_leaf_that_imports_nothing_of_the_pipeline():
+    assert _pipeline_modules_loaded_by("pipeline.settings") == []
+
+
+def test_run_tags_and_the_instance_configuration_load_without_the_dagster_definitions():
+    for module in ("pipeline.run_tags", "pipeline.instance"):
+        assert not [name for name in _pipeline_modules_loaded_by(module) if name.startswith("pipeline.defs")], module
+
+
+def test_file_defaults_are_the_bundled_demo_files(monkeypatch):
+    for name in ("PIPELINE_SOURCES", "PIPELINE_QUERIES", "PIPELINE_LABELLED_QUERIES"):
+        monkeypatch.delenv(name, raising=False)
+    from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, SOURCES_FILE
+
+    assert settings.value("PIPELINE_SOURCES") == str(SOURCES_FILE)
+    assert settings.value("PIPELINE_QUERIES") == str(QUERIES_FILE)
+    assert settings.value("PIPELINE_LABELLED_QUERIES") == str(LABELLED_QUERIES_FILE)
+    assert all(path.is_file() for path in (SOURCES_FILE, QUERIES_FILE, LABELLED_QUERIES_FILE))

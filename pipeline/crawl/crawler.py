@@ -48,7 +48,6 @@ import hashlib
 import logging
 import queue
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -127,7 +126,6 @@ class CrawlStats:
     sitemap_errors: dict[str, str] = field(default_factory=dict)
     max_pages_reached: bool = False
     cancelled: bool = False
-    elapsed_seconds: float = 0.0
 
 
 def crawl(
@@ -292,18 +290,14 @@ class _Frontier:
         self.queue: asyncio.Queue[_Task] = asyncio.Queue()
 
     async def run(self) -> None:
-        started = time.monotonic()
-        try:
-            async with Fetcher(**self._fetcher_args) as fetcher:
-                self.fetcher = fetcher
-                try:
-                    await self._seed()
-                    await self._drain()
-                finally:
-                    self.stats.requests = fetcher.requests
-                    self.stats.bytes_downloaded = fetcher.bytes_downloaded
-        finally:
-            self.stats.elapsed_seconds = time.monotonic() - started
+        async with Fetcher(**self._fetcher_args) as fetcher:
+            self.fetcher = fetcher
+            try:
+                await self._seed()
+                await self._drain()
+            finally:
+                self.stats.requests = fetcher.requests
+                self.stats.bytes_downloaded = fetcher.bytes_downloaded
 
     async def _drain(self) -> None:
         origins = {origin_of(prefix) for prefix in self.source.allowed_prefixes}

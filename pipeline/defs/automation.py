@@ -27,12 +27,13 @@ import dagster as dg
 from pipeline import settings
 from pipeline.crawl.sources import SourceConfigError, load_sources
 from pipeline.defs.ingest import sources_refreshed_recently
-from pipeline.defs.jobs import WRITES_CONTEXT_SETS, context_sets_job, ingest_source_job
+from pipeline.defs.jobs import context_sets_job, ingest_source_job
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.removal import REMOVAL_GRACE, PurgeConfig, no_orphaned_sources, remove_sources_job
 from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
 from pipeline.inputs import InputUnavailable
 from pipeline.queries import QueriesFileError, load_queries, queries_digest
+from pipeline.run_tags import WRITES_CONTEXT_SETS
 from pipeline.settings import SettingError
 from pipeline.source_sync import source_changes
 from pipeline.store.orphans import mark_orphaned, orphaned_since, release_orphans

@@ -1,11 +1,11 @@
-"""Asset check results from the plain reports of ``pipeline/checks.py``."""
+"""Asset check results from the plain reports of ``pipeline/check_reports.py``."""
 
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
-from pipeline.checks import Markdown
+from pipeline.tables import Markdown
 
 
 def ui_metadata(values: Mapping[str, Any]) -> dict[str, Any]:

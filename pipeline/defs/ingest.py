@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline import settings
-from pipeline.checks import chunk_limits, extraction_coverage, source_freshness
+from pipeline.check_reports import chunk_limits, extraction_coverage, source_freshness
 from pipeline.chunking import ChunkingConfig
 from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
@@ -21,6 +21,7 @@ from pipeline.inputs import display_location
 from pipeline.removal_guard import DEFAULT_MAX_REMOVAL_SHARE, REMOVAL_FLOOR, RemovalBlocked, RemovalLimits
 from pipeline.store.lexical import sync_lexical
 from pipeline.store.orphans import orphaned_pages
+from pipeline.tables import markdown_table
 
 GROUP = "ingest"
 
@@ -107,7 +108,6 @@ def crawled_pages(
             allow_retries=False,
         ) from None
     context.log.info(f"crawled {source.name}: {report.metadata()}")
-    failures = "\n".join(f"| {url} | {reason} |" for url, reason in report.failures[:50])
     return dg.MaterializeResult(
         metadata={
             **report.metadata(),
@@ -116,7 +116,7 @@ def crawled_pages(
             # Why pages of a host failed or were never found: robots.txt unavailable, a broken sitemap.
             "robots": dict(results.stats.robots),
             "sitemap_errors": dict(results.stats.sitemap_errors),
-            "failures": dg.MetadataValue.md("| url | reason |\n|---|---|\n" + failures if failures else "none"),
+            "failures": dg.MetadataValue.md(markdown_table(["url", "reason"], report.failures, limit=50)),
             "pages_stored": store.page_count(source.name),
         }
     )

@@ -1,16 +1,12 @@
 """Jobs over the asset graph: refresh one source's index, rebuild the context sets, evaluate retrieval quality.
 
-Runs carry ``pipeline/writes`` (``index`` or ``context_sets``): what part of the pipeline
-state they rewrite, for the instance's ``tag_concurrency_limits`` (README, "Automation").
+Runs carry the ``pipeline/writes`` tag of :mod:`pipeline.run_tags`.
 """
 
 import dagster as dg
 
 from pipeline.defs.partitions import source_partitions
-
-WRITES_TAG = "pipeline/writes"
-WRITES_INDEX = {WRITES_TAG: "index"}
-WRITES_CONTEXT_SETS = {WRITES_TAG: "context_sets"}
+from pipeline.run_tags import WRITES_CONTEXT_SETS, WRITES_INDEX
 
 ingest_source_job = dg.define_asset_job(
     "ingest_source",

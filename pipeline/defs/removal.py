@@ -11,15 +11,16 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline import settings
-from pipeline.checks import orphaned_sources
+from pipeline.check_reports import orphaned_sources
 from pipeline.crawl.sources import load_sources
 from pipeline.defs.check_results import ui_metadata
 from pipeline.defs.ingest import lexical_index
-from pipeline.defs.jobs import WRITES_INDEX
 from pipeline.defs.partitions import source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
+from pipeline.run_tags import WRITES_INDEX
 from pipeline.source_sync import remove_sources
+from pipeline.tables import markdown_table
 
 REMOVAL_GRACE = timedelta(hours=settings.number("PIPELINE_SOURCE_REMOVAL_GRACE_HOURS", minimum=0))
 
@@ -64,7 +65,6 @@ def purge_removed_sources(
             f"removed source {removal.source}: {removal.pages} pages, {removal.documents} documents, "
             f"{removal.chunks} chunks, {removal.vectors} vectors"
         )
-    rows = "\n".join(f"| {r.source} | {r.pages} | {r.documents} | {r.chunks} | {r.vectors} |" for r in removals)
     return dg.Output(
         None,
         metadata={
@@ -73,7 +73,10 @@ def purge_removed_sources(
             "chunks_deleted": sum(removal.chunks for removal in removals),
             "lexical_index_rebuilt": lexical.rebuilt,
             "removed": dg.MetadataValue.md(
-                "| source | pages | documents | chunks | vectors |\n|---|---|---|---|---|\n" + rows if rows else "none"
+                markdown_table(
+                    ["source", "pages", "documents", "chunks", "vectors"],
+                    [(r.source, r.pages, r.documents, r.chunks, r.vectors) for r in removals],
+                )
             ),
         },
     )

@@ -11,6 +11,7 @@ from pipeline.defs.resources import RerankResource, StateStoreResource
 from pipeline.defs.retrieve import retrieved_candidates
 from pipeline.ranking import failed_rankings, rerank_stored_candidates
 from pipeline.rerank.errors import RerankConfigurationError, RerankSettingRejected
+from pipeline.tables import markdown_table
 
 GROUP = "rerank"
 # What to change when the endpoint rejects a setting every request shares (RerankSettingRejected.setting).
@@ -22,11 +23,6 @@ SETTING_FIXES = {
 
 def _milliseconds(seconds: float | None) -> float | None:
     return round(seconds * 1000, 1) if seconds is not None else None
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return " ".join(text.split()).replace("|", "\\|")
 
 
 class RerankConfig(dg.Config):
@@ -69,10 +65,18 @@ def reranked_candidates(
         # The detail (redacted) goes to the log only; published output carries the error's code.
         context.log.warning(f"query {outcome.query_id} not reranked ({outcome.error}): {outcome.detail}")
     stats = report.stats
-    per_query = "\n".join(
-        f"| {o.query_id} | {o.response.search_units if o.response else 0} | {'yes' if o.cached else 'no'} | "
-        f"{o.response.api_version if o.response else '-'} | {_cell(o.error or '')} |"
-        for o in report.outcomes
+    per_query = markdown_table(
+        ["query", "search units", "cached", "api version", "error"],
+        [
+            (
+                o.query_id,
+                o.response.search_units if o.response else 0,
+                "yes" if o.cached else "no",
+                o.response.api_version if o.response else "-",
+                o.error or "",
+            )
+            for o in report.outcomes
+        ],
     )
     return dg.MaterializeResult(
         metadata={
@@ -90,9 +94,7 @@ def reranked_candidates(
             "latency_samples": stats.latency_samples,
             "latency_p50_ms": _milliseconds(stats.latency_p50_seconds),
             "latency_p95_ms": _milliseconds(stats.latency_p95_seconds),
-            "per_query": dg.MetadataValue.md(
-                "| query | search units | cached | api version | error |\n|---|---|---|---|---|\n" + per_query
-            ),
+            "per_query": dg.MetadataValue.md(per_query),
         }
     )
 
@@ -107,21 +109,15 @@ def reranked_candidates(
 )
 def every_query_reranked(state_store: StateStoreResource) -> dg.AssetCheckResult:
     failures = failed_rankings(state_store.open())
-    table = "\n".join(f"| {query_id} | {_cell(reason)} |" for query_id, reason in failures.items())
-    return dg.AssetCheckResult(
-        passed=not failures,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
+    return must_act_result(
+        not failures,
+        {
             "queries_failed": len(failures),
             "failed_query_ids": ", ".join(failures),
-            "failures": dg.MetadataValue.md("| query | reason |\n|---|---|\n" + table),
+            "failures": markdown_table(["query", "reason"], failures.items()),
         },
-        description=(
-            None
-            if not failures
-            else f"{len(failures)} quer{'y' if len(failures) == 1 else 'ies'} not reranked: "
-            "re-materialise reranked_candidates to retry them"
-        ),
+        problem=f"{len(failures)} quer{'y' if len(failures) == 1 else 'ies'} not reranked: "
+        "re-materialise reranked_candidates to retry them",
     )
 
 

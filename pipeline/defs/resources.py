@@ -130,10 +130,6 @@ class ChromaResource(dg.ConfigurableResource):
             embedder,
         )
 
-    @property
-    def is_local(self) -> bool:
-        return self.server is None
-
 
 class EmbedderResource(dg.ConfigurableResource):
     """all-MiniLM-L6-v2 (int8 ONNX) sentence embeddings, loaded from installed packages."""

@@ -17,6 +17,7 @@ from pipeline.retrieve import Fusion, candidate_rankings, lexical_candidates, re
 from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import VectorIndex
+from pipeline.tables import markdown_table
 
 GROUP = "retrieve"
 
@@ -41,12 +42,13 @@ def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg
         # A server error or timeout may pass: the step's retry policy tries again.
         raise dg.Failure(str(error)) from None
     state_store.open().replace_queries([(item.query_id, item.query) for item in items])
-    preview = "\n".join(f"| {item.query_id} | {item.query} |" for item in items[:20])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(items),
             "path": display_location(files.queries_path),
-            "preview": dg.MetadataValue.md("| id | query |\n|---|---|\n" + preview),
+            "preview": dg.MetadataValue.md(
+                markdown_table(["id", "query"], [(item.query_id, item.query) for item in items], limit=20)
+            ),
         }
     )
 

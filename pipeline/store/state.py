@@ -163,7 +163,7 @@ rerank_cache = sa.Table(
 
 # The published output, one row per run and query, for the downstream QA system to query
 # (``pipeline_latest_context_sets`` holds the newest run's rows). Each column is a field of
-# the context set that ``pipeline.context.build_context_set`` builds.
+# the context set that ``pipeline.context_sets.build_context_set`` builds.
 CONTEXT_SETS_TABLE = "pipeline_context_sets"
 context_sets = sa.Table(
     CONTEXT_SETS_TABLE,
@@ -828,11 +828,6 @@ class StateStore:
                 "documents": connection.execute(sa.delete(documents).where(documents.c.source == source)).rowcount,
                 "pages": connection.execute(sa.delete(pages).where(pages.c.source == source)).rowcount,
             }
-
-    def stored_sources(self) -> set[str]:
-        """Every source with pages or chunks stored."""
-        with self.engine.connect() as connection:
-            return set(connection.scalars(sa.union(sa.select(pages.c.source), sa.select(chunks.c.source))))
 
     def page_text_presence(self, source: str) -> dict[str, bool]:
         """Per stored page body of the source: whether its extracted document has any text.

@@ -101,7 +101,6 @@ def test_a_run_launched_through_the_web_dyno_executes_on_the_worker_and_lands_in
         engine.dispose()
     assert len(rows) == rerank["queries"] > 0
     assert all(row.reranked and row.passages for row in rows)
-    heroku_app.first_context_run = run_id
 
 
 def test_worker_restart_on_a_wiped_disk_rebuilds_without_recrawling_reembedding_or_billing(heroku_app: HerokuApp):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.tables import Markdown, markdown_table
 from pipeline.tokens import count_tokens
 
 
@@ -120,15 +121,14 @@ def build_context_set(
     }
 
 
-def markdown_preview(context_sets: Sequence[dict[str, Any]], *, per_query: int = 3, width: int = 80) -> str:
+def markdown_preview(context_sets: Sequence[dict[str, Any]], *, per_query: int = 3, width: int = 80) -> Markdown:
     """A Markdown table of each query's top passages for the Dagster UI."""
-    lines = ["| query | rank | source | score | passage |", "|---|---|---|---|---|"]
+    rows = []
     for context_set in context_sets:
         for passage in context_set["passages"][:per_query]:
             score = passage["rerank_score"] if passage["rerank_score"] is not None else passage["retrieval_score"]
-            snippet = " ".join(passage["text"].split())[:width].replace("|", "\\|")
-            title = passage["title"].replace("|", "\\|")
-            lines.append(
-                f"| {context_set['query_id']} | {passage['rank']} | [{title}]({passage['url']}) | {score:.3f} | {snippet} |"
+            snippet = " ".join(passage["text"].split())[:width]
+            rows.append(
+                (context_set["query_id"], passage["rank"], f"[{passage['title']}]({passage['url']})", f"{score:.3f}", snippet)
             )
-    return "\n".join(lines)
+    return markdown_table(["query", "rank", "source", "score", "passage"], rows)

@@ -2,7 +2,7 @@
 
 Every labelled question goes through the same stages as a question of the queries
 file, and the ranking each stage hands on is measured at page level
-(``pipeline.evaluation``: nDCG@10, MRR@10, Recall@50):
+(``pipeline.evaluation.metrics``: nDCG@10, MRR@10, Recall@50):
 
 - ``bm25``: the lexical index alone, the baseline;
 - ``dense``: Chroma alone;
@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.context import diversify_pages, pack_passages
+from pipeline.context_sets import diversify_pages, pack_passages
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.evaluation import METRICS, Evaluation, LabelledSet, evaluate_rankings, pages_in_order
+from pipeline.evaluation.labels import LabelledSet, pages_in_order
+from pipeline.evaluation.metrics import METRICS, Evaluation, evaluate_rankings
 from pipeline.queries import Query
 from pipeline.ranking import ranked_passage
 from pipeline.rerank.client import RerankCache, RerankClient, RerankRequest, RerankStats
@@ -32,6 +33,7 @@ from pipeline.retrieve import Fusion, dense_candidates, lexical_candidates, retr
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, StoredChunk
 from pipeline.store.vectors import VectorIndex
+from pipeline.tables import Markdown, markdown_table
 
 RANKINGS = {
     "bm25": "BM25 alone (lexical index)",
@@ -64,7 +66,6 @@ class PipelineEvaluation:
     labels: LabelledSet
     plan: EvaluationPlan
     model: str
-    chunk_rankings: dict[str, ChunkRankings]  # ranking name → query ID → chunk IDs, best first
     page_rankings: dict[str, dict[str, list[str]]]  # ranking name → query ID → labelled page paths
     results: dict[str, Evaluation]
     rerank_stats: RerankStats
@@ -76,18 +77,19 @@ class PipelineEvaluation:
             for name, better, baseline in GAINS
         }
 
-    def markdown(self) -> str:
-        lines = [
-            "| ranking | " + " | ".join(METRICS) + " |",
-            "|---|" + "---:|" * len(METRICS),
-            *(
-                f"| {name}: {RANKINGS[name]} | " + " | ".join(f"{self.results[name].mean[m]:.3f}" for m in METRICS) + " |"
-                for name in RANKINGS
-            ),
-        ]
-        lines += ["", f"| {GAIN_METRIC} gain | value |", "|---|---:|"]
-        lines += [f"| {name} ({better} − {baseline}) | {self.gains()[name]:+.3f} |" for name, better, baseline in GAINS]
-        return "\n".join(lines)
+    def markdown(self) -> Markdown:
+        metrics = markdown_table(
+            ["ranking", *METRICS],
+            [[f"{name}: {RANKINGS[name]}", *(f"{self.results[name].mean[m]:.3f}" for m in METRICS)] for name in RANKINGS],
+            right_aligned=METRICS,
+        )
+        gain = f"{GAIN_METRIC} gain"
+        gains = markdown_table(
+            [gain, "value"],
+            [[f"{name} ({better} − {baseline})", f"{self.gains()[name]:+.3f}"] for name, better, baseline in GAINS],
+            right_aligned=["value"],
+        )
+        return Markdown(f"{metrics}\n\n{gains}")
 
     def to_json(self) -> dict[str, Any]:
         """Means, gains, per-query metrics and the page rankings (top 50) the metrics were computed from."""
@@ -169,7 +171,6 @@ def evaluate_pipeline(
         labels=labels,
         plan=plan,
         model=client.model,
-        chunk_rankings=rankings,
         page_rankings=page_rankings,
         results={name: evaluate_rankings(labels.qrels, page_rankings[name]) for name in RANKINGS},
         rerank_stats=stats,

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 from pydantic import Field
 
-from pipeline.defs.context import ContextConfig
+from pipeline.defs.context_sets import ContextConfig
 from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import (
@@ -16,8 +16,9 @@ from pipeline.defs.resources import (
     StateStoreResource,
 )
 from pipeline.defs.retrieve import CandidatesConfig, synced_indexes
-from pipeline.evaluate import GAIN_METRIC, GAINS, RANKINGS, EvaluationPlan, evaluate_pipeline
-from pipeline.evaluation import METRICS, LabelFileError, load_labelled_set
+from pipeline.evaluation.labels import LabelFileError, load_labelled_set
+from pipeline.evaluation.metrics import METRICS
+from pipeline.evaluation.pipeline import GAIN_METRIC, GAINS, RANKINGS, EvaluationPlan, evaluate_pipeline
 from pipeline.ranking import StoreRerankCache
 from pipeline.rerank.client import RerankConfigurationError, RerankSettingRejected
 

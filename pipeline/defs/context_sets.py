@@ -6,8 +6,8 @@ import json
 import dagster as dg
 from pydantic import Field
 
-from pipeline.checks import context_set_coverage, rerank_account
-from pipeline.context import markdown_preview
+from pipeline.check_reports import context_set_coverage, rerank_account
+from pipeline.context_sets import markdown_preview
 from pipeline.defs.check_results import must_act_result
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.rerank import reranked_candidates

@@ -13,23 +13,11 @@ from typing import Any
 
 from pipeline.store.orphans import orphaned_since
 from pipeline.store.state import StateStore
+from pipeline.tables import markdown_table
 from pipeline.tokens import count_tokens
 
+# Rows a check's table shows; the rest are counted in its last row.
 EXAMPLES = 10
-
-
-class Markdown(str):
-    """A metadata value to render as Markdown (a table), not as plain text."""
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Markdown:
-    if not rows:
-        return Markdown("none")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows[:EXAMPLES]]
-    if len(rows) > EXAMPLES:
-        lines.append(f"| … {len(rows) - EXAMPLES} more |" + " |" * (len(header) - 1))
-    return Markdown("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -54,7 +42,7 @@ class ExtractionCoverage:
             "pages_with_text": pages - len(missing),
             "min_share": min_share,
             "share_with_text": {source: round(self.share_with_text(source), 4) for source in sorted(self.pages)},
-            "pages_without_text": _markdown_table(["source", "url"], missing),
+            "pages_without_text": markdown_table(["source", "url"], missing, limit=EXAMPLES),
         }
 
 
@@ -91,10 +79,11 @@ class ChunkLimits:
             "max_word_pieces": max_word_pieces,
             "largest_chunk_word_pieces": self.largest_word_pieces,
             "chunks_over_embedding_window": len(self.over_word_pieces),
-            "examples": _markdown_table(
+            "examples": markdown_table(
                 ["chunk", "limit", "size"],
                 [[chunk_id, "cl100k tokens", size] for chunk_id, size in self.over_tokens]
                 + [[chunk_id, "word pieces", size] for chunk_id, size in self.over_word_pieces],
+                limit=EXAMPLES,
             ),
         }
 
@@ -156,10 +145,11 @@ class ContextSetCoverage:
             "queries": self.queries,
             "queries_without_context_set": len(self.missing),
             "context_sets_without_passages": len(self.empty),
-            "examples": _markdown_table(
+            "examples": markdown_table(
                 ["query", "problem"],
                 [[query_id, "no context set"] for query_id in self.missing]
                 + [[query_id, "no passages"] for query_id in self.empty],
+                limit=EXAMPLES,
             ),
         }
 
@@ -184,8 +174,8 @@ class RerankAccount:
             "context_sets_reranked": self.reranked,
             "not_reranked_with_reason": len(self.explained),
             "inconsistent": len(self.unexplained),
-            "not_reranked": _markdown_table(["query", "reason"], self.explained),
-            "problems": _markdown_table(["query", "problem"], self.unexplained),
+            "not_reranked": markdown_table(["query", "reason"], self.explained, limit=EXAMPLES),
+            "problems": markdown_table(["query", "problem"], self.unexplained, limit=EXAMPLES),
         }
 
 
@@ -232,12 +222,13 @@ class SourceFreshness:
             "overdue_sources": len(self.overdue),
             "max_age_hours": round(self.max_age_seconds / 3600, 2),
             "oldest_refresh_hours": round(max(known) / 3600, 2) if known else 0.0,
-            "sources_by_age": _markdown_table(
+            "sources_by_age": markdown_table(
                 ["source", "hours since last refresh", "overdue"],
                 [
                     [source, hours(age), "yes" if source in self.overdue else "no"]
                     for source, age in sorted(self.ages.items(), key=lambda item: -(float("inf") if item[1] is None else item[1]))
                 ],
+                limit=EXAMPLES,
             ),
         }
 
@@ -278,12 +269,13 @@ class OrphanedSources:
             "orphaned_sources": len(self.orphans),
             "pages_awaiting_removal": sum(orphan.pages for orphan in self.orphans),
             "grace_hours": self.grace_hours,
-            "orphans": _markdown_table(
+            "orphans": markdown_table(
                 ["source", "pages", "chunks", "orphaned at (UTC)", "purged after (UTC)"],
                 [
                     [o.source, o.pages, o.chunks, f"{o.orphaned_at:%Y-%m-%d %H:%M}", f"{o.purged_after:%Y-%m-%d %H:%M}"]
                     for o in self.orphans
                 ],
+                limit=EXAMPLES,
             ),
         }
 
