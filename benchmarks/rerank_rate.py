@@ -44,7 +44,7 @@ from pipeline.extract import extract_document
 from pipeline.queries import load_queries
 from pipeline.ranking import StoreRerankCache
 from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, RerankRequest, RerankStats
-from pipeline.rerank.client import DEFAULT_PACING_SHARE
+from pipeline.inference import DEFAULT_PACING_SHARE
 from pipeline.rerank.service import ServiceConfig
 from pipeline.store.state import StateStore, sqlite_url
 
