@@ -80,7 +80,7 @@ class InferenceClient:
         requests_per_minute: int,
         tokens_per_minute: int | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy | None = None,
         rejection: Rejection | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -99,7 +99,7 @@ class InferenceClient:
         # Credentials in the URL would otherwise show in messages and cache keys.
         self.base_url = endpoint_of(base_url)
         self.model = model
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self._rejection = rejection
         self._sleep = sleep
         self._clock = clock

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -25,7 +25,7 @@ class EndpointContract:
     key_setting: str
     model_setting: str
     known_models: tuple[str, ...]
-    errors: ErrorClasses = ErrorClasses()
+    errors: ErrorClasses = field(default_factory=ErrorClasses)
 
 
 def endpoint_of(base_url: str) -> str:
