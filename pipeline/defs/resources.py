@@ -24,14 +24,13 @@ from pydantic import Field, PrivateAttr
 from pipeline import settings
 from pipeline.credentials import check_secret
 from pipeline.embedding import DEFAULT_BATCH_SIZE, MiniLMEmbedder
-from pipeline.rerank.client import (
+from pipeline.inference import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_DOCUMENT_TOKENS,
     DEFAULT_MAX_TOTAL_SECONDS,
     DEFAULT_READ_TIMEOUT_SECONDS,
-    RerankClient,
 )
+from pipeline.rerank.client import DEFAULT_MAX_DOCUMENT_TOKENS, RerankClient
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, state_url
 from pipeline.store.vectors import DEFAULT_COLLECTION, ChromaConnection, VectorIndex

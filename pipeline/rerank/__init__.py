@@ -3,20 +3,8 @@
 No Dagster here; ``pipeline/defs`` wraps these in resources and assets.
 """
 
-from pipeline.rerank.client import (
-    InMemoryRerankCache,
-    RateLimitWaitExceeded,
-    RequestRateLimiter,
-    RerankCache,
-    RerankClient,
-    RerankOutcome,
-    RerankRequest,
-    RerankResponse,
-    RerankResult,
-    RerankStats,
-    cache_key,
-    endpoint_of,
-)
+from pipeline.inference import RateLimitWaitExceeded, RequestRateLimiter, endpoint_of
+from pipeline.rerank.client import InMemoryRerankCache, RerankCache, RerankClient
 from pipeline.rerank.contract import KNOWN_MODELS, MAX_DOCUMENTS_PER_REQUEST, search_units
 from pipeline.rerank.errors import (
     RerankBadRequest,
@@ -30,6 +18,14 @@ from pipeline.rerank.errors import (
     RerankSettingRejected,
     RerankUnauthorized,
     RerankUnavailable,
+)
+from pipeline.rerank.results import (
+    RerankOutcome,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    RerankStats,
+    cache_key,
 )
 from pipeline.rerank.scoring import LocalRelevanceScorer
 from pipeline.rerank.service import (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -12,28 +11,11 @@ import httpx
 
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, ServiceConfig
+from tests.clock import FakeClock
 
 # Distinctive so that a leak is unmistakable when logs and messages are searched for it.
 API_KEY = "inf-test-7c1f9a2e4b6d8e0f"
 MODEL = "cohere-rerank-3-5"
-
-
-class FakeClock:
-    """A monotonic clock that only moves when something sleeps on it; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 @pytest.fixture

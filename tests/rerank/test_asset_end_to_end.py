@@ -28,7 +28,7 @@ from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.queries import load_queries
 from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, ServiceConfig
-from pipeline.rerank import client as client_module
+from pipeline.inference import client as client_module
 from pipeline.rerank.known_vectors import StoredEmbeddings
 from pipeline.store.state import CONTEXT_SETS_TABLE, StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources

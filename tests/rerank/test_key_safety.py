@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.credentials import Redactor, check_secret
 from pipeline.rerank import RerankClient, RerankError, RerankRequest
-from pipeline.rerank import client as client_module
+from pipeline.inference import client as client_module
 from pipeline.settings import SettingError
 from tests.rerank.conftest import API_KEY, MODEL
 

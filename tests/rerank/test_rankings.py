@@ -15,7 +15,7 @@ from pipeline.ranking import (
     rerank_stored_candidates,
 )
 from pipeline.rerank import RerankClient
-from pipeline.rerank.client import RerankUnauthorized
+from pipeline.rerank.errors import RerankUnauthorized
 from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 from tests.rerank.conftest import API_KEY, MODEL
 

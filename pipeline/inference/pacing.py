@@ -1,0 +1,140 @@
+"""Even pacing under a model's requests-per-minute and tokens-per-minute limits, shared by every thread.
+
+Heroku counts both limits per model over a sliding one-minute window, by when a request
+arrives. A client that used a sliding window itself would send a whole minute's budget back
+to back, and the first request of the next burst that lands inside the server's window would
+collect a 429. So :class:`RequestRateLimiter` spaces sends instead: after each one, the next
+waits the longer of one request's share of the minute and the sent request's tokens' share of
+it. That never puts more than the paced number of requests in any window, sustains exactly
+that rate, and saves up no credit while idle.
+
+Token counts are the endpoint layer's estimate (an embeddings request knows its inputs, a chat
+request its prompt and ``max_completion_tokens``). Spacing alone could let the first request
+of a window carry it past the token budget, so a ledger of the tokens sent in the last window
+holds a request until it fits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+# The limiter paces at this share of the published limit. It stamps when a request leaves, the
+# server when it arrives: 2% of a minute (1.2 s) absorbs that jitter, so no request lands inside
+# the window of the one sent a full limit earlier.
+DEFAULT_PACING_SHARE = 0.98
+RATE_WINDOW_SECONDS = 60.0
+
+
+class RateLimitWaitExceeded(Exception):
+    """:meth:`RequestRateLimiter.acquire` would have to wait past the caller's deadline."""
+
+    def __init__(self, wait_seconds: float) -> None:
+        super().__init__(f"the next free request slot is {wait_seconds:.1f}s away")
+        self.wait_seconds = wait_seconds
+
+
+class RequestRateLimiter:
+    """Paces sends evenly: one every ``window_seconds / (requests_per_minute × pacing_share)`` seconds at most.
+
+    With ``tokens_per_minute``, a send of ``tokens`` also keeps the next one
+    ``tokens × window_seconds / (tokens_per_minute × pacing_share)`` seconds away, and no send
+    goes out while the tokens sent in the last window plus its own would exceed
+    ``tokens_per_minute × pacing_share``.
+
+    Thread-safe: each caller reserves the next free slot under the lock and sleeps outside it,
+    so waiting workers go in arrival order. :meth:`push_back` (after a 429) moves every caller
+    behind the given delay; a caller that already holds an earlier slot takes a new one.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: int,
+        *,
+        tokens_per_minute: int | None = None,
+        pacing_share: float = DEFAULT_PACING_SHARE,
+        window_seconds: float = RATE_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if requests_per_minute < 1:
+            raise ValueError(f"requests_per_minute must be at least 1, got {requests_per_minute}")
+        if tokens_per_minute is not None and tokens_per_minute < 1:
+            raise ValueError(f"tokens_per_minute must be at least 1 or None, got {tokens_per_minute}")
+        if not 0 < pacing_share <= 1:
+            raise ValueError(f"pacing_share must be within (0, 1], got {pacing_share}")
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.window_seconds = window_seconds
+        self.slot_interval = window_seconds / (requests_per_minute * pacing_share)
+        # Tokens one window may carry, and how long one token keeps the next send away.
+        self.token_budget = tokens_per_minute * pacing_share if tokens_per_minute else None
+        self.seconds_per_token = window_seconds / self.token_budget if self.token_budget else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next_slot = float("-inf")
+        self._blocked_until = float("-inf")
+        # (slot, tokens) of the sends that carried tokens, oldest first; slots only grow.
+        self._sent_tokens: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, deadline: float | None = None, *, tokens: int = 0) -> float:
+        """Block until this caller's slot for a request of ``tokens`` tokens; return its clock time.
+
+        Raises :class:`RateLimitWaitExceeded`, reserving nothing, when the slot would come after
+        ``deadline`` (a clock time): one long Retry-After then fails the callers whose budgets it
+        exceeds at once instead of holding them for its whole length. Raises ValueError for a
+        request larger than a whole window's token budget, which no wait would let through.
+        """
+        if tokens < 0:
+            raise ValueError(f"tokens must be non-negative, got {tokens}")
+        if self.token_budget is not None and tokens > self.token_budget:
+            raise ValueError(
+                f"a request estimated at {tokens} tokens exceeds the {self.token_budget:.0f} tokens paced per "
+                f"{self.window_seconds:g}s (tokens_per_minute={self.tokens_per_minute}): send smaller requests"
+            )
+        counted = tokens if self.token_budget is not None else 0
+        while True:
+            with self._lock:
+                now = self._clock()
+                slot = max(now, self._next_slot, self._blocked_until)
+                if counted:
+                    slot = self._token_room(slot, counted)
+                if deadline is not None and slot > deadline:
+                    raise RateLimitWaitExceeded(slot - now)
+                self._next_slot = slot + max(self.slot_interval, counted * self.seconds_per_token)
+                if counted:
+                    self._sent_tokens.append((slot, counted))
+            if slot > now:
+                self._sleep(slot - now)
+            with self._lock:
+                if self._blocked_until <= slot:
+                    return slot
+                if (slot, counted) in self._sent_tokens:
+                    # Not sent at that slot: its tokens must not hold back the others.
+                    self._sent_tokens.remove((slot, counted))
+
+    def push_back(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` from now."""
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def _token_room(self, slot: float, tokens: int) -> float:
+        """The earliest time from ``slot`` at which ``tokens`` more fit the last window's budget (lock held).
+
+        Reads the ledger without consuming it beyond what has left every future window: a caller
+        refused for its deadline reserves nothing, and the next may need those entries.
+        """
+        assert self.token_budget is not None
+        sent = self._sent_tokens
+        while sent and sent[0][0] <= slot - self.window_seconds:
+            sent.popleft()
+        in_window = sum(count for _, count in sent)
+        for oldest, count in sent:
+            if in_window + tokens <= self.token_budget:
+                break
+            slot = max(slot, oldest + self.window_seconds)
+            in_window -= count
+        return slot

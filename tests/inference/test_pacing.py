@@ -1,0 +1,96 @@
+"""RequestRateLimiter under a tokens-per-minute limit as well as a requests-per-minute one (fake clock)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pipeline.inference import RateLimitWaitExceeded, RequestRateLimiter
+from tests.clock import FakeClock
+
+
+def _tokens_in_any_window(sends: list[tuple[float, int]], window: float) -> int:
+    """The most tokens sent inside any half-open window [t, t + window)."""
+    return max(sum(tokens for other, tokens in sends if start <= other < start + window) for start, _ in sends)
+
+
+def test_sends_are_spaced_by_their_tokens_share_of_the_minute(fake_clock):
+    limiter = RequestRateLimiter(
+        1000, tokens_per_minute=60_000, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep
+    )
+
+    assert [limiter.acquire(tokens=2000) for _ in range(4)] == [1000.0, 1002.0, 1004.0, 1006.0]
+    # The spacing follows the request just sent: a small one after a big one waits its share.
+    assert limiter.acquire(tokens=60) == 1008.0
+    # Small requests are held to the requests-per-minute spacing (60 ms), not their tokens' (1 ms).
+    assert limiter.acquire(tokens=1) == pytest.approx(1008.06)
+    assert limiter.acquire(tokens=1) == pytest.approx(1008.12)
+
+
+def test_no_window_carries_more_tokens_than_the_paced_share_of_the_limit(fake_clock):
+    limiter = RequestRateLimiter(500, tokens_per_minute=800_000, clock=fake_clock, sleep=fake_clock.sleep)
+    rng = random.Random(7)
+    # Mostly small requests with a few near the largest an embeddings request can be (96 × 512 tokens).
+    sizes = [rng.choice([300, 800, 2_000, 49_152]) for _ in range(600)]
+    sends = [(limiter.acquire(tokens=size), size) for size in sizes]
+
+    assert _tokens_in_any_window(sends, 60.0) <= 800_000 * 0.98
+    slots = [slot for slot, _ in sends]
+    assert slots == sorted(slots) and len(set(slots)) == len(slots)
+
+
+def test_a_large_request_waits_until_the_window_has_room(fake_clock):
+    limiter = RequestRateLimiter(
+        10_000, tokens_per_minute=1_000, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep
+    )
+    first = limiter.acquire(tokens=100)
+    second = limiter.acquire(tokens=100)
+    # Spacing alone would send 900 tokens at 1012 with 200 still in the window; it waits for the first to leave.
+    assert (first, second) == (1000.0, 1006.0)
+    assert limiter.acquire(tokens=900) == 1060.0
+
+
+def test_a_request_larger_than_the_budget_is_refused_naming_the_limit(fake_clock):
+    limiter = RequestRateLimiter(100, tokens_per_minute=10_000, clock=fake_clock, sleep=fake_clock.sleep)
+
+    with pytest.raises(ValueError, match="tokens_per_minute=10000") as refused:
+        limiter.acquire(tokens=9_900)
+    assert "send smaller requests" in str(refused.value) and fake_clock.sleeps == []
+
+
+def test_tokens_count_for_nothing_without_a_tokens_limit(fake_clock):
+    limiter = RequestRateLimiter(60, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep)
+
+    assert [limiter.acquire(tokens=1_000_000) for _ in range(3)] == [1000.0, 1001.0, 1002.0]
+
+
+def test_a_refused_deadline_leaves_the_token_ledger_as_it_was(fake_clock):
+    limiter = RequestRateLimiter(
+        10_000, tokens_per_minute=1_000, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep
+    )
+    limiter.acquire(tokens=600)
+    with pytest.raises(RateLimitWaitExceeded) as held:
+        limiter.acquire(deadline=fake_clock() + 30, tokens=600)
+
+    assert held.value.wait_seconds == 60.0
+    # The 600 tokens sent at 1000 still count: another 600 may not go before they leave the window.
+    assert limiter.acquire(tokens=600) == 1060.0
+
+
+def test_a_slot_given_up_after_a_push_back_frees_its_tokens():
+    clock = FakeClock()
+
+    def sleep_while_a_429_arrives(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            limiter.push_back(10)
+
+    limiter = RequestRateLimiter(
+        10_000, tokens_per_minute=1_000, pacing_share=1.0, clock=clock, sleep=sleep_while_a_429_arrives
+    )
+    assert limiter.acquire(tokens=400) == 1000.0
+    # Reserved at 1024 (400 tokens' share of the minute after the first), held by a 429 while asleep, it takes
+    # the next slot, 1048. Had the given-up reservation kept its 400 tokens, 1,200 would be in the window there
+    # and it would wait until 1060.
+    assert limiter.acquire(tokens=400) == 1048.0
