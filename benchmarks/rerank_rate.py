@@ -39,13 +39,13 @@ import numpy as np
 
 from pipeline.chunking import chunk_document
 from pipeline.demo import QUERIES_FILE, site_dir
-from pipeline.embedding import MiniLMEmbedder
 from pipeline.extract import extract_document
 from pipeline.queries import load_queries
 from pipeline.ranking import StoreRerankCache
-from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, RerankRequest, RerankStats
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.rerank import RerankClient, RerankRequest, RerankStats
 from pipeline.rerank.client import DEFAULT_PACING_SHARE
-from pipeline.rerank.service import ServiceConfig
 from pipeline.store.state import StateStore, sqlite_url
 
 KEY = "benchmark-rerank-key"
@@ -98,7 +98,7 @@ def main() -> None:
     passages = demo_passages()
     vectors = np.random.default_rng(arguments.seed).standard_normal((len(passages), EMBEDDING_DIMENSIONS))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    scorer = LocalRelevanceScorer(MiniLMEmbedder(), cache_size=len(passages))
+    scorer = local_scorer(cache_size=len(passages))
     scorer.seed_vectors(passages, vectors.astype(np.float32))
     scorer.warm()
     requests = rerank_requests(passages, arguments.queries, arguments.candidates, rng)

@@ -1,4 +1,8 @@
-"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the rerank service."""
+"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the rerank service.
+
+The one place that wires the local stand-ins (``pipeline.local``) to the product: it
+hands the stand-in scorer the pipeline's analyzer, header lines and stored vectors.
+"""
 
 from __future__ import annotations
 
@@ -138,7 +142,7 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
 
 def service_config(arguments: argparse.Namespace):
     """The ServiceConfig the flags describe; a bad value raises ValueError naming its flag."""
-    from pipeline.rerank.service import ServiceConfig
+    from pipeline.local import ServiceConfig
 
     values = {field: getattr(arguments, field) for field in FAULT_FLAGS}
     if values["allowed_models"] is not None:
@@ -157,22 +161,35 @@ def service_config(arguments: argparse.Namespace):
         raise ValueError(message) from None
 
 
-def _local_scorer():
-    """The local scorer, reusing the embeddings the pipeline stored at ingest (same model, computed earlier)."""
+def local_scorer(embedder=None, **options):
+    """The stand-in's scorer, reading documents as the pipeline writes them: its analyzer, its header lines.
+
+    ``options`` go to :class:`pipeline.local.LocalRelevanceScorer` (``known_vectors``,
+    ``cache_size``, ``weights``); ``embedder`` defaults to a new all-MiniLM-L6-v2 embedder.
+    """
+    from pipeline.chunking import header_line
     from pipeline.embedding import MiniLMEmbedder
-    from pipeline.rerank.known_vectors import StoredEmbeddings
-    from pipeline.rerank.scoring import LocalRelevanceScorer
+    from pipeline.local import LocalRelevanceScorer
+    from pipeline.store.lexical import analyze
+
+    return LocalRelevanceScorer(embedder or MiniLMEmbedder(), analyze=analyze, header_line=header_line, **options)
+
+
+def _stored_vectors_scorer():
+    """The local scorer, reusing the embeddings the pipeline stored at ingest (same model, computed earlier)."""
+    from pipeline.local import StoredEmbeddings
     from pipeline.store.state import StateStore
 
-    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(settings.state_store_url())))
+    store = StateStore(settings.state_store_url())
+    return local_scorer(known_vectors=StoredEmbeddings(store.iter_embedded_texts))
 
 
 def _local_rerank_service(stack: ExitStack, port: int) -> str:
-    from pipeline.rerank.service import LocalRerankService, ServiceConfig
+    from pipeline.local import LocalRerankService, ServiceConfig
 
     service = stack.enter_context(
         LocalRerankService(
-            ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True, scorer=_local_scorer()
+            ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True, scorer=_stored_vectors_scorer()
         )
     )
     return service.url
@@ -194,11 +211,11 @@ def serve_demo(site_port: int, rerank_port: int) -> int:
 
 
 def serve_rerank(host: str, port: int, config) -> int:
-    from pipeline.rerank.service import run_service
+    from pipeline.local import run_service
 
     # One line per request from the service (status, model, documents, fault; never the token).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_service(host=host, port=port, config=config, scorer=_local_scorer())
+    run_service(host=host, port=port, config=config, scorer=_stored_vectors_scorer())
     return 0
 
 

@@ -10,8 +10,9 @@ import pytest
 
 import httpx
 
-from pipeline.embedding import MiniLMEmbedder
-from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, ServiceConfig
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig
+from pipeline.rerank import RerankClient
 
 # Distinctive so that a leak is unmistakable when logs and messages are searched for it.
 API_KEY = "inf-test-7c1f9a2e4b6d8e0f"
@@ -48,7 +49,7 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def scorer() -> LocalRelevanceScorer:
-    scorer = LocalRelevanceScorer(MiniLMEmbedder())
+    scorer = local_scorer()
     scorer.warm()
     return scorer
 
