@@ -1,8 +1,4 @@
-"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the rerank service.
-
-The one place that wires the local stand-ins (``pipeline.local``) to the product: it
-hands the stand-in scorer the pipeline's analyzer, header lines and stored vectors.
-"""
+"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the rerank service."""
 
 from __future__ import annotations
 
@@ -15,9 +11,14 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline import settings
 from pipeline.demo import SITE_PORT, SOURCES_FILE, serve_directory, site_dir
+
+if TYPE_CHECKING:
+    from pipeline.embedding import MiniLMEmbedder
+    from pipeline.local import LocalRelevanceScorer
 
 RERANK_PORT = 8765
 # The demo prints its own summary; Dagster's per-step debug events would bury it.
@@ -161,7 +162,9 @@ def service_config(arguments: argparse.Namespace):
         raise ValueError(message) from None
 
 
-def local_scorer(embedder=None, **options):
+# The one place that wires the local stand-ins (pipeline.local) to the product: the stand-in
+# scorer gets the pipeline's analyzer, header lines and stored vectors from here.
+def local_scorer(embedder: MiniLMEmbedder | None = None, **options: Any) -> LocalRelevanceScorer:
     """The stand-in's scorer, reading documents as the pipeline writes them: its analyzer, its header lines.
 
     ``options`` go to :class:`pipeline.local.LocalRelevanceScorer` (``known_vectors``,
@@ -175,7 +178,7 @@ def local_scorer(embedder=None, **options):
     return LocalRelevanceScorer(embedder or MiniLMEmbedder(), analyze=analyze, header_line=header_line, **options)
 
 
-def _stored_vectors_scorer():
+def _stored_vectors_scorer() -> LocalRelevanceScorer:
     """The local scorer, reusing the embeddings the pipeline stored at ingest (same model, computed earlier)."""
     from pipeline.local import StoredEmbeddings
     from pipeline.store.state import StateStore

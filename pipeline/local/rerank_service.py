@@ -37,6 +37,7 @@ from pipeline.rerank.contract import API_VERSION, KNOWN_MODELS, RATE_WINDOW_SECO
 
 log = logging.getLogger(__name__)
 
+
 class Scorer(Protocol):
     """Scores documents against a query, one score in [0, 1] per document, in input order."""
 
