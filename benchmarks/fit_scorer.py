@@ -1,4 +1,4 @@
-"""Refit the local scorer's feature weights (``pipeline/rerank/scoring.py: WEIGHTS``) on the labelled sets.
+"""Refit the local scorer's feature weights (``pipeline/local/scoring.py: WEIGHTS``) on the labelled sets.
 
     flock /work/wt/bench.lock uv run python benchmarks/fit_scorer.py --postgresql-data DIR [--demo-data DIR] [--features a,b]
 
@@ -24,8 +24,9 @@ from corpora import Corpus, ensure_demo_data, open_corpus
 from quality import retrieval
 
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.rerank.known_vectors import StoredEmbeddings
-from pipeline.rerank.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer
+from pipeline.cli import local_scorer
+from pipeline.local import StoredEmbeddings
+from pipeline.local.scoring import FEATURES, WEIGHTS
 from pipeline.retrieve import Fusion
 
 FOLDS = 5
@@ -39,7 +40,7 @@ class FeatureTable:
 
     def __init__(self, corpus: Corpus, embedder: MiniLMEmbedder) -> None:
         self.corpus = corpus
-        scorer = LocalRelevanceScorer(embedder, known_vectors=StoredEmbeddings(corpus.store))
+        scorer = local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.iter_embedded_texts))
         texts = {query.query_id: query.query for query in corpus.queries}
         self.candidates = retrieval(corpus, embedder, Fusion())
         # The retrieval baselines the targets are measured against (issue 8).

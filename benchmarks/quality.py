@@ -34,13 +34,13 @@ from corpora import Corpus, ensure_demo_data, open_corpus
 
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
+from pipeline.cli import local_scorer
 from pipeline.evaluation.metrics import METRICS
 from pipeline.evaluation.pipeline import EvaluationPlan, PipelineEvaluation, evaluate_pipeline
 from pipeline.evaluation.pipeline import context_order as pipeline_context_order
 from pipeline.rerank.client import InMemoryRerankCache, RerankClient
-from pipeline.rerank.service import LocalRerankService, ServiceConfig
-from pipeline.rerank.known_vectors import StoredEmbeddings
-from pipeline.rerank.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
+from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
+from pipeline.local.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.tables import markdown_table
@@ -122,13 +122,13 @@ def ablation(corpus: Corpus, scorer: LocalRelevanceScorer) -> list[tuple[str, di
     hybrid = retrieval(corpus, embedder, Fusion())
     rows.append(("**retrieval: hybrid RRF, BM25 weight 0.5, depth 100 (default)**", hybrid))
     rows.append(("rerank hybrid: first scorer (0.7 cosine + 0.3 BM25)", rerank(corpus, hybrid, previous_scorer(scorer))))
-    four_features = LocalRelevanceScorer(embedder, known_vectors=scorer.known_vectors, weights=FOUR_FEATURE_WEIGHTS)
+    four_features = local_scorer(embedder, known_vectors=scorer.known_vectors, weights=FOUR_FEATURE_WEIGHTS)
     rows.append(("rerank hybrid: four-feature scorer (before heading_dense, page_mass)", rerank(corpus, hybrid, four_features.score)))
     rows.append(("rerank dense-only candidates: new scorer", rerank(corpus, dense, scorer.score)))
     reranked = rerank(corpus, hybrid, scorer.score)
     rows.append(("**rerank hybrid: new scorer (default)**", reranked))
     for feature in FEATURES:
-        without = LocalRelevanceScorer(
+        without = local_scorer(
             embedder, known_vectors=scorer.known_vectors, weights={**WEIGHTS, feature: 0.0}
         )
         rows.append((f"rerank hybrid: new scorer without {feature}", rerank(corpus, hybrid, without.score)))
@@ -143,10 +143,10 @@ def ablation(corpus: Corpus, scorer: LocalRelevanceScorer) -> list[tuple[str, di
 
 def scoring_times(corpus: Corpus, embedder: MiniLMEmbedder, with_known_vectors: bool, limit: int | None = None) -> list[float]:
     """Seconds to score each query's 50 hybrid candidates with an empty document cache."""
-    known = StoredEmbeddings(corpus.store) if with_known_vectors else None
+    known = StoredEmbeddings(corpus.store.iter_embedded_texts) if with_known_vectors else None
     if known is not None:
         known.load()  # the service loads them once, on its first request
-    scorer = LocalRelevanceScorer(embedder, cache_size=0, known_vectors=known)
+    scorer = local_scorer(embedder, cache_size=0, known_vectors=known)
     scorer.warm()
     hybrid = retrieval(corpus, embedder, Fusion())
     texts = {query.query_id: query.query for query in corpus.queries}
@@ -202,7 +202,7 @@ def main() -> None:
         }
         print(", ".join(f"{c.name}: {len(c.labels.queries)} queries, {len(c.chunks)} chunks" for c in corpora.values()))
         scorers = {
-            name: LocalRelevanceScorer(embedder, known_vectors=StoredEmbeddings(corpus.store))
+            name: local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.iter_embedded_texts))
             for name, corpus in corpora.items()
         }
         reports = {name: stages(corpus, scorers[name]) for name, corpus in corpora.items()}

@@ -42,14 +42,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.chunking import chunk_document, header_line
+from pipeline.cli import local_scorer
 from pipeline.demo import QUERIES_FILE, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.extract import extract_document
+from pipeline.inference import DEFAULT_PACING_SHARE
 from pipeline.queries import load_queries
 from pipeline.ranking import StoreRerankCache
-from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, RerankRequest, RerankStats
-from pipeline.inference import DEFAULT_PACING_SHARE
-from pipeline.rerank.service import ServiceConfig
+from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.rerank import RerankClient, RerankRequest, RerankStats
 from pipeline.store.state import StateStore, sqlite_url
 
 KEY = "benchmark-rerank-key"
@@ -123,7 +124,7 @@ def main() -> None:
     vectors = np.random.default_rng(arguments.seed).standard_normal((len(known_texts), EMBEDDING_DIMENSIONS))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     embedder = CountingEmbedder()
-    scorer = LocalRelevanceScorer(embedder, cache_size=len(known_texts))
+    scorer = local_scorer(embedder, cache_size=len(known_texts))
     scorer.seed_vectors(known_texts, vectors.astype(np.float32))
     scorer.warm()
     requests = rerank_requests(passages, arguments.queries, arguments.candidates, rng)

@@ -31,7 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRerankService, ServiceConfig
 from tests.crawl.site_server import SiteServer
 from tests.soak.nights import FAULTS, deployment_env, schedule
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp, SiteServer() as server, \
-            LocalRerankService(ServiceConfig(api_key=FIRST_KEY)) as rerank:
+            LocalRerankService(ServiceConfig(api_key=FIRST_KEY), scorer=local_scorer()) as rerank:
         os.environ.update(deployment_env(Path(tmp), rerank.url, FIRST_KEY))
         from tests.soak.nights import Soak  # after the environment: it imports pipeline.definitions
 

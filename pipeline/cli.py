@@ -11,9 +11,14 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline import settings
 from pipeline.demo import SITE_PORT, SOURCES_FILE, serve_directory, site_dir
+
+if TYPE_CHECKING:
+    from pipeline.embedding import MiniLMEmbedder
+    from pipeline.local import LocalRelevanceScorer
 
 RERANK_PORT = 8765
 # The demo prints its own summary; Dagster's per-step debug events would bury it.
@@ -138,7 +143,7 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
 
 def service_config(arguments: argparse.Namespace):
     """The ServiceConfig the flags describe; a bad value raises ValueError naming its flag."""
-    from pipeline.rerank.service import ServiceConfig
+    from pipeline.local import ServiceConfig
 
     values = {field: getattr(arguments, field) for field in FAULT_FLAGS}
     if values["allowed_models"] is not None:
@@ -157,23 +162,38 @@ def service_config(arguments: argparse.Namespace):
         raise ValueError(message) from None
 
 
-def _local_scorer():
-    """The local scorer, reusing the embeddings the pipeline stored at ingest (same model, computed earlier)."""
+# The one place that wires the local stand-ins (pipeline.local) to the product: the stand-in
+# scorer gets the pipeline's analyzer, header lines and stored vectors from here.
+def local_scorer(embedder: MiniLMEmbedder | None = None, **options: Any) -> LocalRelevanceScorer:
+    """The stand-in's scorer, reading documents as the pipeline writes them: its analyzer, its header lines.
+
+    ``options`` go to :class:`pipeline.local.LocalRelevanceScorer` (``known_vectors``,
+    ``cache_size``, ``weights``); ``embedder`` defaults to a new all-MiniLM-L6-v2 embedder.
+    """
+    from pipeline.chunking import header_line
     from pipeline.embedding import MiniLMEmbedder
-    from pipeline.rerank.known_vectors import StoredEmbeddings
-    from pipeline.rerank.scoring import LocalRelevanceScorer
+    from pipeline.local import LocalRelevanceScorer
+    from pipeline.store.lexical import analyze
+
+    return LocalRelevanceScorer(embedder or MiniLMEmbedder(), analyze=analyze, header_line=header_line, **options)
+
+
+def _stored_vectors_scorer() -> LocalRelevanceScorer:
+    """The local scorer, reusing the embeddings the pipeline stored at ingest (same model, computed earlier)."""
     from pipeline.instance import state_store_url
+    from pipeline.local import StoredEmbeddings
     from pipeline.store.state import StateStore
 
-    return LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(StateStore(state_store_url())))
+    store = StateStore(state_store_url())
+    return local_scorer(known_vectors=StoredEmbeddings(store.iter_embedded_texts))
 
 
 def _local_rerank_service(stack: ExitStack, port: int) -> str:
-    from pipeline.rerank.service import LocalRerankService, ServiceConfig
+    from pipeline.local import LocalRerankService, ServiceConfig
 
     service = stack.enter_context(
         LocalRerankService(
-            ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True, scorer=_local_scorer()
+            ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True, scorer=_stored_vectors_scorer()
         )
     )
     return service.url
@@ -195,11 +215,11 @@ def serve_demo(site_port: int, rerank_port: int) -> int:
 
 
 def serve_rerank(host: str, port: int, config) -> int:
-    from pipeline.rerank.service import run_service
+    from pipeline.local import run_service
 
     # One line per request from the service (status, model, documents, fault; never the token).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_service(host=host, port=port, config=config, scorer=_local_scorer())
+    run_service(host=host, port=port, config=config, scorer=_stored_vectors_scorer())
     return 0
 
 

@@ -9,12 +9,11 @@ import dagster as dg
 import pytest
 
 from pipeline.chunking import header_line
+from pipeline.cli import local_scorer
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation.labels import load_labelled_set, pages_in_order
-from pipeline.rerank.known_vectors import StoredEmbeddings
-from pipeline.rerank.scoring import LocalRelevanceScorer
-from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
@@ -29,7 +28,7 @@ def evaluated(tmp_path_factory):
     """Ingest the demo site, evaluate twice (the second run from the rerank cache), then once with broken labels."""
     data_dir = tmp_path_factory.mktemp("data")
     store = StateStore(sqlite_url(data_dir))
-    scorer = LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(store))
+    scorer = local_scorer(known_vectors=StoredEmbeddings(store.iter_embedded_texts))
     with (
         serve_directory(site_dir()) as site_url,
         LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=scorer) as service,

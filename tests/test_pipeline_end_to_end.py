@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.queries import load_queries
-from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def demo_run(tmp_path_factory):
     """Run the demo pipeline twice over unchanged input; yield both runs' results."""
     data_dir = tmp_path_factory.mktemp("data")
-    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY)) as service:
+    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as service:
         sources = write_sources(
             data_dir / "sources.yaml",
             [{"name": "user-guide", "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],

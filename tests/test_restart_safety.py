@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from pipeline.demo import serve_directory, site_dir
-from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
 from tests.conftest import fresh_postgres_database
@@ -85,7 +86,7 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[tuple[str, LocalRerankService]]:
-    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY)) as rerank:
+    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as rerank:
         yield site_url, rerank
 
 

@@ -16,7 +16,8 @@ import yaml
 
 from pipeline.defs.jobs import context_sets_job, ingest_source_job
 from pipeline.defs.removal import remove_sources_job
-from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRerankService, ServiceConfig
 from tests.crawl.site_server import SiteServer
 from tests.support import ALL_ASSETS, TEST_KEY, PipelineRun, make_resources
 
@@ -94,7 +95,7 @@ class TinySite:
 
 @contextmanager
 def tiny_site(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[TinySite]:
-    with SiteServer() as server, LocalRerankService(ServiceConfig(api_key=TEST_KEY)) as rerank:
+    with SiteServer() as server, LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as rerank:
         for path, (title, text, links) in PAGES.items():
             server.page(path, page_html(title, text, links))
         site = TinySite(server, tmp_path / "data", tmp_path / "sources.yaml", tmp_path / "queries.yaml", rerank, instance)

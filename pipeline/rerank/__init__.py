@@ -1,6 +1,7 @@
-"""Reranking through Heroku Inference ``/v1/rerank``: the client, a local stand-in service, and its scorer.
+"""Reranking through Heroku Inference ``/v1/rerank``: the client and the endpoint's contract.
 
-No Dagster here; ``pipeline/defs`` wraps these in resources and assets.
+No Dagster here; ``pipeline/defs`` wraps these in resources and assets. The local
+stand-in service lives in :mod:`pipeline.local`, outside the product.
 """
 
 from pipeline.inference import RateLimitWaitExceeded, RequestRateLimiter, endpoint_of
@@ -27,22 +28,11 @@ from pipeline.rerank.results import (
     RerankStats,
     cache_key,
 )
-from pipeline.rerank.scoring import LocalRelevanceScorer
-from pipeline.rerank.service import (
-    LocalRerankService,
-    LoggedRequest,
-    RerankService,
-    ServiceConfig,
-    run_service,
-)
 
 __all__ = [
     "KNOWN_MODELS",
     "MAX_DOCUMENTS_PER_REQUEST",
     "InMemoryRerankCache",
-    "LocalRelevanceScorer",
-    "LocalRerankService",
-    "LoggedRequest",
     "RateLimitWaitExceeded",
     "RequestRateLimiter",
     "RerankBadRequest",
@@ -59,14 +49,11 @@ __all__ = [
     "RerankResponse",
     "RerankResult",
     "RerankServerError",
-    "RerankService",
     "RerankSettingRejected",
     "RerankStats",
     "RerankUnauthorized",
     "RerankUnavailable",
-    "ServiceConfig",
     "cache_key",
     "endpoint_of",
-    "run_service",
     "search_units",
 ]

@@ -24,10 +24,9 @@ import httpx
 import yaml
 
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
-from pipeline.embedding import MiniLMEmbedder
 from pipeline.instance import POSTGRES_URL_VARIABLE
-from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, ServiceConfig
-from pipeline.rerank.known_vectors import StoredEmbeddings
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.store.state import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,7 +181,7 @@ def local_heroku_app(root: Path, database: str, sources: list[dict] | None = Non
         # The rerank "add-on": scores with the embeddings the pipeline stored in the app's database.
         store = StateStore(database)
         stack.callback(store.dispose)
-        scorer = LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(store))
+        scorer = local_scorer(known_vectors=StoredEmbeddings(store.iter_embedded_texts))
         rerank = stack.enter_context(LocalRerankService(ServiceConfig(api_key=RERANK_KEY), scorer=scorer, warm=True))
         # Heroku's form of the URL; trust auth ignores the password, which only has to stay secret.
         heroku_database_url = database.replace("postgresql://postgres@", f"postgres://postgres:{DB_PASSWORD}@")

@@ -9,8 +9,9 @@ import pytest
 
 import httpx
 
-from pipeline.embedding import MiniLMEmbedder
-from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, RerankClient, ServiceConfig
+from pipeline.cli import local_scorer
+from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig
+from pipeline.rerank import RerankClient
 from tests.clock import FakeClock
 
 # Distinctive so that a leak is unmistakable when logs and messages are searched for it.
@@ -30,7 +31,7 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def scorer() -> LocalRelevanceScorer:
-    scorer = LocalRelevanceScorer(MiniLMEmbedder())
+    scorer = local_scorer()
     scorer.warm()
     return scorer
 

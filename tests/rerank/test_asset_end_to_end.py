@@ -25,11 +25,10 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
-from pipeline.embedding import MiniLMEmbedder
 from pipeline.queries import load_queries
-from pipeline.rerank import LocalRelevanceScorer, LocalRerankService, ServiceConfig
+from pipeline.cli import local_scorer
 from pipeline.inference import client as client_module
-from pipeline.rerank.known_vectors import StoredEmbeddings
+from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.store.state import CONTEXT_SETS_TABLE, StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
@@ -65,7 +64,7 @@ def ingested(tmp_path_factory) -> Iterator[Ingested]:
         run.ingest("user-guide")
         run.downstream(selection=dg.AssetSelection.groups("retrieve"))
     store = StateStore(sqlite_url(data_dir))
-    scorer = LocalRelevanceScorer(MiniLMEmbedder(), known_vectors=StoredEmbeddings(store))
+    scorer = local_scorer(known_vectors=StoredEmbeddings(store.iter_embedded_texts))
     scorer.warm()
     yield Ingested(data_dir, sources, scorer)
     store.dispose()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.embedding import MiniLMEmbedder
 import numpy as np
 
-from pipeline.rerank.known_vectors import StoredEmbeddings
-from pipeline.rerank.scoring import (
+from pipeline.chunking import header_line
+from pipeline.cli import local_scorer
+from pipeline.local import StoredEmbeddings
+from pipeline.local.scoring import (
     FEATURES,
     WEIGHTS,
     LocalRelevanceScorer,
@@ -19,6 +20,7 @@ from pipeline.rerank.scoring import (
     page_support,
     text_key,
 )
+from pipeline.store.lexical import analyze
 from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 
 QUERY = "How do I optimize database connection pooling?"
@@ -60,7 +62,7 @@ def test_scores_are_bounded_and_one_per_document(scorer):
 
 
 def test_scores_are_deterministic_and_independent_of_the_cache(scorer):
-    fresh = LocalRelevanceScorer(MiniLMEmbedder(), cache_size=0)
+    fresh = local_scorer(cache_size=0)
 
     assert scorer.score(QUERY, DOCUMENTS) == scorer.score(QUERY, DOCUMENTS)
     assert fresh.score(QUERY, DOCUMENTS) == pytest.approx(scorer.score(QUERY, DOCUMENTS), abs=1e-6)
@@ -81,7 +83,7 @@ def test_bm25_prefers_more_query_terms_and_stays_below_one():
         "gardening tips",
         "database database database",
     ]
-    full, partial, none, repeated = lexical_scores("database connection pooling", documents)
+    full, partial, none, repeated = lexical_scores("database connection pooling", documents, analyze)
 
     assert full > partial > none == 0.0
     assert full > repeated
@@ -89,16 +91,16 @@ def test_bm25_prefers_more_query_terms_and_stays_below_one():
 
 
 def test_bm25_normalises_for_document_length():
-    short, long = lexical_scores("pooling", ["pooling explained", "pooling " + "filler words " * 40])
+    short, long = lexical_scores("pooling", ["pooling explained", "pooling " + "filler words " * 40], analyze)
     assert short > long
 
 
 def test_bm25_without_query_words_scores_zero():
-    assert list(lexical_scores("?!", ["anything at all"])) == [0.0]
+    assert list(lexical_scores("?!", ["anything at all"], analyze)) == [0.0]
 
 
 def test_bm25_matches_word_forms_through_stemming():
-    stemmed, unrelated = lexical_scores("too many connections", ["the connection limit", "disk space"])
+    stemmed, unrelated = lexical_scores("too many connections", ["the connection limit", "disk space"], analyze)
     assert stemmed > unrelated == 0.0
 
 
@@ -134,7 +136,7 @@ def test_a_passage_backed_by_its_page_outranks_an_equal_lone_passage(scorer):
     siblings = [f"Server Configuration > Memory\nOther memory setting number {n}." for n in range(3)]
     scores = scorer.score(query, [lone, backed, *siblings])
     assert scores[1] > scores[0]
-    only_dense = LocalRelevanceScorer(scorer.embedder, weights={"dense": 1.0})
+    only_dense = local_scorer(scorer.embedder, weights={"dense": 1.0})
     assert only_dense.score(query, [lone, backed])[1] == pytest.approx(only_dense.score(query, [lone, backed])[0], abs=0.05)
 
 
@@ -145,13 +147,31 @@ def test_heading_dense_scores_the_header_line_alone(scorer):
         "Server Configuration > Logging\nThe freeze age of each table is tracked.",
         "no header line: transaction ID wraparound",
     ]
-    assert header_of(documents[0]) == "Routine Vacuuming > Preventing Transaction ID Wraparound Failures"
+    assert header_of(documents[0], header_line) == "Routine Vacuuming > Preventing Transaction ID Wraparound Failures"
     heading = _feature(scorer, query, documents, "heading_dense")
     dense = _feature(scorer, query, documents, "dense")
-    expected = float(np.clip(scorer.embedder.embed([header_of(documents[0])])[0] @ scorer.embedder.embed([query])[0], 0, 1))
+    expected = float(np.clip(scorer.embedder.embed([header_of(documents[0], header_line)])[0] @ scorer.embedder.embed([query])[0], 0, 1))
     assert heading[0] == pytest.approx(expected, abs=1e-5)
     assert heading[0] > heading[1] + 0.3  # same body, the header decides
     assert heading[2] == pytest.approx(dense[2])  # no header: the document itself
+
+
+def test_the_scorer_reads_documents_with_the_analyzer_and_header_lines_it_is_given(scorer):
+    # The CLI passes the pipeline's own; the scorer knows no other, so a different pair changes what it reads.
+    def with_synonym(text):
+        return ["car" if word == "automobile" else word for word in text.lower().split()]
+
+    def before_a_bar(document):
+        header, bar, _ = document.partition(" | ")
+        return header if bar else None
+
+    reader = LocalRelevanceScorer(scorer.embedder, analyze=with_synonym, header_line=before_a_bar)
+    query, documents = "automobile", ["car repair | knitting a scarf", "chocolate cake"]
+    assert list(reader.features(query, documents)[:, FEATURES.index("coverage")]) == [1.0, 0.0]
+    assert list(_feature(scorer, query, documents, "coverage")) == [0.0, 0.0]
+    heading = reader.features(query, documents)[0, FEATURES.index("heading_dense")]
+    assert heading == pytest.approx(float(reader.dense_scores(query, ["car repair"])[0]), abs=1e-5)
+    assert _feature(scorer, query, documents, "heading_dense")[0] == pytest.approx(scorer.dense_scores(query, documents)[0])
 
 
 def test_page_mass_sums_each_pages_excess_over_the_median():
@@ -165,7 +185,7 @@ def test_page_mass_sums_each_pages_excess_over_the_median():
 def test_weights_are_validated(scorer):
     for weights in ({"dense": 1.0, "title": 1.0}, {"dense": -1.0}, {"dense": 0.0}):
         with pytest.raises(ValueError, match="weights must be non-negative"):
-            LocalRelevanceScorer(scorer.embedder, weights=weights)
+            local_scorer(scorer.embedder, weights=weights)
 
 
 def _stored_chunk(text: str) -> StoredChunk:
@@ -178,7 +198,7 @@ def test_vectors_stored_at_ingest_replace_embedding(scorer, tmp_path):
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_stored_chunk(irrelevant)], chunked_key="k")
     # Pretend ingest embedded this text as the query's vector: the scorer must take the stored one.
     store.save_embeddings({irrelevant[:8]: scorer.embedder.embed([QUERY])[0]})
-    uses_store = LocalRelevanceScorer(scorer.embedder, cache_size=0, known_vectors=StoredEmbeddings(store))
+    uses_store = local_scorer(scorer.embedder, cache_size=0, known_vectors=StoredEmbeddings(store.iter_embedded_texts))
     assert uses_store.dense_scores(QUERY, [irrelevant])[0] == pytest.approx(1.0, abs=1e-5)
     assert scorer.dense_scores(QUERY, [irrelevant])[0] < 0.2
     # Texts the store does not know are embedded.
@@ -189,7 +209,7 @@ def test_vectors_stored_at_ingest_replace_embedding(scorer, tmp_path):
 def test_stored_embeddings_reload_on_a_miss_at_most_every_interval(tmp_path):
     store = StateStore(sqlite_url(tmp_path))
     now = [0.0]
-    known = StoredEmbeddings(store, reload_seconds=60, clock=lambda: now[0])
+    known = StoredEmbeddings(store.iter_embedded_texts, reload_seconds=60, clock=lambda: now[0])
     text = "VACUUM reclaims storage."
     key = {text_key(text): text}
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_stored_chunk(text)], chunked_key="k")
@@ -204,7 +224,7 @@ def test_stored_embeddings_reload_on_a_miss_at_most_every_interval(tmp_path):
 
 
 def test_seeded_vectors_replace_embedding(scorer):
-    seeded = LocalRelevanceScorer(scorer.embedder)
+    seeded = local_scorer(scorer.embedder)
     irrelevant = "Knitting a scarf takes patience and a good pair of needles."
     query_vector = scorer.embedder.embed([QUERY])
     seeded.seed_vectors([irrelevant], query_vector)

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from pipeline.rerank import LocalRerankService, ServiceConfig
+from pipeline.local import LocalRerankService, ServiceConfig
 
 MODEL = "cohere-rerank-3-5"
 QUERY = "How do I optimize database connection pooling?"
@@ -213,7 +213,7 @@ def test_each_request_is_logged_without_the_token_or_texts(post, rerank_service,
     post(body(), headers={"Authorization": "Bearer inf-wrong-1234abcd"})
     post(body(), headers={"X-Fault": "500"})
 
-    lines = [record.getMessage() for record in caplog.records if record.name == "pipeline.rerank.service"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "pipeline.local.rerank_service"]
     assert len(lines) == 3
     assert lines[0].startswith(f"rerank 200 model={MODEL} documents=3 top_n=None authorized=True fault=-")
     assert lines[1].startswith("rerank 401 model=None documents=None") and "authorized=False" in lines[1]

@@ -38,7 +38,7 @@ import yaml
 from chromadb.api.shared_system_client import SharedSystemClient
 
 from pipeline.heroku import fail_interrupted_runs
-from pipeline.rerank.service import LocalRerankService, ServiceConfig
+from pipeline.local import LocalRerankService
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, metadata as state_metadata, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex

@@ -1,22 +1,22 @@
-"""The local service's relevance scorer: a small linear model over cheap features. Not a cross-encoder.
+"""The local rerank service's relevance scorer: a small linear model over cheap features. Not a cross-encoder.
 
 Cohere's and Amazon's rerankers read query and document together; no such model ships
 offline, so this scorer combines what does, each feature in [0, 1]:
 
 - ``dense``: cosine similarity of all-MiniLM-L6-v2 embeddings of query and document
   (the model the index was built with), clipped at 0;
-- ``lexical``: BM25 over the request's documents with stemming and stopwords
-  (``pipeline.store.lexical.analyze``), divided by the best score any document could
-  reach for this query (every query term, unbounded frequency);
+- ``lexical``: BM25 over the request's documents with the ``analyze`` it is given (the
+  CLI passes the pipeline's own analyzer: stemming and stopwords), divided by the best
+  score any document could reach for this query (every query term, unbounded frequency);
 - ``coverage``: the share of distinct query terms the document contains;
 - ``page_support``: documents of the pipeline start with their page's context header
   (``Title > Heading``); passages are grouped by title, and a passage's support grows
   with the number of its page's passages among the candidates (``log n / log 10``,
   capped at 1): a page that several candidates come from is more likely to answer;
 - ``heading_dense``: field weighting for the header line: cosine similarity of the
-  query to the document's ``Title > H2 > H3`` line embedded alone (the whole document
-  when it has no header), so a section titled after the question counts beyond the
-  share of the passage its header takes;
+  query to the document's ``Title > H2 > H3`` line embedded alone (found by the
+  ``header_line`` it is given; the whole document when it has no header), so a section
+  titled after the question counts beyond the share of the passage its header takes;
 - ``page_mass``: relevance-weighted page support: per page, the sum over its candidates
   of how far their ``dense`` score lies above the candidates' median, divided by the
   largest such sum among the pages. Unlike ``page_support`` it does not count passages
@@ -35,6 +35,9 @@ to the document, BM25 with corpus-wide IDF, a passage length prior, the request
 order, and BM25 as a rank percentile among the candidates (docs/evaluation.md lists
 the figures).
 
+It imports nothing from the pipeline's stages: the CLI injects how the pipeline reads
+its documents (``analyze``, ``header_line``) and where its stored vectors are.
+
 Unlike a pointwise reranker, the page features make a document's score depend on
 the other documents in the request (the lexical IDF already did, slightly).
 
@@ -42,7 +45,7 @@ Cost: embedding documents would dominate (about 35-40 ms per 200-token document 
 two cores, 2 s for 50), so document vectors come, in order, from a bounded LRU cache
 keyed by text hash, from ``known_vectors`` (the local service looks the texts up
 among the embeddings the pipeline computed at ingest time: the same model, computed
-earlier; see :class:`pipeline.rerank.known_vectors.StoredEmbeddings`), and only then
+earlier; see :class:`pipeline.local.known_vectors.StoredEmbeddings`), and only then
 from the model. The same goes for header lines: ingest embeds each distinct one once
 (``pipeline.ingest.sync_header_embeddings``), since embedding 40 of them per request
 would cost more than the whole budget. ``benchmarks/quality.py`` reports the time
@@ -60,9 +63,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.chunking import header_line
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.store.lexical import analyze
 
 FEATURES = ("dense", "lexical", "coverage", "page_support", "heading_dense", "page_mass")
 # Fitted by benchmarks/fit_scorer.py (see the module docstring); only ratios matter.
@@ -82,6 +83,11 @@ PAGE_SUPPORT_SATURATION = 10
 DEFAULT_CACHE_SIZE = 8192
 _HEADER_SEPARATOR = " > "
 
+# Text → its terms (tokenised, stopwords dropped, stemmed).
+Analyzer = Callable[[str], list[str]]
+# A document → the context header line it starts with, None when it has none.
+HeaderLine = Callable[[str], str | None]
+
 
 class KnownVectors(Protocol):
     """Document vectors computed earlier with the same model, found by text key (SHA-256 of the text)."""
@@ -93,9 +99,7 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def lexical_scores(
-    query: str, documents: Sequence[str], analyzer: Callable[[str], list[str]] = analyze
-) -> np.ndarray:
+def lexical_scores(query: str, documents: Sequence[str], analyzer: Analyzer) -> np.ndarray:
     """BM25 (k1=1.2, b=0.75) over ``documents`` as the corpus, scaled into [0, 1)."""
     query_terms = set(analyzer(query))
     document_terms = [Counter(analyzer(document)) for document in documents]
@@ -119,7 +123,7 @@ def _bm25(query_terms: set[str], document_terms: Sequence[Counter]) -> np.ndarra
     return scores / best_possible
 
 
-def header_of(document: str) -> str:
+def header_of(document: str, header_line: HeaderLine) -> str:
     """The ``Title > H2 > H3`` line a pipeline document starts with, else the whole text."""
     return header_line(document) or document
 
@@ -157,6 +161,8 @@ class LocalRelevanceScorer:
         self,
         embedder: MiniLMEmbedder,
         *,
+        analyze: Analyzer,
+        header_line: HeaderLine,
         cache_size: int = DEFAULT_CACHE_SIZE,
         known_vectors: KnownVectors | None = None,
         weights: Mapping[str, float] = WEIGHTS,
@@ -169,6 +175,8 @@ class LocalRelevanceScorer:
                 f"weights must be non-negative, not all zero, and name only {', '.join(FEATURES)}; got {dict(weights)}"
             )
         self.embedder = embedder
+        self.analyze = analyze
+        self.header_line = header_line
         self.known_vectors = known_vectors
         self._weights = np.array([weights.get(name, 0.0) for name in FEATURES], dtype=np.float64)
         self._cache_size = cache_size
@@ -198,14 +206,14 @@ class LocalRelevanceScorer:
         """A ``(len(documents), len(FEATURES))`` array, columns in :data:`FEATURES` order."""
         query_vector = self.embedder.embed([query])[0]
         dense = _similarities(self._vectors_of(documents, self.known_vectors), query_vector)
-        headers = [header_of(document) for document in documents]
+        headers = [header_of(document, self.header_line) for document in documents]
         with_header = [index for index, (header, document) in enumerate(zip(headers, documents)) if header != document]
         heading_dense = dense.copy()
         if with_header:
             vectors = self._vectors_of([headers[index] for index in with_header], self.known_vectors)
             heading_dense[with_header] = _similarities(vectors, query_vector)
-        query_terms = set(analyze(query))
-        document_terms = [Counter(analyze(document)) for document in documents]
+        query_terms = set(self.analyze(query))
+        document_terms = [Counter(self.analyze(document)) for document in documents]
         lexical = _bm25(query_terms, document_terms)
         coverage = np.array(
             [len(query_terms & terms.keys()) / len(query_terms) if query_terms else 0.0 for terms in document_terms]
