@@ -3,7 +3,7 @@
 To a crawler, a bad night at the docs site looks exactly like pages that were deleted: a
 404 storm during a broken deploy, robots.txt saying ``Disallow: /`` for a night, every page
 redirected to a login wall. So a crawl's removals are collected while it runs and applied only
-once it finished and they pass this guard (``pipeline.ingest.record_crawl``):
+once it finished and they pass this guard (``pipeline.ingest.pages.record_crawl``):
 
 - up to ``floor`` pages (3) always pass, so a small site still loses a single page normally;
 - beyond that, at most ``max_share`` of the pages the source had stored before the run;

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pipeline.ingest import restore_vectors
+from pipeline.ingest.vectors import restore_vectors
 from pipeline.store.lexical import LexicalIndex, LexicalSyncReport, sync_lexical
 from pipeline.store.orphans import release_orphans
 from pipeline.store.state import StateStore

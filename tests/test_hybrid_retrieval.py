@@ -11,7 +11,8 @@ import pytest
 from pipeline.defs.ingest import indexes_match_stored_chunks, lexical_index
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.ingest import check_index_consistency, index_chunks
+from pipeline.ingest.consistency import check_index_consistency
+from pipeline.ingest.vectors import index_chunks
 from pipeline.queries import Query
 from pipeline.retrieve import Fusion, fuse, lexical_candidates, reciprocal_rank_fusion, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, analyze, sync_lexical

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.crawl.crawler import PageResult
-from pipeline.ingest import record_crawl
+from pipeline.ingest.pages import record_crawl
 from pipeline.removal_guard import RemovalBlocked, RemovalLimits, check_removals
 from pipeline.store.state import StateStore
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from pipeline.ingest import sync_header_embeddings
+from pipeline.ingest.vectors import sync_header_embeddings
 from pipeline.store.state import StateStore, StoredChunk, normalize_database_url
 
 

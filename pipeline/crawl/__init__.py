@@ -4,8 +4,9 @@ No Dagster, no database: the caller passes what it already knows about the sourc
 pages and persists each :class:`PageResult` as it arrives.
 """
 
-from pipeline.crawl.crawler import OUTCOMES, Crawl, CrawlStats, KnownPage, PageResult, crawl
+from pipeline.crawl.crawler import Crawl, crawl
 from pipeline.crawl.fetcher import DEFAULT_USER_AGENT, FetchConfig
+from pipeline.crawl.results import OUTCOMES, CrawlStats, KnownPage, PageResult
 from pipeline.crawl.sources import Source, SourceConfigError, load_sources
 
 __all__ = [

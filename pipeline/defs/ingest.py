@@ -16,7 +16,11 @@ from pipeline.defs.partitions import source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MAX_WORD_PIECES
-from pipeline.ingest import check_index_consistency, chunk_documents, extract_pages, index_chunks, record_crawl
+from pipeline.ingest.chunks import chunk_documents
+from pipeline.ingest.consistency import check_index_consistency
+from pipeline.ingest.documents import extract_pages
+from pipeline.ingest.pages import record_crawl
+from pipeline.ingest.vectors import index_chunks
 from pipeline.inputs import display_location
 from pipeline.removal_guard import DEFAULT_MAX_REMOVAL_SHARE, REMOVAL_FLOOR, RemovalBlocked, RemovalLimits
 from pipeline.store.lexical import sync_lexical

@@ -10,7 +10,7 @@ from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, ONCE_WHEN_MISSING, STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.ingest import sync_vectors
+from pipeline.ingest.vectors import sync_vectors
 from pipeline.inputs import InputUnavailable, display_location
 from pipeline.queries import QueriesFileError, Query, load_queries
 from pipeline.retrieve import Fusion, candidate_rankings, lexical_candidates, retrieve_candidates
