@@ -42,6 +42,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+def pipeline_tables_only(name: str | None, type_: str, _parent_names: object) -> bool:
+    """Alembic's ``include_name`` filter: on Heroku, Dagster's tables share the database, and
+    comparing the schema (autogenerate, ``alembic check``) must neither report nor drop them."""
+    return type_ != "table" or (name or "").startswith("pipeline_")
+
+
 @cache
 def head_revisions() -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())

@@ -6,13 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from pipeline.store.migrate import VERSION_TABLE
+from pipeline.store.migrate import VERSION_TABLE, pipeline_tables_only
 from pipeline.store.schema import metadata
-
-
-def _pipeline_tables_only(name: str | None, type_: str, _parent_names: object) -> bool:
-    # On Heroku, Dagster's tables share the database: autogenerate must neither compare nor drop them.
-    return type_ != "table" or (name or "").startswith("pipeline_")
 
 
 def run_migrations(connection: Connection) -> None:
@@ -20,7 +15,7 @@ def run_migrations(connection: Connection) -> None:
         connection=connection,
         target_metadata=metadata,
         version_table=VERSION_TABLE,
-        include_name=_pipeline_tables_only,
+        include_name=pipeline_tables_only,
         # SQLite cannot alter a column in place: generated revisions copy the table instead.
         render_as_batch=True,
     )
