@@ -167,8 +167,10 @@ CONTEXT_SET_FIELDS = (
     "query_id", "query", "model", "reranked", "api_version", "reason_not_reranked", "token_budget", "tokens", "passages"
 )
 
+# The newest run's rows of the context sets table, a view the migrations create (a new column of
+# the table needs a revision that creates the view again). Here as SQLAlchemy reads it: typed
+# columns, so passages come back as JSON on SQLite too.
 LATEST_CONTEXT_SETS_VIEW = "pipeline_latest_context_sets"
-# The view as SQLAlchemy reads it: typed columns, so passages come back as JSON on SQLite too.
 latest_context_sets_view = sa.table(
     LATEST_CONTEXT_SETS_VIEW, *[sa.column(column.name, column.type) for column in context_sets.columns]
 )
