@@ -102,10 +102,11 @@ def upgrade_schema(engine: Engine) -> None:
     with engine.connect() as connection, connection.begin():
         _lock(connection)
         # Another process may have migrated while this one waited for the lock.
-        if current_revisions(connection) == head_revisions():
+        current = current_revisions(connection)
+        if current == head_revisions():
             return
         config = alembic_config(connection)
-        if not current_revisions(connection):
+        if not current:
             revision = unversioned_revision(connection)
             if revision is not None:
                 command.stamp(config, revision)
