@@ -156,7 +156,7 @@ def _write_database_of(commit: str, url: str) -> None:
             "passages": [{"rank": 1, "chunk_id": "c1"}], "created_at": MOMENT,
         },
     }  # fmt: skip
-    engine = sa.create_engine(url)
+    engine = create_state_engine(url)  # as that code opened it: SQLite in WAL mode
     try:
         with engine.begin() as connection:
             schema.create_all(connection)
