@@ -47,15 +47,22 @@ def release() -> int:
     """Create or migrate Dagster's storage and the pipeline's tables; a failure stops the release."""
     import dagster as dg
 
-    from pipeline.store.state import StateStore
+    from pipeline.store.migrate import head_revisions, upgrade_schema
+    from pipeline.store.state import create_state_engine
 
     _require_durable_storage("release")
     prepare_instance()
     with dg.DagsterInstance.get() as instance:
         instance.upgrade(print_fn=logger.info)
-    store = StateStore(state_store_url())
-    store.dispose()
-    print(f"release: Dagster storage and pipeline tables are up to date ({'PostgreSQL' if uses_postgres() else 'SQLite'})")
+    engine = create_state_engine(state_store_url())
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    print(
+        f"release: Dagster storage and pipeline tables are up to date ({'PostgreSQL' if uses_postgres() else 'SQLite'}; "
+        f"pipeline schema at revision {', '.join(head_revisions())})"
+    )
     return 0
 
 

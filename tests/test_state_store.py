@@ -193,6 +193,7 @@ def test_context_sets_are_kept_per_run_and_the_view_holds_the_newest_run(store):
 def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
     url = store.engine.url.render_as_string(hide_password=False)
     with store.transaction() as connection:
+        connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("DROP VIEW pipeline_latest_context_sets"))
         connection.execute(sa.text("DROP TABLE pipeline_context_sets"))
         connection.execute(
@@ -220,6 +221,7 @@ def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
     url = store.engine.url.render_as_string(hide_password=False)
     _save(store, "http://d/a", "h1")
     with store.transaction() as connection:
+        connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN links"))
     reopened = StateStore(url)
     assert reopened.known_pages("docs")["http://d/a"].links is None
@@ -231,6 +233,7 @@ def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(sto
     url = store.engine.url.render_as_string(hide_password=False)
     _save(store, "http://d/a", "h1")
     with store.transaction() as connection:
+        connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN redirected_since"))
     reopened = StateStore(url)
     assert reopened.known_pages("docs")["http://d/a"].redirected_since is None

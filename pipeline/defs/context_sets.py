@@ -13,7 +13,7 @@ from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
 from pipeline.defs.rerank import reranked_candidates
 from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
 from pipeline.ranking import assemble_context_sets
-from pipeline.store.state import CONTEXT_SETS_TABLE, LATEST_CONTEXT_SETS_VIEW
+from pipeline.store.schema import CONTEXT_SETS_TABLE, LATEST_CONTEXT_SETS_VIEW
 
 GROUP = "context"
 OUTPUT_FILE = "ranked_context_sets.jsonl"

@@ -16,7 +16,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipeline.store.state import StateStore, StoredPage, _aware, chunks, documents, orphaned_sources, pages
+from pipeline.store.schema import chunks, documents, orphaned_sources, pages
+from pipeline.store.state import StateStore, StoredPage, _aware
 
 _BATCH = 500  # SQLite caps bound parameters per statement
 _ORPHANS = sa.select(orphaned_sources.c.source)

@@ -8,8 +8,8 @@ published context sets. Chroma and the lexical index are derived from the
 
 Every stage reconciles its own table with the one upstream of it, inside
 transactions, so a run killed at any point is finished by simply running again.
-Tables carry a ``pipeline_`` prefix because on Heroku they share a database with
-Dagster's own run and event storage.
+The tables are defined in :mod:`pipeline.store.schema`; opening a store brings them to
+the newest migration (:mod:`pipeline.store.migrate`).
 """
 
 from __future__ import annotations
@@ -29,177 +29,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.embedding import MODEL_NAME
-
-metadata = sa.MetaData()
-
-pages = sa.Table(
-    "pipeline_pages",
-    metadata,
-    # A URL belongs to one source: the first that crawled it (see StateStore.save_page).
-    sa.Column("url", sa.Text, primary_key=True),
-    sa.Column("source", sa.Text, nullable=False, index=True),
-    sa.Column("final_url", sa.Text),
-    sa.Column("status", sa.Integer),
-    sa.Column("content_type", sa.Text),
-    sa.Column("etag", sa.Text),
-    sa.Column("last_modified", sa.Text),
-    sa.Column("content_hash", sa.Text, index=True),
-    sa.Column("html_zlib", sa.LargeBinary),
-    # The links to follow from the stored body ([url, ...]); a page answering 304 is not
-    # parsed again, so without them pages only it links to would never be found.
-    sa.Column("links", sa.JSON),
-    sa.Column("fetched_at", sa.DateTime(timezone=True)),
-    sa.Column("last_seen_at", sa.DateTime(timezone=True)),
-    # Since when the page answers a temporary redirect (302, 303, 307) instead of itself; the
-    # stored body stands meanwhile, and a normal answer clears it.
-    sa.Column("redirected_since", sa.DateTime(timezone=True)),
+from pipeline.store.migrate import upgrade_schema
+from pipeline.store.schema import (
+    CONTEXT_SET_FIELDS,
+    candidates,
+    chunks,
+    context_sets,
+    documents,
+    header_embeddings,
+    latest_context_sets_view,
+    pages,
+    queries,
+    rerank_cache,
+    reranked,
+    retained_embeddings,
 )
-
-documents = sa.Table(
-    "pipeline_documents",
-    metadata,
-    sa.Column("url", sa.Text, primary_key=True),
-    sa.Column("source", sa.Text, nullable=False, index=True),
-    # Which page content and extractor produced this row: a mismatch means re-extract.
-    sa.Column("page_hash", sa.Text, nullable=False),
-    sa.Column("extractor_version", sa.Text, nullable=False),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("sections", sa.JSON, nullable=False),
-    sa.Column("content_hash", sa.Text, nullable=False),
-    # Which document content and chunker settings the current chunks came from.
-    sa.Column("chunked_key", sa.Text),
-    sa.Column("extracted_at", sa.DateTime(timezone=True)),
-)
-
-chunks = sa.Table(
-    "pipeline_chunks",
-    metadata,
-    sa.Column("chunk_id", sa.Text, primary_key=True),
-    sa.Column("source", sa.Text, nullable=False, index=True),
-    sa.Column("url", sa.Text, nullable=False, index=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("heading_path", sa.JSON, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("embedding_text", sa.Text, nullable=False),
-    sa.Column("token_count", sa.Integer, nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-    # float32 little-endian; kept so Chroma can be rebuilt without re-embedding.
-    sa.Column("embedding", sa.LargeBinary),
-)
-
-# Sources dropped from the sources file whose data is kept until their grace period ends
-# (``pipeline/source_sync.py``); a source that is listed again leaves this table.
-orphaned_sources = sa.Table(
-    "pipeline_orphaned_sources",
-    metadata,
-    sa.Column("source", sa.Text, primary_key=True),
-    sa.Column("orphaned_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-# The local rerank scorer's heading feature embeds each chunk's context header line
-# alone; headers are shared by a section's chunks, so they are embedded once at ingest.
-header_embeddings = sa.Table(
-    "pipeline_header_embeddings",
-    metadata,
-    sa.Column("header", sa.Text, primary_key=True),
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
-)
-
-# Embeddings of deleted chunks and header lines, by the exact text embedded and the model, kept
-# for PIPELINE_VECTOR_RETENTION_DAYS so that text coming back (a page lost in a 404 storm, an
-# edit undone) is not embedded again.
-retained_embeddings = sa.Table(
-    "pipeline_retained_embeddings",
-    metadata,
-    sa.Column("model", sa.Text, primary_key=True),
-    sa.Column("text_hash", sa.Text, primary_key=True),  # sha256 hex of the UTF-8 text
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
-    sa.Column("retained_at", sa.DateTime(timezone=True), nullable=False, index=True),
-)
-
-queries = sa.Table(
-    "pipeline_queries",
-    metadata,
-    sa.Column("query_id", sa.Text, primary_key=True),
-    sa.Column("query", sa.Text, nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-)
-
-candidates = sa.Table(
-    "pipeline_candidates",
-    metadata,
-    sa.Column("query_id", sa.Text, primary_key=True),
-    sa.Column("retrieval_rank", sa.Integer, primary_key=True),
-    sa.Column("chunk_id", sa.Text, nullable=False),
-    sa.Column("retrieval_score", sa.Float, nullable=False),
-)
-
-reranked = sa.Table(
-    "pipeline_reranked",
-    metadata,
-    sa.Column("query_id", sa.Text, primary_key=True),
-    # Rerank outcome per query: the ranking plus how it was obtained.
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("reranked", sa.Boolean, nullable=False),
-    sa.Column("api_version", sa.Text),
-    sa.Column("search_units", sa.Integer, nullable=False, default=0),
-    sa.Column("cached", sa.Boolean, nullable=False, default=False),
-    sa.Column("error", sa.Text),
-    # [[chunk_id, relevance_score], ...] highest score first; empty when not reranked.
-    sa.Column("ranking", sa.JSON, nullable=False),
-    # What the ranking was computed for (pipeline.ranking.candidates_hash): it is published only
-    # while the query's stored candidates still hash the same.
-    sa.Column("candidates_hash", sa.Text, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-rerank_cache = sa.Table(
-    "pipeline_rerank_cache",
-    metadata,
-    sa.Column("cache_key", sa.Text, primary_key=True),
-    sa.Column("response", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-# The published output, one row per run and query, for the downstream QA system to query
-# (``pipeline_latest_context_sets`` holds the newest run's rows). Each column is a field of
-# the context set that ``pipeline.context_sets.build_context_set`` builds.
-CONTEXT_SETS_TABLE = "pipeline_context_sets"
-context_sets = sa.Table(
-    CONTEXT_SETS_TABLE,
-    metadata,
-    sa.Column("run_id", sa.Text, primary_key=True),
-    sa.Column("query_id", sa.Text, primary_key=True),
-    sa.Column("query", sa.Text, nullable=False),
-    # The query's place in the queries file.
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("reranked", sa.Boolean, nullable=False),
-    sa.Column("api_version", sa.Text),
-    sa.Column("reason_not_reranked", sa.Text),
-    sa.Column("token_budget", sa.Integer, nullable=False),
-    sa.Column("tokens", sa.Integer, nullable=False),
-    # [{rank, chunk_id, url, title, heading_path, text, tokens, retrieval_rank, retrieval_score, rerank_score}, ...]
-    sa.Column("passages", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-)
-CONTEXT_SET_FIELDS = (
-    "query_id", "query", "model", "reranked", "api_version", "reason_not_reranked", "token_budget", "tokens", "passages"
-)
-
-LATEST_CONTEXT_SETS_VIEW = "pipeline_latest_context_sets"
-_LATEST_CONTEXT_SETS_DDL = f"""
-CREATE VIEW {LATEST_CONTEXT_SETS_VIEW} AS
-SELECT {", ".join(column.name for column in context_sets.columns)}
-FROM {context_sets.name}
-WHERE run_id = (SELECT run_id FROM {context_sets.name} ORDER BY created_at DESC, run_id DESC LIMIT 1)
-"""
-# The view as SQLAlchemy reads it: typed columns, so passages come back as JSON on SQLite too.
-latest_context_sets_view = sa.table(
-    LATEST_CONTEXT_SETS_VIEW, *[sa.column(column.name, column.type) for column in context_sets.columns]
-)
-# pg_advisory_xact_lock key (any fixed number) under which one process at a time creates the schema.
-_SCHEMA_LOCK_KEY = 0x70697065
 
 
 def utcnow() -> datetime:
@@ -318,42 +162,12 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
-def _lacks_column(inspector: sa.Inspector, table: sa.Table, column: str) -> bool:
-    """The table exists in the database in an older shape, without ``column``."""
-    return inspector.has_table(table.name) and column not in {c["name"] for c in inspector.get_columns(table.name)}
-
-
-def _create_schema(engine: Engine) -> None:
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # Step processes of a first run start together on an empty database: one creates, the others wait.
-            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
-        inspector = sa.inspect(connection)
-        if _lacks_column(inspector, context_sets, "passages"):
-            # Written before each field had its own column; the next run publishes the context sets again.
-            connection.execute(sa.text(f"DROP VIEW IF EXISTS {LATEST_CONTEXT_SETS_VIEW}"))
-            context_sets.drop(connection)
-        if _lacks_column(inspector, reranked, "candidates_hash"):
-            # Rankings stored by retrieval rank cannot be tied to the candidates they ranked, so they are
-            # never published again; the next rerank run stores them anew from the rerank cache, unbilled.
-            reranked.drop(connection)
-        if _lacks_column(inspector, pages, "links"):
-            # Added later; such pages are fetched in full once (see crawled_pages) to learn their links.
-            connection.execute(sa.text(f"ALTER TABLE {pages.name} ADD COLUMN links JSON"))
-        if _lacks_column(inspector, pages, "redirected_since"):
-            moment = sa.DateTime(timezone=True).compile(dialect=connection.dialect)
-            connection.execute(sa.text(f"ALTER TABLE {pages.name} ADD COLUMN redirected_since {moment}"))
-        metadata.create_all(connection, checkfirst=True)
-        if LATEST_CONTEXT_SETS_VIEW not in inspector.get_view_names():
-            connection.execute(sa.text(_LATEST_CONTEXT_SETS_DDL))
-
-
 class StateStore:
     """Typed access to the pipeline tables; one instance per process is enough."""
 
     def __init__(self, url: str) -> None:
         self.engine = create_state_engine(url)
-        _create_schema(self.engine)
+        upgrade_schema(self.engine)
 
     @property
     def dialect(self) -> str:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from pipeline.store.migrate import current_revisions, head_revisions
 from tests.deploy.heroku_app import DB_PASSWORD, REPO, RERANK_KEY, WEB_PASSWORD, HerokuApp, materialization_metadata
 
 def _run_event_types(instance: dg.DagsterInstance, run_id: str) -> set[dg.DagsterEventType]:
@@ -37,10 +38,17 @@ def test_release_created_dagster_and_pipeline_tables(heroku_app: HerokuApp):
     engine = sa.create_engine(heroku_app.database_url)
     try:
         tables = set(sa.inspect(engine).get_table_names())
+        with engine.connect() as connection:
+            pipeline_revisions = current_revisions(connection)
+            dagster_revision = connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
     finally:
         engine.dispose()
     assert {"runs", "event_logs", "jobs", "alembic_version"} <= tables
     assert {"pipeline_pages", "pipeline_chunks", "pipeline_context_sets", "pipeline_rerank_cache"} <= tables
+    # Each keeps its own migration version: the pipeline's is at its newest, Dagster's is Dagster's.
+    assert pipeline_revisions == head_revisions()
+    assert dagster_revision not in head_revisions()
+    assert f"pipeline schema at revision {head_revisions()[0]}" in heroku_app.release.output()
 
 
 def test_web_requires_credentials_except_for_health(heroku_app: HerokuApp):

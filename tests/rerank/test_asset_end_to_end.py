@@ -29,7 +29,8 @@ from pipeline.queries import load_queries
 from pipeline.cli import local_scorer
 from pipeline.inference import client as client_module
 from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig, StoredEmbeddings
-from pipeline.store.state import CONTEXT_SETS_TABLE, StateStore, sqlite_url
+from pipeline.store.schema import CONTEXT_SETS_TABLE
+from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
 RERANK_STAGE = dg.AssetSelection.assets("reranked_candidates", "ranked_context_sets")

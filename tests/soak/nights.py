@@ -40,7 +40,8 @@ from chromadb.api.shared_system_client import SharedSystemClient
 from pipeline.heroku import fail_interrupted_runs
 from pipeline.local import LocalRerankService
 from pipeline.store.lexical import LexicalIndex
-from pipeline.store.state import StateStore, metadata as state_metadata, sqlite_url
+from pipeline.store.schema import metadata as state_metadata
+from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.crawl.site_server import SiteServer
 from tests.soak.site import SECTIONS, EvolvingSite
