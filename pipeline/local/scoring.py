@@ -47,7 +47,7 @@ keyed by text hash, from ``known_vectors`` (the local service looks the texts up
 among the embeddings the pipeline computed at ingest time: the same model, computed
 earlier; see :class:`pipeline.local.known_vectors.StoredEmbeddings`), and only then
 from the model. The same goes for header lines: ingest embeds each distinct one once
-(``pipeline.ingest.sync_header_embeddings``), since embedding 40 of them per request
+(``pipeline.ingest.vectors.sync_header_embeddings``), since embedding 40 of them per request
 would cost more than the whole budget. ``benchmarks/quality.py`` reports the time
 to score 50 candidates (p50/p95).
 """
