@@ -35,11 +35,18 @@ def directory_size(path: Path) -> int:
 
 def apply_slugignore(app: Path) -> list[str]:
     ignore = app / ".slugignore"
-    patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")] if ignore.exists() else []
+    patterns = (
+        [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if ignore.exists()
+        else []
+    )
     removed = []
     for path in sorted(app.rglob("*"), reverse=True):
         relative = path.relative_to(app).as_posix()
-        if any(fnmatch.fnmatch(relative, pattern.strip("/")) or relative.startswith(pattern.strip("/") + "/") for pattern in patterns):
+        if any(
+            fnmatch.fnmatch(relative, pattern.strip("/")) or relative.startswith(pattern.strip("/") + "/")
+            for pattern in patterns
+        ):
             if path.exists():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
                 removed.append(relative)

@@ -72,7 +72,9 @@ _CHROME_NAME = re.compile(
     r"|(?:^|[-_])(?:toc|toctree|menu|nav|navbar|navheader|navfooter|linenos|linenodiv)(?:$|[-_])",
     re.IGNORECASE,
 )
-_PERMALINK_CLASSES = frozenset({"headerlink", "permalink", "anchorjs-link", "hash-link", "header-anchor", "anchor-link"})
+_PERMALINK_CLASSES = frozenset(
+    {"headerlink", "permalink", "anchorjs-link", "hash-link", "header-anchor", "anchor-link"}
+)
 _PERMALINK_TEXTS = frozenset({"¶", "§", "#", "🔗"})
 # DocBook puts admonition titles in <h3 class="title"> inside div.note etc.; they
 # label a box, they do not open a section.

@@ -95,10 +95,15 @@ def web(workspace: Path) -> int:
     with (
         dg.DagsterInstance.get() as instance,
         WorkspaceProcessContext(
-            instance, version=__version__, read_only=False, workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])
+            instance,
+            version=__version__,
+            read_only=False,
+            workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)]),
         ) as workspace_context,
     ):
-        instance.optimize_for_webserver(WEB_DB_STATEMENT_TIMEOUT_MS, WEB_DB_POOL_RECYCLE_SECONDS, WEB_DB_POOL_MAX_OVERFLOW)
+        instance.optimize_for_webserver(
+            WEB_DB_STATEMENT_TIMEOUT_MS, WEB_DB_POOL_RECYCLE_SECONDS, WEB_DB_POOL_MAX_OVERFLOW
+        )
         app = create_app_from_workspace_process_context(workspace_context)
         if password:
             app = BasicAuthMiddleware(
@@ -122,7 +127,9 @@ def worker(workspace: Path) -> int:
     with dg.DagsterInstance.get() as instance:
         interrupted = fail_interrupted_runs(instance)
     if interrupted:
-        print(f"worker: marked {len(interrupted)} run(s) interrupted by the restart as failed: {', '.join(interrupted)}")
+        print(
+            f"worker: marked {len(interrupted)} run(s) interrupted by the restart as failed: {', '.join(interrupted)}"
+        )
     # Beside this interpreter first: the venv's bin is not on PATH when started as .venv/bin/pipeline.
     beside = Path(sys.executable).with_name("dagster-daemon")
     daemon = str(beside) if beside.exists() else shutil.which("dagster-daemon")

@@ -51,7 +51,9 @@ class RerankRunReport:
 
     @property
     def api_versions(self) -> list[str]:
-        return sorted({o.response.api_version for o in self.outcomes if o.response is not None and o.response.api_version})
+        return sorted(
+            {o.response.api_version for o in self.outcomes if o.response is not None and o.response.api_version}
+        )
 
 
 def rerank_stored_candidates(

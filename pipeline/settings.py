@@ -28,8 +28,14 @@ class Setting:
 
 
 _SETTINGS = [
-    Setting("PIPELINE_DATA_DIR", "./data", "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl."),
-    Setting("PIPELINE_SOURCES", str(_DEMO_DIR / "sources.yaml"), "YAML file listing the documentation sources to crawl."),
+    Setting(
+        "PIPELINE_DATA_DIR",
+        "./data",
+        "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl.",
+    ),
+    Setting(
+        "PIPELINE_SOURCES", str(_DEMO_DIR / "sources.yaml"), "YAML file listing the documentation sources to crawl."
+    ),
     Setting("PIPELINE_QUERIES", str(_DEMO_DIR / "queries.yaml"), "YAML or JSONL file of queries, each {id, query}."),
     Setting(
         "PIPELINE_LABELLED_QUERIES",
@@ -38,7 +44,9 @@ _SETTINGS = [
     ),
     Setting("PIPELINE_REFRESH_CRON", "0 4 * * *", "Cron expression of the daily knowledge-base refresh schedule."),
     Setting("PIPELINE_REFRESH_TIMEZONE", "UTC", "IANA time zone the refresh cron is read in (e.g. Europe/Berlin)."),
-    Setting("PIPELINE_FRESHNESS_MAX_AGE_HOURS", "26", "Hours after which a source's last successful refresh is overdue."),
+    Setting(
+        "PIPELINE_FRESHNESS_MAX_AGE_HOURS", "26", "Hours after which a source's last successful refresh is overdue."
+    ),
     Setting("PIPELINE_RERANK_UNITS_BUDGET", "1000", "Rerank search units one run may bill before its check fails."),
     Setting("PIPELINE_MIN_TEXT_SHARE", "0.9", "Share of a source's fetched pages that must yield text (0-1)."),
     Setting(
@@ -75,7 +83,12 @@ _SETTINGS = [
     Setting("WEB_PASSWORD", None, "Password for the Dagster UI (web process); required on Heroku.", secret=True),
     Setting("PORT", "3000", "Port the web process listens on (Heroku sets it on web dynos only)."),
     Setting("DYNO", None, "Set by Heroku on every dyno (e.g. web.1); the web process then requires WEB_PASSWORD."),
-    Setting("DATABASE_URL", None, "PostgreSQL URL for durable state; postgres:// is accepted. SQLite in the data directory when unset.", secret=True),
+    Setting(
+        "DATABASE_URL",
+        None,
+        "PostgreSQL URL for durable state; postgres:// is accepted. SQLite in the data directory when unset.",
+        secret=True,
+    ),
 ]
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _SETTINGS}
 

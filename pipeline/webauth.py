@@ -154,7 +154,12 @@ class BasicAuthMiddleware:
             await send({"type": "websocket.close", "code": UNAUTHORIZED_WEBSOCKET_CLOSE})
             return
         challenge = f'Basic realm="{REALM}", charset="UTF-8"'.encode("latin-1")
-        await _respond(send, 401, b"Authentication required\n", [(b"www-authenticate", challenge), (b"content-type", b"text/plain")])
+        await _respond(
+            send,
+            401,
+            b"Authentication required\n",
+            [(b"www-authenticate", challenge), (b"content-type", b"text/plain")],
+        )
 
     def _client_address(self, scope: Scope) -> str:
         if self.behind_router:
@@ -196,5 +201,11 @@ def _https_url(scope: Scope, headers: dict[bytes, bytes]) -> str:
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -195,7 +195,10 @@ def _schema_differences(url: str) -> list:
 
 
 def _columns(connection: sa.Connection, table: str) -> list[tuple[str, str, bool]]:
-    return [(column["name"], str(column["type"]), column["nullable"]) for column in sa.inspect(connection).get_columns(table)]
+    return [
+        (column["name"], str(column["type"]), column["nullable"])
+        for column in sa.inspect(connection).get_columns(table)
+    ]
 
 
 def _assert_kept(store: StateStore) -> None:
@@ -275,7 +278,10 @@ def test_upgrading_twice_changes_nothing(database_url):
             first = (current_revisions(connection), {name: _columns(connection, name) for name in metadata.tables})
         upgrade_schema(engine)
         with engine.connect() as connection:
-            assert (current_revisions(connection), {name: _columns(connection, name) for name in metadata.tables}) == first
+            assert (
+                current_revisions(connection),
+                {name: _columns(connection, name) for name in metadata.tables},
+            ) == first
     finally:
         engine.dispose()
     store = StateStore(database_url)
@@ -294,9 +300,13 @@ def test_the_oldest_shapes_are_brought_up_to_the_baseline(database_url):
             connection.execute(sa.text("DROP VIEW pipeline_latest_context_sets"))
             connection.execute(sa.text("DROP TABLE pipeline_context_sets"))
             connection.execute(
-                sa.text("CREATE TABLE pipeline_context_sets (run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))")
+                sa.text(
+                    "CREATE TABLE pipeline_context_sets (run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))"
+                )
             )
-            connection.execute(sa.text("INSERT INTO pipeline_context_sets VALUES ('run-0', 'q1', :set)"), {"set": json.dumps({})})
+            connection.execute(
+                sa.text("INSERT INTO pipeline_context_sets VALUES ('run-0', 'q1', :set)"), {"set": json.dumps({})}
+            )
             connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN links"))
     finally:
         engine.dispose()

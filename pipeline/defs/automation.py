@@ -55,9 +55,7 @@ def _sources_with_active_runs(instance: dg.DagsterInstance, sources: list[str]) 
     return [
         source
         for source in sources
-        if instance.get_run_records(
-            dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={PARTITION_TAG: source}), limit=1
-        )
+        if instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={PARTITION_TAG: source}), limit=1)
     ]
 
 

@@ -31,7 +31,9 @@ NOT_BELOW_DENSE = "context_sets_not_below_dense_retrieval"
 class EvaluateConfig(CandidatesConfig, ContextConfig):
     """Retrieval and packing knobs (defaults: those of retrieved_candidates and ranked_context_sets)."""
 
-    max_workers: int = Field(default=8, ge=1, le=64, description="Questions reranked in parallel (within the rate limit).")
+    max_workers: int = Field(
+        default=8, ge=1, le=64, description="Questions reranked in parallel (within the rate limit)."
+    )
 
 
 @dg.asset(

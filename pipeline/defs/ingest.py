@@ -146,7 +146,9 @@ def extracted_documents(context: dg.AssetExecutionContext, state_store: StateSto
 
 
 class ChunkConfig(dg.Config):
-    max_tokens: int = Field(default=ChunkingConfig().max_tokens, ge=32, description="cl100k tokens per chunk, header included.")
+    max_tokens: int = Field(
+        default=ChunkingConfig().max_tokens, ge=32, description="cl100k tokens per chunk, header included."
+    )
     overlap_tokens: int = Field(default=ChunkingConfig().overlap_tokens, ge=0)
 
 
@@ -210,7 +212,12 @@ def vector_index(
 
     retention = timedelta(days=settings.number("PIPELINE_VECTOR_RETENTION_DAYS", minimum=0))
     report = index_chunks(
-        store, vectors, model, context.partition_key, retention=retention, save_every=config.save_every,
+        store,
+        vectors,
+        model,
+        context.partition_key,
+        retention=retention,
+        save_every=config.save_every,
         on_progress=progress,
     )
     return dg.MaterializeResult(

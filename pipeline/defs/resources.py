@@ -12,7 +12,6 @@ newline fails the run with a message naming the variable. The other paths are pa
 offline defaults declared in ``pipeline/settings.py``.
 """
 
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

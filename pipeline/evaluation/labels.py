@@ -61,7 +61,9 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
     base_url = document.get("base_url")
     if base_url is not None and not (isinstance(base_url, str) and urlsplit(base_url).netloc):
         raise LabelFileError(f"{path}: base_url must be an absolute URL such as https://docs.example.com/guide/")
-    queries = [_labelled_query(f"{path}: entry {index}", entry) for index, entry in enumerate(document["queries"], start=1)]
+    queries = [
+        _labelled_query(f"{path}: entry {index}", entry) for index, entry in enumerate(document["queries"], start=1)
+    ]
     if not queries:
         raise LabelFileError(f"{path}: no labelled queries")
     duplicates = sorted(query_id for query_id, count in Counter(q.query_id for q in queries).items() if count > 1)

@@ -50,7 +50,12 @@ class Dyno:
 
     def environment(self) -> dict[str, str]:
         data_dir = self.disk / "data"
-        return {**self.app.config_vars, "DYNO": f"{self.process}.1", "PIPELINE_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home")}
+        return {
+            **self.app.config_vars,
+            "DYNO": f"{self.process}.1",
+            "PIPELINE_DATA_DIR": str(data_dir),
+            "DAGSTER_HOME": str(data_dir / "dagster_home"),
+        }
 
     def start(self) -> None:
         self.disk.mkdir(parents=True, exist_ok=True)
@@ -126,7 +131,11 @@ class HerokuApp:
                }""",
             {
                 "params": {
-                    "selector": {"repositoryLocationName": "pipeline", "repositoryName": "__repository__", "jobName": job},
+                    "selector": {
+                        "repositoryLocationName": "pipeline",
+                        "repositoryName": "__repository__",
+                        "jobName": job,
+                    },
                     "runConfigData": {},
                     "executionMetadata": {"tags": tags},
                 }
@@ -143,7 +152,9 @@ class HerokuApp:
     def wait_for_run(self, run_id: str, timeout: float = 420) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.graphql("query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})
+            run = self.graphql(
+                "query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+            )
             status = run["runOrError"]["status"]
             if status in TERMINAL_STATUSES:
                 return status

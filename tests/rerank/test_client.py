@@ -277,9 +277,7 @@ def test_rate_limit_hints_in_other_formats_are_honoured(mock_client, fake_clock,
 
 def test_exhausted_quota_on_a_success_holds_the_next_request(mock_client, fake_clock):
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"}
-        )
+        return httpx.Response(200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"})
 
     client = mock_client(handler)
     client.rerank(QUERY, ["one document"])
@@ -439,7 +437,12 @@ def test_contract_violations_in_a_200_are_protocol_errors_not_retried(mock_clien
 
 @pytest.mark.parametrize(
     ("api_version", "expected"),
-    [("2", ("2", False)), (2, ("2", False)), (None, ("", False)), ({"version": "3", "is_experimental": True}, ("3", True))],
+    [
+        ("2", ("2", False)),
+        (2, ("2", False)),
+        (None, ("", False)),
+        ({"version": "3", "is_experimental": True}, ("3", True)),
+    ],
     ids=["string", "number", "missing", "object"],
 )
 def test_api_version_forms_that_carry_a_version_are_accepted(mock_client, api_version, expected):
@@ -480,9 +483,7 @@ def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_ser
     assert all(logged.top_n is None for logged in batches)
     # Every document's score as the service returned it, by position in the caller's list.
     served = {
-        offset + index: score
-        for offset, logged in zip((0, 1000, 2000), batches)
-        for index, score in logged.results
+        offset + index: score for offset, logged in zip((0, 1000, 2000), batches) for index, score in logged.results
     }
     assert len(served) == 2050
     expected_top = sorted(served, key=lambda position: (-served[position], position))[:5]
@@ -670,13 +671,8 @@ def test_rerank_many_isolates_failing_queries(make_client, rerank_service):
     )
 
     assert [outcome.ok for outcome in outcomes] == [True, False, False, True]
-    assert (
-        outcomes[1].error_type == "RerankBadRequest"
-        and "query must be a non-empty string" in outcomes[1].detail
-    )
-    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].detail.startswith(
-        "RerankServerError: "
-    )
+    assert outcomes[1].error_type == "RerankBadRequest" and "query must be a non-empty string" in outcomes[1].detail
+    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].detail.startswith("RerankServerError: ")
     assert [outcome.error for outcome in outcomes] == [None, "http_400", "http_500", None]
     assert sorted(outcome.query_id for outcome in reported) == ["q0", "q1", "q2", "q3"]
     stats = RerankStats.from_outcomes(outcomes)

@@ -24,7 +24,9 @@ def run_migrations(connection: Connection) -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("The pipeline's migrations inspect the database they run on: offline (--sql) mode is not supported.")
+    raise SystemExit(
+        "The pipeline's migrations inspect the database they run on: offline (--sql) mode is not supported."
+    )
 handed = context.config.attributes.get("connection")
 if handed is not None:
     run_migrations(handed)
