@@ -23,8 +23,8 @@ import numpy as np
 from corpora import Corpus, ensure_demo_data, open_corpus
 from quality import retrieval
 
-from pipeline.embedding import MiniLMEmbedder
 from pipeline.cli import local_scorer
+from pipeline.embedding import MiniLMEmbedder
 from pipeline.local import StoredEmbeddings
 from pipeline.local.scoring import FEATURES, WEIGHTS
 from pipeline.retrieve import Fusion

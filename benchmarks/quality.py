@@ -32,15 +32,15 @@ from pathlib import Path
 
 from corpora import Corpus, ensure_demo_data, open_corpus
 
+from pipeline.cli import local_scorer
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.cli import local_scorer
 from pipeline.evaluation.metrics import METRICS
 from pipeline.evaluation.pipeline import EvaluationPlan, PipelineEvaluation, evaluate_pipeline
 from pipeline.evaluation.pipeline import context_order as pipeline_context_order
-from pipeline.rerank.client import InMemoryRerankCache, RerankClient
 from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.local.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
+from pipeline.rerank.client import InMemoryRerankCache, RerankClient
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.tables import markdown_table

@@ -47,9 +47,9 @@ from pipeline.demo import QUERIES_FILE, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.extract import extract_document
 from pipeline.inference import DEFAULT_PACING_SHARE
+from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.queries import load_queries
 from pipeline.ranking import StoreRerankCache
-from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.rerank import RerankClient, RerankRequest, RerankStats
 from pipeline.store.state import StateStore, sqlite_url
 

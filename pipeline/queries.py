@@ -23,7 +23,6 @@ import yaml
 
 from pipeline.inputs import display_location, is_url, location_suffix, read_input
 
-
 # A question, not a document: far beyond any real support question (a long one is a few hundred
 # characters), and small next to what the reranker reads with each candidate.
 MAX_QUERY_CHARACTERS = 2_000

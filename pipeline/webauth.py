@@ -112,7 +112,7 @@ class BasicAuthMiddleware:
         if not password:
             raise ValueError("WEB_PASSWORD is empty: the Dagster UI would be open to anyone")
         self.app = app
-        self._expected = f"{username}:{password}".encode("utf-8")
+        self._expected = f"{username}:{password}".encode()
         self.behind_router = behind_router
         self.failed_attempts = failed_attempts if failed_attempts is not None else FailedAttempts()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -71,7 +71,7 @@ def test_refresh_schedule_queues_every_registered_source_that_is_not_busy(site):
     # With the repository, run requests are resolved against the job's partitions as the daemon does.
     context = dg.build_schedule_context(
         instance=site.instance,
-        scheduled_execution_time=datetime(2026, 3, 2, 4, tzinfo=timezone.utc),
+        scheduled_execution_time=datetime(2026, 3, 2, 4, tzinfo=UTC),
         repository_def=defs.get_repository_def(),
     )
     nothing = knowledge_base_refresh.evaluate_tick(context)

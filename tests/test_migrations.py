@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ from pipeline.store.state import StateStore, create_state_engine, sqlite_url
 BASELINE = "87b399d"  # the baseline revision's schema
 RANKINGS_BY_CANDIDATES = "63ed082"  # the first merge after it: rankings carry their candidates' hash
 BEFORE_ALEMBIC = "3c6ac1c"  # the last main without migrations: revision 0002's schema
-MOMENT = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+MOMENT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 VECTOR = np.linspace(-1, 1, 384, dtype=np.float32)
 LATEST_VIEW_DDL = """
 CREATE VIEW pipeline_latest_context_sets AS

@@ -4,7 +4,7 @@ page fetched in full or chunk embedded again. Real instance, real sensor ticks, 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -30,7 +30,7 @@ from tests.test_automation import apply_partition_requests, queue_ingest_run, re
 from tests.tiny_site import page_html, source_entry, tiny_site_on_a_persistent_instance, write_yaml
 
 GRACE = timedelta(hours=72)  # PIPELINE_SOURCE_REMOVAL_GRACE_HOURS default
-NOW = datetime(2026, 3, 2, 4, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 4, tzinfo=UTC)
 
 
 @pytest.fixture

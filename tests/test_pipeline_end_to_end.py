@@ -12,10 +12,10 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
-from pipeline.queries import load_queries
 from pipeline.cli import local_scorer
+from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.queries import load_queries
 from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 

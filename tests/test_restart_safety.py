@@ -24,8 +24,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from pipeline.demo import serve_directory, site_dir
 from pipeline.cli import local_scorer
+from pipeline.demo import serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex

@@ -1,7 +1,7 @@
 """The state store on both backends: SQLite (local default) and real PostgreSQL (Heroku)."""
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
         last_modified=None,
         content_hash=content_hash,
         html=html,
-        fetched_at=datetime.now(timezone.utc),
+        fetched_at=datetime.now(UTC),
     )
 
 
@@ -179,7 +179,7 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
     ]
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     embedder = _CountingEmbedder()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert sync_header_embeddings(store, embedder, now) == (1, 0, 0)
     assert embedder.embedded == ["A > Setup"]
     texts = dict(store.iter_embedded_texts())
@@ -327,7 +327,7 @@ def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_per
     store.save_embeddings(vectors)
     store.save_header_embeddings({"A > H1": np.full(384, 0.5, dtype=np.float32)})
     texts = {chunk_id: f"A > H1\ntext {chunk_id}" for chunk_id in vectors}
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c2")], chunked_key="k2")  # an edit
     assert store.delete_pages(["http://d/a"]) == 1 and store.delete_orphan_documents("docs") == 1
@@ -339,7 +339,7 @@ def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_per
     assert set(found) == {*texts.values(), "A > H1"}
     for chunk_id, vector in vectors.items():
         assert found[texts[chunk_id]].tobytes() == vector.tobytes()
-    later = datetime.now(timezone.utc)
+    later = datetime.now(UTC)
     assert store.retained_embeddings(texts.values(), since=later) == {}  # retained before the cut-off: too old
     assert store.prune_retained_embeddings(before=later) == 3
     assert store.retained_embeddings(texts.values(), since=before) == {}
@@ -349,7 +349,7 @@ def test_a_removed_source_leaves_its_embeddings_too(store):
     _save(store, "http://d/a", "h1")
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
     store.save_embeddings({"c1": np.ones(384, dtype=np.float32)})
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     assert store.delete_source("docs")["chunks"] == 1
     assert list(store.retained_embeddings(["A > H1\ntext c1"], since=before)) == ["A > H1\ntext c1"]
 

@@ -19,7 +19,7 @@ Everything is RUNNING by default, so the one dagster-daemon of a deployment tick
 """
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -154,7 +154,7 @@ def source_partitions_sensor(
     store = state_store.open()
     orphaned = orphaned_since(store)
     dropped = [name for name in {*registered, *orphaned} if name not in listed]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # Orphaning or purging while a run of the source still writes would leave its new chunks behind.
     changes = source_changes(
         listed,

@@ -23,9 +23,9 @@ import dagster as dg
 import httpx
 import yaml
 
+from pipeline.cli import local_scorer
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.instance import POSTGRES_URL_VARIABLE
-from pipeline.cli import local_scorer
 from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.store.state import StateStore
 

@@ -7,7 +7,7 @@ import logging
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
@@ -263,7 +263,7 @@ def test_rate_limit_hints_in_other_formats_are_honoured(mock_client, fake_clock,
         if len(calls) > 1:
             return httpx.Response(200, json=OK_BODY)
         if header == "retry-after-date":
-            when = datetime.now(timezone.utc) + timedelta(seconds=20)
+            when = datetime.now(UTC) + timedelta(seconds=20)
             return httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)})
         return httpx.Response(429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1m30s"})
 

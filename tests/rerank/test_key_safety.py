@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.credentials import Redactor, check_secret
-from pipeline.rerank import RerankClient, RerankError, RerankRequest
 from pipeline.inference import client as client_module
+from pipeline.rerank import RerankClient, RerankError, RerankRequest
 from pipeline.settings import SettingError
 from tests.rerank.conftest import API_KEY, MODEL
 

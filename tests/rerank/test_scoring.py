@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import numpy as np
+import pytest
 
 from pipeline.chunking import header_line
 from pipeline.cli import local_scorer
@@ -13,8 +12,8 @@ from pipeline.local.scoring import (
     FEATURES,
     WEIGHTS,
     LocalRelevanceScorer,
-    lexical_scores,
     header_of,
+    lexical_scores,
     page_mass,
     page_of,
     page_support,
