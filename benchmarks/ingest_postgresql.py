@@ -121,7 +121,8 @@ def main() -> None:
             crawl, index = metadata["crawled_pages"], metadata["vector_index"]
             print(
                 f"cold ingest: {cold:.1f} s, {crawl['pages_fetched']} pages ({crawl['pages_fetched'] / cold:.2f}/s), "
-                f"{index['chunks_embedded']} chunks ({index['chunks_embedded'] / cold:.2f}/s), peak RSS {cold_rss:.0f} MB"
+                f"{index['chunks_embedded']} chunks ({index['chunks_embedded'] / cold:.2f}/s), "
+                f"peak RSS {cold_rss:.0f} MB"
             )
             for step_key, seconds in step_seconds.items():
                 print(f"  step {step_key}: {seconds:.1f} s")
@@ -130,7 +131,8 @@ def main() -> None:
             lexical = step_seconds["lexical_index"]
             chunk_seconds, headers = index["embed_seconds"], index["header_embed_seconds"]
             print(
-                f"chunk embedding {chunk_seconds:.1f} s; lexical index {lexical:.1f} s = {100 * lexical / chunk_seconds:.2f} % of it; "
+                f"chunk embedding {chunk_seconds:.1f} s; "
+                f"lexical index {lexical:.1f} s = {100 * lexical / chunk_seconds:.2f} % of it; "
                 f"header lines {headers:.1f} s = {100 * headers / chunk_seconds:.2f} % of it"
             )
 

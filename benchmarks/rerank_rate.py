@@ -171,10 +171,12 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| requests received by the service | {len(logged)} | {resent} |")
     print(
-        f"| achieved requests/min at the service, (n - 1) / span | {sustained:.1f} (ratio {sustained / arguments.limit:.3f}) | - |"
+        "| achieved requests/min at the service, (n - 1) / span "
+        f"| {sustained:.1f} (ratio {sustained / arguments.limit:.3f}) | - |"
     )
     print(
-        f"| requests/min on the wall clock, n / run time | {on_the_clock:.1f} (ratio {on_the_clock / arguments.limit:.3f}) | - |"
+        "| requests/min on the wall clock, n / run time "
+        f"| {on_the_clock:.1f} (ratio {on_the_clock / arguments.limit:.3f}) | - |"
     )
     print(f"| most requests in any 60 s window at the service | {most_in_any_window(arrivals, 60.0)} | - |")
     print(f"| run time | {wall:.1f} s | - |")

@@ -43,13 +43,12 @@ def apply_slugignore(app: Path) -> list[str]:
     removed = []
     for path in sorted(app.rglob("*"), reverse=True):
         relative = path.relative_to(app).as_posix()
-        if any(
+        if path.exists() and any(
             fnmatch.fnmatch(relative, pattern.strip("/")) or relative.startswith(pattern.strip("/") + "/")
             for pattern in patterns
         ):
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-                removed.append(relative)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(relative)
     return removed
 
 
@@ -59,7 +58,8 @@ def main() -> int:
         app = Path(temporary) / "app"
         app.mkdir()
         archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
-        tarfile.open(fileobj=io.BytesIO(archive)).extractall(app, filter="data")
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(app, filter="data")
         removed = apply_slugignore(app)
         environment = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy", "VIRTUAL_ENV": ""}
         subprocess.run([uv, "sync", "--locked", "--no-default-groups", "--quiet"], cwd=app, env=environment, check=True)

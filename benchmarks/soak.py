@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
         soak = Soak(Path(tmp), server, rerank, args.seed, args.pages)
         print(
-            "night | faults | failed runs | served | lost | embedded | new | re-embedded | reranked sets | stale | leaked",
+            "night | faults | failed runs | served | lost | embedded | new | re-embedded "
+            "| reranked sets | stale | leaked",
             flush=True,
         )
         for number, faults in enumerate(plan, start=1):

@@ -60,7 +60,8 @@ def release() -> int:
     finally:
         engine.dispose()
     print(
-        f"release: Dagster storage and pipeline tables are up to date ({'PostgreSQL' if uses_postgres() else 'SQLite'}; "
+        "release: Dagster storage and pipeline tables are up to date "
+        f"({'PostgreSQL' if uses_postgres() else 'SQLite'}; "
         f"pipeline schema at revision {', '.join(head_revisions())})"
     )
     return 0

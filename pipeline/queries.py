@@ -54,10 +54,7 @@ def load_queries(location: str | Path) -> list[Query]:
         )
     text = read_input(location, setting="PIPELINE_QUERIES")
     path = display_location(location)
-    if location_suffix(location) == ".jsonl":
-        entries = _jsonl_entries(path, text)
-    else:
-        entries = _yaml_entries(path, text)
+    entries = _jsonl_entries(path, text) if location_suffix(location) == ".jsonl" else _yaml_entries(path, text)
     queries: list[Query] = []
     seen: set[str] = set()
     for where, entry in entries:

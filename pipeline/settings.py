@@ -76,7 +76,8 @@ _SETTINGS = [
     Setting(
         "DAGSTER_HOME",
         None,
-        "Dagster instance directory; the pipeline writes its dagster.yaml there. <PIPELINE_DATA_DIR>/dagster_home when unset.",
+        "Dagster instance directory; the pipeline writes its dagster.yaml there. "
+        "<PIPELINE_DATA_DIR>/dagster_home when unset.",
     ),
     Setting("PIPELINE_MAX_CONCURRENT_RUNS", "1", "Runs the queued run coordinator lets execute at once."),
     Setting("WEB_USERNAME", "admin", "User name for the web process's HTTP basic authentication."),

@@ -172,7 +172,7 @@ class BasicAuthMiddleware:
         return client[0] if client else "unknown"
 
     def _authorized(self, header: bytes | None) -> bool:
-        if not header or not header[:6].lower() == b"basic ":
+        if not header or header[:6].lower() != b"basic ":
             return False
         try:
             supplied = base64.b64decode(header[6:].strip(), validate=True)

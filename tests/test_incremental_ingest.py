@@ -54,7 +54,8 @@ def section(heading: str, topic: str, sentences: int = 12) -> str:
 
 def page(title: str, *sections: str, links: tuple[str, ...] = ()) -> str:
     anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
-    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{''.join(sections)}<ul>{anchors}</ul></body></html>"
+    body = f"<h1>{title}</h1>{''.join(sections)}<ul>{anchors}</ul>"
+    return f"<html><head><title>{title}</title></head><body>{body}</body></html>"
 
 
 def serve(server: SiteServer, path: str, html: str) -> None:

@@ -26,7 +26,9 @@ STAND_IN_MAY_IMPORT = (
 
 
 def imported_modules(path: Path, root: Path = PACKAGE.parent) -> set[str]:
-    """Every module ``path`` (under ``root``) imports, at the top or inside functions (``from a import b``: a and a.b)."""
+    """Every module ``path`` (under ``root``) imports, at the top or inside functions.
+
+    ``from a import b`` counts a and a.b."""
     module = ".".join(path.relative_to(root).with_suffix("").parts)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()

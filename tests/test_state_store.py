@@ -255,7 +255,8 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
         connection.execute(sa.text("DROP TABLE pipeline_context_sets"))
         connection.execute(
             sa.text(
-                "CREATE TABLE pipeline_context_sets (run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))"
+                "CREATE TABLE pipeline_context_sets "
+                "(run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))"
             )
         )
     reopened = StateStore(url)

@@ -116,7 +116,8 @@ async def _refuse_unusable_location(response: httpx.Response) -> None:
     ``bad_redirect``."""
     if response.has_redirect_location:
         try:
-            httpx.URL(response.headers["location"]).host
+            # Reading .host is the check: httpx decodes an IDNA host only then.
+            httpx.URL(response.headers["location"]).host  # noqa: B018
         except (httpx.InvalidURL, UnicodeError):
             raise _UnusableLocation(response) from None
 

@@ -179,7 +179,10 @@ class VectorIndexConfig(dg.Config):
     save_every: int = Field(
         default=256,
         ge=1,
-        description="Chunks embedded between saves to the state store and Chroma: a run killed midway embeds at most this many again.",
+        description=(
+            "Chunks embedded between saves to the state store and Chroma: "
+            "a run killed midway embeds at most this many again."
+        ),
     )
 
 
@@ -301,7 +304,9 @@ def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateS
     return must_act_result(
         not failing,
         coverage.metadata(MIN_TEXT_SHARE),
-        problem=f"too few pages yielded text in {', '.join(failing)}: look at pages_without_text and the crawl failures",
+        problem=(
+            f"too few pages yielded text in {', '.join(failing)}: look at pages_without_text and the crawl failures"
+        ),
     )
 
 
@@ -353,5 +358,7 @@ def sources_refreshed_recently(context: dg.AssetCheckExecutionContext) -> dg.Ass
     return must_act_result(
         not overdue,
         freshness.metadata(),
-        problem=f"overdue: {', '.join(overdue)}; look for failed ingest_source runs or a stopped knowledge_base_refresh",
+        problem=(
+            f"overdue: {', '.join(overdue)}; look for failed ingest_source runs or a stopped knowledge_base_refresh"
+        ),
     )

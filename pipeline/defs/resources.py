@@ -64,7 +64,9 @@ class StateStoreResource(dg.ConfigurableResource):
 
 @dataclass(frozen=True)
 class ChromaServer:
-    """A Chroma server or Chroma Cloud: CHROMA_HOST, CHROMA_PORT, CHROMA_SSL, CHROMA_TOKEN, CHROMA_TENANT, CHROMA_DATABASE."""
+    """A Chroma server or Chroma Cloud.
+
+    From CHROMA_HOST, CHROMA_PORT, CHROMA_SSL, CHROMA_TOKEN, CHROMA_TENANT and CHROMA_DATABASE."""
 
     host: str
     port: int = 8000

@@ -90,14 +90,17 @@ def _labelled_query(where: str, entry: object) -> LabelledQuery:
         # bool is an int subclass: `grade: true` must not pass as grade 1.
         if not isinstance(grade, int) or isinstance(grade, bool) or grade < 0:
             raise LabelFileError(
-                f"{where}: relevant {number}: 'grade' must be a whole number, 0 or more, got {grade!r} (id {query_id!r})"
+                f"{where}: relevant {number}: 'grade' must be a whole number, 0 or more, "
+                f"got {grade!r} (id {query_id!r})"
             )
         relevant[page.strip()] = grade
     return LabelledQuery(query_id, entry["query"].strip(), relevant)
 
 
 def page_path(url: str, base_url: str | None = None) -> str:
-    """The labelled path of a page URL: relative to ``base_url`` (default: the URL's site root), ``index.html`` for directories."""
+    """The labelled path of a page URL.
+
+    Relative to ``base_url`` (default: the URL's site root), ``index.html`` for directories."""
     if base_url is None:
         parts = urlsplit(url)
         base_url = f"{parts.scheme}://{parts.netloc}/"

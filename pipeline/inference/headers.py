@@ -28,7 +28,9 @@ _TOKEN_QUOTA = (("x-ratelimit-remaining-tokens",), ("x-ratelimit-reset-tokens",)
 
 
 def exhausted_quota_delay(headers: Mapping[str, str]) -> float | None:
-    """Seconds until the spent quotas (remaining 0) reset, the longest of requests' and tokens'; None if none is spent."""
+    """Seconds until the spent quotas (remaining 0) reset: the longer of requests' and tokens'.
+
+    None if no quota is spent."""
     delays = [
         delay
         for remaining_names, reset_names in (_REQUEST_QUOTA, _TOKEN_QUOTA)

@@ -1,4 +1,6 @@
-"""The ``/v1/rerank`` exchange as the client sees it: the body it sends, the answer it accepts, the 400s it tells apart."""
+"""The ``/v1/rerank`` exchange as the client sees it.
+
+The body it sends, the answer it accepts, the 400s it tells apart."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import gc
 import threading
 import time
 from dataclasses import replace
+from itertools import pairwise
 
 from pipeline.crawl import CrawlStats, KnownPage, PageResult, Source, crawl
 from tests.crawl.conftest import ACCENTED, FAST, HUGE_CHUNK, HUGE_CHUNKS, build_docs_site, by_url, docs_source, html
@@ -319,7 +320,7 @@ def test_crawl_delay_spaces_requests_to_the_host(site: SiteServer) -> None:
     assert stats.crawl_delays == {site.base: 0.2}
     starts = sorted(seen.at for seen in site.log if seen.path != "/robots.txt")
     assert len(starts) == 3
-    assert all(later - earlier >= 0.18 for earlier, later in zip(starts, starts[1:]))
+    assert all(later - earlier >= 0.18 for earlier, later in pairwise(starts))
 
 
 def test_max_pages_bounds_the_crawl(site: SiteServer) -> None:

@@ -100,9 +100,11 @@ class HerokuApp:
         while time.monotonic() < deadline:
             assert self.web.popen.poll() is None, f"web dyno exited:\n{self.web.output()[-3000:]}"
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    if self.graphql("{ version }")["version"]:
-                        return
+                if (
+                    httpx.get(self.url + "/health", timeout=2).status_code == 200
+                    and self.graphql("{ version }")["version"]
+                ):
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(1)

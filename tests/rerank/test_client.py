@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -483,7 +484,9 @@ def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_ser
     assert all(logged.top_n is None for logged in batches)
     # Every document's score as the service returned it, by position in the caller's list.
     served = {
-        offset + index: score for offset, logged in zip((0, 1000, 2000), batches) for index, score in logged.results
+        offset + index: score
+        for offset, logged in zip((0, 1000, 2000), batches, strict=True)
+        for index, score in logged.results
     }
     assert len(served) == 2050
     expected_top = sorted(served, key=lambda position: (-served[position], position))[:5]
@@ -575,7 +578,7 @@ def test_limiter_paces_evenly_at_98_percent_of_the_limit(fake_clock):
     interval = 60 / (250 * 0.98)
     assert limiter.slot_interval == pytest.approx(interval)
     assert admitted[0] == 1000.0
-    assert all(later - earlier == pytest.approx(interval) for earlier, later in zip(admitted, admitted[1:]))
+    assert all(later - earlier == pytest.approx(interval) for earlier, later in pairwise(admitted))
     # No burst ever: at most 245 of the 250 allowed in any minute, sustained over ten minutes' worth.
     assert _most_in_any_window(admitted, 60.0 - 1e-6) == 245
     assert (len(admitted) - 1) / (admitted[-1] - admitted[0]) * 60 == pytest.approx(245)
@@ -637,7 +640,7 @@ def test_limiter_paces_across_threads():
 
     stamps = sorted(admitted)
     assert len(stamps) == 20
-    assert all(later - earlier == pytest.approx(limiter.slot_interval) for earlier, later in zip(stamps, stamps[1:]))
+    assert all(later - earlier == pytest.approx(limiter.slot_interval) for earlier, later in pairwise(stamps))
     assert _most_in_any_window(stamps, 0.2) <= 5
 
 

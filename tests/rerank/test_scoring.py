@@ -1,4 +1,4 @@
-"""LocalRelevanceScorer: relevant beats irrelevant, bounded, deterministic; each feature in isolation; stored vectors."""
+"""LocalRelevanceScorer: relevant beats irrelevant, bounded, deterministic; each feature alone; stored vectors."""
 
 from __future__ import annotations
 
