@@ -31,10 +31,10 @@ handed = context.config.attributes.get("connection")
 if handed is not None:
     run_migrations(handed)
 else:
-    from pipeline import settings
+    from pipeline.instance import state_store_url
     from pipeline.store.state import create_state_engine
 
-    engine = create_state_engine(settings.state_store_url())
+    engine = create_state_engine(state_store_url())
     try:
         with engine.connect() as connection:
             run_migrations(connection)
