@@ -160,7 +160,7 @@ def service_config(arguments: argparse.Namespace):
         )
     try:
         return ServiceConfig(
-            api_key=settings.value("RERANK_KEY"),
+            api_key=settings.string("RERANK_KEY"),
             omit_retry_after=arguments.omit_retry_after,
             test_mode=arguments.test_mode,
             **{field: value for field, value in values.items() if value is not None},
@@ -203,7 +203,7 @@ def _local_rerank_service(stack: ExitStack, port: int) -> str:
 
     service = stack.enter_context(
         LocalRerankService(
-            ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True, scorer=_stored_vectors_scorer()
+            ServiceConfig(api_key=settings.string("RERANK_KEY")), port=port, warm=True, scorer=_stored_vectors_scorer()
         )
     )
     return service.url
@@ -251,8 +251,8 @@ def run_demo(top: int) -> int:
     from pipeline.inputs import is_url
 
     started = time.perf_counter()
-    data_dir = Path(settings.value("PIPELINE_DATA_DIR"))
-    sources_location = settings.value("PIPELINE_SOURCES")
+    data_dir = Path(settings.string("PIPELINE_DATA_DIR"))
+    sources_location = settings.string("PIPELINE_SOURCES")
     with ExitStack() as stack:
         if not is_url(sources_location) and Path(sources_location).resolve() == SOURCES_FILE.resolve():
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))

@@ -88,6 +88,7 @@ def web(workspace: Path) -> int:
     from dagster._core.workspace.load_target import WorkspaceFileTarget
     from dagster_webserver import __version__
     from dagster_webserver.app import create_app_from_workspace_process_context
+    from starlette.types import ASGIApp
 
     from pipeline.webauth import BasicAuthMiddleware, proxy_header_options
 
@@ -105,10 +106,10 @@ def web(workspace: Path) -> int:
         instance.optimize_for_webserver(
             WEB_DB_STATEMENT_TIMEOUT_MS, WEB_DB_POOL_RECYCLE_SECONDS, WEB_DB_POOL_MAX_OVERFLOW
         )
-        app = create_app_from_workspace_process_context(workspace_context)
+        app: ASGIApp = create_app_from_workspace_process_context(workspace_context)
         if password:
             app = BasicAuthMiddleware(
-                app, username=settings.value("WEB_USERNAME"), password=password, behind_router=on_heroku()
+                app, username=settings.string("WEB_USERNAME"), password=password, behind_router=on_heroku()
             )
         else:
             logger.warning("WEB_PASSWORD is not set: the Dagster UI is served without authentication (local use only)")

@@ -99,7 +99,8 @@ def _parse_entry(path: str, where: str, entry: Any) -> Query:
     problem = query_entry_problem(query_id, query)
     if problem:
         raise QueriesFileError(f"{path}: {where}: {problem}")
-    return Query(query_id=str(query_id).strip(), query=query.strip())
+    # Both checked by query_entry_problem; str() tells the type checker so.
+    return Query(query_id=str(query_id).strip(), query=str(query).strip())
 
 
 def query_entry_problem(query_id: Any, query: Any) -> str | None:

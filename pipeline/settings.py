@@ -110,12 +110,21 @@ class SettingError(ValueError):
     """A variable holds a value the pipeline cannot use; the message names the variable."""
 
 
+def string(name: str) -> str:
+    """The variable (or its default) where a value is needed: a setting with a default, or one checked with
+    :func:`is_set` first. Unset and without a default, it is a :class:`SettingError`."""
+    text = value(name)
+    if text is None:
+        raise SettingError(f"{name} is not set")
+    return text
+
+
 def number(name: str, *, minimum: float, maximum: float | None = None) -> float:
     """The variable (or its default) as a number within [minimum, maximum]."""
-    text = value(name)
+    text = string(name)
     try:
         parsed = float(text)
-    except (TypeError, ValueError):
+    except ValueError:
         raise SettingError(f"{name} must be a number, got {text!r}") from None
     if not minimum <= parsed <= (maximum if maximum is not None else float("inf")):
         bounds = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
@@ -125,10 +134,10 @@ def number(name: str, *, minimum: float, maximum: float | None = None) -> float:
 
 def integer(name: str, *, minimum: int) -> int:
     """The variable (or its default) as a whole number of at least ``minimum``."""
-    text = value(name)
+    text = string(name)
     try:
         parsed = int(text)
-    except (TypeError, ValueError):
+    except ValueError:
         raise SettingError(f"{name} must be a whole number, got {text!r}") from None
     if parsed < minimum:
         raise SettingError(f"{name} must be at least {minimum}, got {text!r}")

@@ -280,6 +280,7 @@ class Fetcher:
                     tuple(chain[1:]),
                 )
             target = normalize_url(location, chain[-1])
+            error: str | None
             if target is None:
                 error = "bad_redirect"
             elif target in chain:
@@ -288,7 +289,7 @@ class Fetcher:
                 error = "too_many_redirects"
             else:
                 error = await check_redirect(target) if check_redirect else None
-            if error:
+            if error or target is None:
                 return FetchResult(
                     url, target or chain[-1], attempt.status, attempt.headers, None, error, downloaded, tuple(chain[1:])
                 )

@@ -100,8 +100,8 @@ def retrieval_evaluation(
     except RerankConfigurationError as error:
         # Bad key or model: a retry would fail the same way; the message says which setting to fix.
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    for query_id, error in report.not_reranked.items():
-        context.log.warning(f"labelled question {query_id} not reranked (kept its hybrid order): {error}")
+    for query_id, reason in report.not_reranked.items():
+        context.log.warning(f"labelled question {query_id} not reranked (kept its hybrid order): {reason}")
     path = files.write_output(OUTPUT_FILE, json.dumps(report.to_json(), ensure_ascii=False, indent=1))
     gains = report.gains()
     final, dense = (report.results[name].mean[GAIN_METRIC] for name in ("context_sets", "dense"))

@@ -57,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -147,7 +147,7 @@ def page_mass(documents: Sequence[str], dense: np.ndarray) -> np.ndarray:
     """Per document: its page's summed ``dense`` excess over the candidates' median, over the largest page's."""
     pages = [page_of(document) for document in documents]
     excess = np.clip(dense - np.median(dense), 0.0, None)
-    mass: Counter = Counter()
+    mass: defaultdict[str, float] = defaultdict(float)
     for page, value in zip(pages, excess, strict=True):
         mass[page] += float(value)
     largest = max(mass.values())

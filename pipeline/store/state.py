@@ -198,7 +198,11 @@ class StateStore:
             )
             return {
                 row.url: StoredPage(
-                    *row[:5],
+                    row.url,
+                    row.source,
+                    row.etag,
+                    row.last_modified,
+                    row.content_hash,
                     links=None if row.links is None else tuple(row.links),
                     redirected_since=row.redirected_since and _aware(row.redirected_since),
                 )
@@ -681,7 +685,9 @@ class StateStore:
     def billed_search_units(self) -> int:
         """Search units billed by the latest rerank run (cache hits bill nothing)."""
         with self.engine.connect() as connection:
-            return int(connection.scalar(sa.select(sa.func.coalesce(sa.func.sum(reranked.c.search_units), 0))))
+            return int(
+                connection.execute(sa.select(sa.func.coalesce(sa.func.sum(reranked.c.search_units), 0))).scalar_one()
+            )
 
     # -------------------------------------------------------------------------
 
