@@ -4,7 +4,8 @@ This is the one module that reads ``os.environ``. Dagster resources receive path
 as ``dagster.EnvVar`` and endpoints and credentials as resource dependencies that run
 config cannot replace (see ``pipeline/defs/resources.py``), so secret values never show
 in the Dagster UI; plain entry points (the CLI, the Heroku web process, instance
-configuration) call :func:`value`.
+configuration) call :func:`value`, or :func:`string`, :func:`number` and :func:`integer`
+where a value is needed.
 """
 
 from __future__ import annotations
