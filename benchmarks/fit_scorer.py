@@ -1,6 +1,6 @@
 """Refit the local scorer's feature weights (``pipeline/local/scoring.py: WEIGHTS``) on the labelled sets.
 
-    flock /work/wt/bench.lock uv run python benchmarks/fit_scorer.py --postgresql-data DIR [--demo-data DIR] [--features a,b]
+    uv run python benchmarks/fit_scorer.py --postgresql-data DIR [--demo-data DIR] [--features a,b]
 
 Coordinate ascent on page-level nDCG@10 of the reranked hybrid candidates, averaged
 over the two labelled sets (so the 52 demo questions weigh as much as the 172
@@ -23,8 +23,8 @@ import numpy as np
 from corpora import Corpus, ensure_demo_data, open_corpus
 from quality import retrieval
 
-from pipeline.embedding import MiniLMEmbedder
 from pipeline.cli import local_scorer
+from pipeline.embedding import MiniLMEmbedder
 from pipeline.local import StoredEmbeddings
 from pipeline.local.scoring import FEATURES, WEIGHTS
 from pipeline.retrieve import Fusion
@@ -130,7 +130,8 @@ def main() -> None:
                 f"{table.corpus.name}: nDCG@10 cross-validated {cross_validated:.3f} "
                 f"(− hybrid order {cross_validated - table.hybrid_ndcg:+.3f}, "
                 f"− dense retrieval {cross_validated - table.dense_ndcg:+.3f}), "
-                f"committed weights {table.ndcg(committed, ids):.3f}, dense feature alone {table.ndcg(dense_only, ids):.3f}"
+                f"committed weights {table.ndcg(committed, ids):.3f}, "
+                f"dense feature alone {table.ndcg(dense_only, ids):.3f}"
             )
         final = coordinate_ascent(tables, all_ids, free)
         print("fitted on all queries: " + ", ".join(f'"{n}": {w:g}' for n, w in zip(FEATURES, final, strict=True)))

@@ -102,19 +102,23 @@ def _short(command: str) -> str:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as root, fresh_postgres_database() as database:
-        with local_heroku_app(Path(root), database) as app, Sampler(app) as sampler:
-            time.sleep(5)
-            sampler.phase = "ingest run"
-            deadline = time.monotonic() + 900
-            while not any(r["jobName"] == "ingest_source" and r["status"] == "SUCCESS" for r in app.runs()):
-                assert time.monotonic() < deadline, app.worker.output()[-3000:]
-                time.sleep(1)
-            sampler.phase = "context-set run"
-            run_id = app.launch_run("build_context_sets")
-            assert app.wait_for_run(run_id, timeout=900) == "SUCCESS", app.worker.output()[-3000:]
-            sampler.phase = "idle after runs"
-            time.sleep(10)
+    with (
+        tempfile.TemporaryDirectory() as root,
+        fresh_postgres_database() as database,
+        local_heroku_app(Path(root), database) as app,
+        Sampler(app) as sampler,
+    ):
+        time.sleep(5)
+        sampler.phase = "ingest run"
+        deadline = time.monotonic() + 900
+        while not any(r["jobName"] == "ingest_source" and r["status"] == "SUCCESS" for r in app.runs()):
+            assert time.monotonic() < deadline, app.worker.output()[-3000:]
+            time.sleep(1)
+        sampler.phase = "context-set run"
+        run_id = app.launch_run("build_context_sets")
+        assert app.wait_for_run(run_id, timeout=900) == "SUCCESS", app.worker.output()[-3000:]
+        sampler.phase = "idle after runs"
+        time.sleep(10)
     print(f"{'dyno':8} {'phase':18} {'peak MB':>8}  processes at the peak (MB)")
     for (dyno, phase), (total, processes) in sampler.peaks.items():
         parts = ", ".join(f"{_short(command)} {rss:.0f}" for rss, command in processes if rss >= 5)

@@ -104,9 +104,14 @@ def main() -> None:
                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
                 )
                 elapsed = time.perf_counter() - started
-                steps = {step.step_key: step.end_time - step.start_time for step in instance.get_run_step_stats(result.run_id)}
+                steps = {
+                    step.step_key: step.end_time - step.start_time
+                    for step in instance.get_run_step_stats(result.run_id)
+                }
                 metadata = {
-                    event.asset_key.to_user_string(): {key: value.value for key, value in event.materialization.metadata.items()}
+                    event.asset_key.to_user_string(): {
+                        key: value.value for key, value in event.materialization.metadata.items()
+                    }
                     for event in result.get_asset_materialization_events()
                 }
                 return elapsed, metadata, steps
@@ -114,8 +119,11 @@ def main() -> None:
             cold, metadata, step_seconds = ingest()
             cold_rss = _peak_rss_mb()
             crawl, index = metadata["crawled_pages"], metadata["vector_index"]
-            print(f"cold ingest: {cold:.1f} s, {crawl['pages_fetched']} pages ({crawl['pages_fetched'] / cold:.2f}/s), "
-                  f"{index['chunks_embedded']} chunks ({index['chunks_embedded'] / cold:.2f}/s), peak RSS {cold_rss:.0f} MB")
+            print(
+                f"cold ingest: {cold:.1f} s, {crawl['pages_fetched']} pages ({crawl['pages_fetched'] / cold:.2f}/s), "
+                f"{index['chunks_embedded']} chunks ({index['chunks_embedded'] / cold:.2f}/s), "
+                f"peak RSS {cold_rss:.0f} MB"
+            )
             for step_key, seconds in step_seconds.items():
                 print(f"  step {step_key}: {seconds:.1f} s")
             for asset, values in metadata.items():
@@ -123,7 +131,8 @@ def main() -> None:
             lexical = step_seconds["lexical_index"]
             chunk_seconds, headers = index["embed_seconds"], index["header_embed_seconds"]
             print(
-                f"chunk embedding {chunk_seconds:.1f} s; lexical index {lexical:.1f} s = {100 * lexical / chunk_seconds:.2f} % of it; "
+                f"chunk embedding {chunk_seconds:.1f} s; "
+                f"lexical index {lexical:.1f} s = {100 * lexical / chunk_seconds:.2f} % of it; "
                 f"header lines {headers:.1f} s = {100 * headers / chunk_seconds:.2f} % of it"
             )
 
@@ -133,27 +142,37 @@ def main() -> None:
                 [sys.executable, __file__, str(data_dir), "--embed-only"], check=True, capture_output=True, text=True
             ).stdout.split()
             count, embed_seconds, embed_rss = int(output[0]), float(output[1]), float(output[2])
-            print(f"embed-only, the same {count} chunks in a fresh process: {embed_seconds:.1f} s, peak RSS "
-                  f"{embed_rss:.0f} MB; cold ingest = {cold / embed_seconds:.3f} x embed-only (target <= 1.15)")
+            print(
+                f"embed-only, the same {count} chunks in a fresh process: {embed_seconds:.1f} s, peak RSS "
+                f"{embed_rss:.0f} MB; cold ingest = {cold / embed_seconds:.3f} x embed-only (target <= 1.15)"
+            )
 
             unchanged, metadata, _ = ingest()
-            print(f"no-change refresh: {unchanged:.1f} s = {100 * unchanged / cold:.2f} % of cold (target <= 5 %); "
-                  f"chunks embedded {metadata['vector_index']['chunks_embedded']} (target 0); "
-                  f"pages not modified {metadata['crawled_pages']['pages_not_modified']}")
+            print(
+                f"no-change refresh: {unchanged:.1f} s = {100 * unchanged / cold:.2f} % of cold (target <= 5 %); "
+                f"chunks embedded {metadata['vector_index']['chunks_embedded']} (target 0); "
+                f"pages not modified {metadata['crawled_pages']['pages_not_modified']}"
+            )
 
             page = site / MODIFIED_PAGE
-            page.write_text(page.read_text().replace("</body>", "<p>Benchmark edit: one new paragraph about tablespaces.</p></body>"))
+            page.write_text(
+                page.read_text().replace(
+                    "</body>", "<p>Benchmark edit: one new paragraph about tablespaces.</p></body>"
+                )
+            )
             (site / DELETED_PAGE).unlink()
             changed, metadata, _ = ingest()
             after = {chunk.chunk_id: chunk.url for chunk in store.iter_chunks("postgresql")}
             removed = {before[i] for i in before.keys() - after.keys()}
             added = {after[i] for i in after.keys() - before.keys()}
             expected = {url + MODIFIED_PAGE, url + DELETED_PAGE}
-            print(f"after modifying {MODIFIED_PAGE} and deleting {DELETED_PAGE}: {changed:.1f} s; "
-                  f"chunks removed {len(before.keys() - after.keys())} from {sorted(removed)}, "
-                  f"added {len(after.keys() - before.keys())} from {sorted(added)}; "
-                  f"only those pages: {removed <= expected and added <= {url + MODIFIED_PAGE}}; "
-                  f"crawl {metadata['crawled_pages']}")
+            print(
+                f"after modifying {MODIFIED_PAGE} and deleting {DELETED_PAGE}: {changed:.1f} s; "
+                f"chunks removed {len(before.keys() - after.keys())} from {sorted(removed)}, "
+                f"added {len(after.keys() - before.keys())} from {sorted(added)}; "
+                f"only those pages: {removed <= expected and added <= {url + MODIFIED_PAGE}}; "
+                f"crawl {metadata['crawled_pages']}"
+            )
 
 
 if __name__ == "__main__":

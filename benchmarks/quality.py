@@ -32,15 +32,15 @@ from pathlib import Path
 
 from corpora import Corpus, ensure_demo_data, open_corpus
 
+from pipeline.cli import local_scorer
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.cli import local_scorer
 from pipeline.evaluation.metrics import METRICS
 from pipeline.evaluation.pipeline import EvaluationPlan, PipelineEvaluation, evaluate_pipeline
 from pipeline.evaluation.pipeline import context_order as pipeline_context_order
-from pipeline.rerank.client import InMemoryRerankCache, RerankClient
 from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.local.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
+from pipeline.rerank.client import InMemoryRerankCache, RerankClient
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.tables import markdown_table
@@ -75,7 +75,9 @@ def retrieval(corpus: Corpus, embedder: MiniLMEmbedder, fusion: Fusion | None, l
         found = lexical_candidates(corpus.queries, corpus.lexical, K)
     else:
         lexical = corpus.lexical if fusion is not None else None
-        found = retrieve_candidates(corpus.queries, corpus.vectors, embedder, K, lexical=lexical, fusion=fusion or Fusion())
+        found = retrieve_candidates(
+            corpus.queries, corpus.vectors, embedder, K, lexical=lexical, fusion=fusion or Fusion()
+        )
     return {query_id: [c.chunk_id for c in ranked] for query_id, ranked in found.items()}
 
 
@@ -104,7 +106,12 @@ def stages(corpus: Corpus, scorer: LocalRelevanceScorer) -> PipelineEvaluation:
         RerankClient(service.url, SERVICE_KEY, "cohere-rerank-3-5", requests_per_minute=100_000) as client,
     ):
         return evaluate_pipeline(
-            corpus.labels, corpus.store, corpus.vectors, corpus.lexical, scorer.embedder, client,
+            corpus.labels,
+            corpus.store,
+            corpus.vectors,
+            corpus.lexical,
+            scorer.embedder,
+            client,
             EvaluationPlan(top_k=K, token_budget=TOKEN_BUDGET, max_passages_per_page=DEFAULT_PAGE_CAP),
             cache=InMemoryRerankCache(),
         )
@@ -116,21 +123,33 @@ def ablation(corpus: Corpus, scorer: LocalRelevanceScorer) -> list[tuple[str, di
     dense = retrieval(corpus, embedder, None)
     rows.append(("retrieval: dense only (Chroma)", dense))
     rows.append(("retrieval: BM25 only (bm25s)", retrieval(corpus, embedder, None, lexical_only=True)))
-    rows.append(("retrieval: hybrid RRF, equal weights, depth 50", retrieval(corpus, embedder, Fusion(lexical_weight=1.0, depth=K))))
-    rows.append(("retrieval: hybrid RRF, equal weights, depth 100", retrieval(corpus, embedder, Fusion(lexical_weight=1.0))))
+    rows.append(
+        (
+            "retrieval: hybrid RRF, equal weights, depth 50",
+            retrieval(corpus, embedder, Fusion(lexical_weight=1.0, depth=K)),
+        )
+    )
+    rows.append(
+        ("retrieval: hybrid RRF, equal weights, depth 100", retrieval(corpus, embedder, Fusion(lexical_weight=1.0)))
+    )
     rows.append(("retrieval: hybrid RRF, BM25 weight 0.5, depth 50", retrieval(corpus, embedder, Fusion(depth=K))))
     hybrid = retrieval(corpus, embedder, Fusion())
     rows.append(("**retrieval: hybrid RRF, BM25 weight 0.5, depth 100 (default)**", hybrid))
-    rows.append(("rerank hybrid: first scorer (0.7 cosine + 0.3 BM25)", rerank(corpus, hybrid, previous_scorer(scorer))))
+    rows.append(
+        ("rerank hybrid: first scorer (0.7 cosine + 0.3 BM25)", rerank(corpus, hybrid, previous_scorer(scorer)))
+    )
     four_features = local_scorer(embedder, known_vectors=scorer.known_vectors, weights=FOUR_FEATURE_WEIGHTS)
-    rows.append(("rerank hybrid: four-feature scorer (before heading_dense, page_mass)", rerank(corpus, hybrid, four_features.score)))
+    rows.append(
+        (
+            "rerank hybrid: four-feature scorer (before heading_dense, page_mass)",
+            rerank(corpus, hybrid, four_features.score),
+        )
+    )
     rows.append(("rerank dense-only candidates: new scorer", rerank(corpus, dense, scorer.score)))
     reranked = rerank(corpus, hybrid, scorer.score)
     rows.append(("**rerank hybrid: new scorer (default)**", reranked))
     for feature in FEATURES:
-        without = local_scorer(
-            embedder, known_vectors=scorer.known_vectors, weights={**WEIGHTS, feature: 0.0}
-        )
+        without = local_scorer(embedder, known_vectors=scorer.known_vectors, weights={**WEIGHTS, feature: 0.0})
         rows.append((f"rerank hybrid: new scorer without {feature}", rerank(corpus, hybrid, without.score)))
     for cap in (None, 1, 2, 3):
         label = "no per-page cap" if cap is None else f"at most {cap} passage(s) per page in front"
@@ -141,7 +160,9 @@ def ablation(corpus: Corpus, scorer: LocalRelevanceScorer) -> list[tuple[str, di
     return [(label, corpus.evaluate(ranking).mean) for label, ranking in rows]
 
 
-def scoring_times(corpus: Corpus, embedder: MiniLMEmbedder, with_known_vectors: bool, limit: int | None = None) -> list[float]:
+def scoring_times(
+    corpus: Corpus, embedder: MiniLMEmbedder, with_known_vectors: bool, limit: int | None = None
+) -> list[float]:
     """Seconds to score each query's 50 hybrid candidates with an empty document cache."""
     known = StoredEmbeddings(corpus.store.iter_embedded_texts) if with_known_vectors else None
     if known is not None:
@@ -209,7 +230,10 @@ def main() -> None:
         for name, report in reports.items():
             print(f"\n{name} (retrieval_evaluation):\n{report.markdown()}")
         if arguments.json:
-            summary = {name: {k: report.to_json()[k] for k in ("queries", "plan", "metrics", "gains")} for name, report in reports.items()}
+            summary = {
+                name: {k: report.to_json()[k] for k in ("queries", "plan", "metrics", "gains")}
+                for name, report in reports.items()
+            }
             arguments.json.write_text(json.dumps(summary, indent=1) + "\n")
         print()
         print_table({name: ablation(corpus, scorers[name]) for name, corpus in corpora.items()})

@@ -47,9 +47,9 @@ from pipeline.demo import QUERIES_FILE, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.extract import extract_document
 from pipeline.inference import DEFAULT_PACING_SHARE
+from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.queries import load_queries
 from pipeline.ranking import StoreRerankCache
-from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.rerank import RerankClient, RerankRequest, RerankStats
 from pipeline.store.state import StateStore, sqlite_url
 
@@ -170,8 +170,14 @@ def main() -> None:
     print("| figure | first run | second run |")
     print("|---|---|---|")
     print(f"| requests received by the service | {len(logged)} | {resent} |")
-    print(f"| achieved requests/min at the service, (n - 1) / span | {sustained:.1f} (ratio {sustained / arguments.limit:.3f}) | - |")
-    print(f"| requests/min on the wall clock, n / run time | {on_the_clock:.1f} (ratio {on_the_clock / arguments.limit:.3f}) | - |")
+    print(
+        "| achieved requests/min at the service, (n - 1) / span "
+        f"| {sustained:.1f} (ratio {sustained / arguments.limit:.3f}) | - |"
+    )
+    print(
+        "| requests/min on the wall clock, n / run time "
+        f"| {on_the_clock:.1f} (ratio {on_the_clock / arguments.limit:.3f}) | - |"
+    )
     print(f"| most requests in any 60 s window at the service | {most_in_any_window(arrivals, 60.0)} | - |")
     print(f"| run time | {wall:.1f} s | - |")
     print(f"| failed queries | {stats.failed} | {again.failed} |")

@@ -35,14 +35,20 @@ def directory_size(path: Path) -> int:
 
 def apply_slugignore(app: Path) -> list[str]:
     ignore = app / ".slugignore"
-    patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")] if ignore.exists() else []
+    patterns = (
+        [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if ignore.exists()
+        else []
+    )
     removed = []
     for path in sorted(app.rglob("*"), reverse=True):
         relative = path.relative_to(app).as_posix()
-        if any(fnmatch.fnmatch(relative, pattern.strip("/")) or relative.startswith(pattern.strip("/") + "/") for pattern in patterns):
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-                removed.append(relative)
+        if path.exists() and any(
+            fnmatch.fnmatch(relative, pattern.strip("/")) or relative.startswith(pattern.strip("/") + "/")
+            for pattern in patterns
+        ):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(relative)
     return removed
 
 
@@ -52,7 +58,8 @@ def main() -> int:
         app = Path(temporary) / "app"
         app.mkdir()
         archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
-        tarfile.open(fileobj=io.BytesIO(archive)).extractall(app, filter="data")
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(app, filter="data")
         removed = apply_slugignore(app)
         environment = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy", "VIRTUAL_ENV": ""}
         subprocess.run([uv, "sync", "--locked", "--no-default-groups", "--quiet"], cwd=app, env=environment, check=True)

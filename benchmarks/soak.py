@@ -59,14 +59,20 @@ def main(argv: list[str] | None = None) -> int:
 
     reports = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, SiteServer() as server, \
-            LocalRerankService(ServiceConfig(api_key=FIRST_KEY), scorer=local_scorer()) as rerank:
+    with (
+        tempfile.TemporaryDirectory(prefix="soak-") as tmp,
+        SiteServer() as server,
+        LocalRerankService(ServiceConfig(api_key=FIRST_KEY), scorer=local_scorer()) as rerank,
+    ):
         os.environ.update(deployment_env(Path(tmp), rerank.url, FIRST_KEY))
         from tests.soak.nights import Soak  # after the environment: it imports pipeline.definitions
 
         soak = Soak(Path(tmp), server, rerank, args.seed, args.pages)
-        print("night | faults | failed runs | served | lost | embedded | new | re-embedded | reranked sets | stale | leaked",
-              flush=True)
+        print(
+            "night | faults | failed runs | served | lost | embedded | new | re-embedded "
+            "| reranked sets | stale | leaked",
+            flush=True,
+        )
         for number, faults in enumerate(plan, start=1):
             report = soak.night(number, faults)
             reports.append(report)
@@ -91,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(totals, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"totals": totals, "nights": [r.as_dict() for r in reports]}, indent=2))
-    clean = not (totals["pages_lost"] or totals["chunks_re_embedded"] or totals["stale_publications"]
-                 or totals["secrets_leaked"])
+    clean = not (
+        totals["pages_lost"] or totals["chunks_re_embedded"] or totals["stale_publications"] or totals["secrets_leaked"]
+    )
     return 0 if clean else 1
 
 

@@ -159,7 +159,9 @@ def context_set_coverage(query_ids: Sequence[str], context_sets: Mapping[str, Ma
     return ContextSetCoverage(
         queries=len(query_ids),
         missing=tuple(query_id for query_id in query_ids if query_id not in context_sets),
-        empty=tuple(query_id for query_id in query_ids if query_id in context_sets and not context_sets[query_id]["passages"]),
+        empty=tuple(
+            query_id for query_id in query_ids if query_id in context_sets and not context_sets[query_id]["passages"]
+        ),
     )
 
 
@@ -226,16 +228,16 @@ class SourceFreshness:
                 ["source", "hours since last refresh", "overdue"],
                 [
                     [source, hours(age), "yes" if source in self.overdue else "no"]
-                    for source, age in sorted(self.ages.items(), key=lambda item: -(float("inf") if item[1] is None else item[1]))
+                    for source, age in sorted(
+                        self.ages.items(), key=lambda item: -(float("inf") if item[1] is None else item[1])
+                    )
                 ],
                 limit=EXAMPLES,
             ),
         }
 
 
-def source_freshness(
-    last_refreshed: Mapping[str, float | None], now: float, max_age_seconds: float
-) -> SourceFreshness:
+def source_freshness(last_refreshed: Mapping[str, float | None], now: float, max_age_seconds: float) -> SourceFreshness:
     """Ages from last successful refresh timestamps (seconds since the epoch)."""
     return SourceFreshness(
         ages={source: None if at is None else now - at for source, at in last_refreshed.items()},

@@ -217,7 +217,7 @@ class _SectionPacker:
             current = self._overlap(accepted) if queue else []
             used = _estimate(current)
         self._merge_small_tail(chunks, counts)
-        return [(_join(chunk), count) for chunk, count in zip(chunks, counts)]
+        return [(_join(chunk), count) for chunk, count in zip(chunks, counts, strict=True)]
 
     def _split(self, text: str, separator: str, budget: int, level: int = 0) -> list[_Piece]:
         """Cut ``text`` at the coarsest boundaries that give pieces of at most ``budget`` tokens."""

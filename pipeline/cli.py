@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_fault_arguments(service)
 
     # The Procfile's process types (docs/deploy.md).
-    commands.add_parser("release", help="Create or migrate Dagster's storage and the pipeline's tables (Procfile release).")
+    commands.add_parser(
+        "release", help="Create or migrate Dagster's storage and the pipeline's tables (Procfile release)."
+    )
     for name, summary in (
         ("web", "Serve the Dagster UI on $PORT behind basic authentication (Procfile web)."),
         ("worker", "Run the Dagster daemon: schedules, sensors, automation and queued runs (Procfile worker)."),
@@ -82,7 +84,9 @@ def run_process(arguments: argparse.Namespace) -> int:
         if arguments.command == "release":
             return heroku.release()
         if not arguments.workspace.is_file():
-            raise heroku.ProcessConfigurationError(f"{arguments.command}: workspace file {arguments.workspace} not found")
+            raise heroku.ProcessConfigurationError(
+                f"{arguments.command}: workspace file {arguments.workspace} not found"
+            )
         return getattr(heroku, arguments.command)(arguments.workspace)
     except (heroku.ProcessConfigurationError, settings.SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -114,7 +118,9 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         help="Per model over a sliding minute; past it, 429 [unlimited].",
     )
     faults.add_argument("--omit-retry-after", action="store_true", help="Send 429s without Retry-After, as Heroku may.")
-    faults.add_argument("--error-rate", type=float, metavar="RATE", help="Share of requests answered with HTTP 500 [0].")
+    faults.add_argument(
+        "--error-rate", type=float, metavar="RATE", help="Share of requests answered with HTTP 500 [0]."
+    )
     faults.add_argument(
         "--timeout-rate", type=float, metavar="RATE", help="Share of requests held unanswered, then 504 [0]."
     )
@@ -138,7 +144,9 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODELS",
         help="Comma-separated models the key may use; the others answer 403 [all known models].",
     )
-    faults.add_argument("--max-documents", type=int, metavar="N", help="Documents accepted per request, past it 400 [1000].")
+    faults.add_argument(
+        "--max-documents", type=int, metavar="N", help="Documents accepted per request, past it 400 [1000]."
+    )
 
 
 def service_config(arguments: argparse.Namespace):
@@ -147,10 +155,12 @@ def service_config(arguments: argparse.Namespace):
 
     values = {field: getattr(arguments, field) for field in FAULT_FLAGS}
     if values["allowed_models"] is not None:
-        values["allowed_models"] = tuple(model.strip() for model in values["allowed_models"].split(",") if model.strip())
+        values["allowed_models"] = tuple(
+            model.strip() for model in values["allowed_models"].split(",") if model.strip()
+        )
     try:
         return ServiceConfig(
-            api_key=settings.value("RERANK_KEY"),
+            api_key=settings.string("RERANK_KEY"),
             omit_retry_after=arguments.omit_retry_after,
             test_mode=arguments.test_mode,
             **{field: value for field, value in values.items() if value is not None},
@@ -193,7 +203,7 @@ def _local_rerank_service(stack: ExitStack, port: int) -> str:
 
     service = stack.enter_context(
         LocalRerankService(
-            ServiceConfig(api_key=settings.value("RERANK_KEY")), port=port, warm=True, scorer=_stored_vectors_scorer()
+            ServiceConfig(api_key=settings.string("RERANK_KEY")), port=port, warm=True, scorer=_stored_vectors_scorer()
         )
     )
     return service.url
@@ -241,8 +251,8 @@ def run_demo(top: int) -> int:
     from pipeline.inputs import is_url
 
     started = time.perf_counter()
-    data_dir = Path(settings.value("PIPELINE_DATA_DIR"))
-    sources_location = settings.value("PIPELINE_SOURCES")
+    data_dir = Path(settings.string("PIPELINE_DATA_DIR"))
+    sources_location = settings.string("PIPELINE_SOURCES")
     with ExitStack() as stack:
         if not is_url(sources_location) and Path(sources_location).resolve() == SOURCES_FILE.resolve():
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))

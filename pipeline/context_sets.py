@@ -129,6 +129,12 @@ def markdown_preview(context_sets: Sequence[dict[str, Any]], *, per_query: int =
             score = passage["rerank_score"] if passage["rerank_score"] is not None else passage["retrieval_score"]
             snippet = " ".join(passage["text"].split())[:width]
             rows.append(
-                (context_set["query_id"], passage["rank"], f"[{passage['title']}]({passage['url']})", f"{score:.3f}", snippet)
+                (
+                    context_set["query_id"],
+                    passage["rank"],
+                    f"[{passage['title']}]({passage['url']})",
+                    f"{score:.3f}",
+                    snippet,
+                )
             )
     return markdown_table(["query", "rank", "source", "score", "passage"], rows)

@@ -99,7 +99,9 @@ class Redactor:
 
 
 class RedactingLogFilter(logging.Filter):
-    """Rewrites each record through every registered :class:`Redactor`; held weakly, so one lives as long as its owner."""
+    """Rewrites each record through every registered :class:`Redactor`.
+
+    Held weakly, so one lives as long as its owner."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -81,9 +81,7 @@ class MiniLMEmbedder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(
-            str(_model_path()), options, providers=["CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(str(_model_path()), options, providers=["CPUExecutionProvider"])
         self._input_names = {model_input.name for model_input in session.get_inputs()}
         return session
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
 
 # Bump when extraction output changes so stored documents get re-extracted.
 EXTRACTOR_VERSION = "1"
@@ -72,7 +72,9 @@ _CHROME_NAME = re.compile(
     r"|(?:^|[-_])(?:toc|toctree|menu|nav|navbar|navheader|navfooter|linenos|linenodiv)(?:$|[-_])",
     re.IGNORECASE,
 )
-_PERMALINK_CLASSES = frozenset({"headerlink", "permalink", "anchorjs-link", "hash-link", "header-anchor", "anchor-link"})
+_PERMALINK_CLASSES = frozenset(
+    {"headerlink", "permalink", "anchorjs-link", "hash-link", "header-anchor", "anchor-link"}
+)
 _PERMALINK_TEXTS = frozenset({"¶", "§", "#", "🔗"})
 # DocBook puts admonition titles in <h3 class="title"> inside div.note etc.; they
 # label a box, they do not open a section.
@@ -154,7 +156,8 @@ def _is_hidden(tag: Tag) -> bool:
     if "hidden" in attrs or attrs.get("aria-hidden") == "true":
         return True
     style = attrs.get("style")
-    if style:
+    # A string: only multi-valued attributes such as class are parsed into lists.
+    if isinstance(style, str) and style:
         compact = style.replace(" ", "").lower()
         return "display:none" in compact or "visibility:hidden" in compact
     return False
@@ -182,7 +185,7 @@ def _is_chrome(tag: Tag) -> bool:
 def _is_admonition_title(heading: Tag) -> bool:
     parent = heading.parent
     classes = parent.get("class") if parent is not None else None
-    return bool(classes) and not _ADMONITION_CLASSES.isdisjoint(classes)
+    return classes is not None and not _ADMONITION_CLASSES.isdisjoint(classes)
 
 
 def _is_layout_table(table: Tag) -> bool:
@@ -193,7 +196,7 @@ def _is_layout_table(table: Tag) -> bool:
 def _preformatted_text(pre: Tag) -> str:
     """A code block's text exactly as written, minus chrome such as copy buttons."""
     parts: list[str] = []
-    stack: list[Tag | NavigableString] = list(reversed(pre.contents))
+    stack: list[PageElement] = list(reversed(pre.contents))
     while stack:
         node = stack.pop()
         if isinstance(node, Tag):
@@ -266,7 +269,7 @@ class _Walker:
     def walk(self, root: Tag) -> None:
         if root.name not in ("body", "html", "[document]"):
             self._sectioning_depth = 1
-        work: list[Tag | NavigableString | Callable[[], None]] = list(reversed(root.contents))
+        work: list[PageElement | Callable[[], None]] = list(reversed(root.contents))
         while work:
             item = work.pop()
             if isinstance(item, Tag):
@@ -274,7 +277,7 @@ class _Walker:
             elif type(item) is NavigableString:
                 # Comments, CDATA, doctypes and processing instructions are subclasses: skipped.
                 self._frames[-1].inline.append(item.replace("\n", " "))
-            elif not isinstance(item, NavigableString):
+            elif callable(item):
                 item()
         self._close_section()
 

@@ -60,7 +60,8 @@ def release() -> int:
     finally:
         engine.dispose()
     print(
-        f"release: Dagster storage and pipeline tables are up to date ({'PostgreSQL' if uses_postgres() else 'SQLite'}; "
+        "release: Dagster storage and pipeline tables are up to date "
+        f"({'PostgreSQL' if uses_postgres() else 'SQLite'}; "
         f"pipeline schema at revision {', '.join(head_revisions())})"
     )
     return 0
@@ -87,6 +88,7 @@ def web(workspace: Path) -> int:
     from dagster._core.workspace.load_target import WorkspaceFileTarget
     from dagster_webserver import __version__
     from dagster_webserver.app import create_app_from_workspace_process_context
+    from starlette.types import ASGIApp
 
     from pipeline.webauth import BasicAuthMiddleware, proxy_header_options
 
@@ -95,14 +97,19 @@ def web(workspace: Path) -> int:
     with (
         dg.DagsterInstance.get() as instance,
         WorkspaceProcessContext(
-            instance, version=__version__, read_only=False, workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])
+            instance,
+            version=__version__,
+            read_only=False,
+            workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)]),
         ) as workspace_context,
     ):
-        instance.optimize_for_webserver(WEB_DB_STATEMENT_TIMEOUT_MS, WEB_DB_POOL_RECYCLE_SECONDS, WEB_DB_POOL_MAX_OVERFLOW)
-        app = create_app_from_workspace_process_context(workspace_context)
+        instance.optimize_for_webserver(
+            WEB_DB_STATEMENT_TIMEOUT_MS, WEB_DB_POOL_RECYCLE_SECONDS, WEB_DB_POOL_MAX_OVERFLOW
+        )
+        app: ASGIApp = create_app_from_workspace_process_context(workspace_context)
         if password:
             app = BasicAuthMiddleware(
-                app, username=settings.value("WEB_USERNAME"), password=password, behind_router=on_heroku()
+                app, username=settings.string("WEB_USERNAME"), password=password, behind_router=on_heroku()
             )
         else:
             logger.warning("WEB_PASSWORD is not set: the Dagster UI is served without authentication (local use only)")
@@ -122,7 +129,9 @@ def worker(workspace: Path) -> int:
     with dg.DagsterInstance.get() as instance:
         interrupted = fail_interrupted_runs(instance)
     if interrupted:
-        print(f"worker: marked {len(interrupted)} run(s) interrupted by the restart as failed: {', '.join(interrupted)}")
+        print(
+            f"worker: marked {len(interrupted)} run(s) interrupted by the restart as failed: {', '.join(interrupted)}"
+        )
     # Beside this interpreter first: the venv's bin is not on PATH when started as .venv/bin/pipeline.
     beside = Path(sys.executable).with_name("dagster-daemon")
     daemon = str(beside) if beside.exists() else shutil.which("dagster-daemon")

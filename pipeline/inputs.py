@@ -77,21 +77,23 @@ def where_undecodable(data: bytes, error: UnicodeDecodeError) -> str:
 def _download(url: str, *, setting: str, max_bytes: int, timeout: httpx.Timeout) -> str:
     shown = display_location(url)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
-            with client.stream("GET", url, headers={"Accept": "text/plain, application/yaml, */*"}) as response:
-                if response.status_code != 200:
-                    raise InputUnavailable(f"{setting}: GET {shown} answered HTTP {response.status_code}")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise InputUnavailable(
-                        f"{setting}: {shown} is {int(declared):,} bytes, more than the {max_bytes:,} allowed"
-                    )
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise InputUnavailable(f"{setting}: {shown} is larger than the {max_bytes:,} bytes allowed")
-                encoding = response.charset_encoding or "utf-8"
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client,
+            client.stream("GET", url, headers={"Accept": "text/plain, application/yaml, */*"}) as response,
+        ):
+            if response.status_code != 200:
+                raise InputUnavailable(f"{setting}: GET {shown} answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise InputUnavailable(
+                    f"{setting}: {shown} is {int(declared):,} bytes, more than the {max_bytes:,} allowed"
+                )
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise InputUnavailable(f"{setting}: {shown} is larger than the {max_bytes:,} bytes allowed")
+            encoding = response.charset_encoding or "utf-8"
     except httpx.TooManyRedirects:
         raise InputUnavailable(f"{setting}: {shown} redirects more than {MAX_REDIRECTS} times") from None
     except httpx.TimeoutException as error:

@@ -33,7 +33,7 @@ POSTGRES_URL_VARIABLE = "PIPELINE_DAGSTER_POSTGRES_URL"
 
 def dagster_home() -> Path:
     """``DAGSTER_HOME``, defaulting to ``<PIPELINE_DATA_DIR>/dagster_home``; exported for Dagster to read."""
-    home = Path(settings.value("DAGSTER_HOME") or Path(settings.value("PIPELINE_DATA_DIR")) / "dagster_home").resolve()
+    home = Path(settings.value("DAGSTER_HOME") or Path(settings.string("PIPELINE_DATA_DIR")) / "dagster_home").resolve()
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -44,7 +44,7 @@ def uses_postgres() -> bool:
 
 def state_store_url() -> str:
     """The pipeline's state store: ``DATABASE_URL`` when set, else SQLite in ``PIPELINE_DATA_DIR``."""
-    return state_url(settings.value("DATABASE_URL"), settings.value("PIPELINE_DATA_DIR"))
+    return state_url(settings.value("DATABASE_URL"), settings.string("PIPELINE_DATA_DIR"))
 
 
 def instance_config() -> dict[str, Any]:
@@ -91,6 +91,6 @@ def prepare_instance() -> Path:
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     if uses_postgres():
-        os.environ[POSTGRES_URL_VARIABLE] = normalize_database_url(settings.value("DATABASE_URL"))
+        os.environ[POSTGRES_URL_VARIABLE] = normalize_database_url(settings.string("DATABASE_URL"))
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(), sort_keys=False), encoding="utf-8")
     return home

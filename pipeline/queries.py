@@ -23,7 +23,6 @@ import yaml
 
 from pipeline.inputs import display_location, is_url, location_suffix, read_input
 
-
 # A question, not a document: far beyond any real support question (a long one is a few hundred
 # characters), and small next to what the reranker reads with each candidate.
 MAX_QUERY_CHARACTERS = 2_000
@@ -55,10 +54,7 @@ def load_queries(location: str | Path) -> list[Query]:
         )
     text = read_input(location, setting="PIPELINE_QUERIES")
     path = display_location(location)
-    if location_suffix(location) == ".jsonl":
-        entries = _jsonl_entries(path, text)
-    else:
-        entries = _yaml_entries(path, text)
+    entries = _jsonl_entries(path, text) if location_suffix(location) == ".jsonl" else _yaml_entries(path, text)
     queries: list[Query] = []
     seen: set[str] = set()
     for where, entry in entries:
@@ -103,7 +99,8 @@ def _parse_entry(path: str, where: str, entry: Any) -> Query:
     problem = query_entry_problem(query_id, query)
     if problem:
         raise QueriesFileError(f"{path}: {where}: {problem}")
-    return Query(query_id=str(query_id).strip(), query=query.strip())
+    # Both checked by query_entry_problem; str() tells the type checker so.
+    return Query(query_id=str(query_id).strip(), query=str(query).strip())
 
 
 def query_entry_problem(query_id: Any, query: Any) -> str | None:

@@ -51,7 +51,9 @@ class RerankRunReport:
 
     @property
     def api_versions(self) -> list[str]:
-        return sorted({o.response.api_version for o in self.outcomes if o.response is not None and o.response.api_version})
+        return sorted(
+            {o.response.api_version for o in self.outcomes if o.response is not None and o.response.api_version}
+        )
 
 
 def rerank_stored_candidates(
@@ -148,7 +150,9 @@ def context_order(
     ``candidates`` are the stored [(retrieval_rank, chunk_id, score), ...] in rank order;
     ``ranking`` is the query's stored rerank row, if any.
     """
-    retrieval_order = [(rank, chunk_id, score, None) for rank, chunk_id, score in candidates]
+    retrieval_order: list[tuple[int, str, float, float | None]] = [
+        (rank, chunk_id, score, None) for rank, chunk_id, score in candidates
+    ]
     if ranking is None:
         return ContextOrder(retrieval_order, False, NO_RERANK_RESULT)
     if ranking["candidates_hash"] != candidates_hash(query, (chunk_id for _, chunk_id, _ in candidates)):
@@ -198,7 +202,7 @@ def assemble_context_sets(
                 query=query,
                 model=ranking["model"] if ranking else "",
                 reranked=order.reranked,
-                api_version=ranking["api_version"] if order.reranked else None,
+                api_version=ranking["api_version"] if ranking and order.reranked else None,
                 reason_not_reranked=order.reason_not_reranked,
                 token_budget=token_budget,
                 passages=pack_passages(diversify_pages(passages, max_passages_per_page), token_budget),

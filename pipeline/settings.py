@@ -4,7 +4,8 @@ This is the one module that reads ``os.environ``. Dagster resources receive path
 as ``dagster.EnvVar`` and endpoints and credentials as resource dependencies that run
 config cannot replace (see ``pipeline/defs/resources.py``), so secret values never show
 in the Dagster UI; plain entry points (the CLI, the Heroku web process, instance
-configuration) call :func:`value`.
+configuration) call :func:`value`, or :func:`string`, :func:`number` and :func:`integer`
+where a value is needed.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ class Setting:
 
 
 _SETTINGS = [
-    Setting("PIPELINE_DATA_DIR", "./data", "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl."),
-    Setting("PIPELINE_SOURCES", str(_DEMO_DIR / "sources.yaml"), "YAML file listing the documentation sources to crawl."),
+    Setting(
+        "PIPELINE_DATA_DIR",
+        "./data",
+        "Directory for the local Chroma store, SQLite state and ranked_context_sets.jsonl.",
+    ),
+    Setting(
+        "PIPELINE_SOURCES", str(_DEMO_DIR / "sources.yaml"), "YAML file listing the documentation sources to crawl."
+    ),
     Setting("PIPELINE_QUERIES", str(_DEMO_DIR / "queries.yaml"), "YAML or JSONL file of queries, each {id, query}."),
     Setting(
         "PIPELINE_LABELLED_QUERIES",
@@ -38,7 +45,9 @@ _SETTINGS = [
     ),
     Setting("PIPELINE_REFRESH_CRON", "0 4 * * *", "Cron expression of the daily knowledge-base refresh schedule."),
     Setting("PIPELINE_REFRESH_TIMEZONE", "UTC", "IANA time zone the refresh cron is read in (e.g. Europe/Berlin)."),
-    Setting("PIPELINE_FRESHNESS_MAX_AGE_HOURS", "26", "Hours after which a source's last successful refresh is overdue."),
+    Setting(
+        "PIPELINE_FRESHNESS_MAX_AGE_HOURS", "26", "Hours after which a source's last successful refresh is overdue."
+    ),
     Setting("PIPELINE_RERANK_UNITS_BUDGET", "1000", "Rerank search units one run may bill before its check fails."),
     Setting("PIPELINE_MIN_TEXT_SHARE", "0.9", "Share of a source's fetched pages that must yield text (0-1)."),
     Setting(
@@ -68,14 +77,20 @@ _SETTINGS = [
     Setting(
         "DAGSTER_HOME",
         None,
-        "Dagster instance directory; the pipeline writes its dagster.yaml there. <PIPELINE_DATA_DIR>/dagster_home when unset.",
+        "Dagster instance directory; the pipeline writes its dagster.yaml there. "
+        "<PIPELINE_DATA_DIR>/dagster_home when unset.",
     ),
     Setting("PIPELINE_MAX_CONCURRENT_RUNS", "1", "Runs the queued run coordinator lets execute at once."),
     Setting("WEB_USERNAME", "admin", "User name for the web process's HTTP basic authentication."),
     Setting("WEB_PASSWORD", None, "Password for the Dagster UI (web process); required on Heroku.", secret=True),
     Setting("PORT", "3000", "Port the web process listens on (Heroku sets it on web dynos only)."),
     Setting("DYNO", None, "Set by Heroku on every dyno (e.g. web.1); the web process then requires WEB_PASSWORD."),
-    Setting("DATABASE_URL", None, "PostgreSQL URL for durable state; postgres:// is accepted. SQLite in the data directory when unset.", secret=True),
+    Setting(
+        "DATABASE_URL",
+        None,
+        "PostgreSQL URL for durable state; postgres:// is accepted. SQLite in the data directory when unset.",
+        secret=True,
+    ),
 ]
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _SETTINGS}
 
@@ -96,12 +111,21 @@ class SettingError(ValueError):
     """A variable holds a value the pipeline cannot use; the message names the variable."""
 
 
+def string(name: str) -> str:
+    """The variable (or its default) where a value is needed: a setting with a default, or one checked with
+    :func:`is_set` first. Unset and without a default, it is a :class:`SettingError`."""
+    text = value(name)
+    if text is None:
+        raise SettingError(f"{name} is not set")
+    return text
+
+
 def number(name: str, *, minimum: float, maximum: float | None = None) -> float:
     """The variable (or its default) as a number within [minimum, maximum]."""
-    text = value(name)
+    text = string(name)
     try:
         parsed = float(text)
-    except (TypeError, ValueError):
+    except ValueError:
         raise SettingError(f"{name} must be a number, got {text!r}") from None
     if not minimum <= parsed <= (maximum if maximum is not None else float("inf")):
         bounds = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
@@ -111,10 +135,10 @@ def number(name: str, *, minimum: float, maximum: float | None = None) -> float:
 
 def integer(name: str, *, minimum: int) -> int:
     """The variable (or its default) as a whole number of at least ``minimum``."""
-    text = value(name)
+    text = string(name)
     try:
         parsed = int(text)
-    except (TypeError, ValueError):
+    except ValueError:
         raise SettingError(f"{name} must be a whole number, got {text!r}") from None
     if parsed < minimum:
         raise SettingError(f"{name} must be at least {minimum}, got {text!r}")

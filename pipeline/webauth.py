@@ -112,7 +112,7 @@ class BasicAuthMiddleware:
         if not password:
             raise ValueError("WEB_PASSWORD is empty: the Dagster UI would be open to anyone")
         self.app = app
-        self._expected = f"{username}:{password}".encode("utf-8")
+        self._expected = f"{username}:{password}".encode()
         self.behind_router = behind_router
         self.failed_attempts = failed_attempts if failed_attempts is not None else FailedAttempts()
 
@@ -154,7 +154,12 @@ class BasicAuthMiddleware:
             await send({"type": "websocket.close", "code": UNAUTHORIZED_WEBSOCKET_CLOSE})
             return
         challenge = f'Basic realm="{REALM}", charset="UTF-8"'.encode("latin-1")
-        await _respond(send, 401, b"Authentication required\n", [(b"www-authenticate", challenge), (b"content-type", b"text/plain")])
+        await _respond(
+            send,
+            401,
+            b"Authentication required\n",
+            [(b"www-authenticate", challenge), (b"content-type", b"text/plain")],
+        )
 
     def _client_address(self, scope: Scope) -> str:
         if self.behind_router:
@@ -167,7 +172,7 @@ class BasicAuthMiddleware:
         return client[0] if client else "unknown"
 
     def _authorized(self, header: bytes | None) -> bool:
-        if not header or not header[:6].lower() == b"basic ":
+        if not header or header[:6].lower() != b"basic ":
             return False
         try:
             supplied = base64.b64decode(header[6:].strip(), validate=True)
@@ -196,5 +201,11 @@ def _https_url(scope: Scope, headers: dict[bytes, bytes]) -> str:
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -125,7 +125,9 @@ def test_context_sets_reranked_or_explained_fails_for_a_set_without_reason(site,
     explained = {**latest["q1"], "reranked": False, "reason_not_reranked": "RerankUnavailable: timeout"}
     silent = {**latest["q2"], "reranked": False, "reason_not_reranked": None}
     store.save_context_sets("a-later-run", [explained, silent], keep_runs=30)
-    bad = run_check_alone(site, dg.AssetCheckKey(dg.AssetKey("ranked_context_sets"), "context_sets_reranked_or_explained"))
+    bad = run_check_alone(
+        site, dg.AssetCheckKey(dg.AssetKey("ranked_context_sets"), "context_sets_reranked_or_explained")
+    )
     assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
     details = metadata(bad)
     assert details["not_reranked_with_reason"] == 1 and details["inconsistent"] == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -71,7 +71,7 @@ def test_refresh_schedule_queues_every_registered_source_that_is_not_busy(site):
     # With the repository, run requests are resolved against the job's partitions as the daemon does.
     context = dg.build_schedule_context(
         instance=site.instance,
-        scheduled_execution_time=datetime(2026, 3, 2, 4, tzinfo=timezone.utc),
+        scheduled_execution_time=datetime(2026, 3, 2, 4, tzinfo=UTC),
         repository_def=defs.get_repository_def(),
     )
     nothing = knowledge_base_refresh.evaluate_tick(context)
@@ -180,7 +180,10 @@ def evaluate_partitions_sensor(site):
 
 def test_partitions_follow_the_sources_file_and_a_bad_file_changes_nothing(site):
     added = evaluate_partitions_sensor(site)
-    assert [(r.job_name, r.partition_key) for r in added.run_requests] == [("ingest_source", "alpha"), ("ingest_source", "beta")]
+    assert [(r.job_name, r.partition_key) for r in added.run_requests] == [
+        ("ingest_source", "alpha"),
+        ("ingest_source", "beta"),
+    ]
     apply_partition_requests(site.instance, added)
     assert registered(site) == ["alpha", "beta"]
     assert "2 sources listed, every one registered" in evaluate_partitions_sensor(site).skip_message
@@ -249,8 +252,12 @@ def test_a_purge_keeps_a_source_that_is_listed_again(site):
     site.run.ingest("alpha")
     store = StateStore(sqlite_url(site.data_dir))
     chunks = store.chunk_ids("alpha")
-    result = site.definitions().resolve_job_def("remove_sources").execute_in_process(
-        run_config={"ops": {"purge_removed_sources": {"config": {"sources": ["alpha"]}}}}, instance=site.instance
+    result = (
+        site.definitions()
+        .resolve_job_def("remove_sources")
+        .execute_in_process(
+            run_config={"ops": {"purge_removed_sources": {"config": {"sources": ["alpha"]}}}}, instance=site.instance
+        )
     )
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     assert output.event_specific_data.metadata["sources_kept"].value == "alpha"
@@ -297,16 +304,17 @@ def test_queries_sensor_rebuilds_context_sets_on_change_without_recrawling(site)
     site.queries_path.write_text("queries:\n  - {id: q1, query: 'deploy'}\n  - {id: q1, query: 'twice'}\n")
     broken = evaluate_queries_sensor(site, cursor)
     assert isinstance(broken, dg.SkipReason)
-    assert "queries file unusable, nothing launched" in broken.skip_message and "duplicate query id 'q1'" in broken.skip_message
+    assert (
+        "queries file unusable, nothing launched" in broken.skip_message
+        and "duplicate query id 'q1'" in broken.skip_message
+    )
 
     site.write_queries({**QUERIES, "q3": "How do I tune the token budget?"})
     changed = evaluate_queries_sensor(site, cursor)
     assert len(changed.run_requests) == 1 and changed.cursor != cursor
 
     requests_before = len(site.server.log)
-    result = site.definitions().resolve_job_def(queries_file_sensor.job_name).execute_in_process(
-        instance=site.instance
-    )
+    result = site.definitions().resolve_job_def(queries_file_sensor.job_name).execute_in_process(instance=site.instance)
     assert result.success
     assert len(site.server.log) == requests_before  # nothing crawled
     store = StateStore(sqlite_url(site.data_dir))

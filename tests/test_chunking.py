@@ -1,5 +1,6 @@
 import re
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,7 @@ def test_consecutive_chunks_of_a_section_overlap():
     config = ChunkingConfig(max_tokens=120, overlap_tokens=30)
     chunks = chunk_document(document(LONG_SECTION), config)
     assert len(chunks) >= 4
-    for previous, following in zip(chunks, chunks[1:]):
+    for previous, following in pairwise(chunks):
         shared = max(
             (size for size in range(1, len(previous.text)) if following.text.startswith(previous.text[-size:])),
             default=0,

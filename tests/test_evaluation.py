@@ -52,7 +52,9 @@ def test_pages_default_to_each_site_root_and_labels_may_name_a_base_url(tmp_path
         "queries:\n  - {id: a, query: upsert, relevant: [{path: sql-insert.html, grade: 2}]}\n"
     )
     labelled = load_labelled_set(labels)
-    assert pages_in_order(["https://www.postgresql.org/docs/15/sql-insert.html"], labelled.base_url) == ["sql-insert.html"]
+    assert pages_in_order(["https://www.postgresql.org/docs/15/sql-insert.html"], labelled.base_url) == [
+        "sql-insert.html"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -48,14 +48,32 @@ def test_chrome_is_removed_and_main_content_kept():
     assert "Body text stays." in text
     assert "Choose File > Save." in text
     for chrome in [
-        "Skip to content", "logo", "Home nav", "Sidebar links", "TOC entry", "Docs / Guide",
-        "¶", "Enable JavaScript", "Template text", "Search", "Go", "svg text", "Aside note",
-        "Role nav", "Toctree link", "an HTML comment", "Copyright footer", "script text", "color: red",
+        "Skip to content",
+        "logo",
+        "Home nav",
+        "Sidebar links",
+        "TOC entry",
+        "Docs / Guide",
+        "¶",
+        "Enable JavaScript",
+        "Template text",
+        "Search",
+        "Go",
+        "svg text",
+        "Aside note",
+        "Role nav",
+        "Toctree link",
+        "an HTML comment",
+        "Copyright footer",
+        "script text",
+        "color: red",
     ]:
         assert chrome not in text, chrome
     # <main> is used even though its own class and the body's class name sidebars.
     assert document.title == "Rate limits"
-    assert document.sections == (Section(("Rate limits",), "Requests are limited per key.\n\nChoose File > Save.\n\nBody text stays."),)
+    assert document.sections == (
+        Section(("Rate limits",), "Requests are limited per key.\n\nChoose File > Save.\n\nBody text stays."),
+    )
 
 
 def test_heading_paths_follow_heading_levels_and_ignore_inline_markup():
@@ -110,9 +128,7 @@ def test_code_blocks_keep_whitespace_and_inline_code_stays_inline():
 
 \treturn  x  * 2<br>tail</pre></div></main>"""
     document = extract_document(html, URL)
-    assert document.sections[0].text == (
-        "Call connect() first.\n\ndef f(x):\n    if x:\n\n\treturn  x  * 2\ntail"
-    )
+    assert document.sections[0].text == ("Call connect() first.\n\ndef f(x):\n    if x:\n\n\treturn  x  * 2\ntail")
 
 
 def test_tables_and_lists_render_as_lines():

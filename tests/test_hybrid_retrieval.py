@@ -133,9 +133,7 @@ def test_a_wiped_index_is_rebuilt_from_the_state_store(store, tmp_path):
 
 def test_reciprocal_rank_fusion_by_hand():
     fused = dict(reciprocal_rank_fusion([["a", "b", "c"], ["c", "d", "a"]], [1.0, 0.5], rrf_k=10))
-    assert fused == pytest.approx(
-        {"a": 1 / 11 + 0.5 / 13, "b": 1 / 12, "c": 1 / 13 + 0.5 / 11, "d": 0.5 / 12}
-    )
+    assert fused == pytest.approx({"a": 1 / 11 + 0.5 / 13, "b": 1 / 12, "c": 1 / 13 + 0.5 / 11, "d": 0.5 / 12})
     # a: 0.1293, c: 0.1224, b: 0.0833, d: 0.0417
     candidates = fuse(["a", "b", "c"], ["c", "d", "a"], k=3, fusion=Fusion(rrf_k=10, lexical_weight=0.5))
     assert [(c.chunk_id, c.dense_rank, c.lexical_rank) for c in candidates] == [

@@ -29,7 +29,14 @@ from chromadb.api.shared_system_client import SharedSystemClient
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.crawl.site_server import Reply, SiteServer
-from tests.support import PipelineRun, make_resources, materialization_metadata, run_materializations, worker_env, write_sources
+from tests.support import (
+    PipelineRun,
+    make_resources,
+    materialization_metadata,
+    run_materializations,
+    worker_env,
+    write_sources,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "docs"
@@ -39,13 +46,16 @@ UNUSED_RERANK_URL = "http://127.0.0.1:9"
 
 def section(heading: str, topic: str, sentences: int = 12) -> str:
     """A section long enough to be a chunk of its own, its words distinct per topic."""
-    text = " ".join(f"The {topic} setting number {n} controls how {topic} behaves under load." for n in range(sentences))
+    text = " ".join(
+        f"The {topic} setting number {n} controls how {topic} behaves under load." for n in range(sentences)
+    )
     return f"<h2>{heading}</h2><p>{text}</p>"
 
 
 def page(title: str, *sections: str, links: tuple[str, ...] = ()) -> str:
     anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
-    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{''.join(sections)}<ul>{anchors}</ul></body></html>"
+    body = f"<h1>{title}</h1>{''.join(sections)}<ul>{anchors}</ul>"
+    return f"<html><head><title>{title}</title></head><body>{body}</body></html>"
 
 
 def serve(server: SiteServer, path: str, html: str) -> None:
@@ -54,9 +64,18 @@ def serve(server: SiteServer, path: str, html: str) -> None:
 
 
 def build_site(server: SiteServer) -> None:
-    serve(server, "/docs/index.html", page("Handbook", section("Start", "onboarding", 3), links=("a.html", "b.html", "c.html")))
-    serve(server, "/docs/a.html", page("Replication", section("Streaming", "streaming"), section("Slots", "slot"),
-                                       section("Failover", "failover")))
+    serve(
+        server,
+        "/docs/index.html",
+        page("Handbook", section("Start", "onboarding", 3), links=("a.html", "b.html", "c.html")),
+    )
+    serve(
+        server,
+        "/docs/a.html",
+        page(
+            "Replication", section("Streaming", "streaming"), section("Slots", "slot"), section("Failover", "failover")
+        ),
+    )
     serve(server, "/docs/b.html", page("Backups", section("Dumps", "dump")))
     serve(server, "/docs/c.html", page("Vacuum", section("Autovacuum", "autovacuum")))
 
@@ -101,8 +120,13 @@ class Site:
     database_url: str | None
 
     def source(self, **overrides: object) -> dict:
-        return {"name": SOURCE, "start_urls": [self.server.url("/docs/index.html")], "allow_private_hosts": True,
-                "discover_sitemaps": False, **overrides}
+        return {
+            "name": SOURCE,
+            "start_urls": [self.server.url("/docs/index.html")],
+            "allow_private_hosts": True,
+            "discover_sitemaps": False,
+            **overrides,
+        }
 
     def ingest(self, data_dir: Path, database_url: str | None, **source: object) -> dict[str, dict]:
         data_dir.mkdir(exist_ok=True)
@@ -145,23 +169,43 @@ def test_refreshes_keep_chroma_equal_to_a_cold_ingest_of_the_site_as_it_is(site:
     assert_same_contents(before, site.cold("first"))
 
     # One section of a.html edited, b.html deleted, d.html added (linked from the index), c.html untouched.
-    serve(site.server, "/docs/a.html", page("Replication", section("Streaming", "streaming"),
-                                            section("Slots", "slot", sentences=13), section("Failover", "failover")))
+    serve(
+        site.server,
+        "/docs/a.html",
+        page(
+            "Replication",
+            section("Streaming", "streaming"),
+            section("Slots", "slot", sentences=13),
+            section("Failover", "failover"),
+        ),
+    )
     del site.server.routes["/docs/b.html"]
-    serve(site.server, "/docs/index.html", page("Handbook", section("Start", "onboarding", 3),
-                                                links=("a.html", "b.html", "c.html", "d.html")))
+    serve(
+        site.server,
+        "/docs/index.html",
+        page("Handbook", section("Start", "onboarding", 3), links=("a.html", "b.html", "c.html", "d.html")),
+    )
     serve(site.server, "/docs/d.html", page("Indexes", section("B-tree", "btree")))
     second = site.refresh()
     after = chroma_contents(data_dir)
 
     crawl = second["crawled_pages"]
-    assert (crawl["pages_changed"], crawl["pages_new"], crawl["pages_deleted"], crawl["pages_not_modified"]) == (2, 1, 1, 1)
+    assert (crawl["pages_changed"], crawl["pages_new"], crawl["pages_deleted"], crawl["pages_not_modified"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
     assert_same_contents(after, site.cold("second"))
     added, removed = after.keys() - before.keys(), before.keys() - after.keys()
     assert second["vector_index"]["chunks_embedded"] == len(added)
     assert second["vector_index"]["vectors_deleted"] == len(removed)
-    assert urls_of({i: before[i] for i in removed}) == {site.server.url(p) for p in ("/docs/index.html", "/docs/a.html", "/docs/b.html")}
-    assert urls_of({i: after[i] for i in added}) == {site.server.url(p) for p in ("/docs/index.html", "/docs/a.html", "/docs/d.html")}
+    assert urls_of({i: before[i] for i in removed}) == {
+        site.server.url(p) for p in ("/docs/index.html", "/docs/a.html", "/docs/b.html")
+    }
+    assert urls_of({i: after[i] for i in added}) == {
+        site.server.url(p) for p in ("/docs/index.html", "/docs/a.html", "/docs/d.html")
+    }
     kept_in_a = [i for i in after.keys() & before.keys() if after[i].metadata["url"] == site.server.url("/docs/a.html")]
     assert len(kept_in_a) >= 2  # the untouched sections keep their chunks and their vectors, bit for bit
     for chunk_id in after.keys() & before.keys():
@@ -202,7 +246,11 @@ def many_pages(server: SiteServer, count: int) -> None:
     links = tuple(f"p{n}.html" for n in range(count))
     serve(server, "/docs/index.html", page("Handbook", section("Start", "onboarding", 3), links=links))
     for n in range(count):
-        serve(server, f"/docs/p{n}.html", page(f"Topic {n}", section("Overview", f"topic{n}"), section("Tuning", f"knob{n}")))
+        serve(
+            server,
+            f"/docs/p{n}.html",
+            page(f"Topic {n}", section("Overview", f"topic{n}"), section("Tuning", f"knob{n}")),
+        )
 
 
 def embedded_so_far(data_dir: Path) -> int:

@@ -94,5 +94,8 @@ def test_local_files_keep_their_checks(tmp_path):
 
 
 def test_display_location():
-    assert display_location("https://u:p@raw.example.com:8443/a/q.yaml?token=x#frag") == "https://raw.example.com:8443/a/q.yaml"
+    assert (
+        display_location("https://u:p@raw.example.com:8443/a/q.yaml?token=x#frag")
+        == "https://raw.example.com:8443/a/q.yaml"
+    )
     assert display_location("/srv/queries.yaml") == "/srv/queries.yaml"

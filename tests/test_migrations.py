@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ from pipeline.store.state import StateStore, create_state_engine, sqlite_url
 BASELINE = "87b399d"  # the baseline revision's schema
 RANKINGS_BY_CANDIDATES = "63ed082"  # the first merge after it: rankings carry their candidates' hash
 BEFORE_ALEMBIC = "3c6ac1c"  # the last main without migrations: revision 0002's schema
-MOMENT = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+MOMENT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 VECTOR = np.linspace(-1, 1, 384, dtype=np.float32)
 LATEST_VIEW_DDL = """
 CREATE VIEW pipeline_latest_context_sets AS
@@ -195,7 +195,10 @@ def _schema_differences(url: str) -> list:
 
 
 def _columns(connection: sa.Connection, table: str) -> list[tuple[str, str, bool]]:
-    return [(column["name"], str(column["type"]), column["nullable"]) for column in sa.inspect(connection).get_columns(table)]
+    return [
+        (column["name"], str(column["type"]), column["nullable"])
+        for column in sa.inspect(connection).get_columns(table)
+    ]
 
 
 def _assert_kept(store: StateStore) -> None:
@@ -275,7 +278,10 @@ def test_upgrading_twice_changes_nothing(database_url):
             first = (current_revisions(connection), {name: _columns(connection, name) for name in metadata.tables})
         upgrade_schema(engine)
         with engine.connect() as connection:
-            assert (current_revisions(connection), {name: _columns(connection, name) for name in metadata.tables}) == first
+            assert (
+                current_revisions(connection),
+                {name: _columns(connection, name) for name in metadata.tables},
+            ) == first
     finally:
         engine.dispose()
     store = StateStore(database_url)
@@ -294,9 +300,13 @@ def test_the_oldest_shapes_are_brought_up_to_the_baseline(database_url):
             connection.execute(sa.text("DROP VIEW pipeline_latest_context_sets"))
             connection.execute(sa.text("DROP TABLE pipeline_context_sets"))
             connection.execute(
-                sa.text("CREATE TABLE pipeline_context_sets (run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))")
+                sa.text(
+                    "CREATE TABLE pipeline_context_sets (run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))"
+                )
             )
-            connection.execute(sa.text("INSERT INTO pipeline_context_sets VALUES ('run-0', 'q1', :set)"), {"set": json.dumps({})})
+            connection.execute(
+                sa.text("INSERT INTO pipeline_context_sets VALUES ('run-0', 'q1', :set)"), {"set": json.dumps({})}
+            )
             connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN links"))
     finally:
         engine.dispose()

@@ -4,7 +4,7 @@ page fetched in full or chunk embedded again. Real instance, real sensor ticks, 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -30,7 +30,7 @@ from tests.test_automation import apply_partition_requests, queue_ingest_run, re
 from tests.tiny_site import page_html, source_entry, tiny_site_on_a_persistent_instance, write_yaml
 
 GRACE = timedelta(hours=72)  # PIPELINE_SOURCE_REMOVAL_GRACE_HOURS default
-NOW = datetime(2026, 3, 2, 4, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 4, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -78,7 +78,9 @@ def orphan_check(result: dg.ExecuteInProcessResult) -> tuple[dg.AssetCheckEvalua
 
 def age_orphans(store: StateStore, by: timedelta) -> None:
     """Move every orphaning back in time, as if the grace period had passed."""
-    table = sa.table("pipeline_orphaned_sources", sa.column("source"), sa.column("orphaned_at", sa.DateTime(timezone=True)))
+    table = sa.table(
+        "pipeline_orphaned_sources", sa.column("source"), sa.column("orphaned_at", sa.DateTime(timezone=True))
+    )
     with store.transaction() as connection:
         for source, at in connection.execute(sa.select(table.c.source, table.c.orphaned_at)).all():
             connection.execute(sa.update(table).where(table.c.source == source).values(orphaned_at=at - by))
@@ -141,7 +143,10 @@ def test_a_source_listed_again_before_expiry_keeps_everything(site, store):
 
     site.list_sources("alpha", "beta")  # the file is whole again
     back = tick(site)
-    assert requested(back) == [("ingest_source", "beta"), ("check_sources", None)] and registered(site) == ["alpha", "beta"]
+    assert requested(back) == [("ingest_source", "beta"), ("check_sources", None)] and registered(site) == [
+        "alpha",
+        "beta",
+    ]
     start = len(site.server.log)
     refresh = site.run.ingest("beta")
     assert set(statuses_since(site, start, "/beta/")) == {304}
@@ -215,8 +220,9 @@ def test_a_page_changed_while_its_source_is_renamed_leaves_no_chunk_of_its_old_t
     renamed = {**source_entry(site.server, "beta"), "name": "beta-handbook"}
     write_yaml(site.sources_path, {"sources": [source_entry(site.server, "alpha"), renamed]})
     tick(site)
-    site.server.page("/beta/keys.html", page_html("Beta keys", "Revoked keys now answer 403.", []),
-                     headers={"ETag": '"keys-v2"'})
+    site.server.page(
+        "/beta/keys.html", page_html("Beta keys", "Revoked keys now answer 403.", []), headers={"ETag": '"keys-v2"'}
+    )
 
     result = site.run.ingest("beta-handbook")
 
@@ -240,11 +246,26 @@ def bare_store(request, tmp_path):
 
 def save_page_with_chunk(store: StateStore, url: str, source: str) -> None:
     store.save_page(
-        url=url, source=source, final_url=url, status=200, content_type="text/html", etag=f'"{url}"',
-        last_modified=None, content_hash=f"hash-{url}", html="<p>x</p>", fetched_at=NOW, links=["http://d/a"],
+        url=url,
+        source=source,
+        final_url=url,
+        status=200,
+        content_type="text/html",
+        etag=f'"{url}"',
+        last_modified=None,
+        content_hash=f"hash-{url}",
+        html="<p>x</p>",
+        fetched_at=NOW,
+        links=["http://d/a"],
     )
     store.save_document(
-        url=url, source=source, page_hash=f"hash-{url}", extractor_version="v1", title="T", sections=[], content_hash="d"
+        url=url,
+        source=source,
+        page_hash=f"hash-{url}",
+        extractor_version="v1",
+        title="T",
+        sections=[],
+        content_hash="d",
     )
     chunk = StoredChunk(f"chunk-{url}", source, url, "T", ("T",), "text", "T\ntext", 2, 0)
     store.replace_chunks(source=source, url=url, new_chunks=[chunk], chunked_key="k")
@@ -267,7 +288,9 @@ def test_orphans_are_recorded_once_and_only_their_pages_change_hands(bare_store)
     assert adopt_pages(store, "new", ["http://d/old/a", "http://d/live/c"]) == 1
     assert set(store.known_pages("new")) == {"http://d/old/a"} and store.page_owner("http://d/live/c") == "live"
     assert store.chunk_sources() == {
-        "chunk-http://d/old/a": "new", "chunk-http://d/old/b": "old", "chunk-http://d/live/c": "live"
+        "chunk-http://d/old/a": "new",
+        "chunk-http://d/old/b": "old",
+        "chunk-http://d/live/c": "live",
     }
     assert store.document_count("new") == store.document_count("old") == 1
 

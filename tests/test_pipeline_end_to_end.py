@@ -12,10 +12,10 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
-from pipeline.queries import load_queries
 from pipeline.cli import local_scorer
+from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.queries import load_queries
 from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
@@ -26,7 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 def demo_run(tmp_path_factory):
     """Run the demo pipeline twice over unchanged input; yield both runs' results."""
     data_dir = tmp_path_factory.mktemp("data")
-    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as service:
+    with (
+        serve_directory(site_dir()) as site_url,
+        LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as service,
+    ):
         sources = write_sources(
             data_dir / "sources.yaml",
             [{"name": "user-guide", "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
@@ -79,8 +82,16 @@ def test_every_query_gets_a_reranked_context_set_within_budget(demo_run):
         assert [p["rank"] for p in context_set["passages"]] == list(range(1, len(scores) + 1))
         for passage in context_set["passages"]:
             assert set(passage) >= {
-                "rank", "chunk_id", "url", "title", "heading_path", "text", "tokens",
-                "retrieval_rank", "retrieval_score", "rerank_score",
+                "rank",
+                "chunk_id",
+                "url",
+                "title",
+                "heading_path",
+                "text",
+                "tokens",
+                "retrieval_rank",
+                "retrieval_score",
+                "rerank_score",
             }
             path = urlparse(passage["url"]).path.lstrip("/") or "index.html"
             if path.endswith("/"):

@@ -63,7 +63,10 @@ def _jsonl(path, *queries):
         ("escape \x1b[31m red", "line 2: 'query' contains the control character U+001B at character 8 (id 'q2')"),
         ("a C1 \x85 control", "line 2: 'query' contains the control character U+0085 at character 6 (id 'q2')"),
         ("half a pair \ud83d", "line 2: 'query' contains an unpaired surrogate U+D83D at character 13 (id 'q2')"),
-        ("x" * 100_000, f"line 2: 'query' is 100,000 characters, more than the {MAX_QUERY_CHARACTERS:,} allowed (id 'q2')"),
+        (
+            "x" * 100_000,
+            f"line 2: 'query' is 100,000 characters, more than the {MAX_QUERY_CHARACTERS:,} allowed (id 'q2')",
+        ),
     ],
     ids=["nul", "bell", "escape-sequence", "c1-control", "unpaired-surrogate", "100k-characters"],
 )

@@ -80,18 +80,30 @@ class Site:
 
     def refresh(self, **crawl_config: object) -> Refresh:
         self.data_dir.mkdir(exist_ok=True)
-        source = {"name": SOURCE, "start_urls": [self.server.url("/docs/index.html")], "allow_private_hosts": True,
-                  "discover_sitemaps": False}
+        source = {
+            "name": SOURCE,
+            "start_urls": [self.server.url("/docs/index.html")],
+            "allow_private_hosts": True,
+            "discover_sitemaps": False,
+        }
         sources = write_sources(self.tmp_path / "sources.yaml", [source])
-        resources = make_resources(self.data_dir, sources, self.tmp_path / "queries.yaml", UNUSED_RERANK_URL,
-                                   database_url=self.database_url)
+        resources = make_resources(
+            self.data_dir, sources, self.tmp_path / "queries.yaml", UNUSED_RERANK_URL, database_url=self.database_url
+        )
         resources["embedder"] = CountingEmbedderResource()
         EMBEDDER.texts.clear()
         run_config = {"ops": {"crawled_pages": {"config": crawl_config}}} if crawl_config else None
         with dg.DagsterInstance.ephemeral() as instance:
             register_sources(instance, [SOURCE])
-            result = dg.materialize(ALL_ASSETS, selection=INGEST, partition_key=SOURCE, resources=resources,
-                                    instance=instance, run_config=run_config, raise_on_error=False)
+            result = dg.materialize(
+                ALL_ASSETS,
+                selection=INGEST,
+                partition_key=SOURCE,
+                resources=resources,
+                instance=instance,
+                run_config=run_config,
+                raise_on_error=False,
+            )
         return Refresh(result, list(EMBEDDER.texts))
 
     def store(self) -> StateStore:
@@ -103,11 +115,15 @@ class Site:
         try:
             with store.engine.connect() as connection:
                 pages = {row.url: tuple(row) for row in connection.execute(sa.text("SELECT * FROM pipeline_pages"))}
-                chunks = {row.chunk_id: tuple(row) for row in connection.execute(sa.text("SELECT * FROM pipeline_chunks"))}
+                chunks = {
+                    row.chunk_id: tuple(row) for row in connection.execute(sa.text("SELECT * FROM pipeline_chunks"))
+                }
         finally:
             store.dispose()
-        chroma = {chunk_id: (stored.document, stored.metadata, stored.embedding.tobytes())
-                  for chunk_id, stored in chroma_contents(self.data_dir).items()}
+        chroma = {
+            chunk_id: (stored.document, stored.metadata, stored.embedding.tobytes())
+            for chunk_id, stored in chroma_contents(self.data_dir).items()
+        }
         return {"pages": pages, "chunks": chunks, "chroma": chroma, "lexical": LexicalIndex(self.data_dir).ids()}
 
     def redirected_since(self, moment: datetime) -> None:
@@ -175,7 +191,11 @@ def test_a_maintenance_night_keeps_every_page_until_the_redirects_outlast_the_gr
     night = site.refresh()
     assert night.result.success
     kept = site.snapshot()
-    assert kept["chroma"] == before["chroma"] and kept["chunks"] == before["chunks"] and kept["lexical"] == before["lexical"]
+    assert (
+        kept["chroma"] == before["chroma"]
+        and kept["chunks"] == before["chunks"]
+        and kept["lexical"] == before["lexical"]
+    )
     assert kept["pages"].keys() == before["pages"].keys()  # no maintenance page stored
     assert night.embedded == []
     crawled = night.metadata("crawled_pages")
@@ -233,14 +253,21 @@ def test_a_blocked_crawl_triggers_no_context_sets_and_leaves_the_published_ones(
         tiny.run.downstream()
         store = StateStore(sqlite_url(tiny.data_dir))
         published = store.latest_context_sets()
-        assert published and any(p["url"].startswith(tiny.server.url("/alpha/")) for s in published.values()
-                                 for p in s["passages"])
+        assert published and any(
+            p["url"].startswith(tiny.server.url("/alpha/")) for s in published.values() for p in s["passages"]
+        )
         settled = dg.evaluate_automation_conditions(defs=defs, instance=tiny.instance)
 
         for path in [path for path in tiny.server.routes if path.startswith("/alpha/")]:
             del tiny.server.routes[path]
-        blocked = dg.materialize(ALL_ASSETS, selection=INGEST, partition_key="alpha", resources=tiny.resources,
-                                 instance=tiny.instance, raise_on_error=False)
+        blocked = dg.materialize(
+            ALL_ASSETS,
+            selection=INGEST,
+            partition_key="alpha",
+            resources=tiny.resources,
+            instance=tiny.instance,
+            raise_on_error=False,
+        )
         assert not blocked.success
         after = dg.evaluate_automation_conditions(defs=defs, instance=tiny.instance, cursor=settled.cursor)
         assert after.total_requested == 0

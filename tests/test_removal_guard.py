@@ -55,8 +55,18 @@ def test_every_stored_page_is_removed_only_when_allowed(stored: int) -> None:
 def stored_site(store: StateStore, count: int) -> list[str]:
     urls = [f"http://d/p{n}.html" for n in range(count)]
     for url in urls:
-        store.save_page(url=url, source="docs", final_url=url, status=200, content_type="text/html", etag=None,
-                        last_modified=None, content_hash=url, html=f"<p>{url}</p>", fetched_at=datetime.now(UTC))
+        store.save_page(
+            url=url,
+            source="docs",
+            final_url=url,
+            status=200,
+            content_type="text/html",
+            etag=None,
+            last_modified=None,
+            content_hash=url,
+            html=f"<p>{url}</p>",
+            fetched_at=datetime.now(UTC),
+        )
     return urls
 
 
@@ -71,8 +81,18 @@ def test_a_404_storm_deletes_nothing_and_keeps_what_was_fetched(store: StateStor
 
 def test_removals_are_applied_after_the_crawl_when_they_pass(store: StateStore) -> None:
     urls = stored_site(store, 10)
-    store.save_page(url="http://o/x.html", source="other", final_url=None, status=200, content_type="text/html",
-                    etag=None, last_modified=None, content_hash="x", html="<p>x</p>", fetched_at=None)
+    store.save_page(
+        url="http://o/x.html",
+        source="other",
+        final_url=None,
+        status=200,
+        content_type="text/html",
+        etag=None,
+        last_modified=None,
+        content_hash="x",
+        html="<p>x</p>",
+        fetched_at=None,
+    )
 
     def results():
         yield PageResult(urls[0], "gone", "http_410")
@@ -101,11 +121,16 @@ def test_a_temporarily_redirected_page_is_kept_and_remembers_since_when(store: S
     assert store.known_pages("docs")[url].redirected_since is None
 
 
-def test_a_page_that_moved_is_stored_at_its_new_url_though_its_old_one_is_removed_only_at_the_end(store: StateStore) -> None:
+def test_a_page_that_moved_is_stored_at_its_new_url_though_its_old_one_is_removed_only_at_the_end(
+    store: StateStore,
+) -> None:
     old, *_ = stored_site(store, 5)
     new = "http://d/moved.html"
     # What the crawler reports for a 301: the old URL removed, then the same content under the new one.
-    record_crawl(store, "docs", [PageResult(old, "removed", "redirected"),
-                                 PageResult(new, "new", content_hash=old, html=f"<p>{old}</p>")])
+    record_crawl(
+        store,
+        "docs",
+        [PageResult(old, "removed", "redirected"), PageResult(new, "new", content_hash=old, html=f"<p>{old}</p>")],
+    )
     assert old not in store.known_pages("docs")
     assert store.page_html(new) == (f"<p>{old}</p>", old)

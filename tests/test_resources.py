@@ -25,7 +25,9 @@ def uses_the_stores(state_store: StateStoreResource, chroma: ChromaResource) -> 
 
 def _materialize(resources: dict, run_config: dict | None = None, **options: object) -> dg.ExecuteInProcessResult:
     with dg.DagsterInstance.ephemeral() as instance:
-        return dg.materialize([uses_the_stores], resources=resources, run_config=run_config, instance=instance, **options)
+        return dg.materialize(
+            [uses_the_stores], resources=resources, run_config=run_config, instance=instance, **options
+        )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +40,10 @@ def _materialize(resources: dict, run_config: dict | None = None, **options: obj
     ],
 )
 def test_run_config_cannot_set_where_the_stores_live_or_their_credentials(tmp_path, resource, field, value):
-    resources = {"state_store": StateStoreResource(data_dir=str(tmp_path)), "chroma": ChromaResource(data_dir=str(tmp_path))}
+    resources = {
+        "state_store": StateStoreResource(data_dir=str(tmp_path)),
+        "chroma": ChromaResource(data_dir=str(tmp_path)),
+    }
     with pytest.raises(dg.DagsterInvalidConfigError, match=f'unexpected config entry "{field}"'):
         _materialize(resources, {"resources": {resource: {"config": {field: value}}}})
 
@@ -57,7 +62,9 @@ def test_run_config_cannot_set_where_the_stores_live_or_their_credentials(tmp_pa
         (
             lambda data_dir: {
                 "state_store": StateStoreResource(data_dir=data_dir),
-                "chroma": ChromaResource(data_dir=data_dir, server=ChromaServer("127.0.0.1", token=CHROMA_TOKEN + "\r")),
+                "chroma": ChromaResource(
+                    data_dir=data_dir, server=ChromaServer("127.0.0.1", token=CHROMA_TOKEN + "\r")
+                ),
             },
             "CHROMA_TOKEN",
             CHROMA_TOKEN,
@@ -86,11 +93,12 @@ def test_build_resources_takes_endpoints_and_keys_from_the_environment(monkeypat
     resources = build_resources()
 
     assert resources["rerank"].model_id == "cohere-rerank-3-5"
-    assert resources["rerank"].endpoint == RerankEndpoint("https://us.inference.heroku.com", RERANK_KEY, "cohere-rerank-3-5")
+    assert resources["rerank"].endpoint == RerankEndpoint(
+        "https://us.inference.heroku.com", RERANK_KEY, "cohere-rerank-3-5"
+    )
     assert resources["state_store"].database_url == DATABASE_URL
     assert resources["chroma"].server == ChromaServer("chroma.example", token=CHROMA_TOKEN)
     shown = " ".join(repr(resource) for resource in resources.values())
     shown += repr(resources["rerank"].endpoint) + repr(resources["chroma"].server)
     for secret in (RERANK_KEY, "db-pw-0a9c7e", CHROMA_TOKEN):
         assert secret not in shown
-

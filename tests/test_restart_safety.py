@@ -24,8 +24,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from pipeline.demo import serve_directory, site_dir
 from pipeline.cli import local_scorer
+from pipeline.demo import serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
@@ -86,7 +86,10 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[tuple[str, LocalRerankService]]:
-    with serve_directory(site_dir()) as site_url, LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as rerank:
+    with (
+        serve_directory(site_dir()) as site_url,
+        LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as rerank,
+    ):
         yield site_url, rerank
 
 
@@ -153,14 +156,18 @@ def test_after_a_restart_chroma_is_restored_from_postgres_without_embedding(rest
     index = restarts["second"][INGEST]["vector_index"]
     first_index = restarts["first"][INGEST]["vector_index"]
     assert index["chunks_embedded"] == 0 and index["headers_embedded"] == 0
-    assert index["vectors_restored"] == index["vectors_total"] == index["collection_count"] == first_index["vectors_total"]
+    assert (
+        index["vectors_restored"] == index["vectors_total"] == index["collection_count"] == first_index["vectors_total"]
+    )
     assert restarts["second"][INGEST]["lexical_index"]["rebuilt"] is True
 
 
 def test_after_a_restart_pages_are_revalidated_not_recrawled(restarts):
     crawl = restarts["second"][INGEST]["crawled_pages"]
     assert crawl["pages_new"] == crawl["pages_changed"] == 0
-    assert crawl["pages_not_modified"] == crawl["pages_fetched"] == restarts["first"][INGEST]["crawled_pages"]["pages_new"]
+    assert (
+        crawl["pages_not_modified"] == crawl["pages_fetched"] == restarts["first"][INGEST]["crawled_pages"]["pages_new"]
+    )
     assert restarts["second"][INGEST]["extracted_documents"]["documents_extracted"] == 0
 
 
@@ -196,7 +203,14 @@ def chroma_server(tmp_path) -> Iterator[int]:
     port = _free_port()
     log = (tmp_path / "chroma-server.log").open("w")
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(tmp_path / "chroma-server"), "--port", str(port)],
+        [
+            str(Path(sys.executable).with_name("chroma")),
+            "run",
+            "--path",
+            str(tmp_path / "chroma-server"),
+            "--port",
+            str(port),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

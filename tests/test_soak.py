@@ -21,14 +21,16 @@ from tests.soak.nights import FAULTS
 from tests.support import worker_env
 
 REPO = Path(__file__).resolve().parents[1]
-PLAN = ";".join([
-    "",  # the cold ingest
-    "maintenance_redirects,key_rotation_401",
-    "not_found_storm,truncated_sources_file",
-    "robots_disallow_all,chroma_wiped",
-    "renamed_source,unavailable_503",
-    "killed_mid_embedding",
-])
+PLAN = ";".join(
+    [
+        "",  # the cold ingest
+        "maintenance_redirects,key_rotation_401",
+        "not_found_storm,truncated_sources_file",
+        "robots_disallow_all,chroma_wiped",
+        "renamed_source,unavailable_503",
+        "killed_mid_embedding",
+    ]
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,7 +40,11 @@ def soak(tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("soak") / "soak.json"
     finished = subprocess.run(
         [sys.executable, "-W", "ignore", "-m", "benchmarks.soak", f"--plan={PLAN}", f"--json={output}"],
-        cwd=REPO, env=worker_env(), capture_output=True, text=True, timeout=540,
+        cwd=REPO,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     print(finished.stdout)
     assert output.exists(), finished.stderr[-4000:]
@@ -54,8 +60,13 @@ def test_every_fault_was_injected_and_every_night_measured(soak: dict) -> None:
 def test_no_page_the_site_serves_is_lost(soak: dict) -> None:
     assert [(n["night"], n["lost_urls"]) for n in soak["nights"] if n["pages_lost"]] == []
     # A page not indexed yet waits only while its source's crawl is stopped or the source is out of the file.
-    assert [n["night"] for n in soak["nights"] if n["pages_pending"] and "truncated_sources_file" not in n["faults"]
-            and not any(run.startswith("ingest_source") for run in n["failed_runs"])] == []
+    assert [
+        n["night"]
+        for n in soak["nights"]
+        if n["pages_pending"]
+        and "truncated_sources_file" not in n["faults"]
+        and not any(run.startswith("ingest_source") for run in n["failed_runs"])
+    ] == []
 
 
 def test_the_deletion_guard_stops_the_storm_and_the_robots_night_and_says_how_to_override(soak: dict) -> None:
@@ -66,9 +77,15 @@ def test_the_deletion_guard_stops_the_storm_and_the_robots_night_and_says_how_to
 
 
 def test_nothing_is_embedded_twice(soak: dict) -> None:
-    assert [(n["night"], n["chunks_embedded"], n["chunks_new"]) for n in soak["nights"] if n["chunks_re_embedded"]] == []
+    assert [
+        (n["night"], n["chunks_embedded"], n["chunks_new"]) for n in soak["nights"] if n["chunks_re_embedded"]
+    ] == []
 
 
 def test_no_stale_ranking_and_no_key_is_published(soak: dict) -> None:
-    assert [(n["night"], n["faults"], n["leaked_in"]) for n in soak["nights"] if n["stale_publications"] or n["secrets_leaked"]] == []
+    assert [
+        (n["night"], n["faults"], n["leaked_in"])
+        for n in soak["nights"]
+        if n["stale_publications"] or n["secrets_leaked"]
+    ] == []
     assert soak["returncode"] == 0

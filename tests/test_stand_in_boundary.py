@@ -16,11 +16,19 @@ STAND_INS = PACKAGE / "local"
 # The entry point that may import both product and stand-ins.
 WIRING = {PACKAGE / "cli.py"}
 # What a stand-in may import from the pipeline: itself, the endpoint's contract and pure helpers.
-STAND_IN_MAY_IMPORT = ("pipeline.local", "pipeline.rerank.contract", "pipeline.embedding", "pipeline.credentials", "pipeline.settings")
+STAND_IN_MAY_IMPORT = (
+    "pipeline.local",
+    "pipeline.rerank.contract",
+    "pipeline.embedding",
+    "pipeline.credentials",
+    "pipeline.settings",
+)
 
 
 def imported_modules(path: Path, root: Path = PACKAGE.parent) -> set[str]:
-    """Every module ``path`` (under ``root``) imports, at the top or inside functions (``from a import b``: a and a.b)."""
+    """Every module ``path`` (under ``root``) imports, at the top or inside functions.
+
+    ``from a import b`` counts a and a.b."""
     module = ".".join(path.relative_to(root).with_suffix("").parts)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
@@ -50,7 +58,9 @@ def test_the_stand_ins_are_in_pipeline_local():
 def test_only_the_cli_imports_the_stand_ins():
     product = [path for path in PACKAGE.rglob("*.py") if STAND_INS not in path.parents and path not in WIRING]
     offenders = {
-        str(path.relative_to(PACKAGE.parent)): sorted(name for name in imported_modules(path) if within(name, "pipeline.local"))
+        str(path.relative_to(PACKAGE.parent)): sorted(
+            name for name in imported_modules(path) if within(name, "pipeline.local")
+        )
         for path in product
     }
     assert {path: names for path, names in offenders.items() if names} == {}

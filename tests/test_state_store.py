@@ -1,7 +1,7 @@
 """The state store on both backends: SQLite (local default) and real PostgreSQL (Heroku)."""
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
         last_modified=None,
         content_hash=content_hash,
         html=html,
-        fetched_at=datetime.now(timezone.utc),
+        fetched_at=datetime.now(UTC),
     )
 
 
@@ -43,7 +43,15 @@ def test_pages_round_trip_and_extraction_queue(store):
     assert store.page_html("http://d/a") == ("<p>é</p>", "h1")
     assert store.pages_to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
 
-    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    store.save_document(
+        url="http://d/a",
+        source="docs",
+        page_hash="h1",
+        extractor_version="v1",
+        title="A",
+        sections=[],
+        content_hash="d1",
+    )
     assert store.pages_to_extract("docs", "v1") == ["http://d/b"]
     # A new extractor version re-extracts stored pages without any fetch.
     assert store.pages_to_extract("docs", "v2") == ["http://d/a", "http://d/b"]
@@ -57,10 +65,20 @@ def test_pages_round_trip_and_extraction_queue(store):
 
 def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     _save(store, "http://d/a", "h1")
-    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    store.save_document(
+        url="http://d/a",
+        source="docs",
+        page_hash="h1",
+        extractor_version="v1",
+        title="A",
+        sections=[],
+        content_hash="d1",
+    )
     assert [row["url"] for row in store.documents_to_chunk("docs", "cfg")] == ["http://d/a"]
 
-    assert store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="d1:cfg") == (2, 0)
+    assert store.replace_chunks(
+        source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="d1:cfg"
+    ) == (2, 0)
     assert store.documents_to_chunk("docs", "cfg") == []
     assert [row["url"] for row in store.documents_to_chunk("docs", "other-cfg")] == ["http://d/a"]
 
@@ -68,7 +86,9 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     store.save_embeddings({"c1": vector})
     assert [chunk_id for chunk_id, _ in store.chunks_without_embedding("docs")] == ["c2"]
 
-    assert store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c3")], chunked_key="d2:cfg") == (1, 1)
+    assert store.replace_chunks(
+        source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c3")], chunked_key="d2:cfg"
+    ) == (1, 1)
     rows = store.chunks_by_id(["c1", "c3", "missing"], with_embeddings=True)
     assert set(rows) == {"c1", "c3"}
     np.testing.assert_array_equal(rows["c1"][1], vector)
@@ -78,11 +98,29 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
 
 def test_deletions_cascade_through_reconciliation(store):
     _save(store, "http://d/a", "h1")
-    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    store.save_document(
+        url="http://d/a",
+        source="docs",
+        page_hash="h1",
+        extractor_version="v1",
+        title="A",
+        sections=[],
+        content_hash="d1",
+    )
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="d1:cfg")
     _save(store, "http://o/x", "h9", source="other")
-    store.save_document(url="http://o/x", source="other", page_hash="h9", extractor_version="v1", title="X", sections=[], content_hash="d9")
-    store.replace_chunks(source="other", url="http://o/x", new_chunks=[_chunk("c9", "http://o/x", "other")], chunked_key="d9:cfg")
+    store.save_document(
+        url="http://o/x",
+        source="other",
+        page_hash="h9",
+        extractor_version="v1",
+        title="X",
+        sections=[],
+        content_hash="d9",
+    )
+    store.replace_chunks(
+        source="other", url="http://o/x", new_chunks=[_chunk("c9", "http://o/x", "other")], chunked_key="d9:cfg"
+    )
 
     assert store.delete_pages(["http://d/a", "http://d/never-stored"]) == 1
     assert store.delete_orphan_documents("docs") == 1
@@ -100,7 +138,19 @@ def test_queries_candidates_rankings_and_cache(store):
     assert store.load_candidates() == {"q1": [(1, "c1", 0.9), (2, "c2", 0.5)]}
 
     store.replace_reranked(
-        [{"query_id": "q1", "model": "m", "reranked": True, "api_version": "2", "search_units": 1, "cached": False, "error": None, "ranking": [["c2", 0.8], ["c1", 0.1]], "candidates_hash": "h"}]
+        [
+            {
+                "query_id": "q1",
+                "model": "m",
+                "reranked": True,
+                "api_version": "2",
+                "search_units": 1,
+                "cached": False,
+                "error": None,
+                "ranking": [["c2", 0.8], ["c1", 0.1]],
+                "candidates_hash": "h",
+            }
+        ]
     )
     assert store.load_reranked()["q1"]["ranking"] == [["c2", 0.8], ["c1", 0.1]]
 
@@ -108,7 +158,6 @@ def test_queries_candidates_rankings_and_cache(store):
     store.cache_put("k", {"results": [{"index": 0, "relevance_score": 0.5}]})
     store.cache_put("k", {"results": []})
     assert store.cache_get("k") == {"results": []}
-
 
 
 class _CountingEmbedder:
@@ -130,7 +179,7 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
     ]
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     embedder = _CountingEmbedder()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert sync_header_embeddings(store, embedder, now) == (1, 0, 0)
     assert embedder.embedded == ["A > Setup"]
     texts = dict(store.iter_embedded_texts())
@@ -149,9 +198,14 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
 
 def _context_set(query_id, passages, reranked=True):
     return {
-        "query_id": query_id, "query": f"question {query_id}", "model": "cohere-rerank-3-5", "reranked": reranked,
-        "api_version": "2" if reranked else None, "reason_not_reranked": None if reranked else "RerankUnavailable: x",
-        "token_budget": 3000, "tokens": 7 * len(passages),
+        "query_id": query_id,
+        "query": f"question {query_id}",
+        "model": "cohere-rerank-3-5",
+        "reranked": reranked,
+        "api_version": "2" if reranked else None,
+        "reason_not_reranked": None if reranked else "RerankUnavailable: x",
+        "token_budget": 3000,
+        "tokens": 7 * len(passages),
         "passages": [{"rank": rank, "url": url, "text": f"about {url}"} for rank, url in enumerate(passages, start=1)],
     }
 
@@ -165,7 +219,8 @@ def test_context_sets_are_kept_per_run_and_the_view_holds_the_newest_run(store):
     store.save_context_sets("run-2", run_2, keep_runs=2)
     assert store.latest_context_sets() == {"q1": run_2[0]}
     assert [(run.run_id, run.queries, run.reranked) for run in store.context_set_runs()] == [
-        ("run-2", 1, 1), ("run-1", 2, 1),
+        ("run-2", 1, 1),
+        ("run-1", 2, 1),
     ]
     assert store.context_set_runs()[0].created_at.tzinfo is not None
 
@@ -173,7 +228,9 @@ def test_context_sets_are_kept_per_run_and_the_view_holds_the_newest_run(store):
     first_url = "passages->0->>'url'" if store.dialect == "postgresql" else "json_extract(passages, '$[0].url')"
     with store.engine.connect() as connection:
         rows = connection.execute(
-            sa.text(f"SELECT run_id, query_id, reranked, api_version, {first_url} AS url FROM pipeline_latest_context_sets")
+            sa.text(
+                f"SELECT run_id, query_id, reranked, api_version, {first_url} AS url FROM pipeline_latest_context_sets"
+            )
         ).all()
         keyed = connection.execute(
             sa.text("SELECT count(*) FROM pipeline_context_sets WHERE query_id = 'q1' AND run_id = 'run-1'")
@@ -197,7 +254,10 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
         connection.execute(sa.text("DROP VIEW pipeline_latest_context_sets"))
         connection.execute(sa.text("DROP TABLE pipeline_context_sets"))
         connection.execute(
-            sa.text("CREATE TABLE pipeline_context_sets (run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))")
+            sa.text(
+                "CREATE TABLE pipeline_context_sets "
+                "(run_id TEXT, query_id TEXT, context_set TEXT, PRIMARY KEY (run_id, query_id))"
+            )
         )
     reopened = StateStore(url)
     reopened.save_context_sets("run-1", [_context_set("q1", ["http://d/a"])], keep_runs=30)
@@ -208,8 +268,17 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
 def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
     _save(store, "http://d/a", "h1")
     store.save_page(
-        url="http://d/b", source="docs", final_url=None, status=200, content_type="text/html", etag='"b"',
-        last_modified=None, content_hash="h2", html="<p>b</p>", fetched_at=None, links=["http://d/a", "http://d/c"],
+        url="http://d/b",
+        source="docs",
+        final_url=None,
+        status=200,
+        content_type="text/html",
+        etag='"b"',
+        last_modified=None,
+        content_hash="h2",
+        html="<p>b</p>",
+        fetched_at=None,
+        links=["http://d/a", "http://d/c"],
     )
     store.touch_page("http://d/b", etag='"b"', last_modified=None, fetched_at=None)  # a 304: no body, no links
     assert store.known_pages("docs")["http://d/b"].links == ("http://d/a", "http://d/c")
@@ -245,13 +314,21 @@ def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(sto
 
 def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_period(store):
     _save(store, "http://d/a", "h1")
-    store.save_document(url="http://d/a", source="docs", page_hash="h1", extractor_version="v1", title="A", sections=[], content_hash="d1")
+    store.save_document(
+        url="http://d/a",
+        source="docs",
+        page_hash="h1",
+        extractor_version="v1",
+        title="A",
+        sections=[],
+        content_hash="d1",
+    )
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="k1")
     vectors = {"c1": np.full(384, 0.25, dtype=np.float32), "c2": np.linspace(-1, 1, 384, dtype=np.float32)}
     store.save_embeddings(vectors)
     store.save_header_embeddings({"A > H1": np.full(384, 0.5, dtype=np.float32)})
     texts = {chunk_id: f"A > H1\ntext {chunk_id}" for chunk_id in vectors}
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c2")], chunked_key="k2")  # an edit
     assert store.delete_pages(["http://d/a"]) == 1 and store.delete_orphan_documents("docs") == 1
@@ -263,7 +340,7 @@ def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_per
     assert set(found) == {*texts.values(), "A > H1"}
     for chunk_id, vector in vectors.items():
         assert found[texts[chunk_id]].tobytes() == vector.tobytes()
-    later = datetime.now(timezone.utc)
+    later = datetime.now(UTC)
     assert store.retained_embeddings(texts.values(), since=later) == {}  # retained before the cut-off: too old
     assert store.prune_retained_embeddings(before=later) == 3
     assert store.retained_embeddings(texts.values(), since=before) == {}
@@ -273,7 +350,7 @@ def test_a_removed_source_leaves_its_embeddings_too(store):
     _save(store, "http://d/a", "h1")
     store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
     store.save_embeddings({"c1": np.ones(384, dtype=np.float32)})
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     assert store.delete_source("docs")["chunks"] == 1
     assert list(store.retained_embeddings(["A > H1\ntext c1"], since=before)) == ["A > H1\ntext c1"]
 

@@ -32,4 +32,7 @@ def test_rows_past_the_limit_are_counted_in_a_last_row():
 
 def test_no_rows_read_none_and_numeric_columns_align_right():
     assert markdown_table(["a"], []) == "none"
-    assert markdown_table(["ranking", "ndcg@10"], [("bm25", "0.500")], right_aligned=["ndcg@10"]).splitlines()[1] == "|---|---:|"
+    assert (
+        markdown_table(["ranking", "ndcg@10"], [("bm25", "0.500")], right_aligned=["ndcg@10"]).splitlines()[1]
+        == "|---|---:|"
+    )

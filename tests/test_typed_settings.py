@@ -6,6 +6,16 @@ from pipeline import settings
 from pipeline.settings import SettingError
 
 
+def test_string_is_the_value_or_the_default_and_names_a_missing_variable(monkeypatch):
+    monkeypatch.delenv("CHROMA_SSL", raising=False)
+    assert settings.string("CHROMA_SSL") == "false"
+    monkeypatch.setenv("CHROMA_SSL", "true")
+    assert settings.string("CHROMA_SSL") == "true"
+    monkeypatch.delenv("CHROMA_HOST", raising=False)
+    with pytest.raises(SettingError, match="^CHROMA_HOST is not set$"):
+        settings.string("CHROMA_HOST")
+
+
 def test_defaults_parse():
     assert settings.integer("PIPELINE_RERANK_UNITS_BUDGET", minimum=0) == 1000
     assert settings.number("PIPELINE_MIN_TEXT_SHARE", minimum=0, maximum=1) == 0.9

@@ -111,7 +111,9 @@ def test_plain_http_behind_the_router_is_redirected_before_credentials_are_sent(
     )
     assert response.status_code == 308
     assert response.headers["location"] == "https://my-app.herokuapp.com/assets?view=graph"
-    https = httpx.get(f"http://{behind_router}/assets", headers={"X-Forwarded-Proto": "https"}, auth=("admin", PASSWORD))
+    https = httpx.get(
+        f"http://{behind_router}/assets", headers={"X-Forwarded-Proto": "https"}, auth=("admin", PASSWORD)
+    )
     assert https.status_code == 200
 
 

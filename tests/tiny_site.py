@@ -14,9 +14,9 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from pipeline.cli import local_scorer
 from pipeline.defs.jobs import context_sets_job, ingest_source_job
 from pipeline.defs.removal import remove_sources_job
-from pipeline.cli import local_scorer
 from pipeline.local import LocalRerankService, ServiceConfig
 from tests.crawl.site_server import SiteServer
 from tests.support import ALL_ASSETS, TEST_KEY, PipelineRun, make_resources
@@ -45,7 +45,9 @@ QUERIES = {"q1": "How do I deploy on Heroku?", "q2": "What happens after a key i
 
 def page_html(title: str, text: str, links: list[str]) -> str:
     anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
-    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p><ul>{anchors}</ul></body></html>"
+    return (
+        f"<html><head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p><ul>{anchors}</ul></body></html>"
+    )
 
 
 def source_entry(server: SiteServer, name: str) -> dict:
@@ -98,7 +100,9 @@ def tiny_site(tmp_path: Path, instance: dg.DagsterInstance) -> Iterator[TinySite
     with SiteServer() as server, LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as rerank:
         for path, (title, text, links) in PAGES.items():
             server.page(path, page_html(title, text, links))
-        site = TinySite(server, tmp_path / "data", tmp_path / "sources.yaml", tmp_path / "queries.yaml", rerank, instance)
+        site = TinySite(
+            server, tmp_path / "data", tmp_path / "sources.yaml", tmp_path / "queries.yaml", rerank, instance
+        )
         site.data_dir.mkdir()
         site.list_sources("alpha", "beta")
         site.write_queries(QUERIES)

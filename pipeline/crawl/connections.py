@@ -25,12 +25,19 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         self._pinned_address = pinned_address
         self._inner = inner
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         return await self._inner.connect_tcp(self._pinned_address(host), port, timeout, local_address, socket_options)
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("the crawler connects over TCP only")
 
     async def sleep(self, seconds: float) -> None:
@@ -44,5 +51,9 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
         super().__init__(trust_env=False)
         # httpx 0.28 takes no network backend, so the pool it built is replaced by one with ours.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False), max_connections=None,
-            max_keepalive_connections=64, keepalive_expiry=5.0, network_backend=backend)
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+            max_connections=None,
+            max_keepalive_connections=64,
+            keepalive_expiry=5.0,
+            network_backend=backend,
+        )

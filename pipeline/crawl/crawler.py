@@ -55,23 +55,45 @@ def crawl(
     """Crawl ``source``; iterate the returned :class:`Crawl` for results, then read
     ``.stats``. ``known`` maps URL -> what the state store has for it; ``resolver``,
     ``network_backend`` and ``ssl_context`` go to the :class:`Fetcher`."""
-    return Crawl(source, known or {}, user_agent=user_agent, max_queue=max_queue, fetch_config=fetch_config,
-                 network=dict(resolver=resolver, network_backend=network_backend, ssl_context=ssl_context),
-                 temporary_redirect_grace=temporary_redirect_grace)
+    return Crawl(
+        source,
+        known or {},
+        user_agent=user_agent,
+        max_queue=max_queue,
+        fetch_config=fetch_config,
+        network=dict(resolver=resolver, network_backend=network_backend, ssl_context=ssl_context),
+        temporary_redirect_grace=temporary_redirect_grace,
+    )
 
 
 class Crawl(Iterator[PageResult]):
     """A running crawl: an iterator of results with final :attr:`stats`."""
 
-    def __init__(self, source: Source, known: Mapping[str, KnownPage], *, user_agent: str, max_queue: int,
-                 fetch_config: FetchConfig | None, network: Mapping[str, Any],
-                 temporary_redirect_grace: timedelta) -> None:
+    def __init__(
+        self,
+        source: Source,
+        known: Mapping[str, KnownPage],
+        *,
+        user_agent: str,
+        max_queue: int,
+        fetch_config: FetchConfig | None,
+        network: Mapping[str, Any],
+        temporary_redirect_grace: timedelta,
+    ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.source = source
         self.stats = CrawlStats(source=source.name)
-        frontier = Frontier(source, known, self.stats, user_agent=user_agent, fetch_config=fetch_config,
-                            max_queue=max_queue, network=network, temporary_redirect_grace=temporary_redirect_grace)
+        frontier = Frontier(
+            source,
+            known,
+            self.stats,
+            user_agent=user_agent,
+            fetch_config=fetch_config,
+            max_queue=max_queue,
+            network=network,
+            temporary_redirect_grace=temporary_redirect_grace,
+        )
         self._runner = LoopThread(frontier, name=f"crawl-{source.name}")
         self._started = False
         self._done = False

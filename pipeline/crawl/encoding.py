@@ -27,19 +27,47 @@ import re
 
 from charset_normalizer import from_bytes
 
-_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9._:-]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([a-zA-Z0-9._:-]+)""", re.IGNORECASE)
 _WINDOWS_1252_ALIASES = {"latin-1", "latin1", "iso-8859-1", "iso8859-1", "l1", "us-ascii", "ascii", "iso_8859-1"}
 # The encodings of the WHATWG Encoding Standard, and the Python codecs its legacy
 # encodings extend, as Python codec names.
-_WEB_CHARSETS = frozenset(codecs.lookup(name).name for name in (
-    "utf-8", "utf-16", "utf-16-be", "utf-16-le", "cp866", "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "cp874",
-    "tis-620", *(f"iso8859-{part}" for part in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)),
-    *(f"cp{page}" for page in range(1250, 1259)), "gb2312", "gbk", "gb18030", "big5", "big5hkscs", "euc_jp",
-    "iso2022_jp", "shift_jis", "cp932", "euc_kr", "cp949",
-))
+_WEB_CHARSETS = frozenset(
+    codecs.lookup(name).name
+    for name in (
+        "utf-8",
+        "utf-16",
+        "utf-16-be",
+        "utf-16-le",
+        "cp866",
+        "koi8-r",
+        "koi8-u",
+        "mac-roman",
+        "mac-cyrillic",
+        "cp874",
+        "tis-620",
+        *(f"iso8859-{part}" for part in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)),
+        *(f"cp{page}" for page in range(1250, 1259)),
+        "gb2312",
+        "gbk",
+        "gb18030",
+        "big5",
+        "big5hkscs",
+        "euc_jp",
+        "iso2022_jp",
+        "shift_jis",
+        "cp932",
+        "euc_kr",
+        "cp949",
+    )
+)
 # How much more "chaos" (charset-normalizer's mess ratio) windows-1252 may show than
 # the best candidate and still be preferred.
 _CP1252_MARGIN = 0.1

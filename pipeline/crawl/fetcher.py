@@ -44,13 +44,12 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import AsyncIterator
 
 import httpcore
 import httpx
@@ -117,7 +116,8 @@ async def _refuse_unusable_location(response: httpx.Response) -> None:
     ``bad_redirect``."""
     if response.has_redirect_location:
         try:
-            httpx.URL(response.headers["location"]).host
+            # Reading .host is the check: httpx decodes an IDNA host only then.
+            httpx.URL(response.headers["location"]).host  # noqa: B018
         except (httpx.InvalidURL, UnicodeError):
             raise _UnusableLocation(response) from None
 
@@ -218,11 +218,14 @@ class Fetcher:
         self._slots: dict[str, _HostSlot] = {}
         c = self.config
         self._client = httpx.AsyncClient(
-            transport=PinnedTransport(PinnedBackend(self._pinned_address, network_backend or httpcore.AnyIOBackend()),
-                                      ssl_context),
+            transport=PinnedTransport(
+                PinnedBackend(self._pinned_address, network_backend or httpcore.AnyIOBackend()), ssl_context
+            ),
             # Only what content_coding can undo under the size cap.
             headers={"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING},
-            timeout=httpx.Timeout(connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout),
+            timeout=httpx.Timeout(
+                connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout
+            ),
             follow_redirects=False,
             event_hooks={"response": [_refuse_unusable_location]},
             trust_env=False,
@@ -258,15 +261,26 @@ class Fetcher:
         downloaded = 0
         while True:
             extra = dict(headers_for(chain[-1])) if headers_for else {}
-            attempt = await self._with_retries(chain[-1], extra, accept, max_bytes or self.config.max_page_bytes, truncate)
+            attempt = await self._with_retries(
+                chain[-1], extra, accept, max_bytes or self.config.max_page_bytes, truncate
+            )
             downloaded += attempt.bytes_downloaded
             self.bytes_downloaded += attempt.bytes_downloaded
             location = attempt.headers.get("location")
             held = len(chain) == 1 and attempt.status in not_followed
             if attempt.error or attempt.status not in REDIRECT_STATUSES or not location or held:
-                return FetchResult(url, chain[-1], attempt.status, attempt.headers, attempt.body, attempt.error,
-                                   downloaded, tuple(chain[1:]))
+                return FetchResult(
+                    url,
+                    chain[-1],
+                    attempt.status,
+                    attempt.headers,
+                    attempt.body,
+                    attempt.error,
+                    downloaded,
+                    tuple(chain[1:]),
+                )
             target = normalize_url(location, chain[-1])
+            error: str | None
             if target is None:
                 error = "bad_redirect"
             elif target in chain:
@@ -275,13 +289,15 @@ class Fetcher:
                 error = "too_many_redirects"
             else:
                 error = await check_redirect(target) if check_redirect else None
-            if error:
-                return FetchResult(url, target or chain[-1], attempt.status, attempt.headers, None, error,
-                                   downloaded, tuple(chain[1:]))
+            if error or target is None:
+                return FetchResult(
+                    url, target or chain[-1], attempt.status, attempt.headers, None, error, downloaded, tuple(chain[1:])
+                )
             chain.append(target)
 
-    async def _with_retries(self, url: str, headers: dict[str, str], accept: Accept | None, max_bytes: int,
-                            truncate: bool) -> _Attempt:
+    async def _with_retries(
+        self, url: str, headers: dict[str, str], accept: Accept | None, max_bytes: int, truncate: bool
+    ) -> _Attempt:
         downloaded = 0
         for number in range(self.config.max_retries + 1):
             attempt = await self._attempt(url, headers, accept, max_bytes, truncate)
@@ -297,8 +313,9 @@ class Fetcher:
             await asyncio.sleep(delay)
         return _Attempt(attempt.status, attempt.headers, attempt.body, attempt.error, downloaded)
 
-    async def _attempt(self, url: str, headers: dict[str, str], accept: Accept | None, max_bytes: int,
-                       truncate: bool) -> _Attempt:
+    async def _attempt(
+        self, url: str, headers: dict[str, str], accept: Accept | None, max_bytes: int, truncate: bool
+    ) -> _Attempt:
         try:
             target = httpx.URL(url)
         except (httpx.InvalidURL, UnicodeError):  # normalize_url refuses these; a caller may not have used it
@@ -330,8 +347,9 @@ class Fetcher:
             except httpx.TransportError:
                 return _Attempt(error="network_error", retryable=True, bytes_downloaded=_downloaded(response))
 
-    async def _read(self, response: httpx.Response, slot: _HostSlot, accept: Accept | None, max_bytes: int,
-                    truncate: bool) -> _Attempt:
+    async def _read(
+        self, response: httpx.Response, slot: _HostSlot, accept: Accept | None, max_bytes: int, truncate: bool
+    ) -> _Attempt:
         status, headers = response.status_code, response.headers
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(headers.get("retry-after"))

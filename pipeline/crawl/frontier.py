@@ -59,8 +59,17 @@ log = logging.getLogger(__name__)
 TEMPORARY_REDIRECTS = frozenset({302, 303, 307})
 DEFAULT_TEMPORARY_REDIRECT_GRACE = timedelta(days=7)
 # Reasons that describe the page itself: a known page goes, a new one is skipped.
-_DEFINITE = frozenset({"not_html", "too_large", "redirected", "redirect_out_of_scope", "robots_disallowed",
-                       "canonical_elsewhere", "bad_redirect"})
+_DEFINITE = frozenset(
+    {
+        "not_html",
+        "too_large",
+        "redirected",
+        "redirect_out_of_scope",
+        "robots_disallowed",
+        "canonical_elsewhere",
+        "bad_redirect",
+    }
+)
 # Reasons that skip a new URL but only fail a known one.
 _REFUSED = frozenset({"blocked_address", "redirect_loop", "too_many_redirects"})
 _MAX_WORKERS = 64
@@ -75,19 +84,32 @@ class _Task:
 class Frontier:
     """The crawl itself, on the event loop thread."""
 
-    def __init__(self, source: Source, known: Mapping[str, KnownPage], stats: CrawlStats, *, user_agent: str,
-                 fetch_config: FetchConfig | None, max_queue: int, network: Mapping[str, Any],
-                 temporary_redirect_grace: timedelta) -> None:
+    def __init__(
+        self,
+        source: Source,
+        known: Mapping[str, KnownPage],
+        stats: CrawlStats,
+        *,
+        user_agent: str,
+        fetch_config: FetchConfig | None,
+        max_queue: int,
+        network: Mapping[str, Any],
+        temporary_redirect_grace: timedelta,
+    ) -> None:
         self.source = source
         self.known = {normalize_url(url) or url: page for url, page in known.items()}
         self.stats = stats
         self.user_agent = user_agent
         self.max_queue = max_queue
         self.temporary_redirect_grace = temporary_redirect_grace
-        self._fetcher_args = dict(network, user_agent=user_agent, config=fetch_config,
-                                  allow_private_hosts=source.allow_private_hosts,
-                                  max_concurrency_per_host=source.max_concurrency_per_host,
-                                  delay_seconds=source.delay_seconds)
+        self._fetcher_args = dict(
+            network,
+            user_agent=user_agent,
+            config=fetch_config,
+            allow_private_hosts=source.allow_private_hosts,
+            max_concurrency_per_host=source.max_concurrency_per_host,
+            delay_seconds=source.delay_seconds,
+        )
         self.seen: set[str] = set()
         self.scheduled = 0
         self.deferred_to_canonical: set[str] = set()
@@ -142,8 +164,9 @@ class Frontier:
                 sitemaps += rules.sitemaps or ([fallback] if rules.allows(fallback) else [])
         if not sitemaps:
             return []
-        report = await collect_sitemap_urls(self.fetcher, list(dict.fromkeys(sitemaps)), keep=self.source.in_scope,
-                                            max_urls=self.source.max_pages)
+        report = await collect_sitemap_urls(
+            self.fetcher, list(dict.fromkeys(sitemaps)), keep=self.source.in_scope, max_urls=self.source.max_pages
+        )
         self.stats.sitemaps_fetched = len(report.fetched)
         self.stats.sitemap_urls = len(report.urls)
         self.stats.sitemap_errors.update(report.errors)
@@ -184,7 +207,9 @@ class Frontier:
                 raise
             except Exception as exc:  # one bad page never fails the crawl
                 log.exception("crawling %s failed", task.url)
-                await self._emit(PageResult(task.url, "failed", f"internal_error:{type(exc).__name__}", depth=task.depth))
+                await self._emit(
+                    PageResult(task.url, "failed", f"internal_error:{type(exc).__name__}", depth=task.depth)
+                )
             finally:
                 self.queue.task_done()
 
@@ -197,16 +222,32 @@ class Frontier:
             return
         self.stats.pages_fetched += 1
         held = TEMPORARY_REDIRECTS if known and not self._redirected_too_long(known) else frozenset()
-        fetched = await self.fetcher.fetch(url, accept=html_only, headers_for=self._validators,
-                                           check_redirect=self._check_hop, not_followed=held)
-        base = PageResult(url, "failed", final_url=fetched.final_url, status=fetched.status,
-                          content_type=fetched.headers.get("content-type"), fetched_at=datetime.now(UTC),
-                          etag=fetched.headers.get("etag"), last_modified=fetched.headers.get("last-modified"),
-                          bytes_downloaded=fetched.bytes_downloaded, depth=depth)
+        fetched = await self.fetcher.fetch(
+            url, accept=html_only, headers_for=self._validators, check_redirect=self._check_hop, not_followed=held
+        )
+        base = PageResult(
+            url,
+            "failed",
+            final_url=fetched.final_url,
+            status=fetched.status,
+            content_type=fetched.headers.get("content-type"),
+            fetched_at=datetime.now(UTC),
+            etag=fetched.headers.get("etag"),
+            last_modified=fetched.headers.get("last-modified"),
+            bytes_downloaded=fetched.bytes_downloaded,
+            depth=depth,
+        )
         if fetched.status in held and not fetched.error:
             # Away for now (a maintenance page, a login wall): the stored page stands, validators and all.
-            await self._emit(replace(base, outcome="temporarily_redirected", reason=f"http_{fetched.status}",
-                                     etag=None, last_modified=None))
+            await self._emit(
+                replace(
+                    base,
+                    outcome="temporarily_redirected",
+                    reason=f"http_{fetched.status}",
+                    etag=None,
+                    last_modified=None,
+                )
+            )
             return
         if fetched.error:
             await self._emit(replace(base, outcome=_failure_outcome(fetched.error, known), reason=fetched.error))
@@ -223,9 +264,15 @@ class Frontier:
         status = fetched.status
         if status == 304 and known:
             self._follow(known.links, base.depth)
-            await self._emit(replace(base, outcome="not_modified", etag=base.etag or known.etag,
-                                     last_modified=base.last_modified or known.last_modified,
-                                     content_hash=known.content_hash))
+            await self._emit(
+                replace(
+                    base,
+                    outcome="not_modified",
+                    etag=base.etag or known.etag,
+                    last_modified=base.last_modified or known.last_modified,
+                    content_hash=known.content_hash,
+                )
+            )
             return
         if status in (404, 410):
             await self._emit(replace(base, outcome="gone", reason=f"http_{status}"))

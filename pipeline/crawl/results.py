@@ -7,8 +7,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-OUTCOMES = ("new", "changed", "unchanged", "not_modified", "temporarily_redirected", "gone", "removed", "failed",
-            "skipped")
+OUTCOMES = (
+    "new",
+    "changed",
+    "unchanged",
+    "not_modified",
+    "temporarily_redirected",
+    "gone",
+    "removed",
+    "failed",
+    "skipped",
+)
 
 
 @dataclass(frozen=True)

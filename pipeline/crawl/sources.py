@@ -91,8 +91,11 @@ class Source:
                 raise _error(self.name, attr, f"must be true or false, got {getattr(self, attr)!r}")
         for url in start_urls:
             if not self.in_scope(url):
-                raise _error(self.name, "start_urls",
-                             f"{url} is outside the source's own scope (allowed_prefixes/include/exclude)")
+                raise _error(
+                    self.name,
+                    "start_urls",
+                    f"{url} is outside the source's own scope (allowed_prefixes/include/exclude)",
+                )
 
     def in_scope(self, url: str) -> bool:
         """True when the normalised ``url`` is under an allowed prefix, matches an include

@@ -182,8 +182,11 @@ class _LinkCollector:
             if href and "nofollow" not in (attrib.get("rel") or "").lower().split():
                 self.hrefs.append(href)
         elif tag == "link":
-            if self.canonical_href is None and attrib.get("href") and \
-                    "canonical" in (attrib.get("rel") or "").lower().split():
+            if (
+                self.canonical_href is None
+                and attrib.get("href")
+                and "canonical" in (attrib.get("rel") or "").lower().split()
+            ):
                 self.canonical_href = attrib["href"]
         elif tag == "meta":
             if (attrib.get("name") or "").lower() == "robots":

@@ -19,7 +19,7 @@ Everything is RUNNING by default, so the one dagster-daemon of a deployment tick
 """
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -28,7 +28,7 @@ from pipeline import settings
 from pipeline.crawl.sources import SourceConfigError, load_sources
 from pipeline.defs.ingest import sources_refreshed_recently
 from pipeline.defs.jobs import context_sets_job, ingest_source_job
-from pipeline.defs.partitions import source_partitions
+from pipeline.defs.partitions import SOURCE_PARTITIONS, source_partitions
 from pipeline.defs.removal import REMOVAL_GRACE, PurgeConfig, no_orphaned_sources, remove_sources_job
 from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
 from pipeline.inputs import InputUnavailable
@@ -55,9 +55,7 @@ def _sources_with_active_runs(instance: dg.DagsterInstance, sources: list[str]) 
     return [
         source
         for source in sources
-        if instance.get_run_records(
-            dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={PARTITION_TAG: source}), limit=1
-        )
+        if instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={PARTITION_TAG: source}), limit=1)
     ]
 
 
@@ -69,7 +67,7 @@ check_sources_job = dg.define_asset_job(
 
 
 def refresh_every_source(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
-    sources = sorted(context.instance.get_dynamic_partitions(source_partitions.name))
+    sources = sorted(context.instance.get_dynamic_partitions(SOURCE_PARTITIONS))
     if not sources:
         yield dg.SkipReason("no sources registered yet: the source_partitions_sensor registers PIPELINE_SOURCES")
         return
@@ -113,7 +111,7 @@ def build_refresh_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
 
 
 knowledge_base_refresh = build_refresh_schedule(
-    settings.value("PIPELINE_REFRESH_CRON").strip(), settings.value("PIPELINE_REFRESH_TIMEZONE").strip()
+    settings.string("PIPELINE_REFRESH_CRON").strip(), settings.string("PIPELINE_REFRESH_TIMEZONE").strip()
 )
 
 context_sets_automation = dg.AutomationConditionSensorDefinition(
@@ -147,7 +145,7 @@ def source_partitions_sensor(
         listed = [source.name for source in load_sources(files.sources_path)]
     except SourceConfigError as error:
         return dg.SkipReason(f"sources file unusable, partitions left unchanged: {error}")
-    registered = context.instance.get_dynamic_partitions(source_partitions.name)
+    registered = context.instance.get_dynamic_partitions(SOURCE_PARTITIONS)
     if not listed and registered:
         return dg.SkipReason(
             f"the sources file lists no source; refusing to remove all {len(registered)} registered sources "
@@ -156,7 +154,7 @@ def source_partitions_sensor(
     store = state_store.open()
     orphaned = orphaned_since(store)
     dropped = [name for name in {*registered, *orphaned} if name not in listed]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # Orphaning or purging while a run of the source still writes would leave its new chunks behind.
     changes = source_changes(
         listed,
@@ -173,7 +171,7 @@ def source_partitions_sensor(
     # The state store first: a partition request the daemon fails to apply is simply made again next tick.
     mark_orphaned(store, changes.orphaned, now)
     release_orphans(store, changes.returned)
-    partition_requests = []
+    partition_requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     run_requests = [dg.RunRequest(job_name=ingest_source_job.name, partition_key=name) for name in changes.added]
     if changes.added:
         partition_requests.append(source_partitions.build_add_request(list(changes.added)))

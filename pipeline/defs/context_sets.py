@@ -1,6 +1,5 @@
 """The published output: one ranked context set per query, packed into a token budget."""
 
-
 import json
 
 import dagster as dg

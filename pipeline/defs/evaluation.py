@@ -31,7 +31,9 @@ NOT_BELOW_DENSE = "context_sets_not_below_dense_retrieval"
 class EvaluateConfig(CandidatesConfig, ContextConfig):
     """Retrieval and packing knobs (defaults: those of retrieved_candidates and ranked_context_sets)."""
 
-    max_workers: int = Field(default=8, ge=1, le=64, description="Questions reranked in parallel (within the rate limit).")
+    max_workers: int = Field(
+        default=8, ge=1, le=64, description="Questions reranked in parallel (within the rate limit)."
+    )
 
 
 @dg.asset(
@@ -98,8 +100,8 @@ def retrieval_evaluation(
     except RerankConfigurationError as error:
         # Bad key or model: a retry would fail the same way; the message says which setting to fix.
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    for query_id, error in report.not_reranked.items():
-        context.log.warning(f"labelled question {query_id} not reranked (kept its hybrid order): {error}")
+    for query_id, reason in report.not_reranked.items():
+        context.log.warning(f"labelled question {query_id} not reranked (kept its hybrid order): {reason}")
     path = files.write_output(OUTPUT_FILE, json.dumps(report.to_json(), ensure_ascii=False, indent=1))
     gains = report.gains()
     final, dense = (report.results[name].mean[GAIN_METRIC] for name in ("context_sets", "dense"))

@@ -1,7 +1,9 @@
 """Ingest assets, one partition per documentation source: crawl → extract → chunk → vector and lexical index."""
 
 import time
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -12,7 +14,7 @@ from pipeline.chunking import ChunkingConfig
 from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
 from pipeline.defs.check_results import must_act_result
-from pipeline.defs.partitions import source_partitions
+from pipeline.defs.partitions import SOURCE_PARTITIONS, source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MAX_WORD_PIECES
@@ -146,7 +148,9 @@ def extracted_documents(context: dg.AssetExecutionContext, state_store: StateSto
 
 
 class ChunkConfig(dg.Config):
-    max_tokens: int = Field(default=ChunkingConfig().max_tokens, ge=32, description="cl100k tokens per chunk, header included.")
+    max_tokens: int = Field(
+        default=ChunkingConfig().max_tokens, ge=32, description="cl100k tokens per chunk, header included."
+    )
     overlap_tokens: int = Field(default=ChunkingConfig().overlap_tokens, ge=0)
 
 
@@ -177,7 +181,10 @@ class VectorIndexConfig(dg.Config):
     save_every: int = Field(
         default=256,
         ge=1,
-        description="Chunks embedded between saves to the state store and Chroma: a run killed midway embeds at most this many again.",
+        description=(
+            "Chunks embedded between saves to the state store and Chroma: "
+            "a run killed midway embeds at most this many again."
+        ),
     )
 
 
@@ -210,7 +217,12 @@ def vector_index(
 
     retention = timedelta(days=settings.number("PIPELINE_VECTOR_RETENTION_DAYS", minimum=0))
     report = index_chunks(
-        store, vectors, model, context.partition_key, retention=retention, save_every=config.save_every,
+        store,
+        vectors,
+        model,
+        context.partition_key,
+        retention=retention,
+        save_every=config.save_every,
         on_progress=progress,
     )
     return dg.MaterializeResult(
@@ -277,7 +289,7 @@ def _checked_sources(context: dg.AssetCheckExecutionContext) -> list[str]:
     """The run's source, or every registered source when the check runs on its own."""
     if context.has_partition_key:
         return [context.partition_key]
-    return sorted(context.instance.get_dynamic_partitions(source_partitions.name))
+    return sorted(context.instance.get_dynamic_partitions(SOURCE_PARTITIONS))
 
 
 @dg.asset_check(
@@ -294,7 +306,9 @@ def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateS
     return must_act_result(
         not failing,
         coverage.metadata(MIN_TEXT_SHARE),
-        problem=f"too few pages yielded text in {', '.join(failing)}: look at pages_without_text and the crawl failures",
+        problem=(
+            f"too few pages yielded text in {', '.join(failing)}: look at pages_without_text and the crawl failures"
+        ),
     )
 
 
@@ -310,7 +324,8 @@ def chunks_within_token_limits(
 ) -> dg.AssetCheckResult:
     # Stored chunks always come from the latest chunking settings (a change rechunks), so the
     # limit is this run's document_chunks config, or the default when the check runs alone.
-    chunk_config = context.run.run_config.get("ops", {}).get("document_chunks", {}).get("config", {})
+    run_config: Mapping[str, Any] = context.run.run_config
+    chunk_config = run_config.get("ops", {}).get("document_chunks", {}).get("config", {})
     max_tokens = int(chunk_config.get("max_tokens", ChunkingConfig().max_tokens))
     limits = chunk_limits(
         state_store.open(),
@@ -336,7 +351,7 @@ def chunks_within_token_limits(
 )
 def sources_refreshed_recently(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     last_refreshed = {}
-    for source in context.instance.get_dynamic_partitions(source_partitions.name):
+    for source in context.instance.get_dynamic_partitions(SOURCE_PARTITIONS):
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=lexical_index.key, asset_partitions=[source]), limit=1
         ).records
@@ -346,5 +361,7 @@ def sources_refreshed_recently(context: dg.AssetCheckExecutionContext) -> dg.Ass
     return must_act_result(
         not overdue,
         freshness.metadata(),
-        problem=f"overdue: {', '.join(overdue)}; look for failed ingest_source runs or a stopped knowledge_base_refresh",
+        problem=(
+            f"overdue: {', '.join(overdue)}; look for failed ingest_source runs or a stopped knowledge_base_refresh"
+        ),
     )

@@ -6,11 +6,12 @@ Dynamic rather than static: the partition keys follow the sources file at run ti
 
 import dagster as dg
 
-source_partitions = dg.DynamicPartitionsDefinition(name="sources")
+SOURCE_PARTITIONS = "sources"
+source_partitions = dg.DynamicPartitionsDefinition(name=SOURCE_PARTITIONS)
 
 
 def register_sources(instance: dg.DagsterInstance, names: list[str]) -> None:
     """Add partitions for sources not registered yet (used by the demo and tests)."""
-    missing = [name for name in names if not instance.has_dynamic_partition(source_partitions.name, name)]
+    missing = [name for name in names if not instance.has_dynamic_partition(SOURCE_PARTITIONS, name)]
     if missing:
-        instance.add_dynamic_partitions(source_partitions.name, missing)
+        instance.add_dynamic_partitions(SOURCE_PARTITIONS, missing)

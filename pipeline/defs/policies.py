@@ -1,4 +1,6 @@
-"""Step retries and the automation conditions: queries read once on a fresh deployment, context sets in step with the index."""
+"""Step retries and the automation conditions.
+
+Queries are read once on a fresh deployment; context sets keep in step with the index."""
 
 import dagster as dg
 

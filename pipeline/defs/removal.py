@@ -15,7 +15,7 @@ from pipeline.check_reports import orphaned_sources
 from pipeline.crawl.sources import load_sources
 from pipeline.defs.check_results import ui_metadata
 from pipeline.defs.ingest import lexical_index
-from pipeline.defs.partitions import source_partitions
+from pipeline.defs.partitions import SOURCE_PARTITIONS
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.run_tags import WRITES_INDEX
@@ -54,7 +54,7 @@ def purge_removed_sources(
 ) -> dg.Output:
     # Read again at run time: the file may have changed since the sensor saw the source go.
     listed = {source.name for source in load_sources(files.sources_path)}
-    registered = set(context.instance.get_dynamic_partitions(source_partitions.name))
+    registered = set(context.instance.get_dynamic_partitions(SOURCE_PARTITIONS))
     kept = sorted(set(config.sources) & (listed | registered))
     if kept:
         context.log.warning(f"not removing {', '.join(kept)}: listed in the sources file again")

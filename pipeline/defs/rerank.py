@@ -1,6 +1,5 @@
 """The rerank asset: each query's candidates ordered by the Heroku Inference /v1/rerank endpoint, and its check."""
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -27,7 +26,9 @@ def _milliseconds(seconds: float | None) -> float | None:
 
 class RerankConfig(dg.Config):
     top_n: int | None = Field(default=None, ge=1, description="Keep the n best per query; unset keeps every candidate.")
-    max_workers: int = Field(default=8, ge=1, le=64, description="Queries reranked in parallel (within the rate limit).")
+    max_workers: int = Field(
+        default=8, ge=1, le=64, description="Queries reranked in parallel (within the rate limit)."
+    )
 
 
 @dg.asset(

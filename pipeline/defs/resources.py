@@ -12,7 +12,6 @@ newline fails the run with a message naming the variable. The other paths are pa
 offline defaults declared in ``pipeline/settings.py``.
 """
 
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,8 @@ class StateStoreResource(dg.ConfigurableResource):
 
     data_dir: str = Field(description="Directory for local state (state.db).")
     # A dependency, not config: from the environment only (see the module docstring).
-    database_url: dg.ResourceDependency[str | None] = None
+    # ResourceDependency is a descriptor to the type checker; pydantic takes None as the field's default.
+    database_url: dg.ResourceDependency[str | None] = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"StateStoreResource(backend={'postgresql' if self.database_url else 'sqlite'})"
@@ -65,7 +65,9 @@ class StateStoreResource(dg.ConfigurableResource):
 
 @dataclass(frozen=True)
 class ChromaServer:
-    """A Chroma server or Chroma Cloud: CHROMA_HOST, CHROMA_PORT, CHROMA_SSL, CHROMA_TOKEN, CHROMA_TENANT, CHROMA_DATABASE."""
+    """A Chroma server or Chroma Cloud.
+
+    From CHROMA_HOST, CHROMA_PORT, CHROMA_SSL, CHROMA_TOKEN, CHROMA_TENANT and CHROMA_DATABASE."""
 
     host: str
     port: int = 8000
@@ -83,9 +85,9 @@ class ChromaServer:
         if not settings.is_set("CHROMA_HOST"):
             return None
         return cls(
-            host=settings.value("CHROMA_HOST"),
+            host=settings.string("CHROMA_HOST"),
             port=settings.integer("CHROMA_PORT", minimum=1),
-            ssl=settings.value("CHROMA_SSL").lower() in ("1", "true", "yes"),
+            ssl=settings.string("CHROMA_SSL").lower() in ("1", "true", "yes"),
             token=settings.value("CHROMA_TOKEN"),
             tenant=settings.value("CHROMA_TENANT"),
             database=settings.value("CHROMA_DATABASE"),
@@ -102,7 +104,8 @@ class ChromaResource(dg.ConfigurableResource):
 
     data_dir: str
     # A dependency, not config: from the environment only (see the module docstring).
-    server: dg.ResourceDependency[ChromaServer | None] = None
+    # ResourceDependency is a descriptor to the type checker; pydantic takes None as the field's default.
+    server: dg.ResourceDependency[ChromaServer | None] = None  # type: ignore[assignment]
     collection: str = Field(default=DEFAULT_COLLECTION, min_length=3, description="Chroma needs 3+ characters.")
 
     def __repr__(self) -> str:
@@ -156,7 +159,7 @@ class RerankEndpoint:
 
     @classmethod
     def from_settings(cls) -> "RerankEndpoint":
-        return cls(settings.value("RERANK_URL"), settings.value("RERANK_KEY"), settings.value("RERANK_MODEL_ID"))
+        return cls(settings.string("RERANK_URL"), settings.string("RERANK_KEY"), settings.string("RERANK_MODEL_ID"))
 
 
 class RerankResource(dg.ConfigurableResource):

@@ -93,7 +93,7 @@ def _pages(manifest: dict) -> list[_Page]:
 def _render(page: _Page, manifest: dict, labels: dict[str, str], template: Template) -> str:
     current, active = ' class="current"', ' class="active"'
     top_nav = "\n".join(
-        f'{INDENT}<li{current if section["title"] == page.section else ""}>'
+        f"{INDENT}<li{current if section['title'] == page.section else ''}>"
         f'<a href="{page.href(section["nav_path"])}">{section["nav_label"]}</a></li>'
         for section in manifest["sections"]
     )

@@ -61,7 +61,9 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
     base_url = document.get("base_url")
     if base_url is not None and not (isinstance(base_url, str) and urlsplit(base_url).netloc):
         raise LabelFileError(f"{path}: base_url must be an absolute URL such as https://docs.example.com/guide/")
-    queries = [_labelled_query(f"{path}: entry {index}", entry) for index, entry in enumerate(document["queries"], start=1)]
+    queries = [
+        _labelled_query(f"{path}: entry {index}", entry) for index, entry in enumerate(document["queries"], start=1)
+    ]
     if not queries:
         raise LabelFileError(f"{path}: no labelled queries")
     duplicates = sorted(query_id for query_id, count in Counter(q.query_id for q in queries).items() if count > 1)
@@ -88,14 +90,17 @@ def _labelled_query(where: str, entry: object) -> LabelledQuery:
         # bool is an int subclass: `grade: true` must not pass as grade 1.
         if not isinstance(grade, int) or isinstance(grade, bool) or grade < 0:
             raise LabelFileError(
-                f"{where}: relevant {number}: 'grade' must be a whole number, 0 or more, got {grade!r} (id {query_id!r})"
+                f"{where}: relevant {number}: 'grade' must be a whole number, 0 or more, "
+                f"got {grade!r} (id {query_id!r})"
             )
         relevant[page.strip()] = grade
     return LabelledQuery(query_id, entry["query"].strip(), relevant)
 
 
 def page_path(url: str, base_url: str | None = None) -> str:
-    """The labelled path of a page URL: relative to ``base_url`` (default: the URL's site root), ``index.html`` for directories."""
+    """The labelled path of a page URL.
+
+    Relative to ``base_url`` (default: the URL's site root), ``index.html`` for directories."""
     if base_url is None:
         parts = urlsplit(url)
         base_url = f"{parts.scheme}://{parts.netloc}/"

@@ -80,7 +80,10 @@ class PipelineEvaluation:
     def markdown(self) -> Markdown:
         metrics = markdown_table(
             ["ranking", *METRICS],
-            [[f"{name}: {RANKINGS[name]}", *(f"{self.results[name].mean[m]:.3f}" for m in METRICS)] for name in RANKINGS],
+            [
+                [f"{name}: {RANKINGS[name]}", *(f"{self.results[name].mean[m]:.3f}" for m in METRICS)]
+                for name in RANKINGS
+            ],
             right_aligned=METRICS,
         )
         gain = f"{GAIN_METRIC} gain"

@@ -202,7 +202,7 @@ class InferenceClient:
         try:
             response = self._http.post(self.contract.path, json=body)
         except httpx.TransportError as exc:
-            error = self.errors.unavailable(
+            error: InferenceError = self.errors.unavailable(
                 self._unreachable(exc), code=TIMEOUT if isinstance(exc, httpx.TimeoutException) else None
             )
             return _Attempt(error, self.retry.backoff(attempt_number, self._rng))

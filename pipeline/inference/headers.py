@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # x-ratelimit-reset values above this are Unix timestamps rather than delays.
@@ -28,7 +28,9 @@ _TOKEN_QUOTA = (("x-ratelimit-remaining-tokens",), ("x-ratelimit-reset-tokens",)
 
 
 def exhausted_quota_delay(headers: Mapping[str, str]) -> float | None:
-    """Seconds until the spent quotas (remaining 0) reset, the longest of requests' and tokens'; None if none is spent."""
+    """Seconds until the spent quotas (remaining 0) reset: the longer of requests' and tokens'.
+
+    None if no quota is spent."""
     delays = [
         delay
         for remaining_names, reset_names in (_REQUEST_QUOTA, _TOKEN_QUOTA)
@@ -62,8 +64,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _spent(headers: Mapping[str, str], names: Sequence[str]) -> bool:

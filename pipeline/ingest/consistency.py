@@ -22,7 +22,9 @@ class IndexConsistency:
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing_from_chroma or self.extra_in_chroma or self.missing_from_lexical or self.extra_in_lexical)
+        return not (
+            self.missing_from_chroma or self.extra_in_chroma or self.missing_from_lexical or self.extra_in_lexical
+        )
 
     def metadata(self, examples: int = 5) -> dict[str, Any]:
         def sample(ids: frozenset[str]) -> str:

@@ -73,6 +73,7 @@ def record_crawl(
             # A page about to be removed is no duplicate: a page that moved (301) arrives as its old URL
             # removed, then its content under the new URL.
             not_duplicates = removals.keys() | {result.url}
+            assert result.content_hash is not None, "a new or changed page comes with its content hash"
             duplicate = store.page_with_content(source, result.content_hash, other_than=not_duplicates)
             if owner is not None and owner != source:
                 # A page reachable from two sources is indexed once, under the first.

@@ -54,6 +54,4 @@ class ServiceConfig:
                 raise ValueError(f"ServiceConfig.{name} must not be negative, got {getattr(self, name)}")
         unknown = set(self.allowed_models or ()) - set(KNOWN_MODELS)
         if unknown:
-            raise ValueError(
-                f"allowed_models lists unknown models {sorted(unknown)}; known: {', '.join(KNOWN_MODELS)}"
-            )
+            raise ValueError(f"allowed_models lists unknown models {sorted(unknown)}; known: {', '.join(KNOWN_MODELS)}")

@@ -170,9 +170,7 @@ class RerankService:
             raise Rejection(400, "bad_request", "missing required field: model")
         seen.model = model
         if model not in KNOWN_MODELS:
-            raise Rejection(
-                404, "not_found", f"model {model!r} not found; available models: {', '.join(KNOWN_MODELS)}"
-            )
+            raise Rejection(404, "not_found", f"model {model!r} not found; available models: {', '.join(KNOWN_MODELS)}")
         if self.config.allowed_models is not None and model not in self.config.allowed_models:
             raise Rejection(403, "forbidden", f"this key has no access to model {model!r}")
         query, documents, top_n = _validated_fields(body, self.config.max_documents)
@@ -261,5 +259,3 @@ def _validated_fields(body: dict[str, Any], max_documents: int) -> tuple[str, li
     if top_n is not None and (type(top_n) is not int or top_n < 1):
         raise Rejection(400, "bad_request", f"top_n must be a positive integer, got {top_n!r}")
     return query, documents, None if top_n is None else min(top_n, len(documents))
-
-

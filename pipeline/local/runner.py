@@ -83,9 +83,7 @@ class LocalRerankService:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(
-                    f"local rerank service did not start on {self.host}:{self._requested_port}"
-                )
+                raise RuntimeError(f"local rerank service did not start on {self.host}:{self._requested_port}")
             time.sleep(0.01)
 
     def stop(self) -> None:

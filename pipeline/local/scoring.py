@@ -57,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -147,8 +147,8 @@ def page_mass(documents: Sequence[str], dense: np.ndarray) -> np.ndarray:
     """Per document: its page's summed ``dense`` excess over the candidates' median, over the largest page's."""
     pages = [page_of(document) for document in documents]
     excess = np.clip(dense - np.median(dense), 0.0, None)
-    mass: Counter = Counter()
-    for page, value in zip(pages, excess):
+    mass: defaultdict[str, float] = defaultdict(float)
+    for page, value in zip(pages, excess, strict=True):
         mass[page] += float(value)
     largest = max(mass.values())
     return np.array([mass[page] / largest if largest > 0 else 0.0 for page in pages], dtype=np.float64)
@@ -192,7 +192,10 @@ class LocalRelevanceScorer:
         if len(documents) != len(vectors):
             raise ValueError(f"{len(documents)} documents but {len(vectors)} vectors")
         self._remember(
-            {text_key(document): np.asarray(vector, dtype=np.float32) for document, vector in zip(documents, vectors)}
+            {
+                text_key(document): np.asarray(vector, dtype=np.float32)
+                for document, vector in zip(documents, vectors, strict=True)
+            }
         )
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
@@ -207,7 +210,9 @@ class LocalRelevanceScorer:
         query_vector = self.embedder.embed([query])[0]
         dense = _similarities(self._vectors_of(documents, self.known_vectors), query_vector)
         headers = [header_of(document, self.header_line) for document in documents]
-        with_header = [index for index, (header, document) in enumerate(zip(headers, documents)) if header != document]
+        with_header = [
+            index for index, (header, document) in enumerate(zip(headers, documents, strict=True)) if header != document
+        ]
         heading_dense = dense.copy()
         if with_header:
             vectors = self._vectors_of([headers[index] for index in with_header], self.known_vectors)
@@ -235,7 +240,7 @@ class LocalRelevanceScorer:
                 if vector is not None:
                     self._vectors.move_to_end(key)
                     found[key] = vector
-        missing = {key: document for key, document in zip(keys, documents) if key not in found}
+        missing = {key: document for key, document in zip(keys, documents, strict=True) if key not in found}
         if missing and known_vectors is not None:
             known = known_vectors.lookup(missing)
             found.update(known)
@@ -243,7 +248,7 @@ class LocalRelevanceScorer:
             missing = {key: document for key, document in missing.items() if key not in known}
         if missing:
             vectors = self.embedder.embed(list(missing.values()))
-            computed = dict(zip(missing, vectors))
+            computed = dict(zip(missing, vectors, strict=True))
             found.update(computed)
             self._remember(computed)
         return np.stack([found[key] for key in keys])

@@ -243,9 +243,7 @@ class RerankClient:
                 batches = []
                 merged: list[RerankResult] = []
                 for offset in range(0, len(documents), MAX_DOCUMENTS_PER_REQUEST):
-                    batch = self._call(
-                        query, documents[offset : offset + MAX_DOCUMENTS_PER_REQUEST], None, tally
-                    )
+                    batch = self._call(query, documents[offset : offset + MAX_DOCUMENTS_PER_REQUEST], None, tally)
                     batches.append(batch)
                     merged.extend(RerankResult(offset + r.index, r.relevance_score) for r in batch.results)
                 results = tuple(ranked(merged)[:top_n])

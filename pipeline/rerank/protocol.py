@@ -1,4 +1,6 @@
-"""The ``/v1/rerank`` exchange as the client sees it: the body it sends, the answer it accepts, the 400s it tells apart."""
+"""The ``/v1/rerank`` exchange as the client sees it.
+
+The body it sends, the answer it accepts, the 400s it tells apart."""
 
 from __future__ import annotations
 
@@ -70,7 +72,9 @@ def parse_answer(
         raise broken("duplicate result indexes")
     if len(results) != expected:
         raise broken(f"{len(results)} results where {expected} were expected")
-    meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+    meta = payload.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     billed = meta.get("billed_units")
     units = billed.get("search_units") if isinstance(billed, dict) else None
     if type(units) is not int or units < 0:

@@ -55,7 +55,14 @@ def orphaned_pages(store: StateStore, in_scope: Callable[[str], bool]) -> dict[s
     ).where(pages.c.source.in_(_ORPHANS))
     with store.engine.connect() as connection:
         return {
-            row.url: StoredPage(*row[:-1], links=None if row.links is None else tuple(row.links))
+            row.url: StoredPage(
+                row.url,
+                row.source,
+                row.etag,
+                row.last_modified,
+                row.content_hash,
+                links=None if row.links is None else tuple(row.links),
+            )
             for row in connection.execute(query)
             if in_scope(row.url)
         }

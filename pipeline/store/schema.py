@@ -164,7 +164,15 @@ context_sets = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 CONTEXT_SET_FIELDS = (
-    "query_id", "query", "model", "reranked", "api_version", "reason_not_reranked", "token_budget", "tokens", "passages"
+    "query_id",
+    "query",
+    "model",
+    "reranked",
+    "api_version",
+    "reason_not_reranked",
+    "token_budget",
+    "tokens",
+    "passages",
 )
 
 # The newest run's rows of the context sets table, a view the migrations create (a new column of

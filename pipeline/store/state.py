@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from pipeline.store.schema import (
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def normalize_database_url(url: str) -> str:
@@ -159,7 +159,7 @@ class ContextSetRun:
 
 def _aware(moment: datetime) -> datetime:
     """SQLite hands timestamps back without their zone; they were stored in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class StateStore:
@@ -187,13 +187,22 @@ class StateStore:
         with self.engine.connect() as connection:
             rows = connection.execute(
                 sa.select(
-                    pages.c.url, pages.c.source, pages.c.etag, pages.c.last_modified, pages.c.content_hash, pages.c.links,
+                    pages.c.url,
+                    pages.c.source,
+                    pages.c.etag,
+                    pages.c.last_modified,
+                    pages.c.content_hash,
+                    pages.c.links,
                     pages.c.redirected_since,
                 ).where(pages.c.source == source)
             )
             return {
                 row.url: StoredPage(
-                    *row[:5],
+                    row.url,
+                    row.source,
+                    row.etag,
+                    row.last_modified,
+                    row.content_hash,
                     links=None if row.links is None else tuple(row.links),
                     redirected_since=row.redirected_since and _aware(row.redirected_since),
                 )
@@ -280,7 +289,9 @@ class StateStore:
         deleted = 0
         with self.transaction() as connection:
             for start in range(0, len(wanted), 500):
-                deleted += connection.execute(sa.delete(pages).where(pages.c.url.in_(wanted[start : start + 500]))).rowcount
+                deleted += connection.execute(
+                    sa.delete(pages).where(pages.c.url.in_(wanted[start : start + 500]))
+                ).rowcount
         return deleted
 
     def page_count(self, source: str | None = None) -> int:
@@ -378,9 +389,7 @@ class StateStore:
                 connection.execute(sa.delete(chunks).where(doomed))
             added = [chunk for chunk in new_chunks if chunk.chunk_id not in existing]
             _upsert(connection, chunks, [_chunk_row(chunk) for chunk in added])
-            connection.execute(
-                sa.update(documents).where(documents.c.url == url).values(chunked_key=chunked_key)
-            )
+            connection.execute(sa.update(documents).where(documents.c.url == url).values(chunked_key=chunked_key))
         return len(added), len(removed)
 
     def delete_orphan_chunks(self, source: str) -> int:
@@ -426,7 +435,9 @@ class StateStore:
             rows = connection.execute(sa.select(chunks.c.chunk_id, chunks.c.source))
             return {chunk_id: source for chunk_id, source in rows}
 
-    def chunks_by_id(self, chunk_ids: Iterable[str], *, with_embeddings: bool = False) -> dict[str, tuple[StoredChunk, np.ndarray | None]]:
+    def chunks_by_id(
+        self, chunk_ids: Iterable[str], *, with_embeddings: bool = False
+    ) -> dict[str, tuple[StoredChunk, np.ndarray | None]]:
         wanted = list(dict.fromkeys(chunk_ids))
         result: dict[str, tuple[StoredChunk, np.ndarray | None]] = {}
         columns = [chunks.c[name] for name in _CHUNK_FIELDS]
@@ -485,7 +496,9 @@ class StateStore:
         with self.transaction() as connection:
             for start in range(0, len(wanted), 500):
                 doomed = header_embeddings.c.header.in_(wanted[start : start + 500])
-                _retain_embeddings(connection, sa.select(header_embeddings.c.header, header_embeddings.c.embedding).where(doomed))
+                _retain_embeddings(
+                    connection, sa.select(header_embeddings.c.header, header_embeddings.c.embedding).where(doomed)
+                )
                 connection.execute(sa.delete(header_embeddings).where(doomed))
         return len(wanted)
 
@@ -508,7 +521,9 @@ class StateStore:
     def prune_retained_embeddings(self, *, before: datetime) -> int:
         """Forget embeddings retained before ``before``; returns how many."""
         with self.transaction() as connection:
-            return connection.execute(sa.delete(retained_embeddings).where(retained_embeddings.c.retained_at < before)).rowcount
+            return connection.execute(
+                sa.delete(retained_embeddings).where(retained_embeddings.c.retained_at < before)
+            ).rowcount
 
     # -- queries, candidates, rerank -----------------------------------------
 
@@ -523,7 +538,12 @@ class StateStore:
 
     def load_queries(self) -> list[tuple[str, str]]:
         with self.engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(sa.select(queries.c.query_id, queries.c.query).order_by(queries.c.position))]
+            return [
+                tuple(row)
+                for row in connection.execute(
+                    sa.select(queries.c.query_id, queries.c.query).order_by(queries.c.position)
+                )
+            ]
 
     def replace_candidates(self, ranked: Mapping[str, Sequence[tuple[str, float]]]) -> None:
         """Store each query's retrieval ranking: [(chunk_id, score), ...] best first."""
@@ -594,7 +614,9 @@ class StateStore:
             if rows:
                 connection.execute(sa.insert(context_sets), rows)
             kept = list(connection.scalars(newest_runs))
-            older = sa.select(sa.func.count(sa.distinct(context_sets.c.run_id))).where(context_sets.c.run_id.not_in(kept))
+            older = sa.select(sa.func.count(sa.distinct(context_sets.c.run_id))).where(
+                context_sets.c.run_id.not_in(kept)
+            )
             deleted = int(connection.scalar(older))
             if deleted:
                 connection.execute(sa.delete(context_sets).where(context_sets.c.run_id.not_in(kept)))
@@ -663,7 +685,9 @@ class StateStore:
     def billed_search_units(self) -> int:
         """Search units billed by the latest rerank run (cache hits bill nothing)."""
         with self.engine.connect() as connection:
-            return int(connection.scalar(sa.select(sa.func.coalesce(sa.func.sum(reranked.c.search_units), 0))))
+            return int(
+                connection.execute(sa.select(sa.func.coalesce(sa.func.sum(reranked.c.search_units), 0))).scalar_one()
+            )
 
     # -------------------------------------------------------------------------
 
@@ -675,7 +699,17 @@ class StateStore:
             return int(connection.scalar(query) or 0)
 
 
-_CHUNK_FIELDS = ("chunk_id", "source", "url", "title", "heading_path", "text", "embedding_text", "token_count", "position")
+_CHUNK_FIELDS = (
+    "chunk_id",
+    "source",
+    "url",
+    "title",
+    "heading_path",
+    "text",
+    "embedding_text",
+    "token_count",
+    "position",
+)
 
 
 def _chunk_row(chunk: StoredChunk) -> dict[str, Any]:

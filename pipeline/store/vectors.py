@@ -62,9 +62,7 @@ def _client(connection: ChromaConnection):
         return chromadb.PersistentClient(path=str(path), settings=settings)
     headers = {"x-chroma-token": connection.token} if connection.token else None
     optional = {
-        key: value
-        for key, value in (("tenant", connection.tenant), ("database", connection.database))
-        if value
+        key: value for key, value in (("tenant", connection.tenant), ("database", connection.database)) if value
     }
     return chromadb.HttpClient(
         host=connection.host,

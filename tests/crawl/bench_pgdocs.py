@@ -43,8 +43,9 @@ def main() -> None:
     server.start()
     try:
         port = ports.get(timeout=10)
-        source = Source("pgdocs", (f"http://127.0.0.1:{port}/index.html",), max_pages=5000, max_depth=50,
-                        allow_private_hosts=True)
+        source = Source(
+            "pgdocs", (f"http://127.0.0.1:{port}/index.html",), max_pages=5000, max_depth=50, allow_private_hosts=True
+        )
         known: dict[str, KnownPage] = {}
         for label in ("first crawl", "re-crawl (conditional GETs)"):
             started = time.monotonic()
@@ -56,10 +57,12 @@ def main() -> None:
             wall = time.monotonic() - started
             stats = run.stats
             print(f"{label}: outcomes {dict(stats.outcomes)}; reasons {dict(stats.reasons)}")
-            print(f"  {stats.pages_fetched} pages, {stats.requests} requests, {stats.bytes_downloaded:,} bytes, "
-                  f"{text_chars:,} characters of HTML in {wall:.2f} s: {stats.pages_fetched / wall:.0f} pages/s, "
-                  f"{stats.bytes_downloaded / wall / 1e6:.1f} MB/s (max_concurrency_per_host="
-                  f"{source.max_concurrency_per_host})")
+            print(
+                f"  {stats.pages_fetched} pages, {stats.requests} requests, {stats.bytes_downloaded:,} bytes, "
+                f"{text_chars:,} characters of HTML in {wall:.2f} s: {stats.pages_fetched / wall:.0f} pages/s, "
+                f"{stats.bytes_downloaded / wall / 1e6:.1f} MB/s (max_concurrency_per_host="
+                f"{source.max_concurrency_per_host})"
+            )
     finally:
         server.terminate()
         server.join()

@@ -77,8 +77,9 @@ def test_a_stacked_gzip_bomb_stays_within_the_memory_allowance(site: SiteServer,
     site.routes["/robots.txt"] = Reply(body=stacked_gzip_bomb, content_type="text/plain", headers=coded)
     site.routes["/sitemap.xml"] = Reply(body=stacked_gzip_bomb, content_type="application/xml", headers=coded)
 
-    run = subprocess.run([sys.executable, "-c", _BOMB_FETCHES, site.base], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", _BOMB_FETCHES, site.base], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     outcome = json.loads(run.stdout)
     assert outcome["page"] == "too_large"
@@ -105,14 +106,18 @@ def raw_deflate(data: bytes) -> bytes:
 PAGE = b"<html><body>" + b"<p>Install, configure, back up.</p>" * 4000 + b"</body></html>"
 
 
-@pytest.mark.parametrize(("coding", "body"), [
-    ("gzip", gzip.compress(PAGE)),
-    ("x-gzip", gzip.compress(PAGE)),
-    ("deflate", zlib.compress(PAGE)),
-    ("deflate", raw_deflate(PAGE)),  # what some servers send as "deflate"
-    ("gzip, deflate", zlib.compress(gzip.compress(PAGE))),
-    ("identity, gzip", gzip.compress(PAGE)),
-], ids=["gzip", "x-gzip", "zlib-deflate", "raw-deflate", "gzip-then-deflate", "identity-gzip"])
+@pytest.mark.parametrize(
+    ("coding", "body"),
+    [
+        ("gzip", gzip.compress(PAGE)),
+        ("x-gzip", gzip.compress(PAGE)),
+        ("deflate", zlib.compress(PAGE)),
+        ("deflate", raw_deflate(PAGE)),  # what some servers send as "deflate"
+        ("gzip, deflate", zlib.compress(gzip.compress(PAGE))),
+        ("identity, gzip", gzip.compress(PAGE)),
+    ],
+    ids=["gzip", "x-gzip", "zlib-deflate", "raw-deflate", "gzip-then-deflate", "identity-gzip"],
+)
 def test_advertised_codings_are_decoded(site: SiteServer, coding: str, body: bytes) -> None:
     site.routes["/page.html"] = Reply(body=body, headers={"Content-Encoding": coding})
     result = fetch(site, "/page.html")
@@ -120,15 +125,20 @@ def test_advertised_codings_are_decoded(site: SiteServer, coding: str, body: byt
     assert site.requests_for("/page.html")[0].headers["accept-encoding"] == "gzip, deflate"
 
 
-@pytest.mark.parametrize(("coding", "body", "error"), [
-    ("gzip, gzip, gzip", gzip.compress(gzip.compress(gzip.compress(PAGE))), "too_many_encodings"),
-    ("br", PAGE, "bad_encoding"),  # never advertised
-    ("compress", PAGE, "bad_encoding"),
-    ("gzip", b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10, "bad_encoding"),
-    ("deflate", b"\xff" * 200, "bad_encoding"),
-], ids=["three-stacked", "br", "compress", "corrupt-gzip", "corrupt-deflate"])
-def test_codings_that_cannot_be_undone_are_refused_with_a_reason(site: SiteServer, coding: str, body: bytes,
-                                                                 error: str) -> None:
+@pytest.mark.parametrize(
+    ("coding", "body", "error"),
+    [
+        ("gzip, gzip, gzip", gzip.compress(gzip.compress(gzip.compress(PAGE))), "too_many_encodings"),
+        ("br", PAGE, "bad_encoding"),  # never advertised
+        ("compress", PAGE, "bad_encoding"),
+        ("gzip", b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10, "bad_encoding"),
+        ("deflate", b"\xff" * 200, "bad_encoding"),
+    ],
+    ids=["three-stacked", "br", "compress", "corrupt-gzip", "corrupt-deflate"],
+)
+def test_codings_that_cannot_be_undone_are_refused_with_a_reason(
+    site: SiteServer, coding: str, body: bytes, error: str
+) -> None:
     site.routes["/page.html"] = Reply(body=body, headers={"Content-Encoding": coding})
     result = fetch(site, "/page.html")
     assert (result.status, result.error, result.body) == (200, error, None)

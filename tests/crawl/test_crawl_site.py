@@ -6,13 +6,16 @@ import gc
 import threading
 import time
 from dataclasses import replace
+from itertools import pairwise
 
 from pipeline.crawl import CrawlStats, KnownPage, PageResult, Source, crawl
 from tests.crawl.conftest import ACCENTED, FAST, HUGE_CHUNK, HUGE_CHUNKS, build_docs_site, by_url, docs_source, html
 from tests.crawl.site_server import Reply, SiteServer, sequence
 
 
-def run(source: Source, known: dict[str, KnownPage] | None = None, **kwargs: object) -> tuple[dict[str, PageResult], CrawlStats]:
+def run(
+    source: Source, known: dict[str, KnownPage] | None = None, **kwargs: object
+) -> tuple[dict[str, PageResult], CrawlStats]:
     crawler = crawl(source, known, fetch_config=kwargs.pop("fetch_config", FAST), **kwargs)
     results = by_url(list(crawler))
     return results, crawler.stats
@@ -57,8 +60,13 @@ def test_full_crawl_reports_every_page_once_with_its_outcome(docs_site: SiteServ
     # Fragments and dot segments collapse to one URL fetched once.
     assert docs_site.count("/docs/guide.html") == 1
     # Never requested: robots-disallowed, nofollow, out of prefix, beyond max_depth.
-    never = {"/docs/private/secret.html", "/docs/agent-blocked.html", "/docs/nofollowed.html", "/blog/post.html",
-             "/docs/deep/6.html"}
+    never = {
+        "/docs/private/secret.html",
+        "/docs/agent-blocked.html",
+        "/docs/nofollowed.html",
+        "/blog/post.html",
+        "/docs/deep/6.html",
+    }
     assert not never & docs_site.paths()
     assert all(seen.headers["host"] == f"127.0.0.1:{docs_site.port}" for seen in docs_site.log)
     assert all(seen.headers["user-agent"].startswith("docs-to-answer-pipeline/") for seen in docs_site.log)
@@ -169,14 +177,25 @@ def test_links_of_a_page_answering_304_are_still_followed(site: SiteServer) -> N
 
 def test_known_pages_out_of_scope_or_disallowed_are_removed_without_a_request(docs_site: SiteServer) -> None:
     u = docs_site.url
-    known = {url: KnownPage(url, None, None, "h") for url in (
-        u("/docs/guide.html"), u("/docs/api/function.html"), u("/docs/private/secret.html"), u("/elsewhere/x.html"))}
+    known = {
+        url: KnownPage(url, None, None, "h")
+        for url in (
+            u("/docs/guide.html"),
+            u("/docs/api/function.html"),
+            u("/docs/private/secret.html"),
+            u("/elsewhere/x.html"),
+        )
+    }
     results, _ = run(docs_source(docs_site, exclude=(r"/api/",), max_depth=0), known)
     assert (results[u("/docs/api/function.html")].outcome, results[u("/docs/api/function.html")].reason) == (
-        "removed", "out_of_scope")
+        "removed",
+        "out_of_scope",
+    )
     assert results[u("/elsewhere/x.html")].reason == "out_of_scope"
     assert (results[u("/docs/private/secret.html")].outcome, results[u("/docs/private/secret.html")].reason) == (
-        "removed", "robots_disallowed")
+        "removed",
+        "robots_disallowed",
+    )
     assert results[u("/docs/guide.html")].outcome == "changed"  # still verified though not linked at depth 0
     assert not {"/docs/api/function.html", "/elsewhere/x.html", "/docs/private/secret.html"} & docs_site.paths()
 
@@ -187,7 +206,9 @@ def test_transient_failures_of_known_pages_are_failed_never_gone(site: SiteServe
     site.routes["/docs/a.html"] = Reply(503, headers={"Retry-After": "0"})
     site.routes["/docs/b.html"] = Reply(403)
     site.routes["/docs/slow.html"] = Reply(body=html("slow"), delay=1.5)
-    known = {url: KnownPage(url, None, None, "h") for url in (u("/docs/a.html"), u("/docs/b.html"), u("/docs/slow.html"))}
+    known = {
+        url: KnownPage(url, None, None, "h") for url in (u("/docs/a.html"), u("/docs/b.html"), u("/docs/slow.html"))
+    }
     config = replace(FAST, read_timeout=0.3, max_retries=1)
     results, _ = run(docs_source(site), known, fetch_config=config)
     assert (results[u("/docs/a.html")].outcome, results[u("/docs/a.html")].reason) == ("failed", "http_503")
@@ -217,25 +238,35 @@ def test_robots_server_error_fails_pages_instead_of_removing_them(site: SiteServ
 
 
 def test_bad_sitemap_urls_and_redirects_are_reported_and_the_crawl_goes_on(site: SiteServer) -> None:
-    site.routes["/robots.txt"] = Reply(body="\n".join([
-        "User-agent: *",
-        "Sitemap: http://0177.0.0.1/sitemap.xml",
-        f"Sitemap: {site.base}/to-bad-host.xml",
-        f"Sitemap: {site.base}/to-other-host.xml",
-        f"Sitemap: {site.base}/sitemap.xml",
-    ]), content_type="text/plain")
+    site.routes["/robots.txt"] = Reply(
+        body="\n".join(
+            [
+                "User-agent: *",
+                "Sitemap: http://0177.0.0.1/sitemap.xml",
+                f"Sitemap: {site.base}/to-bad-host.xml",
+                f"Sitemap: {site.base}/to-other-host.xml",
+                f"Sitemap: {site.base}/sitemap.xml",
+            ]
+        ),
+        content_type="text/plain",
+    )
     site.routes["/to-bad-host.xml"] = Reply(302, headers={"Location": "http://xn--/sitemap.xml"})
     site.routes["/to-other-host.xml"] = Reply(302, headers={"Location": f"http://localhost:{site.port}/sitemap.xml"})
-    site.routes["/sitemap.xml"] = Reply(body=f"<urlset><url><loc>{site.url('/docs/orphan.html')}</loc></url></urlset>",
-                                        content_type="application/xml")
+    site.routes["/sitemap.xml"] = Reply(
+        body=f"<urlset><url><loc>{site.url('/docs/orphan.html')}</loc></url></urlset>", content_type="application/xml"
+    )
     site.page("/docs/index.html", html("Home"))
     site.page("/docs/orphan.html", html("Only in the sitemap"))
     results, stats = run(docs_source(site))
-    assert {url: r.outcome for url, r in results.items()} == {site.url("/docs/index.html"): "new",
-                                                            site.url("/docs/orphan.html"): "new"}
-    assert stats.sitemap_errors == {"http://0177.0.0.1/sitemap.xml": "bad_url",
-                                    site.url("/to-bad-host.xml"): "bad_redirect",
-                                    site.url("/to-other-host.xml"): "redirect_off_host"}
+    assert {url: r.outcome for url, r in results.items()} == {
+        site.url("/docs/index.html"): "new",
+        site.url("/docs/orphan.html"): "new",
+    }
+    assert stats.sitemap_errors == {
+        "http://0177.0.0.1/sitemap.xml": "bad_url",
+        site.url("/to-bad-host.xml"): "bad_redirect",
+        site.url("/to-other-host.xml"): "redirect_off_host",
+    }
     assert [seen.headers["host"] for seen in site.requests_for("/sitemap.xml")] == [f"127.0.0.1:{site.port}"]
 
 
@@ -249,8 +280,10 @@ def test_robots_redirect_to_an_invalid_url_fails_the_pages_of_that_origin_only(s
 
 
 def test_a_page_labelled_with_a_codec_that_is_no_charset_is_decoded_by_detection(site: SiteServer) -> None:
-    site.routes["/docs/index.html"] = Reply(body=html("Odd label", head='<meta charset="base64">',
-                                                      body=f"<p>{ACCENTED}</p>").encode("cp1252"), content_type="text/html")
+    site.routes["/docs/index.html"] = Reply(
+        body=html("Odd label", head='<meta charset="base64">', body=f"<p>{ACCENTED}</p>").encode("cp1252"),
+        content_type="text/html",
+    )
     results, _ = run(docs_source(site))
     page = results[site.url("/docs/index.html")]
     assert page.outcome == "new" and ACCENTED in page.html
@@ -276,12 +309,18 @@ def test_retry_after_is_honoured(site: SiteServer) -> None:
 
 def test_crawl_delay_spaces_requests_to_the_host(site: SiteServer) -> None:
     build_docs_site(site, crawl_delay=0.2)
-    results, stats = run(docs_source(site, max_depth=0, discover_sitemaps=False, start_urls=(
-        site.url("/docs/index.html"), site.url("/docs/guide.html"), site.url("/docs/api/"))))
+    results, stats = run(
+        docs_source(
+            site,
+            max_depth=0,
+            discover_sitemaps=False,
+            start_urls=(site.url("/docs/index.html"), site.url("/docs/guide.html"), site.url("/docs/api/")),
+        )
+    )
     assert stats.crawl_delays == {site.base: 0.2}
     starts = sorted(seen.at for seen in site.log if seen.path != "/robots.txt")
     assert len(starts) == 3
-    assert all(later - earlier >= 0.18 for earlier, later in zip(starts, starts[1:]))
+    assert all(later - earlier >= 0.18 for earlier, later in pairwise(starts))
 
 
 def test_max_pages_bounds_the_crawl(site: SiteServer) -> None:
@@ -323,7 +362,11 @@ def test_redirect_out_of_scope_is_not_followed(site: SiteServer) -> None:
     site.page("/blog/post.html", html("Blog"))
     results, _ = run(docs_source(site))
     away = results[site.url("/docs/away.html")]
-    assert (away.outcome, away.reason, away.final_url) == ("skipped", "redirect_out_of_scope", site.url("/blog/post.html"))
+    assert (away.outcome, away.reason, away.final_url) == (
+        "skipped",
+        "redirect_out_of_scope",
+        site.url("/blog/post.html"),
+    )
     assert site.count("/blog/post.html") == 0
 
 
@@ -358,7 +401,9 @@ def test_known_pages_refused_for_passing_reasons_fail_instead_of_going(docs_site
     # Permanent redirects: a temporary one of a known page is not followed at all (test_temporary_redirects).
     for here, there in (("loop-a", "loop-b"), ("loop-b", "loop-a")):
         docs_site.routes[f"/docs/{here}.html"] = Reply(301, headers={"Location": f"{there}.html"})
-    results, _ = run(docs_source(docs_site, max_depth=0, discover_sitemaps=False), {loop: KnownPage(loop, None, None, "h")})
+    results, _ = run(
+        docs_source(docs_site, max_depth=0, discover_sitemaps=False), {loop: KnownPage(loop, None, None, "h")}
+    )
     assert (results[loop].outcome, results[loop].reason) == ("failed", "redirect_loop")
 
 

@@ -25,13 +25,17 @@ def fetcher(**kwargs: object) -> Fetcher:
 
 # -- sitemaps ---------------------------------------------------------------------------
 
+
 def urlset(*locs: str) -> bytes:
     entries = "".join(f"<url><loc> {loc} </loc><lastmod>2025-01-01</lastmod></url>" for loc in locs)
     return f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>'.encode()
 
 
 def test_parse_sitemap_and_index_namespace_agnostic() -> None:
-    assert parse_sitemap(urlset("http://h.test/a", "http://h.test/b")).locations == ("http://h.test/a", "http://h.test/b")
+    assert parse_sitemap(urlset("http://h.test/a", "http://h.test/b")).locations == (
+        "http://h.test/a",
+        "http://h.test/b",
+    )
     index = parse_sitemap(b"<sitemapindex><sitemap><loc>http://h.test/s1.xml</loc></sitemap></sitemapindex>")
     assert (index.kind, index.locations) == ("sitemapindex", ("http://h.test/s1.xml",))
     with pytest.raises(SitemapError, match="root element is <html>"):
@@ -41,8 +45,10 @@ def test_parse_sitemap_and_index_namespace_agnostic() -> None:
 
 
 def test_sitemap_entities_are_not_expanded() -> None:
-    xxe = (b'<?xml version="1.0"?><!DOCTYPE urlset [<!ENTITY secret SYSTEM "file:///etc/hostname">]>'
-           b"<urlset><url><loc>http://h.test/&secret;</loc></url></urlset>")
+    xxe = (
+        b'<?xml version="1.0"?><!DOCTYPE urlset [<!ENTITY secret SYSTEM "file:///etc/hostname">]>'
+        b"<urlset><url><loc>http://h.test/&secret;</loc></url></urlset>"
+    )
     assert parse_sitemap(xxe).locations in ((), ("http://h.test/",))
 
 
@@ -62,8 +68,10 @@ def test_gzip_bomb_stops_at_the_cap() -> None:
 def test_collect_sitemaps_bounds_documents_and_urls(site: SiteServer) -> None:
     # An index listing 5 child sitemaps of 10 URLs each, one of them itself an index (cycle).
     children = "".join(f"<sitemap><loc>{site.url(f'/s{i}.xml.gz')}</loc></sitemap>" for i in range(5))
-    site.routes["/index.xml"] = Reply(body=f"<sitemapindex>{children}<sitemap><loc>{site.url('/index.xml')}</loc>"
-                                           f"</sitemap><sitemap><loc>http://evil.test/s.xml</loc></sitemap></sitemapindex>")
+    site.routes["/index.xml"] = Reply(
+        body=f"<sitemapindex>{children}<sitemap><loc>{site.url('/index.xml')}</loc>"
+        f"</sitemap><sitemap><loc>http://evil.test/s.xml</loc></sitemap></sitemapindex>"
+    )
     for i in range(5):
         locs = [site.url(f"/docs/p{i}-{j}.html") for j in range(10)] + [site.url(f"/blog/b{i}.html")]
         site.routes[f"/s{i}.xml.gz"] = Reply(body=gzip.compress(urlset(*locs)), content_type="application/gzip")
@@ -83,6 +91,7 @@ def test_collect_sitemaps_bounds_documents_and_urls(site: SiteServer) -> None:
 
 # -- robots.txt -------------------------------------------------------------------------
 
+
 def robots_for(site: SiteServer, reply: Reply):
     site.routes["/robots.txt"] = reply
 
@@ -94,9 +103,15 @@ def robots_for(site: SiteServer, reply: Reply):
 
 
 def test_robots_groups_delay_and_sitemaps(site: SiteServer) -> None:
-    rules = robots_for(site, Reply(body="User-agent: *\nDisallow: /\n\nUser-agent: docs-to-answer-pipeline\n"
-                                        "Allow: /docs/\nDisallow: /docs/drafts/\nCrawl-delay: 2.5\n"
-                                        "Sitemap: /sitemap-docs.xml\n", content_type="text/plain"))
+    rules = robots_for(
+        site,
+        Reply(
+            body="User-agent: *\nDisallow: /\n\nUser-agent: docs-to-answer-pipeline\n"
+            "Allow: /docs/\nDisallow: /docs/drafts/\nCrawl-delay: 2.5\n"
+            "Sitemap: /sitemap-docs.xml\n",
+            content_type="text/plain",
+        ),
+    )
     assert rules.status == "ok"
     assert rules.allows(site.url("/docs/a.html"))
     assert not rules.allows(site.url("/docs/drafts/a.html"))
@@ -110,12 +125,15 @@ def test_robots_crawl_delay_is_capped(site: SiteServer) -> None:
     assert rules.crawl_delay == MAX_CRAWL_DELAY
 
 
-@pytest.mark.parametrize(("reply", "status", "allowed"), [
-    (Reply(404), "missing", True),
-    (Reply(403), "missing", True),
-    (Reply(503), "unavailable", False),
-    (Reply(429), "unavailable", False),
-])
+@pytest.mark.parametrize(
+    ("reply", "status", "allowed"),
+    [
+        (Reply(404), "missing", True),
+        (Reply(403), "missing", True),
+        (Reply(503), "unavailable", False),
+        (Reply(429), "unavailable", False),
+    ],
+)
 def test_robots_fetch_failures(site: SiteServer, reply: Reply, status: str, allowed: bool) -> None:
     rules = robots_for(site, reply)
     assert rules.status == status and rules.reason == f"http_{reply.status}"
@@ -130,15 +148,24 @@ def test_robots_redirect_is_followed(site: SiteServer) -> None:
 
 # -- charsets ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "content_type", "charset"), [
-    (f"<p>{ACCENTED}</p>".encode("cp1252"), "text/html; charset=utf-8", "cp1252"),
-    (f'<meta charset="iso-8859-1"><p>{ACCENTED}</p>'.encode(), "text/html", "utf-8"),
-    (f'<meta http-equiv="Content-Type" content="text/html; charset=windows-1252"><p>{ACCENTED}</p>'.encode("cp1252"),
-     "text/html; charset=utf-8", "cp1252"),
-    (f"<p>{ACCENTED}</p>".encode("utf-8-sig"), "text/html; charset=iso-8859-1", "utf-8-sig"),
-    (f"<p>{ACCENTED}</p>".encode("utf-16"), None, "utf-16"),
-    (f"<p>{ACCENTED}</p>".encode("utf-16-le"), "text/html; charset=UTF-16LE", "utf-16-le"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "charset"),
+    [
+        (f"<p>{ACCENTED}</p>".encode("cp1252"), "text/html; charset=utf-8", "cp1252"),
+        (f'<meta charset="iso-8859-1"><p>{ACCENTED}</p>'.encode(), "text/html", "utf-8"),
+        (
+            f'<meta http-equiv="Content-Type" content="text/html; charset=windows-1252"><p>{ACCENTED}</p>'.encode(
+                "cp1252"
+            ),
+            "text/html; charset=utf-8",
+            "cp1252",
+        ),
+        (f"<p>{ACCENTED}</p>".encode("utf-8-sig"), "text/html; charset=iso-8859-1", "utf-8-sig"),
+        (f"<p>{ACCENTED}</p>".encode("utf-16"), None, "utf-16"),
+        (f"<p>{ACCENTED}</p>".encode("utf-16-le"), "text/html; charset=UTF-16LE", "utf-16-le"),
+    ],
+)
 def test_decode_html_believes_evidence_not_labels(body: bytes, content_type: str | None, charset: str) -> None:
     text, used = decode_html(body, content_type)
     assert ACCENTED in text and used == charset
@@ -158,6 +185,7 @@ def test_decode_html_detects_an_undeclared_non_western_charset() -> None:
 
 
 # -- fetcher ----------------------------------------------------------------------------
+
 
 def test_parse_retry_after() -> None:
     now = datetime(2025, 11, 3, 10, 0, 0, tzinfo=UTC)

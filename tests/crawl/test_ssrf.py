@@ -33,11 +33,30 @@ class LoopbackNAT(httpcore.AnyIOBackend):
         return await super().connect_tcp("127.0.0.1", port, *args, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("address", [
-    "10.0.0.7", "172.16.5.4", "192.168.1.1", "127.0.0.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-    "224.0.0.1", "255.255.255.255", "198.51.100.7", "::1", "::", "fc00::1", "fe80::1", "ff02::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2002:a00:1::1", "64:ff9b::a9fe:a9fe",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.7",
+        "172.16.5.4",
+        "192.168.1.1",
+        "127.0.0.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "100.64.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "198.51.100.7",
+        "::1",
+        "::",
+        "fc00::1",
+        "fe80::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "2002:a00:1::1",
+        "64:ff9b::a9fe:a9fe",
+    ],
+)
 def test_non_public_addresses_are_blocked(address: str) -> None:
     assert is_blocked_address(address)
 
@@ -47,10 +66,17 @@ def test_public_addresses_pass(address: str) -> None:
     assert not is_blocked_address(address)
 
 
-@pytest.mark.parametrize("answer", [
-    ["10.0.0.7"], ["169.254.169.254"], ["::1"], ["fc00::1"], ["::ffff:127.0.0.1"],
-    [PUBLIC, "10.0.0.7"],  # one bad address is enough
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ["10.0.0.7"],
+        ["169.254.169.254"],
+        ["::1"],
+        ["fc00::1"],
+        ["::ffff:127.0.0.1"],
+        [PUBLIC, "10.0.0.7"],  # one bad address is enough
+    ],
+)
 def test_names_resolving_to_private_addresses_are_refused_before_connecting(answer: list[str]) -> None:
     nat = LoopbackNAT()
 
@@ -78,8 +104,9 @@ def test_ip_literals_are_checked_without_resolving() -> None:
 def test_loopback_source_is_refused_without_opt_in(site: SiteServer) -> None:
     site.page("/docs/index.html", html("Home"))
     stored = site.url("/docs/stored.html")
-    crawler = crawl(docs_source(site, allow_private_hosts=False), {stored: KnownPage(stored, None, None, "h")},
-                    fetch_config=FAST)
+    crawler = crawl(
+        docs_source(site, allow_private_hosts=False), {stored: KnownPage(stored, None, None, "h")}, fetch_config=FAST
+    )
     results = by_url(list(crawler))
     start = site.url("/docs/index.html")
     assert (results[start].outcome, results[start].reason) == ("skipped", "blocked_address")
@@ -103,14 +130,24 @@ def test_redirects_to_private_addresses_are_refused_at_each_hop(site: SiteServer
     def resolver(host: str) -> list[str]:
         resolutions.append(host)
         # The second answer for the public name would be a rebinding attack; it is never asked for.
-        return {"docs.public.test": [PUBLIC] if resolutions.count(host) == 1 else ["127.0.0.1"],
-                "intranet.test": ["10.1.2.3"]}[host]
+        return {
+            "docs.public.test": [PUBLIC] if resolutions.count(host) == 1 else ["127.0.0.1"],
+            "intranet.test": ["10.1.2.3"],
+        }[host]
 
     nat = LoopbackNAT()
     # The prefixes admit the private targets, so only the guard can stop them.
-    source = docs_source(site, start_urls=(f"{public}/docs/index.html",), allow_private_hosts=False,
-                         allowed_prefixes=(f"{public}/docs/", f"http://intranet.test:{port}/docs/",
-                                           f"http://127.0.0.1:{port}/docs/", f"http://[::ffff:7f00:1]:{port}/docs/"))
+    source = docs_source(
+        site,
+        start_urls=(f"{public}/docs/index.html",),
+        allow_private_hosts=False,
+        allowed_prefixes=(
+            f"{public}/docs/",
+            f"http://intranet.test:{port}/docs/",
+            f"http://127.0.0.1:{port}/docs/",
+            f"http://[::ffff:7f00:1]:{port}/docs/",
+        ),
+    )
     results = by_url(list(crawl(source, fetch_config=FAST, network_backend=nat, resolver=resolver)))
 
     outcome = {url.removeprefix(public): (r.outcome, r.reason) for url, r in results.items()}
@@ -133,8 +170,12 @@ def test_a_robots_redirect_to_a_private_address_leaves_the_rules_unavailable(sit
     site.page("/docs/index.html", html("Home"))
     start = f"{public}/docs/index.html"
     nat = LoopbackNAT()
-    crawler = crawl(docs_source(site, start_urls=(start,), allow_private_hosts=False), fetch_config=FAST,
-                    network_backend=nat, resolver=lambda host: {"docs.public.test": [PUBLIC], "intranet.test": ["10.1.2.3"]}[host])
+    crawler = crawl(
+        docs_source(site, start_urls=(start,), allow_private_hosts=False),
+        fetch_config=FAST,
+        network_backend=nat,
+        resolver=lambda host: {"docs.public.test": [PUBLIC], "intranet.test": ["10.1.2.3"]}[host],
+    )
     results = by_url(list(crawler))
     # The origin itself is public, so the refused hop must not read as "no rules here".
     assert (results[start].outcome, results[start].reason) == ("failed", "robots_unavailable")
@@ -142,7 +183,9 @@ def test_a_robots_redirect_to_a_private_address_leaves_the_rules_unavailable(sit
     assert site.paths() == {"/robots.txt"} and set(nat.destinations) == {PUBLIC}
 
 
-@pytest.mark.parametrize(("certificate_name", "outcome"), [("docs.secure.test", "new"), ("someone-else.test", "failed")])
+@pytest.mark.parametrize(
+    ("certificate_name", "outcome"), [("docs.secure.test", "new"), ("someone-else.test", "failed")]
+)
 def test_https_goes_to_the_checked_address_with_sni_and_certificate_check(certificate_name: str, outcome: str) -> None:
     ca = trustme.CA()
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -153,8 +196,17 @@ def test_https_goes_to_the_checked_address_with_sni_and_certificate_check(certif
         site.page("/docs/index.html", html("Secure home"))
         start = f"https://docs.secure.test:{site.port}/docs/index.html"
         source = docs_source(site, start_urls=(start,), allow_private_hosts=False, discover_sitemaps=False)
-        results = by_url(list(crawl(source, fetch_config=FAST, network_backend=LoopbackNAT(), ssl_context=client_tls,
-                                    resolver=lambda host: [PUBLIC] if host == "docs.secure.test" else [])))
+        results = by_url(
+            list(
+                crawl(
+                    source,
+                    fetch_config=FAST,
+                    network_backend=LoopbackNAT(),
+                    ssl_context=client_tls,
+                    resolver=lambda host: [PUBLIC] if host == "docs.secure.test" else [],
+                )
+            )
+        )
     assert results[start].outcome == outcome
     if outcome == "new":
         assert "Secure home" in results[start].html
@@ -176,8 +228,9 @@ def test_tls_connections_are_pooled_per_host_name() -> None:
         site.page("/docs/index.html", html("Secure home"))
 
         async def fetch_both():
-            async with Fetcher(config=FAST, network_backend=nat, ssl_context=client_tls,
-                               resolver=lambda host: [PUBLIC]) as fetcher:
+            async with Fetcher(
+                config=FAST, network_backend=nat, ssl_context=client_tls, resolver=lambda host: [PUBLIC]
+            ) as fetcher:
                 verified = await fetcher.fetch(f"https://docs.secure.test:{site.port}/docs/index.html")
                 again = await fetcher.fetch(f"https://docs.secure.test:{site.port}/docs/index.html")
                 impostor = await fetcher.fetch(f"https://impostor.test:{site.port}/docs/index.html")

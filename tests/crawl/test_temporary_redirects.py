@@ -15,7 +15,9 @@ def known(site: SiteServer, *paths: str, redirected_since: datetime | None = Non
     return {site.url(p): KnownPage(site.url(p), '"v1"', None, "h", (), redirected_since) for p in paths}
 
 
-def test_a_maintenance_night_of_302_303_and_307_keeps_every_known_page_and_stores_no_maintenance_page(site: SiteServer) -> None:
+def test_a_maintenance_night_of_302_303_and_307_keeps_every_known_page_and_stores_no_maintenance_page(
+    site: SiteServer,
+) -> None:
     site.page(MAINTENANCE, html("Down for maintenance"))
     pages = {"/docs/index.html": 302, "/docs/a.html": 303, "/docs/b.html": 307}
     for path, status in pages.items():

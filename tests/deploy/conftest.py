@@ -12,5 +12,8 @@ from tests.deploy.heroku_app import HerokuApp, local_heroku_app
 
 @pytest.fixture(scope="package")
 def heroku_app(tmp_path_factory) -> Iterator[HerokuApp]:
-    with fresh_postgres_database() as database, local_heroku_app(tmp_path_factory.mktemp("heroku-app"), database) as app:
+    with (
+        fresh_postgres_database() as database,
+        local_heroku_app(tmp_path_factory.mktemp("heroku-app"), database) as app,
+    ):
         yield app

@@ -23,9 +23,9 @@ import dagster as dg
 import httpx
 import yaml
 
+from pipeline.cli import local_scorer
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.instance import POSTGRES_URL_VARIABLE
-from pipeline.cli import local_scorer
 from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.store.state import StateStore
 
@@ -50,7 +50,12 @@ class Dyno:
 
     def environment(self) -> dict[str, str]:
         data_dir = self.disk / "data"
-        return {**self.app.config_vars, "DYNO": f"{self.process}.1", "PIPELINE_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home")}
+        return {
+            **self.app.config_vars,
+            "DYNO": f"{self.process}.1",
+            "PIPELINE_DATA_DIR": str(data_dir),
+            "DAGSTER_HOME": str(data_dir / "dagster_home"),
+        }
 
     def start(self) -> None:
         self.disk.mkdir(parents=True, exist_ok=True)
@@ -95,9 +100,11 @@ class HerokuApp:
         while time.monotonic() < deadline:
             assert self.web.popen.poll() is None, f"web dyno exited:\n{self.web.output()[-3000:]}"
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    if self.graphql("{ version }")["version"]:
-                        return
+                if (
+                    httpx.get(self.url + "/health", timeout=2).status_code == 200
+                    and self.graphql("{ version }")["version"]
+                ):
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(1)
@@ -126,7 +133,11 @@ class HerokuApp:
                }""",
             {
                 "params": {
-                    "selector": {"repositoryLocationName": "pipeline", "repositoryName": "__repository__", "jobName": job},
+                    "selector": {
+                        "repositoryLocationName": "pipeline",
+                        "repositoryName": "__repository__",
+                        "jobName": job,
+                    },
                     "runConfigData": {},
                     "executionMetadata": {"tags": tags},
                 }
@@ -143,7 +154,9 @@ class HerokuApp:
     def wait_for_run(self, run_id: str, timeout: float = 420) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.graphql("query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})
+            run = self.graphql(
+                "query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+            )
             status = run["runOrError"]["status"]
             if status in TERMINAL_STATUSES:
                 return status

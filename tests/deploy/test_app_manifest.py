@@ -56,7 +56,12 @@ APP_JSON_SCHEMA = {
         "success_url": {"type": "string"},
         "buildpacks": {
             "type": "array",
-            "items": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"], "additionalProperties": False},
+            "items": {
+                "type": "object",
+                "properties": {"url": {"type": "string"}},
+                "required": ["url"],
+                "additionalProperties": False,
+            },
         },
         "formation": {
             "type": "object",

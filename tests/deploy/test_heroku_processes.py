@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from pipeline.store.migrate import current_revisions, head_revisions
 from tests.deploy.heroku_app import DB_PASSWORD, REPO, RERANK_KEY, WEB_PASSWORD, HerokuApp, materialization_metadata
 
+
 def _run_event_types(instance: dg.DagsterInstance, run_id: str) -> set[dg.DagsterEventType]:
     return {entry.dagster_event.event_type for entry in instance.all_logs(run_id) if entry.dagster_event}
 
@@ -61,7 +62,6 @@ def test_web_requires_credentials_except_for_health(heroku_app: HerokuApp):
     assert httpx.get(heroku_app.url + "/", auth=heroku_app.auth).status_code == 200
 
 
-
 def test_web_answers_429_to_the_router_hop_that_keeps_guessing(heroku_app: HerokuApp):
     """On a dyno the client is the last X-Forwarded-For hop (the one Heroku's router appends)."""
 
@@ -73,6 +73,7 @@ def test_web_answers_429_to_the_router_hop_that_keeps_guessing(heroku_app: Herok
     blocked = get("192.0.2.50", heroku_app.auth)
     assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 300
     assert get("192.0.2.51", heroku_app.auth).status_code == 200
+
 
 def test_fresh_deploy_crawls_its_source_on_the_worker_by_itself(heroku_app: HerokuApp):
     run_id = _first_ingest_run(heroku_app)

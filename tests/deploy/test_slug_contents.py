@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK_FILES = ("requirements.txt", "poetry.lock", "Pipfile.lock", "uv.lock")
-TEST_ONLY = {"pytest", "pytest-timeout", "selenium", "honcho", "matplotlib", "trustme"}
+TEST_ONLY = {"pytest", "pytest-timeout", "selenium", "honcho", "matplotlib", "trustme", "ruff", "mypy"}
 
 
 def _project() -> dict:

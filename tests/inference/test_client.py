@@ -54,9 +54,7 @@ def _vectors(payload: Any) -> list[list[float]]:
     return [item["embedding"] for item in payload["data"]]
 
 
-def test_posts_the_body_to_the_endpoints_path_and_returns_what_parse_makes_of_the_answer(
-    scripted_server, fake_clock
-):
+def test_posts_the_body_to_the_endpoints_path_and_returns_what_parse_makes_of_the_answer(scripted_server, fake_clock):
     scripted_server.reply(Reply(body=EMBEDDED))
     tally = CallTally()
     client = _embeddings_client(scripted_server, fake_clock)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
-import pytest
-
 import httpx
+import pytest
 
 from pipeline.cli import local_scorer
 from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig

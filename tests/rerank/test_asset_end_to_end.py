@@ -24,11 +24,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
-from pipeline.queries import load_queries
 from pipeline.cli import local_scorer
+from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.inference import client as client_module
 from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig, StoredEmbeddings
+from pipeline.queries import load_queries
 from pipeline.store.schema import CONTEXT_SETS_TABLE
 from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
@@ -355,7 +355,8 @@ def _questions_moved_to_other_ids(path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "change", ["queries-file-changed", "fewer-candidates"],
+    "change",
+    ["queries-file-changed", "fewer-candidates"],
 )
 def test_a_401_after_retrieval_changed_publishes_the_retrieval_order_not_stale_scores(
     stage, no_secrets, tmp_path, change
@@ -364,7 +365,9 @@ def test_a_401_after_retrieval_changed_publishes_the_retrieval_order_not_stale_s
     stage.run(service)
     assert all(context_set["reranked"] for context_set in stage.context_sets().values())
     # Retrieval runs again and finds other candidates for every query ...
-    queries_path = _questions_moved_to_other_ids(tmp_path / "queries.yaml") if change == "queries-file-changed" else QUERIES_FILE
+    queries_path = (
+        _questions_moved_to_other_ids(tmp_path / "queries.yaml") if change == "queries-file-changed" else QUERIES_FILE
+    )
     stage.retrieve(queries_path, top_k=20 if change == "fewer-candidates" else 50)
     # ... then the key is rotated: rerank is refused and keeps the previous rankings.
     refused = stage.run(service, raise_on_error=False, api_key=WRONG_KEY)
@@ -372,7 +375,9 @@ def test_a_401_after_retrieval_changed_publishes_the_retrieval_order_not_stale_s
     published = stage.publish(service, queries_path)
 
     assert materialization_metadata(published, "ranked_context_sets")["reranked_sets"] == 0
-    [explained] = [e for e in published.get_asset_check_evaluations() if e.check_name == "context_sets_reranked_or_explained"]
+    [explained] = [
+        e for e in published.get_asset_check_evaluations() if e.check_name == "context_sets_reranked_or_explained"
+    ]
     assert explained.passed
     candidates = stage.store().load_candidates()
     for query_id, context_set in stage.context_sets().items():
@@ -429,7 +434,9 @@ def test_run_config_cannot_send_the_key_to_another_host(stage):
         elsewhere = f"http://127.0.0.1:{listener.getsockname()[1]}"
         for field, value in (("url", elsewhere), ("api_key", WRONG_KEY), ("model_id", "amazon-rerank-1-0")):
             with pytest.raises(dg.DagsterInvalidConfigError, match=f'unexpected config entry "{field}"'):
-                stage.run(service, run_config={"resources": {"rerank": {"config": {field: value}}}}, read_timeout_seconds=1)
+                stage.run(
+                    service, run_config={"resources": {"rerank": {"config": {field: value}}}}, read_timeout_seconds=1
+                )
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):
             listener.accept()

@@ -7,8 +7,9 @@ import logging
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -263,7 +264,7 @@ def test_rate_limit_hints_in_other_formats_are_honoured(mock_client, fake_clock,
         if len(calls) > 1:
             return httpx.Response(200, json=OK_BODY)
         if header == "retry-after-date":
-            when = datetime.now(timezone.utc) + timedelta(seconds=20)
+            when = datetime.now(UTC) + timedelta(seconds=20)
             return httpx.Response(429, headers={"Retry-After": format_datetime(when, usegmt=True)})
         return httpx.Response(429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1m30s"})
 
@@ -277,9 +278,7 @@ def test_rate_limit_hints_in_other_formats_are_honoured(mock_client, fake_clock,
 
 def test_exhausted_quota_on_a_success_holds_the_next_request(mock_client, fake_clock):
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"}
-        )
+        return httpx.Response(200, json=OK_BODY, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "7"})
 
     client = mock_client(handler)
     client.rerank(QUERY, ["one document"])
@@ -439,7 +438,12 @@ def test_contract_violations_in_a_200_are_protocol_errors_not_retried(mock_clien
 
 @pytest.mark.parametrize(
     ("api_version", "expected"),
-    [("2", ("2", False)), (2, ("2", False)), (None, ("", False)), ({"version": "3", "is_experimental": True}, ("3", True))],
+    [
+        ("2", ("2", False)),
+        (2, ("2", False)),
+        (None, ("", False)),
+        ({"version": "3", "is_experimental": True}, ("3", True)),
+    ],
     ids=["string", "number", "missing", "object"],
 )
 def test_api_version_forms_that_carry_a_version_are_accepted(mock_client, api_version, expected):
@@ -481,7 +485,7 @@ def test_more_than_1000_documents_are_batched_and_merged(make_client, rerank_ser
     # Every document's score as the service returned it, by position in the caller's list.
     served = {
         offset + index: score
-        for offset, logged in zip((0, 1000, 2000), batches)
+        for offset, logged in zip((0, 1000, 2000), batches, strict=True)
         for index, score in logged.results
     }
     assert len(served) == 2050
@@ -574,7 +578,7 @@ def test_limiter_paces_evenly_at_98_percent_of_the_limit(fake_clock):
     interval = 60 / (250 * 0.98)
     assert limiter.slot_interval == pytest.approx(interval)
     assert admitted[0] == 1000.0
-    assert all(later - earlier == pytest.approx(interval) for earlier, later in zip(admitted, admitted[1:]))
+    assert all(later - earlier == pytest.approx(interval) for earlier, later in pairwise(admitted))
     # No burst ever: at most 245 of the 250 allowed in any minute, sustained over ten minutes' worth.
     assert _most_in_any_window(admitted, 60.0 - 1e-6) == 245
     assert (len(admitted) - 1) / (admitted[-1] - admitted[0]) * 60 == pytest.approx(245)
@@ -636,7 +640,7 @@ def test_limiter_paces_across_threads():
 
     stamps = sorted(admitted)
     assert len(stamps) == 20
-    assert all(later - earlier == pytest.approx(limiter.slot_interval) for earlier, later in zip(stamps, stamps[1:]))
+    assert all(later - earlier == pytest.approx(limiter.slot_interval) for earlier, later in pairwise(stamps))
     assert _most_in_any_window(stamps, 0.2) <= 5
 
 
@@ -670,13 +674,8 @@ def test_rerank_many_isolates_failing_queries(make_client, rerank_service):
     )
 
     assert [outcome.ok for outcome in outcomes] == [True, False, False, True]
-    assert (
-        outcomes[1].error_type == "RerankBadRequest"
-        and "query must be a non-empty string" in outcomes[1].detail
-    )
-    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].detail.startswith(
-        "RerankServerError: "
-    )
+    assert outcomes[1].error_type == "RerankBadRequest" and "query must be a non-empty string" in outcomes[1].detail
+    assert outcomes[2].error_type == "RerankServerError" and outcomes[2].detail.startswith("RerankServerError: ")
     assert [outcome.error for outcome in outcomes] == [None, "http_400", "http_500", None]
     assert sorted(outcome.query_id for outcome in reported) == ["q0", "q1", "q2", "q3"]
     stats = RerankStats.from_outcomes(outcomes)

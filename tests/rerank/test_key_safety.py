@@ -13,15 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.credentials import Redactor, check_secret
-from pipeline.rerank import RerankClient, RerankError, RerankRequest
 from pipeline.inference import client as client_module
+from pipeline.rerank import RerankClient, RerankError, RerankRequest
 from pipeline.settings import SettingError
 from tests.rerank.conftest import API_KEY, MODEL
 
 QUERY = "How do I optimize database connection pooling?"
 DOCUMENTS = ["Connection pooling reuses database connections.", "Bananas are yellow."]
 # Characters that every escaping scheme treats differently: quotes, a backslash, URL delimiters.
-ODD_KEY = 'inf-7c1f"9a\\2e/4b+6d=8e?0f%&\'k'
+ODD_KEY = "inf-7c1f\"9a\\2e/4b+6d=8e?0f%&'k"
 
 
 @pytest.mark.parametrize(
@@ -36,9 +36,7 @@ ODD_KEY = 'inf-7c1f"9a\\2e/4b+6d=8e?0f%&\'k'
         (API_KEY + "\u00e9", "a non-ASCII character at its end"),
     ],
 )
-def test_a_key_with_whitespace_or_control_characters_is_refused_before_any_request(
-    rerank_service, bad_key, phrase
-):
+def test_a_key_with_whitespace_or_control_characters_is_refused_before_any_request(rerank_service, bad_key, phrase):
     with pytest.raises(SettingError) as refused:
         RerankClient(rerank_service.url, bad_key, MODEL)
 

@@ -40,7 +40,9 @@ def store(request, tmp_path):
     url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     state = StateStore(url)
     for name in TOPICS:
-        state.replace_chunks(source="docs", url=f"http://docs.test/{name}.html", new_chunks=[_chunk(name)], chunked_key="k")
+        state.replace_chunks(
+            source="docs", url=f"http://docs.test/{name}.html", new_chunks=[_chunk(name)], chunked_key="k"
+        )
     state.replace_queries([("q1", QUERY)])
     yield state
     state.dispose()
@@ -198,7 +200,9 @@ def test_rankings_stored_before_they_carried_a_candidates_hash_are_never_publish
         assert (context_set["reranked"], context_set["reason_not_reranked"]) == (False, NO_RERANK_RESULT)
         assert [p["chunk_id"] for p in context_set["passages"]] == ["keys", "logs"]
         # The table has its new shape: a ranking stores and loads with its hash.
-        reopened.replace_reranked([{"query_id": "q1", "search_units": 0, "cached": False, **_row(QUERY, ["keys"], [["keys", 0.5]])}])
+        reopened.replace_reranked(
+            [{"query_id": "q1", "search_units": 0, "cached": False, **_row(QUERY, ["keys"], [["keys", 0.5]])}]
+        )
         assert reopened.load_reranked()["q1"]["candidates_hash"] == candidates_hash(QUERY, ["keys"])
     finally:
         reopened.dispose()

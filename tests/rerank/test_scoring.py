@@ -1,10 +1,9 @@
-"""LocalRelevanceScorer: relevant beats irrelevant, bounded, deterministic; each feature in isolation; stored vectors."""
+"""LocalRelevanceScorer: relevant beats irrelevant, bounded, deterministic; each feature alone; stored vectors."""
 
 from __future__ import annotations
 
-import pytest
-
 import numpy as np
+import pytest
 
 from pipeline.chunking import header_line
 from pipeline.cli import local_scorer
@@ -13,8 +12,8 @@ from pipeline.local.scoring import (
     FEATURES,
     WEIGHTS,
     LocalRelevanceScorer,
-    lexical_scores,
     header_of,
+    lexical_scores,
     page_mass,
     page_of,
     page_support,
@@ -24,9 +23,7 @@ from pipeline.store.lexical import analyze
 from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 
 QUERY = "How do I optimize database connection pooling?"
-RELEVANT = (
-    "Connection pooling reduces database overhead by reusing existing connections instead of opening new ones"
-)
+RELEVANT = "Connection pooling reduces database overhead by reusing existing connections instead of opening new ones"
 DOCUMENTS = [
     "Bananas are a yellow fruit rich in potassium.",
     "The museum opens at nine and closes at five on weekdays.",
@@ -109,7 +106,9 @@ def _feature(scorer, query, documents, name):
 
 
 def test_coverage_is_the_share_of_query_terms_present(scorer):
-    coverage = _feature(scorer, "vacuum freeze wraparound", ["vacuum freeze prevents wraparound", "vacuum only"], "coverage")
+    coverage = _feature(
+        scorer, "vacuum freeze wraparound", ["vacuum freeze prevents wraparound", "vacuum only"], "coverage"
+    )
     assert list(coverage) == pytest.approx([1.0, 1 / 3])
 
 
@@ -137,7 +136,9 @@ def test_a_passage_backed_by_its_page_outranks_an_equal_lone_passage(scorer):
     scores = scorer.score(query, [lone, backed, *siblings])
     assert scores[1] > scores[0]
     only_dense = local_scorer(scorer.embedder, weights={"dense": 1.0})
-    assert only_dense.score(query, [lone, backed])[1] == pytest.approx(only_dense.score(query, [lone, backed])[0], abs=0.05)
+    assert only_dense.score(query, [lone, backed])[1] == pytest.approx(
+        only_dense.score(query, [lone, backed])[0], abs=0.05
+    )
 
 
 def test_heading_dense_scores_the_header_line_alone(scorer):
@@ -150,7 +151,11 @@ def test_heading_dense_scores_the_header_line_alone(scorer):
     assert header_of(documents[0], header_line) == "Routine Vacuuming > Preventing Transaction ID Wraparound Failures"
     heading = _feature(scorer, query, documents, "heading_dense")
     dense = _feature(scorer, query, documents, "dense")
-    expected = float(np.clip(scorer.embedder.embed([header_of(documents[0], header_line)])[0] @ scorer.embedder.embed([query])[0], 0, 1))
+    expected = float(
+        np.clip(
+            scorer.embedder.embed([header_of(documents[0], header_line)])[0] @ scorer.embedder.embed([query])[0], 0, 1
+        )
+    )
     assert heading[0] == pytest.approx(expected, abs=1e-5)
     assert heading[0] > heading[1] + 0.3  # same body, the header decides
     assert heading[2] == pytest.approx(dense[2])  # no header: the document itself
@@ -171,7 +176,9 @@ def test_the_scorer_reads_documents_with_the_analyzer_and_header_lines_it_is_giv
     assert list(_feature(scorer, query, documents, "coverage")) == [0.0, 0.0]
     heading = reader.features(query, documents)[0, FEATURES.index("heading_dense")]
     assert heading == pytest.approx(float(reader.dense_scores(query, ["car repair"])[0]), abs=1e-5)
-    assert _feature(scorer, query, documents, "heading_dense")[0] == pytest.approx(scorer.dense_scores(query, documents)[0])
+    assert _feature(scorer, query, documents, "heading_dense")[0] == pytest.approx(
+        scorer.dense_scores(query, documents)[0]
+    )
 
 
 def test_page_mass_sums_each_pages_excess_over_the_median():

@@ -72,7 +72,6 @@ def test_a_bad_flag_value_is_named_before_anything_starts(monkeypatch, capsys, f
     assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
-
 def test_a_key_with_a_stray_line_break_is_named_before_the_service_starts(monkeypatch):
     monkeypatch.setenv("RERANK_KEY", KEY + "\n")
     with pytest.raises(ValueError) as refused:
@@ -80,6 +79,7 @@ def test_a_key_with_a_stray_line_break_is_named_before_the_service_starts(monkey
 
     assert "RERANK_KEY contains a line feed (\\n) at its end" in str(refused.value)
     assert KEY not in str(refused.value)
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -96,9 +96,7 @@ def test_the_command_serves_the_configured_faults_and_never_logs_the_token(tmp_p
     ]  # fmt: skip
     environment = {**os.environ, "RERANK_KEY": KEY, "PIPELINE_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     environment.pop("DATABASE_URL", None)
-    process = subprocess.Popen(
-        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

@@ -119,8 +119,9 @@ def schedule(nights: int, seed: int) -> list[list[str]]:
 class Soak:
     """One deployment, its site and its rerank stand-in, refreshed night after night."""
 
-    def __init__(self, workdir: Path, server: SiteServer, rerank: LocalRerankService, seed: int,
-                 pages_per_section: int) -> None:
+    def __init__(
+        self, workdir: Path, server: SiteServer, rerank: LocalRerankService, seed: int, pages_per_section: int
+    ) -> None:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.server = server
@@ -151,8 +152,12 @@ class Soak:
     # Inputs -----------------------------------------------------------------------------------------
     def write_sources(self, sections: Iterable[str]) -> None:
         entries = [
-            {"name": self.names[section], "start_urls": [self.site.url(section)], "allow_private_hosts": True,
-             "discover_sitemaps": False}
+            {
+                "name": self.names[section],
+                "start_urls": [self.site.url(section)],
+                "allow_private_hosts": True,
+                "discover_sitemaps": False,
+            }
             for section in sections
         ]
         Path(os.environ["PIPELINE_SOURCES"]).write_text(yaml.safe_dump({"sources": entries}, sort_keys=False))
@@ -251,12 +256,10 @@ class Soak:
                 report.chunks_embedded += int(event.materialization.metadata["chunks_embedded"].value)
         if not result.success:
             failures = [
-                f"{e.check_name} failed: {e.description} {({k: v.value for k, v in e.metadata.items()})}"
+                f"{e.check_name} failed: {e.description} { ({k: v.value for k, v in e.metadata.items()}) }"
                 for e in result.get_asset_check_evaluations()
                 if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-            ] or [
-                _why(e) for e in self.events_of(result.run_id) if e.is_step_failure or e.is_run_failure
-            ]
+            ] or [_why(e) for e in self.events_of(result.run_id) if e.is_step_failure or e.is_run_failure]
             name = f"{job_name}:{options['partition_key']}" if options.get("partition_key") else job_name
             report.failed_runs[name] = (failures[0] if failures else "run failed").strip().splitlines()[0][:300]
         return result
@@ -291,8 +294,13 @@ class Soak:
     def kill_an_ingest_midway(self, source: str) -> int:
         """Run the source's ingest as a worker process and SIGKILL it while it embeds; returns what it embedded."""
         before = self.embedded_rows()
-        command = [sys.executable, "-m", "tests.restart_worker",
-                   '--run-config={"ops": {"vector_index": {"config": {"save_every": 4}}}}', f"ingest:{source}"]
+        command = [
+            sys.executable,
+            "-m",
+            "tests.restart_worker",
+            '--run-config={"ops": {"vector_index": {"config": {"save_every": 4}}}}',
+            f"ingest:{source}",
+        ]
         with (self.workdir / "killed-worker.log").open("ab") as output:
             worker = subprocess.Popen(command, cwd=REPO, env=dict(os.environ), stdout=output, stderr=output)
             deadline = time.monotonic() + 300
@@ -313,7 +321,9 @@ class Soak:
         engine = sa.create_engine(sqlite_url(self.data_dir))
         try:
             with engine.connect() as connection:
-                return connection.scalar(sa.text("SELECT count(*) FROM pipeline_chunks WHERE embedding IS NOT NULL")) or 0
+                return (
+                    connection.scalar(sa.text("SELECT count(*) FROM pipeline_chunks WHERE embedding IS NOT NULL")) or 0
+                )
         finally:
             engine.dispose()
 
@@ -357,8 +367,11 @@ class Soak:
         stored_chunks = list(store.iter_chunks())
         self.text_of.update((chunk.chunk_id, chunk.embedding_text) for chunk in stored_chunks)
         # Texts stored and embedded: a killed run's chunks are stored before the ones it did not reach are embedded.
-        unembedded = {text for source in {chunk.source for chunk in stored_chunks}
-                      for _, text in store.chunks_without_embedding(source)}
+        unembedded = {
+            text
+            for source in {chunk.source for chunk in stored_chunks}
+            for _, text in store.chunks_without_embedding(source)
+        }
         texts = {chunk.embedding_text for chunk in stored_chunks} - unembedded
         new_texts = texts - self.seen_texts
         report.chunks_new = len(new_texts)

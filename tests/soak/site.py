@@ -43,7 +43,8 @@ class Topic:
 def _paragraph(rng: random.Random, sentences: int = 10) -> str:
     words = [_word(rng) for _ in range(4)]
     return " ".join(
-        f"The {words[n % 4]} option number {n} decides how {words[(n + 1) % 4]} reacts when {words[(n + 2) % 4]} is busy."
+        f"The {words[n % 4]} option number {n} decides how {words[(n + 1) % 4]} "
+        f"reacts when {words[(n + 2) % 4]} is busy."
         for n in range(sentences)
     )
 

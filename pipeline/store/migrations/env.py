@@ -24,15 +24,17 @@ def run_migrations(connection: Connection) -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("The pipeline's migrations inspect the database they run on: offline (--sql) mode is not supported.")
+    raise SystemExit(
+        "The pipeline's migrations inspect the database they run on: offline (--sql) mode is not supported."
+    )
 handed = context.config.attributes.get("connection")
 if handed is not None:
     run_migrations(handed)
 else:
-    from pipeline import settings
+    from pipeline.instance import state_store_url
     from pipeline.store.state import create_state_engine
 
-    engine = create_state_engine(settings.state_store_url())
+    engine = create_state_engine(state_store_url())
     try:
         with engine.connect() as connection:
             run_migrations(connection)

@@ -38,7 +38,9 @@ def _reranked(*, candidates_hash: bool) -> None:
 
 def upgrade() -> None:
     inspector = sa.inspect(op.get_bind())
-    columns = {table: {c["name"] for c in inspector.get_columns(table)} for table in ("pipeline_pages", "pipeline_reranked")}
+    columns = {
+        table: {c["name"] for c in inspector.get_columns(table)} for table in ("pipeline_pages", "pipeline_reranked")
+    }
     if "candidates_hash" not in columns["pipeline_reranked"]:
         # Rankings were stored by retrieval rank and cannot be tied to the candidates they ranked, so
         # they must never be published again: the table starts empty, and the next rerank run stores
@@ -56,7 +58,10 @@ def upgrade() -> None:
         if_not_exists=True,
     )
     op.create_index(
-        "ix_pipeline_retained_embeddings_retained_at", "pipeline_retained_embeddings", ["retained_at"], if_not_exists=True
+        "ix_pipeline_retained_embeddings_retained_at",
+        "pipeline_retained_embeddings",
+        ["retained_at"],
+        if_not_exists=True,
     )
     op.create_table(
         "pipeline_orphaned_sources",
