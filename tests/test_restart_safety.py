@@ -254,10 +254,14 @@ def test_with_chroma_host_a_restart_keeps_the_server_collection_and_rebuilds_not
 
 def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
     import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
     from chromadb.config import Settings
 
     client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
     client.create_collection(DEFAULT_COLLECTION, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
     assert client.get_collection(DEFAULT_COLLECTION).configuration["hnsw"]["ef_search"] == 100
+    # The collection came from an earlier deploy: its process is gone before this one opens the store.
+    del client
+    SharedSystemClient.clear_system_cache()
     reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)))
     assert reopened.collection.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
