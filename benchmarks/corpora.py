@@ -19,8 +19,8 @@ from pipeline.demo import LABELLED_QUERIES_FILE
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation.labels import LabelledSet, load_labelled_set, pages_in_order
 from pipeline.evaluation.metrics import Evaluation, evaluate_rankings
-from pipeline.queries import Query
 from pipeline.store.lexical import LexicalIndex, sync_lexical
+from pipeline.store.records import Query
 from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 

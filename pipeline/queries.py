@@ -15,13 +15,13 @@ import hashlib
 import json
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline.inputs import display_location, is_url, location_suffix, read_input
+from pipeline.store.records import Query
 
 # A question, not a document: far beyond any real support question (a long one is a few hundred
 # characters), and small next to what the reranker reads with each candidate.
@@ -29,12 +29,6 @@ MAX_QUERY_CHARACTERS = 2_000
 # Line breaks and tabs are whitespace in a question written over several lines; any other control
 # character is a copy-paste or encoding accident (PostgreSQL refuses NUL outright).
 _WHITESPACE_CONTROLS = frozenset("\t\n\r")
-
-
-@dataclass(frozen=True)
-class Query:
-    query_id: str
-    query: str
 
 
 class QueriesFileError(ValueError):
@@ -140,6 +134,7 @@ def _bad_character(text: str, *, allowed: frozenset[str]) -> str | None:
     return None
 
 
-def queries_digest(pairs: Sequence[tuple[str, str]]) -> str:
+def queries_digest(queries: Sequence[Query]) -> str:
     """SHA-256 of the (id, query) pairs in order: equal for files that differ only in format or comments."""
-    return hashlib.sha256(json.dumps([list(pair) for pair in pairs], ensure_ascii=False).encode("utf-8")).hexdigest()
+    pairs = [[query.query_id, query.query] for query in queries]
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.context_sets import RankedPassage, build_context_set, diversify_pages, pack_passages
 from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
+from pipeline.store.records import Candidate, Ranking
 from pipeline.store.state import StateStore, StoredChunk
 
 
@@ -34,10 +35,10 @@ class StoreRerankCache:
         self._store = store
 
     def get(self, key: str) -> dict | None:
-        return self._store.cache_get(key)
+        return self._store.rankings.cached_response(key)
 
     def put(self, key: str, value: dict) -> None:
-        self._store.cache_put(key, value)
+        self._store.rankings.cache_response(key, value)
 
 
 @dataclass
@@ -63,14 +64,16 @@ def rerank_stored_candidates(
     top_n: int | None,
     max_workers: int,
 ) -> RerankRunReport:
-    query_texts = dict(store.load_queries())
+    query_texts = {query.query_id: query.query for query in store.rankings.queries()}
     stored_candidates = {
-        query_id: ranking for query_id, ranking in store.load_candidates().items() if query_id in query_texts
+        query_id: ranking for query_id, ranking in store.rankings.candidates().items() if query_id in query_texts
     }
-    chunk_rows = store.chunks_by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
+    chunk_rows = store.chunks_by_id(
+        candidate.chunk_id for ranking in stored_candidates.values() for candidate in ranking
+    )
     # A candidate whose chunk vanished since retrieval cannot be sent; it is skipped when published too.
     sent = {
-        query_id: [chunk_id for _, chunk_id, _ in ranking if chunk_id in chunk_rows]
+        query_id: [candidate.chunk_id for candidate in ranking if candidate.chunk_id in chunk_rows]
         for query_id, ranking in stored_candidates.items()
     }
     requests = [
@@ -85,19 +88,19 @@ def rerank_stored_candidates(
     ]
     outcomes = client.rerank_many(requests, max_workers=max_workers, cache=StoreRerankCache(store))
     hashes = {
-        query_id: candidates_hash(query_texts[query_id], (chunk_id for _, chunk_id, _ in ranking))
+        query_id: candidates_hash(query_texts[query_id], (candidate.chunk_id for candidate in ranking))
         for query_id, ranking in stored_candidates.items()
     }
-    store.replace_reranked([_ranking_row(client.model, hashes[o.query_id], sent[o.query_id], o) for o in outcomes])
+    store.rankings.replace_rankings([_ranking(client.model, hashes[o.query_id], sent[o.query_id], o) for o in outcomes])
     return RerankRunReport(stats=RerankStats.from_outcomes(outcomes), outcomes=outcomes)
 
 
 def failed_rankings(store: StateStore) -> dict[str, str]:
     """Query ID → why it was not reranked, for every stored ranking that kept the retrieval order."""
     return {
-        query_id: ranking["error"] or "not reranked"
-        for query_id, ranking in sorted(store.load_reranked().items())
-        if not ranking["reranked"]
+        query_id: ranking.error or "not reranked"
+        for query_id, ranking in sorted(store.rankings.rankings().items())
+        if not ranking.reranked
     }
 
 
@@ -117,20 +120,20 @@ def candidates_hash(query: str, chunk_ids: Iterable[str]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def _ranking_row(model: str, hashed_candidates: str, sent: Sequence[str], outcome: RerankOutcome) -> dict[str, Any]:
+def _ranking(model: str, hashed_candidates: str, sent: Sequence[str], outcome: RerankOutcome) -> Ranking:
     response = outcome.response
-    return {
-        "query_id": outcome.query_id,
-        "model": model,
-        "candidates_hash": hashed_candidates,
-        "reranked": response is not None,
-        "api_version": response.api_version if response else None,
-        "search_units": response.search_units if response else 0,
-        "cached": outcome.cached,
-        "error": outcome.error,
+    return Ranking(
+        query_id=outcome.query_id,
+        model=model,
+        candidates_hash=hashed_candidates,
+        reranked=response is not None,
+        api_version=response.api_version if response else None,
+        search_units=response.search_units if response else 0,
+        cached=outcome.cached,
+        error=outcome.error,
         # Rerank indexes point into the documents sent.
-        "ranking": [[sent[result.index], result.relevance_score] for result in response.results] if response else [],
-    }
+        scores=tuple((sent[result.index], result.relevance_score) for result in response.results) if response else (),
+    )
 
 
 @dataclass(frozen=True)
@@ -142,26 +145,25 @@ class ContextOrder:
     reason_not_reranked: str | None
 
 
-def context_order(
-    query: str, candidates: Sequence[tuple[int, str, float]], ranking: Mapping[str, Any] | None
-) -> ContextOrder:
+def context_order(query: str, candidates: Sequence[Candidate], ranking: Ranking | None) -> ContextOrder:
     """The stored ranking's order when it was computed for exactly these candidates, else the retrieval order and why.
 
-    ``candidates`` are the stored [(retrieval_rank, chunk_id, score), ...] in rank order;
-    ``ranking`` is the query's stored rerank row, if any.
+    ``candidates`` are the query's stored candidates in rank order; ``ranking`` is its stored rerank outcome, if any.
     """
     retrieval_order: list[tuple[int, str, float, float | None]] = [
-        (rank, chunk_id, score, None) for rank, chunk_id, score in candidates
+        (c.retrieval_rank, c.chunk_id, c.retrieval_score, None) for c in candidates
     ]
     if ranking is None:
         return ContextOrder(retrieval_order, False, NO_RERANK_RESULT)
-    if ranking["candidates_hash"] != candidates_hash(query, (chunk_id for _, chunk_id, _ in candidates)):
+    if ranking.candidates_hash != candidates_hash(query, (candidate.chunk_id for candidate in candidates)):
         return ContextOrder(retrieval_order, False, CANDIDATES_CHANGED)
-    if not ranking["reranked"]:
-        return ContextOrder(retrieval_order, False, ranking["error"] or "not reranked")
+    if not ranking.reranked:
+        return ContextOrder(retrieval_order, False, ranking.error or "not reranked")
     # Equal hashes: the ranking holds these very chunks (or, with top_n, the best of them).
-    retrieved = {chunk_id: (rank, chunk_id, score) for rank, chunk_id, score in candidates}
-    reranked = [(*retrieved[chunk_id], rerank_score) for chunk_id, rerank_score in ranking["ranking"]]
+    retrieved = {c.chunk_id: (c.retrieval_rank, c.chunk_id, c.retrieval_score) for c in candidates}
+    reranked: list[tuple[int, str, float, float | None]] = [
+        (*retrieved[chunk_id], rerank_score) for chunk_id, rerank_score in ranking.scores
+    ]
     return ContextOrder(reranked, True, None)
 
 
@@ -184,11 +186,14 @@ def assemble_context_sets(
     store: StateStore, token_budget: int, max_passages_per_page: int | None = None
 ) -> list[dict[str, Any]]:
     """One context set per stored query, in the queries file's order (see ``diversify_pages`` for the cap)."""
-    stored_candidates = store.load_candidates()
-    rankings = store.load_reranked()
-    chunk_rows = store.chunks_by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
+    stored_candidates = store.rankings.candidates()
+    rankings = store.rankings.rankings()
+    chunk_rows = store.chunks_by_id(
+        candidate.chunk_id for ranking in stored_candidates.values() for candidate in ranking
+    )
     context_sets = []
-    for query_id, query in store.load_queries():
+    for stored_query in store.rankings.queries():
+        query_id, query = stored_query.query_id, stored_query.query
         ranking = rankings.get(query_id)
         order = context_order(query, stored_candidates.get(query_id, []), ranking)
         passages = [
@@ -200,9 +205,9 @@ def assemble_context_sets(
             build_context_set(
                 query_id=query_id,
                 query=query,
-                model=ranking["model"] if ranking else "",
+                model=ranking.model if ranking else "",
                 reranked=order.reranked,
-                api_version=ranking["api_version"] if ranking and order.reranked else None,
+                api_version=ranking.api_version if ranking and order.reranked else None,
                 reason_not_reranked=order.reason_not_reranked,
                 token_budget=token_budget,
                 passages=pack_passages(diversify_pages(passages, max_passages_per_page), token_budget),

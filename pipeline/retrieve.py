@@ -1,4 +1,4 @@
-"""Candidate retrieval: dense (Chroma), lexical (BM25) or both fused with reciprocal-rank fusion.
+"""RetrievalHit retrieval: dense (Chroma), lexical (BM25) or both fused with reciprocal-rank fusion.
 
 Dense retrieval finds paraphrases ("too many clients" → max_connections); BM25 finds
 exact identifiers, error texts and rare terms that a 384-dimensional sentence
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.queries import Query
 from pipeline.store.lexical import LexicalIndex
+from pipeline.store.records import Query
 from pipeline.store.vectors import VectorIndex
 
 
@@ -42,7 +42,7 @@ class Fusion:
 
 
 @dataclass(frozen=True)
-class Candidate:
+class RetrievalHit:
     chunk_id: str
     # Fused RRF score (hybrid), cosine similarity (dense) or BM25 (lexical); higher is better.
     score: float
@@ -64,36 +64,36 @@ def reciprocal_rank_fusion(
     return sorted(fused.items(), key=lambda item: (-item[1], order[item[0]]))
 
 
-def fuse(dense: Sequence[str], lexical: Sequence[str], k: int, fusion: Fusion = Fusion()) -> list[Candidate]:
+def fuse(dense: Sequence[str], lexical: Sequence[str], k: int, fusion: Fusion = Fusion()) -> list[RetrievalHit]:
     """The ``k`` best of the union of a dense and a lexical ranking of chunk IDs."""
     dense_ranks = {chunk_id: rank for rank, chunk_id in enumerate(dense, start=1)}
     lexical_ranks = {chunk_id: rank for rank, chunk_id in enumerate(lexical, start=1)}
     fused = reciprocal_rank_fusion([dense, lexical], [1.0, fusion.lexical_weight], fusion.rrf_k)
     return [
-        Candidate(chunk_id, score, dense_ranks.get(chunk_id), lexical_ranks.get(chunk_id))
+        RetrievalHit(chunk_id, score, dense_ranks.get(chunk_id), lexical_ranks.get(chunk_id))
         for chunk_id, score in fused[:k]
     ]
 
 
 def dense_candidates(
     queries: Sequence[Query], vectors: VectorIndex, embedder: MiniLMEmbedder, k: int
-) -> dict[str, list[Candidate]]:
+) -> dict[str, list[RetrievalHit]]:
     """query_id → the ``k`` nearest chunks by cosine similarity, best first."""
     query_vectors = embedder.embed([query.query for query in queries])
     return {
         query.query_id: [
-            Candidate(hit.chunk_id, hit.score, dense_rank=rank)
+            RetrievalHit(hit.chunk_id, hit.score, dense_rank=rank)
             for rank, hit in enumerate(vectors.query(vector, k), start=1)
         ]
         for query, vector in zip(queries, query_vectors, strict=True)
     }
 
 
-def lexical_candidates(queries: Sequence[Query], lexical: LexicalIndex, k: int) -> dict[str, list[Candidate]]:
+def lexical_candidates(queries: Sequence[Query], lexical: LexicalIndex, k: int) -> dict[str, list[RetrievalHit]]:
     """query_id → the ``k`` best chunks by BM25, best first."""
     return {
         query.query_id: [
-            Candidate(hit.chunk_id, hit.score, lexical_rank=rank)
+            RetrievalHit(hit.chunk_id, hit.score, lexical_rank=rank)
             for rank, hit in enumerate(lexical.search(query.query, k), start=1)
         ]
         for query in queries
@@ -108,7 +108,7 @@ def retrieve_candidates(
     *,
     lexical: LexicalIndex | None = None,
     fusion: Fusion = Fusion(),
-) -> dict[str, list[Candidate]]:
+) -> dict[str, list[RetrievalHit]]:
     """query_id → candidates, best first: hybrid when a lexical index is given, dense only otherwise."""
     if lexical is None:
         return dense_candidates(queries, vectors, embedder, k)
@@ -126,6 +126,6 @@ def retrieve_candidates(
     }
 
 
-def candidate_rankings(candidates: Mapping[str, Sequence[Candidate]]) -> dict[str, list[tuple[str, float]]]:
+def candidate_rankings(candidates: Mapping[str, Sequence[RetrievalHit]]) -> dict[str, list[tuple[str, float]]]:
     """The stored form: query_id → [(chunk_id, score), ...] best first."""
     return {query_id: [(c.chunk_id, c.score) for c in ranked] for query_id, ranked in candidates.items()}

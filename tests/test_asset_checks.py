@@ -121,10 +121,10 @@ def test_context_sets_reranked_or_explained_fails_for_a_set_without_reason(site,
     good = evaluations(site.run.downstream())["context_sets_reranked_or_explained"]
     assert good.passed and metadata(good)["context_sets_reranked"] == 2
 
-    latest = store.latest_context_sets()
+    latest = store.context_sets.latest()
     explained = {**latest["q1"], "reranked": False, "reason_not_reranked": "RerankUnavailable: timeout"}
     silent = {**latest["q2"], "reranked": False, "reason_not_reranked": None}
-    store.save_context_sets("a-later-run", [explained, silent], keep_runs=30)
+    store.context_sets.save("a-later-run", [explained, silent], keep_runs=30)
     bad = run_check_alone(
         site, dg.AssetCheckKey(dg.AssetKey("ranked_context_sets"), "context_sets_reranked_or_explained")
     )

@@ -243,7 +243,7 @@ def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
     assert rebuild.run_key == result.run_id
     rebuilt = definitions.resolve_job_def("build_context_sets").execute_in_process(instance=instance)
     assert rebuilt.success
-    urls = {p["url"] for context_set in store.latest_context_sets().values() for p in context_set["passages"]}
+    urls = {p["url"] for context_set in store.context_sets.latest().values() for p in context_set["passages"]}
     assert urls and not any("/beta/" in url for url in urls)
     store.dispose()
 
@@ -318,7 +318,7 @@ def test_queries_sensor_rebuilds_context_sets_on_change_without_recrawling(site)
     assert result.success
     assert len(site.server.log) == requests_before  # nothing crawled
     store = StateStore(sqlite_url(site.data_dir))
-    assert set(store.latest_context_sets()) == {"q1", "q2", "q3"}
+    assert set(store.context_sets.latest()) == {"q1", "q2", "q3"}
     store.dispose()
     # A new deployment (no cursor) whose stored queries already match the file launches nothing.
     fresh = evaluate_queries_sensor(site, None)

@@ -13,9 +13,9 @@ from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFi
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.ingest.consistency import check_index_consistency
 from pipeline.ingest.vectors import index_chunks
-from pipeline.queries import Query
 from pipeline.retrieve import Fusion, fuse, lexical_candidates, reciprocal_rank_fusion, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, analyze, sync_lexical
+from pipeline.store.records import Query
 from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 

@@ -27,6 +27,7 @@ from pipeline.store.migrate import (
     pipeline_tables_only,
     upgrade_schema,
 )
+from pipeline.store.records import Candidate, Query
 from pipeline.store.schema import context_sets, metadata
 from pipeline.store.state import StateStore, create_state_engine, sqlite_url
 
@@ -209,10 +210,10 @@ def _assert_kept(store: StateStore) -> None:
     [(chunk, embedding)] = store.chunks_by_id(["c1"], with_embeddings=True).values()
     assert chunk.embedding_text == "A\ntext" and embedding.tobytes() == VECTOR.tobytes()
     assert store.embedded_headers() == {"A"}
-    assert store.load_queries() == [("q1", "what is a?")]
-    assert store.load_candidates() == {"q1": [(1, "c1", 0.5)]}
-    assert store.cache_get("key-1") == {"results": []}
-    assert store.latest_context_sets()["q1"]["passages"] == [{"rank": 1, "chunk_id": "c1"}]
+    assert store.rankings.queries() == [Query("q1", "what is a?")]
+    assert store.rankings.candidates() == {"q1": [Candidate(1, "c1", 0.5)]}
+    assert store.rankings.cached_response("key-1") == {"results": []}
+    assert store.context_sets.latest()["q1"]["passages"] == [{"rank": 1, "chunk_id": "c1"}]
 
 
 @pytest.mark.parametrize("commit", [BASELINE, RANKINGS_BY_CANDIDATES, BEFORE_ALEMBIC])
@@ -222,12 +223,12 @@ def test_a_database_written_before_migrations_upgrades_in_place(database_url, co
     try:
         assert _revisions(database_url) == head_revisions()
         _assert_kept(store)
-        reranked = store.load_reranked()
+        reranked = store.rankings.rankings()
         if commit == BASELINE:
             # Ranked by retrieval rank, never to be published as reranked: the next rerank run stores them anew.
             assert reranked == {}
         else:
-            assert reranked["q1"]["candidates_hash"] == "hash-of-q1"
+            assert reranked["q1"].candidates_hash == "hash-of-q1"
         # Revision 0002's columns and tables are there and used.
         store.mark_temporarily_redirected("http://d/a")
         assert store.known_pages("docs")["http://d/a"].redirected_since is not None
@@ -313,7 +314,7 @@ def test_the_oldest_shapes_are_brought_up_to_the_baseline(database_url):
     store = StateStore(database_url)
     try:
         assert store.known_pages("docs")["http://d/a"].links is None  # fetched in full once to learn them
-        assert store.latest_context_sets() == {}  # the next run publishes them again
+        assert store.context_sets.latest() == {}  # the next run publishes them again
     finally:
         store.dispose()
     assert _schema_differences(database_url) == []
@@ -358,7 +359,7 @@ def test_processes_opening_together_migrate_once(database_url, commit):
         stores = list(pool.map(lambda _: StateStore(database_url), range(4)))
     try:
         assert _revisions(database_url) == head_revisions()
-        assert all(store.load_reranked() == {} for store in stores)
+        assert all(store.rankings.rankings() == {} for store in stores)
     finally:
         for store in stores:
             store.dispose()
@@ -374,7 +375,7 @@ def test_opening_an_upgraded_sqlite_database_waits_for_no_writer(tmp_path):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
             connection.exec_driver_sql("DELETE FROM pipeline_queries")
             store = StateStore(url)
-            assert store.load_queries() == []
+            assert store.rankings.queries() == []
             store.dispose()
             connection.rollback()
     finally:
@@ -390,7 +391,7 @@ def test_opening_an_upgraded_postgres_database_takes_no_lock(postgres_url):
             connection.execute(sa.select(sa.func.pg_advisory_lock(0x70697065)))
             # Waiting for the lock would fail after 5 s rather than hang.
             store = StateStore(postgres_url + "?options=-c%20lock_timeout%3D5000")
-            assert store.load_queries() == []
+            assert store.rankings.queries() == []
             store.dispose()
             connection.execute(sa.select(sa.func.pg_advisory_unlock(0x70697065)))
     finally:

@@ -5,6 +5,7 @@ import dagster as dg
 import pytest
 
 from pipeline.queries import MAX_QUERY_CHARACTERS, QueriesFileError, load_queries
+from pipeline.store.records import Query
 from pipeline.store.state import StateStore, sqlite_url
 from tests.support import PipelineRun, make_resources, materialization_metadata
 
@@ -114,7 +115,7 @@ def test_the_queries_asset_refuses_a_bad_query_naming_the_file_and_entry_and_kee
         f"{bad}: line 2: 'query' contains a NUL byte at character 9 (id 'q2')"
     )
     store = StateStore(sqlite_url(tmp_path))
-    assert store.load_queries() == [("q1", "How do I deploy?"), ("q2", "Why 401?")]
+    assert store.rankings.queries() == [Query("q1", "How do I deploy?"), Query("q2", "Why 401?")]
     store.dispose()
 
 

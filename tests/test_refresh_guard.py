@@ -252,7 +252,7 @@ def test_a_blocked_crawl_triggers_no_context_sets_and_leaves_the_published_ones(
         tiny.run.ingest("beta")
         tiny.run.downstream()
         store = StateStore(sqlite_url(tiny.data_dir))
-        published = store.latest_context_sets()
+        published = store.context_sets.latest()
         assert published and any(
             p["url"].startswith(tiny.server.url("/alpha/")) for s in published.values() for p in s["passages"]
         )
@@ -271,7 +271,7 @@ def test_a_blocked_crawl_triggers_no_context_sets_and_leaves_the_published_ones(
         assert not blocked.success
         after = dg.evaluate_automation_conditions(defs=defs, instance=tiny.instance, cursor=settled.cursor)
         assert after.total_requested == 0
-        assert store.latest_context_sets() == published
+        assert store.context_sets.latest() == published
         store.dispose()
 
         # The site is back: a refresh that succeeds is followed by the context sets, as always.

@@ -27,6 +27,7 @@ import pytest
 from pipeline.cli import local_scorer
 from pipeline.demo import serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.store.records import Candidate
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
 from tests.conftest import fresh_postgres_database
@@ -44,7 +45,7 @@ pytestmark = pytest.mark.timeout(600)
 class Published:
     """What a worker start leaves behind for the QA system, and the rankings it came from."""
 
-    candidates: dict[str, list[tuple[int, str, float]]]
+    candidates: dict[str, list[Candidate]]
     context_sets: dict[str, dict]
     jsonl: str
 
@@ -78,8 +79,8 @@ class Worker:
 
     def published(self) -> Published:
         return Published(
-            candidates=self.store.load_candidates(),
-            context_sets=self.store.latest_context_sets(),
+            candidates=self.store.rankings.candidates(),
+            context_sets=self.store.context_sets.latest(),
             jsonl=(self.data_dir / "ranked_context_sets.jsonl").read_text(),
         )
 
@@ -187,7 +188,7 @@ def test_a_restart_that_only_builds_context_sets_restores_both_indexes_itself(re
     assert restarts["third"]["context_sets"]["reranked_candidates"]["billed_search_units"] == 0
     assert restarts["rerank_requests"][2] == restarts["rerank_requests"][0]
     assert restarts["after_third"] == restarts["before"]
-    runs = restarts["worker"].store.context_set_runs()
+    runs = restarts["worker"].store.context_sets.runs()
     assert len(runs) == 3 and all(run.queries == run.reranked == QUERIES for run in runs)
 
 

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.ingest.vectors import sync_header_embeddings
+from pipeline.store.records import Candidate, Query, Ranking
 from pipeline.store.state import StateStore, StoredChunk, normalize_database_url
 
 
@@ -130,34 +131,32 @@ def test_deletions_cascade_through_reconciliation(store):
 
 
 def test_queries_candidates_rankings_and_cache(store):
-    store.replace_queries([("q1", "first"), ("q2", "second")])
-    store.replace_queries([("q2", "second"), ("q1", "first")])
-    assert store.load_queries() == [("q2", "second"), ("q1", "first")]
+    store.rankings.replace_queries([Query("q1", "first"), Query("q2", "second")])
+    store.rankings.replace_queries([Query("q2", "second"), Query("q1", "first")])
+    assert store.rankings.queries() == [Query("q2", "second"), Query("q1", "first")]
 
-    store.replace_candidates({"q1": [("c1", 0.9), ("c2", 0.5)]})
-    assert store.load_candidates() == {"q1": [(1, "c1", 0.9), (2, "c2", 0.5)]}
+    store.rankings.replace_candidates({"q1": [("c1", 0.9), ("c2", 0.5)]})
+    assert store.rankings.candidates() == {"q1": [Candidate(1, "c1", 0.9), Candidate(2, "c2", 0.5)]}
 
-    store.replace_reranked(
-        [
-            {
-                "query_id": "q1",
-                "model": "m",
-                "reranked": True,
-                "api_version": "2",
-                "search_units": 1,
-                "cached": False,
-                "error": None,
-                "ranking": [["c2", 0.8], ["c1", 0.1]],
-                "candidates_hash": "h",
-            }
-        ]
+    ranking = Ranking(
+        query_id="q1",
+        model="m",
+        candidates_hash="h",
+        reranked=True,
+        api_version="2",
+        search_units=1,
+        cached=False,
+        error=None,
+        scores=(("c2", 0.8), ("c1", 0.1)),
     )
-    assert store.load_reranked()["q1"]["ranking"] == [["c2", 0.8], ["c1", 0.1]]
+    store.rankings.replace_rankings([ranking])
+    assert store.rankings.rankings() == {"q1": ranking}
+    assert store.rankings.billed_search_units() == 1
 
-    assert store.cache_get("k") is None
-    store.cache_put("k", {"results": [{"index": 0, "relevance_score": 0.5}]})
-    store.cache_put("k", {"results": []})
-    assert store.cache_get("k") == {"results": []}
+    assert store.rankings.cached_response("k") is None
+    store.rankings.cache_response("k", {"results": [{"index": 0, "relevance_score": 0.5}]})
+    store.rankings.cache_response("k", {"results": []})
+    assert store.rankings.cached_response("k") == {"results": []}
 
 
 class _CountingEmbedder:
@@ -212,17 +211,17 @@ def _context_set(query_id, passages, reranked=True):
 
 def test_context_sets_are_kept_per_run_and_the_view_holds_the_newest_run(store):
     run_1 = [_context_set("q1", ["http://d/a", "http://d/b"]), _context_set("q2", ["http://d/c"], reranked=False)]
-    assert store.save_context_sets("run-1", run_1, keep_runs=2) == 0
-    assert store.latest_context_sets() == {"q1": run_1[0], "q2": run_1[1]}
+    assert store.context_sets.save("run-1", run_1, keep_runs=2) == 0
+    assert store.context_sets.latest() == {"q1": run_1[0], "q2": run_1[1]}
     # The newest run is the whole output: a query it no longer has is not "latest" any more.
     run_2 = [_context_set("q1", ["http://d/b"])]
-    store.save_context_sets("run-2", run_2, keep_runs=2)
-    assert store.latest_context_sets() == {"q1": run_2[0]}
-    assert [(run.run_id, run.queries, run.reranked) for run in store.context_set_runs()] == [
+    store.context_sets.save("run-2", run_2, keep_runs=2)
+    assert store.context_sets.latest() == {"q1": run_2[0]}
+    assert [(run.run_id, run.queries, run.reranked) for run in store.context_sets.runs()] == [
         ("run-2", 1, 1),
         ("run-1", 2, 1),
     ]
-    assert store.context_set_runs()[0].created_at.tzinfo is not None
+    assert store.context_sets.runs()[0].created_at.tzinfo is not None
 
     # What a QA system runs: plain SQL against the view.
     first_url = "passages->0->>'url'" if store.dialect == "postgresql" else "json_extract(passages, '$[0].url')"
@@ -239,12 +238,12 @@ def test_context_sets_are_kept_per_run_and_the_view_holds_the_newest_run(store):
     assert keyed == 1
 
     # A re-executed run replaces its own rows; the third run pushes the oldest out.
-    store.save_context_sets("run-2", run_1, keep_runs=2)
-    assert set(store.latest_context_sets()) == {"q1", "q2"}
-    assert store.save_context_sets("run-3", run_2, keep_runs=2) == 1
-    assert [run.run_id for run in store.context_set_runs()] == ["run-3", "run-2"]
+    store.context_sets.save("run-2", run_1, keep_runs=2)
+    assert set(store.context_sets.latest()) == {"q1", "q2"}
+    assert store.context_sets.save("run-3", run_2, keep_runs=2) == 1
+    assert [run.run_id for run in store.context_sets.runs()] == ["run-3", "run-2"]
     with pytest.raises(ValueError, match="keep_runs must be at least 1"):
-        store.save_context_sets("run-4", run_2, keep_runs=0)
+        store.context_sets.save("run-4", run_2, keep_runs=0)
 
 
 def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
@@ -260,8 +259,8 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
             )
         )
     reopened = StateStore(url)
-    reopened.save_context_sets("run-1", [_context_set("q1", ["http://d/a"])], keep_runs=30)
-    assert set(reopened.latest_context_sets()) == {"q1"}
+    reopened.context_sets.save("run-1", [_context_set("q1", ["http://d/a"])], keep_runs=30)
+    assert set(reopened.context_sets.latest()) == {"q1"}
     reopened.dispose()
 
 
@@ -359,6 +358,6 @@ def test_processes_opening_a_fresh_postgres_database_at_once_create_the_schema_o
     # Six processes' worth of engines opening the schema together; any error is raised here.
     with ThreadPoolExecutor(max_workers=6) as pool:
         stores = list(pool.map(lambda _: StateStore(postgres_url), range(6)))
-    assert stores[0].latest_context_sets() == {}
+    assert stores[0].context_sets.latest() == {}
     for opened in stores:
         opened.dispose()

@@ -108,11 +108,11 @@ def test_a_transient_failure_is_retried_by_the_step_retry_policy(site):
 def test_a_broken_queries_file_fails_at_once_and_keeps_the_stored_queries(site):
     _queries_run(site, str(site.queries_path))
     store = StateStore(sqlite_url(site.data_dir))
-    stored = store.load_queries()
+    stored = store.rankings.queries()
     site.queries_path.write_text("queries:\n  - {id: q1}\n")
     result = _queries_run(site, str(site.queries_path), raise_on_error=False)
     assert not result.success
     events = [e.event_type_value for e in result.all_events if e.step_key == "queries"]
     assert "STEP_FAILURE" in events and "STEP_UP_FOR_RETRY" not in events
-    assert store.load_queries() == stored
+    assert store.rankings.queries() == stored
     store.dispose()

@@ -213,7 +213,7 @@ def queries_file_sensor(
         items = load_queries(files.queries_path)
     except (QueriesFileError, InputUnavailable) as error:
         return dg.SkipReason(f"queries file unusable, nothing launched: {error}")
-    digest = queries_digest([(item.query_id, item.query) for item in items])
+    digest = queries_digest(items)
     if digest == context.cursor:
         return dg.SkipReason(f"{len(items)} queries, unchanged")
     store = state_store.open()
@@ -223,7 +223,7 @@ def queries_file_sensor(
             f"{len(items)} queries, but no chunks ingested yet: context sets follow the first ingest "
             "(context_sets_automation), so nothing is launched now"
         )
-    if context.cursor is None and digest == queries_digest(store.load_queries()):
+    if context.cursor is None and digest == queries_digest(store.rankings.queries()):
         # First evaluation (new deployment, sensor reset): the stored context sets already use this file.
         return dg.SensorResult(skip_reason=f"{len(items)} queries, the same as stored", cursor=digest)
     return dg.SensorResult(run_requests=[dg.RunRequest()], cursor=digest)

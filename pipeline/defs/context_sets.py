@@ -60,13 +60,13 @@ def ranked_context_sets(
     path = files.write_output(
         OUTPUT_FILE, "".join(json.dumps(context_set, ensure_ascii=False) + "\n" for context_set in context_sets)
     )
-    runs_deleted = store.save_context_sets(context.run_id, context_sets, keep_runs=config.keep_runs)
+    runs_deleted = store.context_sets.save(context.run_id, context_sets, keep_runs=config.keep_runs)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(context_sets),
             "path": dg.MetadataValue.path(str(path)),
             "table": f"{CONTEXT_SETS_TABLE} (newest run: {LATEST_CONTEXT_SETS_VIEW})",
-            "runs_kept": len(store.context_set_runs()),
+            "runs_kept": len(store.context_sets.runs()),
             "runs_deleted": runs_deleted,
             "reranked_sets": sum(1 for context_set in context_sets if context_set["reranked"]),
             "passages": sum(len(context_set["passages"]) for context_set in context_sets),
@@ -84,7 +84,7 @@ def ranked_context_sets(
 )
 def every_query_has_a_context_set(state_store: StateStoreResource) -> dg.AssetCheckResult:
     store = state_store.open()
-    coverage = context_set_coverage([query_id for query_id, _ in store.load_queries()], store.latest_context_sets())
+    coverage = context_set_coverage([query.query_id for query in store.rankings.queries()], store.context_sets.latest())
     return must_act_result(
         coverage.complete,
         coverage.metadata(),
@@ -101,8 +101,8 @@ def every_query_has_a_context_set(state_store: StateStoreResource) -> dg.AssetCh
 )
 def context_sets_reranked_or_explained(state_store: StateStoreResource) -> dg.AssetCheckResult:
     store = state_store.open()
-    latest = store.latest_context_sets()
-    account = rerank_account([latest[query_id] for query_id, _ in store.load_queries() if query_id in latest])
+    latest = store.context_sets.latest()
+    account = rerank_account([latest[q.query_id] for q in store.rankings.queries() if q.query_id in latest])
     return must_act_result(
         not account.unexplained,
         account.metadata(),

@@ -134,7 +134,7 @@ RERANK_UNITS_BUDGET = settings.integer("PIPELINE_RERANK_UNITS_BUDGET", minimum=0
     ),
 )
 def billed_units_within_budget(state_store: StateStoreResource) -> dg.AssetCheckResult:
-    billed = state_store.open().billed_search_units()
+    billed = state_store.open().rankings.billed_search_units()
     return must_act_result(
         billed <= RERANK_UNITS_BUDGET,
         {"billed_search_units": billed, "budget": RERANK_UNITS_BUDGET},

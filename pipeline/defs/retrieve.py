@@ -12,7 +12,7 @@ from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFi
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.ingest.vectors import sync_vectors
 from pipeline.inputs import InputUnavailable, display_location
-from pipeline.queries import QueriesFileError, Query, load_queries
+from pipeline.queries import QueriesFileError, load_queries
 from pipeline.retrieve import Fusion, candidate_rankings, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.store.state import StateStore
@@ -41,7 +41,7 @@ def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg
     except InputUnavailable as error:
         # A server error or timeout may pass: the step's retry policy tries again.
         raise dg.Failure(str(error)) from None
-    state_store.open().replace_queries([(item.query_id, item.query) for item in items])
+    state_store.open().rankings.replace_queries(items)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(items),
@@ -125,19 +125,18 @@ def retrieved_candidates(
     store = state_store.open()
     model = embedder.get()
     indexes = synced_indexes(context, store, files, chroma, model)
-    stored_queries = [Query(query_id, text) for query_id, text in store.load_queries()]
     if config.retriever == "lexical":
-        candidates = lexical_candidates(stored_queries, indexes.lexical, config.top_k)
+        candidates = lexical_candidates(store.rankings.queries(), indexes.lexical, config.top_k)
     else:
         candidates = retrieve_candidates(
-            stored_queries,
+            store.rankings.queries(),
             indexes.vectors,
             model,
             config.top_k,
             lexical=indexes.lexical if config.retriever == "hybrid" else None,
             fusion=config.fusion(),
         )
-    store.replace_candidates(candidate_rankings(candidates))
+    store.rankings.replace_candidates(candidate_rankings(candidates))
     counts = [len(ranked) for ranked in candidates.values()]
     return dg.MaterializeResult(
         metadata={

@@ -26,11 +26,11 @@ from pipeline.context_sets import diversify_pages, pack_passages
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation.labels import LabelledSet, pages_in_order
 from pipeline.evaluation.metrics import METRICS, Evaluation, evaluate_rankings
-from pipeline.queries import Query
 from pipeline.ranking import ranked_passage
 from pipeline.rerank.client import RerankCache, RerankClient, RerankRequest, RerankStats
 from pipeline.retrieve import Fusion, dense_candidates, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex
+from pipeline.store.records import Query
 from pipeline.store.state import StateStore, StoredChunk
 from pipeline.store.vectors import VectorIndex
 from pipeline.tables import Markdown, markdown_table

@@ -217,7 +217,7 @@ def test_a_rejected_setting_fails_the_asset_naming_it_and_keeps_stored_rankings(
     stage, no_secrets, service_config, rerank_options, phrases
 ):
     stage.run(stage.service())
-    before = stage.store().load_reranked()
+    before = stage.store().rankings.rankings()
     output_before = (stage.data_dir / "ranked_context_sets.jsonl").read_text()
     rejecting = stage.service(**service_config)
     result = stage.run(rejecting, raise_on_error=False, **rerank_options)
@@ -228,8 +228,8 @@ def test_a_rejected_setting_fails_the_asset_naming_it_and_keeps_stored_rankings(
         assert phrase in message
     # Every worker stops at the first rejection: a handful of requests at most, never all 12.
     assert 1 <= len(rejecting.requests) <= 8
-    assert {query_id: row["ranking"] for query_id, row in stage.store().load_reranked().items()} == {
-        query_id: row["ranking"] for query_id, row in before.items()
+    assert {query_id: row.scores for query_id, row in stage.store().rankings.rankings().items()} == {
+        query_id: row.scores for query_id, row in before.items()
     }
     assert (stage.data_dir / "ranked_context_sets.jsonl").read_text() == output_before
     assert message in no_secrets(result)
@@ -379,7 +379,7 @@ def test_a_401_after_retrieval_changed_publishes_the_retrieval_order_not_stale_s
         e for e in published.get_asset_check_evaluations() if e.check_name == "context_sets_reranked_or_explained"
     ]
     assert explained.passed
-    candidates = stage.store().load_candidates()
+    candidates = stage.store().rankings.candidates()
     for query_id, context_set in stage.context_sets().items():
         assert context_set["reranked"] is False, query_id
         assert context_set["reason_not_reranked"] == "candidates changed since rerank"
@@ -387,7 +387,7 @@ def test_a_401_after_retrieval_changed_publishes_the_retrieval_order_not_stale_s
         passages = context_set["passages"]
         assert passages and all(passage["rerank_score"] is None for passage in passages)
         # Retrieval order: each passage is the current candidate of its retrieval rank, ranks ascending.
-        by_rank = {rank: chunk_id for rank, chunk_id, _ in candidates[query_id]}
+        by_rank = {c.retrieval_rank: c.chunk_id for c in candidates[query_id]}
         assert [by_rank[passage["retrieval_rank"]] for passage in passages] == [p["chunk_id"] for p in passages]
         ranks = [passage["retrieval_rank"] for passage in passages]
         assert ranks == sorted(ranks) and ranks[-1] <= (20 if change == "fewer-candidates" else 50)

@@ -16,6 +16,7 @@ from pipeline.ranking import (
 )
 from pipeline.rerank import RerankClient
 from pipeline.rerank.errors import RerankUnauthorized
+from pipeline.store.records import Candidate, Query, Ranking
 from pipeline.store.state import StateStore, StoredChunk, sqlite_url
 from tests.rerank.conftest import API_KEY, MODEL
 
@@ -43,7 +44,7 @@ def store(request, tmp_path):
         state.replace_chunks(
             source="docs", url=f"http://docs.test/{name}.html", new_chunks=[_chunk(name)], chunked_key="k"
         )
-    state.replace_queries([("q1", QUERY)])
+    state.rankings.replace_queries([Query("q1", QUERY)])
     yield state
     state.dispose()
 
@@ -53,7 +54,7 @@ def _client(service, api_key: str = API_KEY) -> RerankClient:
 
 
 def _candidates(store: StateStore, names: list[str]) -> None:
-    store.replace_candidates({"q1": [(name, 1.0 - index / 10) for index, name in enumerate(names)]})
+    store.rankings.replace_candidates({"q1": [(name, 1.0 - index / 10) for index, name in enumerate(names)]})
 
 
 def _rerank(store: StateStore, client: RerankClient) -> None:
@@ -73,20 +74,34 @@ def test_the_candidates_hash_ignores_retrieval_order_but_not_the_chunks_or_the_q
     assert candidates_hash("q", ["a", "b"]) != candidates_hash("another q", ["a", "b"])
 
 
-def _row(query: str, chunk_ids: list[str], ranking: list, *, reranked: bool = True, error: str | None = None) -> dict:
-    return {
-        "model": MODEL,
-        "reranked": reranked,
-        "api_version": "2",
-        "error": error,
-        "ranking": ranking,
-        "candidates_hash": candidates_hash(query, chunk_ids),
-    }
+def _ranking(
+    query: str,
+    chunk_ids: list[str],
+    scores: list[tuple[str, float]],
+    *,
+    reranked: bool = True,
+    error: str | None = None,
+) -> Ranking:
+    return Ranking(
+        query_id="q1",
+        model=MODEL,
+        candidates_hash=candidates_hash(query, chunk_ids),
+        reranked=reranked,
+        api_version="2",
+        search_units=0,
+        cached=False,
+        error=error,
+        scores=tuple(scores),
+    )
+
+
+def _candidates_of(*rows: tuple[int, str, float]) -> list[Candidate]:
+    return [Candidate(*row) for row in rows]
 
 
 def test_a_ranking_of_these_candidates_orders_them_by_chunk_id():
-    candidates = [(1, "a", 0.9), (2, "b", 0.8), (3, "c", 0.7)]
-    ranking = _row("q", ["c", "b", "a"], [["c", 0.95], ["a", 0.5], ["b", 0.1]])
+    candidates = _candidates_of((1, "a", 0.9), (2, "b", 0.8), (3, "c", 0.7))
+    ranking = _ranking("q", ["c", "b", "a"], [("c", 0.95), ("a", 0.5), ("b", 0.1)])
     order = context_order("q", candidates, ranking)
     assert (order.reranked, order.reason_not_reranked) == (True, None)
     assert order.passages == [(3, "c", 0.7, 0.95), (1, "a", 0.9, 0.5), (2, "b", 0.8, 0.1)]
@@ -102,16 +117,16 @@ def test_a_ranking_of_these_candidates_orders_them_by_chunk_id():
     ids=["fewer", "other-chunk", "other-query"],
 )
 def test_a_ranking_of_other_candidates_is_not_used(query, candidates):
-    ranking = _row("q", ["a", "b", "c"], [["c", 0.95], ["a", 0.5], ["b", 0.1]])
-    order = context_order(query, candidates, ranking)
+    ranking = _ranking("q", ["a", "b", "c"], [("c", 0.95), ("a", 0.5), ("b", 0.1)])
+    order = context_order(query, _candidates_of(*candidates), ranking)
     assert (order.reranked, order.reason_not_reranked) == (False, CANDIDATES_CHANGED)
     assert order.passages == [(rank, chunk_id, score, None) for rank, chunk_id, score in candidates]
 
 
 def test_without_a_ranking_or_after_a_failed_one_the_retrieval_order_stays():
-    candidates = [(1, "a", 0.9), (2, "b", 0.8)]
+    candidates = _candidates_of((1, "a", 0.9), (2, "b", 0.8))
     assert context_order("q", candidates, None).reason_not_reranked == NO_RERANK_RESULT
-    failed = context_order("q", candidates, _row("q", ["a", "b"], [], reranked=False, error="RerankServerError"))
+    failed = context_order("q", candidates, _ranking("q", ["a", "b"], [], reranked=False, error="RerankServerError"))
     assert (failed.reranked, failed.reason_not_reranked) == (False, "RerankServerError")
     assert [chunk_id for _, chunk_id, _, _ in failed.passages] == ["a", "b"]
 
@@ -124,13 +139,13 @@ def test_rankings_are_stored_by_chunk_id_with_the_hash_of_their_candidates(store
     _candidates(store, names)
     _rerank(store, _client(start_service()))
 
-    row = store.load_reranked()["q1"]
-    assert row["reranked"] and row["candidates_hash"] == candidates_hash(QUERY, names)
-    assert sorted(chunk_id for chunk_id, _ in row["ranking"]) == sorted(names)
+    row = store.rankings.rankings()["q1"]
+    assert row.reranked and row.candidates_hash == candidates_hash(QUERY, names)
+    assert sorted(chunk_id for chunk_id, _ in row.scores) == sorted(names)
     [context_set] = assemble_context_sets(store, token_budget=1000, max_passages_per_page=None)
     assert context_set["reranked"] is True and context_set["reason_not_reranked"] is None
     passages = context_set["passages"]
-    assert [p["chunk_id"] for p in passages] == [chunk_id for chunk_id, _ in row["ranking"]]
+    assert [p["chunk_id"] for p in passages] == [chunk_id for chunk_id, _ in row.scores]
     # Each passage keeps its own retrieval rank, whatever its place after rerank.
     assert {p["chunk_id"]: p["retrieval_rank"] for p in passages} == {name: i for i, name in enumerate(names, 1)}
 
@@ -195,14 +210,12 @@ def test_rankings_stored_before_they_carried_a_candidates_hash_are_never_publish
         )
     reopened = StateStore(url)
     try:
-        assert reopened.load_reranked() == {}
+        assert reopened.rankings.rankings() == {}
         [context_set] = assemble_context_sets(reopened, token_budget=1000)
         assert (context_set["reranked"], context_set["reason_not_reranked"]) == (False, NO_RERANK_RESULT)
         assert [p["chunk_id"] for p in context_set["passages"]] == ["keys", "logs"]
         # The table has its new shape: a ranking stores and loads with its hash.
-        reopened.replace_reranked(
-            [{"query_id": "q1", "search_units": 0, "cached": False, **_row(QUERY, ["keys"], [["keys", 0.5]])}]
-        )
-        assert reopened.load_reranked()["q1"]["candidates_hash"] == candidates_hash(QUERY, ["keys"])
+        reopened.rankings.replace_rankings([_ranking(QUERY, ["keys"], [("keys", 0.5)])])
+        assert reopened.rankings.rankings()["q1"].candidates_hash == candidates_hash(QUERY, ["keys"])
     finally:
         reopened.dispose()

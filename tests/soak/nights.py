@@ -279,9 +279,10 @@ class Soak:
     def edit_a_top_candidate(self) -> str:
         """Change the best candidate's page, so tonight's candidates differ from the last rerank's."""
         store = self.store()
-        candidates = store.load_candidates()
+        candidates = store.rankings.candidates()
         for ranking in candidates.values():
-            chunk, _ = store.chunks_by_id([ranking[0][1]])[ranking[0][1]]
+            best = ranking[0].chunk_id
+            chunk, _ = store.chunks_by_id([best])[best]
             found = self.site.page_with_text(chunk.text.split(".")[0])
             if found:
                 return self.site.edit(*found)
@@ -390,13 +391,13 @@ class Soak:
                 scores = {request.documents[index]: score for index, score in request.results}
                 self.answers[(request.query, frozenset(request.documents))] = scores
         self.rerank.service.clear()
-        latest = store.latest_context_sets()
-        candidates = store.load_candidates()
+        latest = store.context_sets.latest()
+        candidates = store.rankings.candidates()
         stale = 0
         for query_id, context_set in latest.items():
             if not context_set["reranked"]:
                 continue
-            sent = frozenset(self.text_of.get(chunk_id, chunk_id) for _, chunk_id, _ in candidates.get(query_id, []))
+            sent = frozenset(self.text_of.get(c.chunk_id, c.chunk_id) for c in candidates.get(query_id, []))
             answer = self.answers.get((context_set["query"], sent))
             if answer is None or any(
                 abs(answer[self.text_of[passage["chunk_id"]]] - passage["rerank_score"]) > 1e-6

@@ -1,0 +1,85 @@
+"""The published context sets: one row per run and query, the newest ``keep_runs`` runs kept.
+
+A context set crosses this boundary as the JSON-ready dict that ``pipeline.context_sets.build_context_set``
+builds and the JSONL file publishes: the table's row is that same shape, so what the file and the
+table hold cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline.store.records import ContextSetRun
+from pipeline.store.schema import CONTEXT_SET_FIELDS, context_sets, latest_context_sets_view
+from pipeline.store.sql import aware, utcnow
+
+
+class ContextSetStore:
+    def __init__(self, engine: Engine, transaction: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self._engine = engine
+        self._transaction = transaction
+
+    def save(self, run_id: str, sets: Sequence[Mapping[str, Any]], *, keep_runs: int) -> int:
+        """Store one run's context sets (replacing any of the same run) and keep only the newest
+        ``keep_runs`` runs; returns how many older runs were deleted."""
+        if keep_runs < 1:
+            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}")
+        now = utcnow()
+        rows = [
+            {
+                "run_id": run_id,
+                "position": position,
+                "created_at": now,
+                **{name: context_set[name] for name in CONTEXT_SET_FIELDS},
+                "reranked": bool(context_set["reranked"]),
+            }
+            for position, context_set in enumerate(sets)
+        ]
+        newest_runs = (
+            sa.select(context_sets.c.run_id)
+            .group_by(context_sets.c.run_id)
+            .order_by(sa.func.max(context_sets.c.created_at).desc(), context_sets.c.run_id.desc())
+            .limit(keep_runs)
+        )
+        with self._transaction() as connection:
+            connection.execute(sa.delete(context_sets).where(context_sets.c.run_id == run_id))
+            if rows:
+                connection.execute(sa.insert(context_sets), rows)
+            kept = list(connection.scalars(newest_runs))
+            older = sa.select(sa.func.count(sa.distinct(context_sets.c.run_id))).where(
+                context_sets.c.run_id.not_in(kept)
+            )
+            deleted = int(connection.scalar(older))
+            if deleted:
+                connection.execute(sa.delete(context_sets).where(context_sets.c.run_id.not_in(kept)))
+        return deleted
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The newest run's context set of each query (the ``pipeline_latest_context_sets`` view), in file order."""
+        view = latest_context_sets_view
+        query = sa.select(*[view.c[name] for name in CONTEXT_SET_FIELDS]).order_by(view.c.position)
+        with self._engine.connect() as connection:
+            return {row.query_id: dict(row._mapping) for row in connection.execute(query)}
+
+    def runs(self) -> list[ContextSetRun]:
+        """The runs whose context sets are kept, newest first."""
+        query = (
+            sa.select(
+                context_sets.c.run_id,
+                sa.func.max(context_sets.c.created_at).label("created_at"),
+                sa.func.count().label("queries"),
+                sa.func.sum(sa.case((context_sets.c.reranked, 1), else_=0)).label("reranked"),
+            )
+            .group_by(context_sets.c.run_id)
+            .order_by(sa.desc("created_at"), context_sets.c.run_id.desc())
+        )
+        with self._engine.connect() as connection:
+            return [
+                ContextSetRun(row.run_id, aware(row.created_at), row.queries, int(row.reranked))
+                for row in connection.execute(query)
+            ]

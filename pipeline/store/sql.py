@@ -1,0 +1,36 @@
+"""Helpers the stage stores share: the clock they stamp rows with and the upsert both databases understand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def upsert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows, replacing those whose primary key already exists (SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    key_names = [column.name for column in table.primary_key.columns]
+    updates = {name: statement.excluded[name] for name in rows[0] if name not in key_names}
+    statement = (
+        statement.on_conflict_do_update(index_elements=key_names, set_=updates)
+        if updates
+        else statement.on_conflict_do_nothing(index_elements=key_names)
+    )
+    connection.execute(statement, list(rows))
