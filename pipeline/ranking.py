@@ -24,7 +24,8 @@ from typing import Any
 
 from pipeline.context_sets import RankedPassage, build_context_set, diversify_pages, pack_passages
 from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
-from pipeline.store.state import StateStore, StoredChunk
+from pipeline.store.records import StoredChunk
+from pipeline.store.state import StateStore
 
 
 class StoreRerankCache:
@@ -67,7 +68,7 @@ def rerank_stored_candidates(
     stored_candidates = {
         query_id: ranking for query_id, ranking in store.load_candidates().items() if query_id in query_texts
     }
-    chunk_rows = store.chunks_by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
+    chunk_rows = store.chunks.by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
     # A candidate whose chunk vanished since retrieval cannot be sent; it is skipped when published too.
     sent = {
         query_id: [chunk_id for _, chunk_id, _ in ranking if chunk_id in chunk_rows]
@@ -77,7 +78,7 @@ def rerank_stored_candidates(
         RerankRequest(
             query_id=query_id,
             query=query_texts[query_id],
-            documents=[chunk_rows[chunk_id][0].embedding_text for chunk_id in chunk_ids],
+            documents=[chunk_rows[chunk_id].embedding_text for chunk_id in chunk_ids],
             top_n=top_n,
         )
         for query_id, chunk_ids in sent.items()
@@ -186,13 +187,13 @@ def assemble_context_sets(
     """One context set per stored query, in the queries file's order (see ``diversify_pages`` for the cap)."""
     stored_candidates = store.load_candidates()
     rankings = store.load_reranked()
-    chunk_rows = store.chunks_by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
+    chunk_rows = store.chunks.by_id(chunk_id for ranking in stored_candidates.values() for _, chunk_id, _ in ranking)
     context_sets = []
     for query_id, query in store.load_queries():
         ranking = rankings.get(query_id)
         order = context_order(query, stored_candidates.get(query_id, []), ranking)
         passages = [
-            ranked_passage(chunk_rows[chunk_id][0], retrieval_rank, retrieval_score, rerank_score)
+            ranked_passage(chunk_rows[chunk_id], retrieval_rank, retrieval_score, rerank_score)
             for retrieval_rank, chunk_id, retrieval_score, rerank_score in order.passages
             if chunk_id in chunk_rows
         ]

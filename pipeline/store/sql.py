@@ -1,0 +1,47 @@
+"""Small SQL helpers every stage store shares: timestamps, upserts on SQLite and PostgreSQL, row counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+BATCH = 500  # SQLite caps bound parameters per statement
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def upsert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows, replacing those whose primary key already exists (SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    key_names = [column.name for column in table.primary_key.columns]
+    updates = {name: statement.excluded[name] for name in rows[0] if name not in key_names}
+    statement = (
+        statement.on_conflict_do_update(index_elements=key_names, set_=updates)
+        if updates
+        else statement.on_conflict_do_nothing(index_elements=key_names)
+    )
+    connection.execute(statement, list(rows))
+
+
+def count_rows(engine: Engine, table: sa.Table, source: str | None) -> int:
+    """Rows in ``table``, or only those of ``source``."""
+    query = sa.select(sa.func.count()).select_from(table)
+    if source is not None:
+        query = query.where(table.c.source == source)
+    with engine.connect() as connection:
+        return int(connection.scalar(query) or 0)
