@@ -20,8 +20,8 @@ from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation.labels import LabelledSet, load_labelled_set, pages_in_order
 from pipeline.evaluation.metrics import Evaluation, evaluate_rankings
 from pipeline.store.lexical import LexicalIndex, sync_lexical
-from pipeline.store.records import Query
-from pipeline.store.state import StateStore, StoredChunk, sqlite_url
+from pipeline.store.records import Query, StoredChunk
+from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def open_corpus(name: str, data_dir: str | Path, embedder: MiniLMEmbedder) -> Co
     store = StateStore(sqlite_url(data_dir))
     lexical = LexicalIndex(data_dir)
     sync_lexical(store, lexical)
-    chunks = {chunk.chunk_id: chunk for chunk in store.iter_chunks()}
+    chunks = {chunk.chunk_id: chunk for chunk in store.chunks.iterate()}
     if not chunks:
         raise ValueError(f"{data_dir} holds no chunks")
     return Corpus(

@@ -49,7 +49,7 @@ def embed_only(data_dir: Path) -> None:
     from pipeline.embedding import MiniLMEmbedder
     from pipeline.store.state import StateStore, sqlite_url
 
-    texts = [chunk.embedding_text for chunk in StateStore(sqlite_url(data_dir)).iter_chunks("postgresql")]
+    texts = [chunk.embedding_text for chunk in StateStore(sqlite_url(data_dir)).chunks.iterate("postgresql")]
     started = time.perf_counter()
     MiniLMEmbedder().embed(texts)
     print(f"{len(texts)} {time.perf_counter() - started} {_peak_rss_mb()}")
@@ -137,7 +137,7 @@ def main() -> None:
             )
 
             store = StateStore(sqlite_url(data_dir))
-            before = {chunk.chunk_id: chunk.url for chunk in store.iter_chunks("postgresql")}
+            before = {chunk.chunk_id: chunk.url for chunk in store.chunks.iterate("postgresql")}
             output = subprocess.run(
                 [sys.executable, __file__, str(data_dir), "--embed-only"], check=True, capture_output=True, text=True
             ).stdout.split()
@@ -162,7 +162,7 @@ def main() -> None:
             )
             (site / DELETED_PAGE).unlink()
             changed, metadata, _ = ingest()
-            after = {chunk.chunk_id: chunk.url for chunk in store.iter_chunks("postgresql")}
+            after = {chunk.chunk_id: chunk.url for chunk in store.chunks.iterate("postgresql")}
             removed = {before[i] for i in before.keys() - after.keys()}
             added = {after[i] for i in after.keys() - before.keys()}
             expected = {url + MODIFIED_PAGE, url + DELETED_PAGE}

@@ -48,7 +48,7 @@ class ExtractionCoverage:
 
 def extraction_coverage(store: StateStore, sources: Sequence[str]) -> ExtractionCoverage:
     """Which of the sources' stored pages yielded text (a failed extraction yields none)."""
-    presence = {source: store.page_text_presence(source) for source in sources}
+    presence = {source: store.pages.text_presence(source) for source in sources}
     return ExtractionCoverage(
         pages={source: len(pages) for source, pages in presence.items()},
         without_text={
@@ -120,7 +120,7 @@ def chunk_limits(
         pending.clear()
 
     for source in sources:
-        for chunk in store.iter_chunks(source):
+        for chunk in store.chunks.iterate(source):
             total += 1
             pending.append((chunk.chunk_id, chunk.embedding_text))
             if len(pending) >= batch:
@@ -286,7 +286,7 @@ def orphaned_sources(store: StateStore, grace: timedelta) -> OrphanedSources:
     """Each orphaned source with what it still holds and when its data is purged."""
     return OrphanedSources(
         orphans=tuple(
-            OrphanedSource(source, store.page_count(source), store.chunk_count(source), since, since + grace)
+            OrphanedSource(source, store.pages.count(source), store.chunks.count(source), since, since + grace)
             for source, since in sorted(orphaned_since(store).items(), key=lambda item: (item[1], item[0]))
         ),
         grace_hours=grace.total_seconds() / 3600,

@@ -24,8 +24,8 @@ from typing import Any
 
 from pipeline.context_sets import RankedPassage, build_context_set, diversify_pages, pack_passages
 from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
-from pipeline.store.records import Candidate, Ranking
-from pipeline.store.state import StateStore, StoredChunk
+from pipeline.store.records import Candidate, Ranking, StoredChunk
+from pipeline.store.state import StateStore
 
 
 class StoreRerankCache:
@@ -68,7 +68,7 @@ def rerank_stored_candidates(
     stored_candidates = {
         query_id: ranking for query_id, ranking in store.rankings.candidates().items() if query_id in query_texts
     }
-    chunk_rows = store.chunks_by_id(
+    chunk_rows = store.chunks.by_id(
         candidate.chunk_id for ranking in stored_candidates.values() for candidate in ranking
     )
     # A candidate whose chunk vanished since retrieval cannot be sent; it is skipped when published too.
@@ -80,7 +80,7 @@ def rerank_stored_candidates(
         RerankRequest(
             query_id=query_id,
             query=query_texts[query_id],
-            documents=[chunk_rows[chunk_id][0].embedding_text for chunk_id in chunk_ids],
+            documents=[chunk_rows[chunk_id].embedding_text for chunk_id in chunk_ids],
             top_n=top_n,
         )
         for query_id, chunk_ids in sent.items()
@@ -188,7 +188,7 @@ def assemble_context_sets(
     """One context set per stored query, in the queries file's order (see ``diversify_pages`` for the cap)."""
     stored_candidates = store.rankings.candidates()
     rankings = store.rankings.rankings()
-    chunk_rows = store.chunks_by_id(
+    chunk_rows = store.chunks.by_id(
         candidate.chunk_id for ranking in stored_candidates.values() for candidate in ranking
     )
     context_sets = []
@@ -197,7 +197,7 @@ def assemble_context_sets(
         ranking = rankings.get(query_id)
         order = context_order(query, stored_candidates.get(query_id, []), ranking)
         passages = [
-            ranked_passage(chunk_rows[chunk_id][0], retrieval_rank, retrieval_score, rerank_score)
+            ranked_passage(chunk_rows[chunk_id], retrieval_rank, retrieval_score, rerank_score)
             for retrieval_rank, chunk_id, retrieval_score, rerank_score in order.passages
             if chunk_id in chunk_rows
         ]

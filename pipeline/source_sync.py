@@ -94,8 +94,16 @@ def remove_sources(
     for source in sources:
         deleted = store.delete_source(source)
         indexed = vectors.ids(source)
-        taken_over = indexed & store.chunk_ids()
+        taken_over = indexed & store.chunks.ids()
         restore_vectors(store, vectors, taken_over)
-        removals.append(SourceRemoval(source=source, vectors=vectors.delete(indexed - taken_over), **deleted))
+        removals.append(
+            SourceRemoval(
+                source=source,
+                pages=deleted.pages,
+                documents=deleted.documents,
+                chunks=deleted.chunks,
+                vectors=vectors.delete(indexed - taken_over),
+            )
+        )
     release_orphans(store, sources)
     return removals, sync_lexical(store, lexical)

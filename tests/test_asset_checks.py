@@ -10,7 +10,8 @@ import pytest
 from pipeline.defs import ingest, rerank
 from pipeline.defs.automation import source_freshness_check
 from pipeline.defs.partitions import register_sources
-from pipeline.store.state import StateStore, StoredChunk, sqlite_url
+from pipeline.store.records import StoredChunk
+from pipeline.store.state import StateStore, sqlite_url
 from tests.support import ALL_ASSETS
 from tests.tiny_site import tiny_site
 
@@ -73,7 +74,7 @@ def test_chunks_within_token_limits_uses_the_run_limit_and_catches_oversized_chu
     url = site.server.url("/alpha/tuning.html")
     text = " ".join(f"parameter{i} controls batching" for i in range(150))
     oversized = StoredChunk("oversized", "alpha", url, "Tuning alpha", ("Tuning alpha",), text, text, 7, 0)
-    store.replace_chunks(source="alpha", url=url, new_chunks=[oversized], chunked_key="forged")
+    store.chunks.replace(source="alpha", url=url, new_chunks=[oversized], chunked_key="forged")
     bad = run_check_alone(site, ingest.chunks_within_token_limits)
     assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
     details = metadata(bad)

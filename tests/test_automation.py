@@ -207,8 +207,8 @@ def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
     site.run.ingest("alpha")
     site.run.ingest("beta")
     store = StateStore(sqlite_url(site.data_dir))
-    beta_chunks = store.chunk_ids("beta")
-    alpha_chunks = store.chunk_ids("alpha")
+    beta_chunks = store.chunks.ids("beta")
+    alpha_chunks = store.chunks.ids("alpha")
     assert beta_chunks and alpha_chunks
 
     site.list_sources("alpha")
@@ -217,7 +217,7 @@ def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
     apply_partition_requests(instance, orphaned)
     assert registered(site) == ["alpha"]
     # Registered no more, but still retrievable until it is purged (tests/test_orphaned_sources.py).
-    assert store.chunk_ids("beta") == beta_chunks
+    assert store.chunks.ids("beta") == beta_chunks
 
     definitions = site.definitions()
     result = definitions.resolve_job_def("remove_sources").execute_in_process(
@@ -226,7 +226,7 @@ def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
     assert result.success
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     assert output.event_specific_data.metadata["chunks_deleted"].value == len(beta_chunks)
-    assert store.chunk_ids("beta") == set() and store.page_count("beta") == store.document_count("beta") == 0
+    assert store.chunks.ids("beta") == set() and store.pages.count("beta") == store.pages.document_count("beta") == 0
     vectors = VectorIndex(ChromaConnection(data_dir=str(site.data_dir)))
     assert vectors.ids("beta") == set() and vectors.ids("alpha") == alpha_chunks
     lexical = LexicalIndex(site.data_dir)
@@ -251,7 +251,7 @@ def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
 def test_a_purge_keeps_a_source_that_is_listed_again(site):
     site.run.ingest("alpha")
     store = StateStore(sqlite_url(site.data_dir))
-    chunks = store.chunk_ids("alpha")
+    chunks = store.chunks.ids("alpha")
     result = (
         site.definitions()
         .resolve_job_def("remove_sources")
@@ -261,7 +261,7 @@ def test_a_purge_keeps_a_source_that_is_listed_again(site):
     )
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     assert output.event_specific_data.metadata["sources_kept"].value == "alpha"
-    assert store.chunk_ids("alpha") == chunks
+    assert store.chunks.ids("alpha") == chunks
     store.dispose()
 
 

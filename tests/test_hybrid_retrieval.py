@@ -15,8 +15,8 @@ from pipeline.ingest.consistency import check_index_consistency
 from pipeline.ingest.vectors import index_chunks
 from pipeline.retrieve import Fusion, fuse, lexical_candidates, reciprocal_rank_fusion, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, analyze, sync_lexical
-from pipeline.store.records import Query
-from pipeline.store.state import StateStore, StoredChunk, sqlite_url
+from pipeline.store.records import Query, StoredChunk
+from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 
 PAGES = {
@@ -61,7 +61,7 @@ def embedder() -> MiniLMEmbedder:
 def store(tmp_path):
     state = StateStore(sqlite_url(tmp_path))
     for url, texts in PAGES.items():
-        state.replace_chunks(source="docs", url=url, new_chunks=_chunks(url, texts), chunked_key="k")
+        state.chunks.replace(source="docs", url=url, new_chunks=_chunks(url, texts), chunked_key="k")
     yield state
     state.dispose()
 
@@ -101,7 +101,7 @@ def test_sync_follows_additions_and_deletions_incrementally(store, tmp_path):
     lexical = LexicalIndex(tmp_path)
     first = sync_lexical(store, lexical)
     assert (first.added, first.removed, first.rebuilt) == (5, 0, True)
-    assert lexical.ids() == store.chunk_ids()
+    assert lexical.ids() == store.chunks.ids()
 
     unchanged = sync_lexical(store, lexical)
     assert (unchanged.added, unchanged.removed, unchanged.rebuilt) == (0, 0, False)
@@ -109,15 +109,15 @@ def test_sync_follows_additions_and_deletions_incrementally(store, tmp_path):
     # An edited page: one chunk replaced, one kept; a deleted page: its chunks go.
     url = "http://docs/vacuum.html"
     edited = _chunks(url, [PAGES[url][0], "VACUUM FULL rewrites the whole table and takes an exclusive lock."])
-    store.replace_chunks(source="docs", url=url, new_chunks=edited, chunked_key="k2")
-    store.replace_chunks(source="docs", url="http://docs/errors.html", new_chunks=[], chunked_key="k2")
+    store.chunks.replace(source="docs", url=url, new_chunks=edited, chunked_key="k2")
+    store.chunks.replace(source="docs", url="http://docs/errors.html", new_chunks=[], chunked_key="k2")
     refreshed = sync_lexical(store, lexical)
     assert (refreshed.added, refreshed.removed, refreshed.total) == (1, 2, 4)
-    assert lexical.ids() == store.chunk_ids()
+    assert lexical.ids() == store.chunks.ids()
     assert [hit.chunk_id for hit in lexical.search("exclusive lock rewrite", 1)] == [edited[1].chunk_id]
     assert lexical.search("40P01", 5) == []
     # A second process sees the rebuilt index without being told.
-    assert LexicalIndex(tmp_path).ids() == store.chunk_ids()
+    assert LexicalIndex(tmp_path).ids() == store.chunks.ids()
 
 
 def test_a_wiped_index_is_rebuilt_from_the_state_store(store, tmp_path):
@@ -127,8 +127,8 @@ def test_a_wiped_index_is_rebuilt_from_the_state_store(store, tmp_path):
     assert lexical.ids() == set()
     report = sync_lexical(store, lexical)
     assert report.rebuilt and report.added == 5
-    assert lexical.ids() == store.chunk_ids()
-    assert lexical.ids("docs") == store.chunk_ids("docs") and lexical.ids("other") == set()
+    assert lexical.ids() == store.chunks.ids()
+    assert lexical.ids("docs") == store.chunks.ids("docs") and lexical.ids("other") == set()
 
 
 def test_reciprocal_rank_fusion_by_hand():
@@ -168,7 +168,7 @@ def test_hybrid_candidates_are_the_deduplicated_union_of_both_rankings(indexed, 
 def test_consistency_check_names_what_differs(indexed):
     store, vectors, lexical = indexed
     assert check_index_consistency(store, vectors, lexical).consistent
-    doomed = sorted(store.chunk_ids())[0]
+    doomed = sorted(store.chunks.ids())[0]
     vectors.delete([doomed])
     lexical.rebuild([("stray", "docs", "a chunk the store never had")])
     broken = check_index_consistency(store, vectors, lexical)
@@ -205,7 +205,7 @@ def test_asset_check_passes_on_consistent_indexes_and_fails_when_chroma_lags(ind
     assert evaluation.passed, evaluation.metadata
 
     # A vector lost from Chroma (e.g. a failed upsert): the lexical index alone cannot mend it.
-    vectors.delete([sorted(store.chunk_ids())[0]])
+    vectors.delete([sorted(store.chunks.ids())[0]])
     bad = _materialise_lexical_index(tmp_path)
     [evaluation] = bad.get_asset_check_evaluations()
     assert not evaluation.passed
@@ -216,7 +216,7 @@ def test_asset_check_passes_on_consistent_indexes_and_fails_when_chroma_lags(ind
 def test_asset_check_of_one_source_is_not_failed_by_another_sources_unfinished_index(indexed, tmp_path):
     store, vectors, _ = indexed
     # docs' worker was killed between saving embeddings and upserting them: docs' own run finishes it.
-    vectors.delete([sorted(store.chunk_ids("docs"))[0]])
+    vectors.delete([sorted(store.chunks.ids("docs"))[0]])
     [other] = _materialise_lexical_index(tmp_path, source="other").get_asset_check_evaluations()
     assert other.passed, other.metadata
     [docs] = _materialise_lexical_index(tmp_path).get_asset_check_evaluations()

@@ -286,7 +286,7 @@ def test_a_run_killed_while_embedding_is_finished_by_the_next_without_duplicates
         killed.wait()
         saved = embedded_so_far(data_dir)
         store = StateStore(sqlite_url(data_dir))
-        total = store.chunk_count(SOURCE)
+        total = store.chunks.count(SOURCE)
         in_chroma = chroma_contents(data_dir)
         assert 12 <= saved < total, "the kill must land midway through embedding"
         assert len(in_chroma) <= saved
@@ -302,6 +302,6 @@ def test_a_run_killed_while_embedding_is_finished_by_the_next_without_duplicates
         assert index["vectors_restored"] == saved - len(in_chroma)  # saved to the store, not yet to Chroma
         assert metadata["crawled_pages"]["pages_not_modified"] == 17
         contents = chroma_contents(data_dir)
-        assert set(contents) == store.chunk_ids(SOURCE) and index["collection_count"] == total == len(contents)
+        assert set(contents) == store.chunks.ids(SOURCE) and index["collection_count"] == total == len(contents)
         assert_same_contents(contents, Site(server, tmp_path, None).cold("reference"))
         store.dispose()

@@ -27,7 +27,7 @@ from pipeline.store.migrate import (
     pipeline_tables_only,
     upgrade_schema,
 )
-from pipeline.store.records import Candidate, Query
+from pipeline.store.records import Candidate, PageBody, Query
 from pipeline.store.schema import context_sets, metadata
 from pipeline.store.state import StateStore, create_state_engine, sqlite_url
 
@@ -204,12 +204,12 @@ def _columns(connection: sa.Connection, table: str) -> list[tuple[str, str, bool
 
 def _assert_kept(store: StateStore) -> None:
     """Every row of the old database is there, through the store, except rankings by retrieval rank."""
-    [page] = store.known_pages("docs").values()
+    [page] = store.pages.known("docs").values()
     assert (page.url, page.etag, page.links, page.redirected_since) == ("http://d/a", '"a"', ("http://d/b",), None)
-    assert store.page_html("http://d/a") == ("<p>a</p>", "h1")
-    [(chunk, embedding)] = store.chunks_by_id(["c1"], with_embeddings=True).values()
-    assert chunk.embedding_text == "A\ntext" and embedding.tobytes() == VECTOR.tobytes()
-    assert store.embedded_headers() == {"A"}
+    assert store.pages.body("http://d/a") == PageBody("<p>a</p>", "h1")
+    [embedded] = store.chunks.embedded_by_id(["c1"]).values()
+    assert embedded.chunk.embedding_text == "A\ntext" and embedded.embedding.tobytes() == VECTOR.tobytes()
+    assert store.chunks.embedded_headers() == {"A"}
     assert store.rankings.queries() == [Query("q1", "what is a?")]
     assert store.rankings.candidates() == {"q1": [Candidate(1, "c1", 0.5)]}
     assert store.rankings.cached_response("key-1") == {"results": []}
@@ -230,10 +230,10 @@ def test_a_database_written_before_migrations_upgrades_in_place(database_url, co
         else:
             assert reranked["q1"].candidates_hash == "hash-of-q1"
         # Revision 0002's columns and tables are there and used.
-        store.mark_temporarily_redirected("http://d/a")
-        assert store.known_pages("docs")["http://d/a"].redirected_since is not None
-        assert store.delete_source("docs")["chunks"] == 1
-        assert list(store.retained_embeddings(["A\ntext"], since=MOMENT.replace(year=2000))) == ["A\ntext"]
+        store.pages.mark_temporarily_redirected("http://d/a")
+        assert store.pages.known("docs")["http://d/a"].redirected_since is not None
+        assert store.delete_source("docs").chunks == 1
+        assert list(store.chunks.retained_embeddings(["A\ntext"], since=MOMENT.replace(year=2000))) == ["A\ntext"]
     finally:
         store.dispose()
     assert _schema_differences(database_url) == []
@@ -313,7 +313,7 @@ def test_the_oldest_shapes_are_brought_up_to_the_baseline(database_url):
         engine.dispose()
     store = StateStore(database_url)
     try:
-        assert store.known_pages("docs")["http://d/a"].links is None  # fetched in full once to learn them
+        assert store.pages.known("docs")["http://d/a"].links is None  # fetched in full once to learn them
         assert store.context_sets.latest() == {}  # the next run publishes them again
     finally:
         store.dispose()

@@ -23,7 +23,8 @@ from pipeline.store.orphans import (
     orphaned_since,
     release_orphans,
 )
-from pipeline.store.state import StateStore, StoredChunk, sqlite_url
+from pipeline.store.records import StoredChunk
+from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.support import ALL_ASSETS, materialization_metadata
 from tests.test_automation import apply_partition_requests, queue_ingest_run, registered
@@ -97,7 +98,7 @@ def statuses_since(site, start: int, prefix: str) -> list[int]:
 def test_a_truncated_sources_file_orphans_the_dropped_source_and_the_purge_waits_for_the_grace_period(site, store):
     site.run.ingest("alpha")
     site.run.ingest("beta")
-    alpha_chunks, beta_chunks = store.chunk_ids("alpha"), store.chunk_ids("beta")
+    alpha_chunks, beta_chunks = store.chunks.ids("alpha"), store.chunks.ids("beta")
     vectors, lexical = indexed(site)
 
     site.list_sources("alpha")  # the file was cut off after its first entry
@@ -108,7 +109,7 @@ def test_a_truncated_sources_file_orphans_the_dropped_source_and_the_purge_waits
     dropped = tick(site)
     # Unregistered (never refreshed again), the check job launched, nothing purged.
     assert requested(dropped) == [("check_sources", None)] and registered(site) == ["alpha"]
-    assert store.chunk_ids("beta") == beta_chunks and store.page_count("beta") == 2
+    assert store.chunks.ids("beta") == beta_chunks and store.pages.count("beta") == 2
     assert vectors.ids("beta") == beta_chunks and lexical.ids("beta") == beta_chunks
 
     warning, details = orphan_check(run(site, "check_sources"))
@@ -119,7 +120,7 @@ def test_a_truncated_sources_file_orphans_the_dropped_source_and_the_purge_waits
     # Within the grace period every tick leaves it alone.
     age_orphans(store, GRACE - timedelta(minutes=5))
     assert "every one registered" in tick(site).skip_message
-    assert store.chunk_ids("beta") == beta_chunks
+    assert store.chunks.ids("beta") == beta_chunks
 
     age_orphans(store, timedelta(minutes=10))
     expired = tick(site)
@@ -127,7 +128,7 @@ def test_a_truncated_sources_file_orphans_the_dropped_source_and_the_purge_waits
     assert purge.job_name == "remove_sources" and purge.run_key.startswith("purge:beta:")
     removal = run(site, "remove_sources", purge.run_config)
     assert removal.success
-    assert store.chunk_ids("beta") == set() and store.page_count("beta") == store.document_count("beta") == 0
+    assert store.chunks.ids("beta") == set() and store.pages.count("beta") == store.pages.document_count("beta") == 0
     assert vectors.ids("beta") == set() and vectors.ids("alpha") == alpha_chunks and lexical.ids() == alpha_chunks
     assert orphan_check(run(site, "check_sources"))[0].passed
     assert "every one registered" in tick(site).skip_message
@@ -136,7 +137,7 @@ def test_a_truncated_sources_file_orphans_the_dropped_source_and_the_purge_waits
 def test_a_source_listed_again_before_expiry_keeps_everything(site, store):
     site.run.ingest("alpha")
     site.run.ingest("beta")
-    beta_chunks = store.chunk_ids("beta")
+    beta_chunks = store.chunks.ids("beta")
     site.list_sources("alpha")
     assert requested(tick(site)) == [("check_sources", None)]  # no purge launched
     assert registered(site) == ["alpha"]
@@ -151,7 +152,7 @@ def test_a_source_listed_again_before_expiry_keeps_everything(site, store):
     refresh = site.run.ingest("beta")
     assert set(statuses_since(site, start, "/beta/")) == {304}
     assert materialization_metadata(refresh, "vector_index")["chunks_embedded"] == 0
-    assert store.chunk_ids("beta") == beta_chunks
+    assert store.chunks.ids("beta") == beta_chunks
     assert orphan_check(refresh)[0].passed
     age_orphans(store, 2 * GRACE)
     assert "every one registered" in tick(site).skip_message  # no purge: it is no longer orphaned
@@ -164,16 +165,16 @@ def test_remove_sources_naming_an_orphan_purges_it_now(site, store):
     tick(site)
     purge = run(site, "remove_sources", {"ops": {"purge_removed_sources": {"config": {"sources": ["beta"]}}}})
     assert purge.success
-    assert store.chunk_ids("beta") == set() and store.page_count("beta") == 0
+    assert store.chunks.ids("beta") == set() and store.pages.count("beta") == 0
     vectors, lexical = indexed(site)
-    assert vectors.ids("beta") == set() and lexical.ids() == store.chunk_ids("alpha") != set()
+    assert vectors.ids("beta") == set() and lexical.ids() == store.chunks.ids("alpha") != set()
     assert orphan_check(run(site, "check_sources"))[0].passed
 
 
 def test_a_renamed_source_takes_over_pages_without_fetching_or_embedding_and_survives_the_orphans_purge(site, store):
     site.run.ingest("alpha")
     site.run.ingest("beta")
-    beta_chunks = store.chunk_ids("beta")
+    beta_chunks = store.chunks.ids("beta")
     assert len(beta_chunks) >= 2
 
     # beta is renamed: the same site under a new name.
@@ -190,8 +191,8 @@ def test_a_renamed_source_takes_over_pages_without_fetching_or_embedding_and_sur
     assert crawled["pages_taken_over"] == 2 and crawled["pages_new"] == 0 and crawled["pages_deleted"] == 0
     index = materialization_metadata(first, "vector_index")
     assert index["chunks_embedded"] == 0 and index["vectors_deleted"] == 0
-    assert store.chunk_ids("beta-handbook") == beta_chunks and store.chunk_ids("beta") == set()
-    assert store.page_count("beta") == store.document_count("beta") == 0
+    assert store.chunks.ids("beta-handbook") == beta_chunks and store.chunks.ids("beta") == set()
+    assert store.pages.count("beta") == store.pages.document_count("beta") == 0
     vectors, lexical = indexed(site)
     assert vectors.ids("beta-handbook") == beta_chunks and vectors.ids("beta") == set()
     assert lexical.ids("beta-handbook") == beta_chunks
@@ -204,7 +205,7 @@ def test_a_renamed_source_takes_over_pages_without_fetching_or_embedding_and_sur
     [purge] = tick(site).run_requests
     assert purge.run_config["ops"]["purge_removed_sources"]["config"]["sources"] == ["beta"]
     assert run(site, "remove_sources", purge.run_config).success
-    assert store.chunk_ids("beta-handbook") == beta_chunks and store.page_count("beta-handbook") == 2
+    assert store.chunks.ids("beta-handbook") == beta_chunks and store.pages.count("beta-handbook") == 2
     assert vectors.ids("beta-handbook") == beta_chunks and lexical.ids("beta-handbook") == beta_chunks
 
     start = len(site.server.log)
@@ -216,7 +217,7 @@ def test_a_renamed_source_takes_over_pages_without_fetching_or_embedding_and_sur
 def test_a_page_changed_while_its_source_is_renamed_leaves_no_chunk_of_its_old_text(site, store):
     site.run.ingest("alpha")
     site.run.ingest("beta")
-    old_chunks = store.chunk_ids("beta")
+    old_chunks = store.chunks.ids("beta")
     renamed = {**source_entry(site.server, "beta"), "name": "beta-handbook"}
     write_yaml(site.sources_path, {"sources": [source_entry(site.server, "alpha"), renamed]})
     tick(site)
@@ -227,8 +228,10 @@ def test_a_page_changed_while_its_source_is_renamed_leaves_no_chunk_of_its_old_t
     result = site.run.ingest("beta-handbook")
 
     vectors, lexical = indexed(site)
-    stored = store.chunk_ids()
-    assert stored & old_chunks and stored != store.chunk_ids("alpha") | old_chunks  # kept one page, rechunked the other
+    stored = store.chunks.ids()
+    assert (
+        stored & old_chunks and stored != store.chunks.ids("alpha") | old_chunks
+    )  # kept one page, rechunked the other
     assert vectors.ids() == stored and lexical.ids() == stored
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["indexes_match_stored_chunks"]
 
@@ -245,7 +248,7 @@ def bare_store(request, tmp_path):
 
 
 def save_page_with_chunk(store: StateStore, url: str, source: str) -> None:
-    store.save_page(
+    store.pages.save(
         url=url,
         source=source,
         final_url=url,
@@ -258,7 +261,7 @@ def save_page_with_chunk(store: StateStore, url: str, source: str) -> None:
         fetched_at=NOW,
         links=["http://d/a"],
     )
-    store.save_document(
+    store.pages.save_document(
         url=url,
         source=source,
         page_hash=f"hash-{url}",
@@ -268,7 +271,7 @@ def save_page_with_chunk(store: StateStore, url: str, source: str) -> None:
         content_hash="d",
     )
     chunk = StoredChunk(f"chunk-{url}", source, url, "T", ("T",), "text", "T\ntext", 2, 0)
-    store.replace_chunks(source=source, url=url, new_chunks=[chunk], chunked_key="k")
+    store.chunks.replace(source=source, url=url, new_chunks=[chunk], chunked_key="k")
 
 
 def test_orphans_are_recorded_once_and_only_their_pages_change_hands(bare_store):
@@ -286,13 +289,13 @@ def test_orphans_are_recorded_once_and_only_their_pages_change_hands(bare_store)
 
     # Only an orphan's pages are taken: a listed source keeps its own.
     assert adopt_pages(store, "new", ["http://d/old/a", "http://d/live/c"]) == 1
-    assert set(store.known_pages("new")) == {"http://d/old/a"} and store.page_owner("http://d/live/c") == "live"
-    assert store.chunk_sources() == {
+    assert set(store.pages.known("new")) == {"http://d/old/a"} and store.pages.owner("http://d/live/c") == "live"
+    assert store.chunks.sources() == {
         "chunk-http://d/old/a": "new",
         "chunk-http://d/old/b": "old",
         "chunk-http://d/live/c": "live",
     }
-    assert store.document_count("new") == store.document_count("old") == 1
+    assert store.pages.document_count("new") == store.pages.document_count("old") == 1
 
     release_orphans(store, ["old"])
     assert orphaned_since(store) == {} and adopt_pages(store, "new", ["http://d/old/b"]) == 0

@@ -40,7 +40,7 @@ def demo_run(tmp_path_factory):
             first_ingest = run.ingest("user-guide")
             first_downstream = run.downstream()
             store = StateStore(sqlite_url(data_dir))
-            first_chunk_ids = store.chunk_ids()
+            first_chunk_ids = store.chunks.ids()
             first_output = (data_dir / "ranked_context_sets.jsonl").read_text()
             requests_after_first = len(service.requests)
             second_ingest = run.ingest("user-guide")
@@ -128,7 +128,7 @@ def test_metadata_reports_counts_and_billed_units(demo_run):
 
 
 def test_unchanged_input_reuses_everything(demo_run):
-    assert demo_run["store"].chunk_ids() == demo_run["first_chunk_ids"]
+    assert demo_run["store"].chunks.ids() == demo_run["first_chunk_ids"]
     crawl = materialization_metadata(demo_run["second_ingest"], "crawled_pages")
     assert crawl["pages_new"] == crawl["pages_changed"] == 0
     assert crawl["pages_not_modified"] == crawl["pages_fetched"] > 0

@@ -216,11 +216,11 @@ def test_a_normal_answer_ends_the_temporary_redirect_period(site: Site) -> None:
     site.redirect_everything(307)
     assert site.refresh().metadata("crawled_pages")["pages_temporarily_redirected"] == 4
     store = site.store()
-    assert all(page.redirected_since for page in store.known_pages(SOURCE).values())
+    assert all(page.redirected_since for page in store.pages.known(SOURCE).values())
     build_site(site.server)
     back = site.refresh()
     assert back.metadata("crawled_pages")["pages_not_modified"] == 4
-    assert not any(page.redirected_since for page in store.known_pages(SOURCE).values())
+    assert not any(page.redirected_since for page in store.pages.known(SOURCE).values())
     store.dispose()
 
 

@@ -10,6 +10,7 @@ import pytest
 from pipeline.crawl.crawler import PageResult
 from pipeline.ingest.pages import record_crawl
 from pipeline.removal_guard import RemovalBlocked, RemovalLimits, check_removals
+from pipeline.store.records import PageBody
 from pipeline.store.state import StateStore
 
 DEFAULT = RemovalLimits()
@@ -55,7 +56,7 @@ def test_every_stored_page_is_removed_only_when_allowed(stored: int) -> None:
 def stored_site(store: StateStore, count: int) -> list[str]:
     urls = [f"http://d/p{n}.html" for n in range(count)]
     for url in urls:
-        store.save_page(
+        store.pages.save(
             url=url,
             source="docs",
             final_url=url,
@@ -76,12 +77,12 @@ def test_a_404_storm_deletes_nothing_and_keeps_what_was_fetched(store: StateStor
     results.append(PageResult("http://d/new.html", "new", content_hash="n", html="<p>new</p>"))
     with pytest.raises(RemovalBlocked, match="9 of its 10 stored pages"):
         record_crawl(store, "docs", results)
-    assert set(store.known_pages("docs")) == {*urls, "http://d/new.html"}
+    assert set(store.pages.known("docs")) == {*urls, "http://d/new.html"}
 
 
 def test_removals_are_applied_after_the_crawl_when_they_pass(store: StateStore) -> None:
     urls = stored_site(store, 10)
-    store.save_page(
+    store.pages.save(
         url="http://o/x.html",
         source="other",
         final_url=None,
@@ -97,28 +98,28 @@ def test_removals_are_applied_after_the_crawl_when_they_pass(store: StateStore) 
     def results():
         yield PageResult(urls[0], "gone", "http_410")
         # Not deleted while the crawl runs: the guard can only judge the whole run.
-        assert urls[0] in store.known_pages("docs")
+        assert urls[0] in store.pages.known("docs")
         yield PageResult(urls[1], "removed", "robots_disallowed")
         yield PageResult("http://o/x.html", "gone", "http_404")  # another source's page: a broken link here
 
     report = record_crawl(store, "docs", results())
-    assert set(store.known_pages("docs")) == set(urls[2:])
-    assert store.page_owner("http://o/x.html") == "other"
+    assert set(store.pages.known("docs")) == set(urls[2:])
+    assert store.pages.owner("http://o/x.html") == "other"
     assert report.removals_by_reason == Counter({"http_410": 1, "robots_disallowed": 1})
     assert report.metadata()["pages_deleted"] == 2 and report.failures_by_reason == Counter({"http_404": 1})
 
 
 def test_a_temporarily_redirected_page_is_kept_and_remembers_since_when(store: StateStore) -> None:
     [url] = stored_site(store, 1)
-    before = store.known_pages("docs")[url]
+    before = store.pages.known("docs")[url]
     report = record_crawl(store, "docs", [PageResult(url, "temporarily_redirected", "http_302", status=302)])
     assert report.metadata()["pages_temporarily_redirected"] == 1
-    first = store.known_pages("docs")[url]
+    first = store.pages.known("docs")[url]
     assert first.redirected_since is not None and first.content_hash == before.content_hash
     record_crawl(store, "docs", [PageResult(url, "temporarily_redirected", "http_307", status=307)])
-    assert store.known_pages("docs")[url].redirected_since == first.redirected_since  # since the first night
+    assert store.pages.known("docs")[url].redirected_since == first.redirected_since  # since the first night
     record_crawl(store, "docs", [PageResult(url, "not_modified", status=304)])
-    assert store.known_pages("docs")[url].redirected_since is None
+    assert store.pages.known("docs")[url].redirected_since is None
 
 
 def test_a_page_that_moved_is_stored_at_its_new_url_though_its_old_one_is_removed_only_at_the_end(
@@ -132,5 +133,5 @@ def test_a_page_that_moved_is_stored_at_its_new_url_though_its_old_one_is_remove
         "docs",
         [PageResult(old, "removed", "redirected"), PageResult(new, "new", content_hash=old, html=f"<p>{old}</p>")],
     )
-    assert old not in store.known_pages("docs")
-    assert store.page_html(new) == (f"<p>{old}</p>", old)
+    assert old not in store.pages.known("docs")
+    assert store.pages.body(new) == PageBody(f"<p>{old}</p>", old)

@@ -8,12 +8,12 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.ingest.vectors import sync_header_embeddings
-from pipeline.store.records import Candidate, Query, Ranking
-from pipeline.store.state import StateStore, StoredChunk, normalize_database_url
+from pipeline.store.records import Candidate, ChunkChanges, PageBody, Query, Ranking, StoredChunk
+from pipeline.store.state import StateStore, normalize_database_url
 
 
 def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
-    store.save_page(
+    store.pages.save(
         url=url,
         source=source,
         final_url=url,
@@ -39,12 +39,12 @@ def test_heroku_postgres_scheme_is_rewritten():
 def test_pages_round_trip_and_extraction_queue(store):
     _save(store, "http://d/a", "h1", html="<p>é</p>")
     _save(store, "http://d/b", "h2")
-    assert set(store.known_pages("docs")) == {"http://d/a", "http://d/b"}
-    assert store.page_owner("http://d/a") == "docs"
-    assert store.page_html("http://d/a") == ("<p>é</p>", "h1")
-    assert store.pages_to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+    assert set(store.pages.known("docs")) == {"http://d/a", "http://d/b"}
+    assert store.pages.owner("http://d/a") == "docs"
+    assert store.pages.body("http://d/a") == PageBody("<p>é</p>", "h1")
+    assert store.pages.to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
 
-    store.save_document(
+    store.pages.save_document(
         url="http://d/a",
         source="docs",
         page_hash="h1",
@@ -53,20 +53,20 @@ def test_pages_round_trip_and_extraction_queue(store):
         sections=[],
         content_hash="d1",
     )
-    assert store.pages_to_extract("docs", "v1") == ["http://d/b"]
+    assert store.pages.to_extract("docs", "v1") == ["http://d/b"]
     # A new extractor version re-extracts stored pages without any fetch.
-    assert store.pages_to_extract("docs", "v2") == ["http://d/a", "http://d/b"]
+    assert store.pages.to_extract("docs", "v2") == ["http://d/a", "http://d/b"]
     _save(store, "http://d/a", "h1-changed")
-    assert store.pages_to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+    assert store.pages.to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
 
-    store.touch_page("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)
-    assert store.known_pages("docs")["http://d/b"].etag == '"new"'
-    assert store.page_html("http://d/b")[1] == "h2"
+    store.pages.touch("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)
+    assert store.pages.known("docs")["http://d/b"].etag == '"new"'
+    assert store.pages.body("http://d/b").content_hash == "h2"
 
 
 def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     _save(store, "http://d/a", "h1")
-    store.save_document(
+    store.pages.save_document(
         url="http://d/a",
         source="docs",
         page_hash="h1",
@@ -75,31 +75,33 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
         sections=[],
         content_hash="d1",
     )
-    assert [row["url"] for row in store.documents_to_chunk("docs", "cfg")] == ["http://d/a"]
+    assert [document.url for document in store.pages.documents_to_chunk("docs", "cfg")] == ["http://d/a"]
 
-    assert store.replace_chunks(
+    assert store.chunks.replace(
         source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="d1:cfg"
-    ) == (2, 0)
-    assert store.documents_to_chunk("docs", "cfg") == []
-    assert [row["url"] for row in store.documents_to_chunk("docs", "other-cfg")] == ["http://d/a"]
+    ) == ChunkChanges(added=2, removed=0)
+    assert store.pages.documents_to_chunk("docs", "cfg") == []
+    assert [document.url for document in store.pages.documents_to_chunk("docs", "other-cfg")] == ["http://d/a"]
 
     vector = np.arange(384, dtype=np.float32) / 384
-    store.save_embeddings({"c1": vector})
-    assert [chunk_id for chunk_id, _ in store.chunks_without_embedding("docs")] == ["c2"]
+    store.chunks.save_embeddings({"c1": vector})
+    assert [pending.chunk_id for pending in store.chunks.pending_embedding("docs")] == ["c2"]
 
-    assert store.replace_chunks(
+    assert store.chunks.replace(
         source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c3")], chunked_key="d2:cfg"
-    ) == (1, 1)
-    rows = store.chunks_by_id(["c1", "c3", "missing"], with_embeddings=True)
-    assert set(rows) == {"c1", "c3"}
-    np.testing.assert_array_equal(rows["c1"][1], vector)
-    assert rows["c3"][1] is None
-    assert rows["c1"][0].heading_path == ("H1", "H2")
+    ) == ChunkChanges(added=1, removed=1)
+    stored = store.chunks.by_id(["c1", "c3", "missing"])
+    assert set(stored) == {"c1", "c3"}
+    assert stored["c1"].heading_path == ("H1", "H2")
+    embedded = store.chunks.embedded_by_id(["c1", "c3", "missing"])
+    assert set(embedded) == {"c1"}
+    np.testing.assert_array_equal(embedded["c1"].embedding, vector)
+    assert embedded["c1"].chunk == stored["c1"]
 
 
 def test_deletions_cascade_through_reconciliation(store):
     _save(store, "http://d/a", "h1")
-    store.save_document(
+    store.pages.save_document(
         url="http://d/a",
         source="docs",
         page_hash="h1",
@@ -108,9 +110,9 @@ def test_deletions_cascade_through_reconciliation(store):
         sections=[],
         content_hash="d1",
     )
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="d1:cfg")
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="d1:cfg")
     _save(store, "http://o/x", "h9", source="other")
-    store.save_document(
+    store.pages.save_document(
         url="http://o/x",
         source="other",
         page_hash="h9",
@@ -119,15 +121,15 @@ def test_deletions_cascade_through_reconciliation(store):
         sections=[],
         content_hash="d9",
     )
-    store.replace_chunks(
+    store.chunks.replace(
         source="other", url="http://o/x", new_chunks=[_chunk("c9", "http://o/x", "other")], chunked_key="d9:cfg"
     )
 
-    assert store.delete_pages(["http://d/a", "http://d/never-stored"]) == 1
-    assert store.delete_orphan_documents("docs") == 1
-    assert store.delete_orphan_chunks("docs") == 1
-    assert store.chunk_ids() == {"c9"}
-    assert store.document_count() == 1
+    assert store.pages.delete(["http://d/a", "http://d/never-stored"]) == 1
+    assert store.pages.delete_orphan_documents("docs") == 1
+    assert store.chunks.delete_orphans("docs") == 1
+    assert store.chunks.ids() == {"c9"}
+    assert store.pages.document_count() == 1
 
 
 def test_queries_candidates_rankings_and_cache(store):
@@ -176,23 +178,23 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
         StoredChunk("c2", "docs", "http://d/a", "A", ("A", "Setup"), "two", "A > Setup\ntwo", 5, 1),
         StoredChunk("c3", "docs", "http://d/a", "A", (), "no header", "no header", 5, 2),
     ]
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     embedder = _CountingEmbedder()
     now = datetime.now(UTC)
     assert sync_header_embeddings(store, embedder, now) == (1, 0, 0)
     assert embedder.embedded == ["A > Setup"]
-    texts = dict(store.iter_embedded_texts())
+    texts = dict(store.chunks.iter_embedded_texts())
     assert texts["A > Setup"][0] == len("A > Setup")  # the scorer finds the header's vector by its text
     assert sync_header_embeddings(store, embedder, now) == (0, 0, 0) and embedder.embedded == ["A > Setup"]
     renamed = StoredChunk("c4", "docs", "http://d/a", "A", ("A", "Install"), "one", "A > Install\none", 5, 0)
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[renamed], chunked_key="k2")
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=[renamed], chunked_key="k2")
     assert sync_header_embeddings(store, embedder, now) == (1, 0, 1)
-    assert store.embedded_headers() == {"A > Install"}
+    assert store.chunks.embedded_headers() == {"A > Install"}
     # The heading is renamed back: its deleted header's embedding is reused, not embedded again.
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     assert sync_header_embeddings(store, embedder, now) == (0, 1, 1)
     assert embedder.embedded == ["A > Setup", "A > Install"]
-    assert dict(store.iter_embedded_texts())["A > Setup"][0] == len("A > Setup")
+    assert dict(store.chunks.iter_embedded_texts())["A > Setup"][0] == len("A > Setup")
 
 
 def _context_set(query_id, passages, reranked=True):
@@ -266,7 +268,7 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
 
 def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
     _save(store, "http://d/a", "h1")
-    store.save_page(
+    store.pages.save(
         url="http://d/b",
         source="docs",
         final_url=None,
@@ -279,10 +281,10 @@ def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
         fetched_at=None,
         links=["http://d/a", "http://d/c"],
     )
-    store.touch_page("http://d/b", etag='"b"', last_modified=None, fetched_at=None)  # a 304: no body, no links
-    assert store.known_pages("docs")["http://d/b"].links == ("http://d/a", "http://d/c")
-    store.touch_page("http://d/a", etag=None, last_modified=None, fetched_at=None, links=["http://d/b"])
-    assert store.known_pages("docs")["http://d/a"].links == ("http://d/b",)
+    store.pages.touch("http://d/b", etag='"b"', last_modified=None, fetched_at=None)  # a 304: no body, no links
+    assert store.pages.known("docs")["http://d/b"].links == ("http://d/a", "http://d/c")
+    store.pages.touch("http://d/a", etag=None, last_modified=None, fetched_at=None, links=["http://d/b"])
+    assert store.pages.known("docs")["http://d/a"].links == ("http://d/b",)
 
 
 def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
@@ -292,8 +294,8 @@ def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
         connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN links"))
     reopened = StateStore(url)
-    assert reopened.known_pages("docs")["http://d/a"].links is None
-    assert reopened.page_html("http://d/a")[1] == "h1"
+    assert reopened.pages.known("docs")["http://d/a"].links is None
+    assert reopened.pages.body("http://d/a").content_hash == "h1"
     reopened.dispose()
 
 
@@ -304,16 +306,16 @@ def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(sto
         connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN redirected_since"))
     reopened = StateStore(url)
-    assert reopened.known_pages("docs")["http://d/a"].redirected_since is None
-    reopened.mark_temporarily_redirected("http://d/a")
-    since = reopened.known_pages("docs")["http://d/a"].redirected_since
+    assert reopened.pages.known("docs")["http://d/a"].redirected_since is None
+    reopened.pages.mark_temporarily_redirected("http://d/a")
+    since = reopened.pages.known("docs")["http://d/a"].redirected_since
     assert since is not None and since.tzinfo is not None
     reopened.dispose()
 
 
 def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_period(store):
     _save(store, "http://d/a", "h1")
-    store.save_document(
+    store.pages.save_document(
         url="http://d/a",
         source="docs",
         page_hash="h1",
@@ -322,36 +324,36 @@ def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_per
         sections=[],
         content_hash="d1",
     )
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="k1")
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="k1")
     vectors = {"c1": np.full(384, 0.25, dtype=np.float32), "c2": np.linspace(-1, 1, 384, dtype=np.float32)}
-    store.save_embeddings(vectors)
-    store.save_header_embeddings({"A > H1": np.full(384, 0.5, dtype=np.float32)})
+    store.chunks.save_embeddings(vectors)
+    store.chunks.save_header_embeddings({"A > H1": np.full(384, 0.5, dtype=np.float32)})
     texts = {chunk_id: f"A > H1\ntext {chunk_id}" for chunk_id in vectors}
     before = datetime.now(UTC)
 
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c2")], chunked_key="k2")  # an edit
-    assert store.delete_pages(["http://d/a"]) == 1 and store.delete_orphan_documents("docs") == 1
-    assert store.delete_orphan_chunks("docs") == 1  # the page went
-    store.delete_header_embeddings(["A > H1"])
-    assert store.chunk_ids() == set() and store.embedded_headers() == set()
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c2")], chunked_key="k2")  # an edit
+    assert store.pages.delete(["http://d/a"]) == 1 and store.pages.delete_orphan_documents("docs") == 1
+    assert store.chunks.delete_orphans("docs") == 1  # the page went
+    store.chunks.delete_header_embeddings(["A > H1"])
+    assert store.chunks.ids() == set() and store.chunks.embedded_headers() == set()
 
-    found = store.retained_embeddings([*texts.values(), "A > H1", "never embedded"], since=before)
+    found = store.chunks.retained_embeddings([*texts.values(), "A > H1", "never embedded"], since=before)
     assert set(found) == {*texts.values(), "A > H1"}
     for chunk_id, vector in vectors.items():
         assert found[texts[chunk_id]].tobytes() == vector.tobytes()
     later = datetime.now(UTC)
-    assert store.retained_embeddings(texts.values(), since=later) == {}  # retained before the cut-off: too old
-    assert store.prune_retained_embeddings(before=later) == 3
-    assert store.retained_embeddings(texts.values(), since=before) == {}
+    assert store.chunks.retained_embeddings(texts.values(), since=later) == {}  # retained before the cut-off: too old
+    assert store.chunks.prune_retained_embeddings(before=later) == 3
+    assert store.chunks.retained_embeddings(texts.values(), since=before) == {}
 
 
 def test_a_removed_source_leaves_its_embeddings_too(store):
     _save(store, "http://d/a", "h1")
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
-    store.save_embeddings({"c1": np.ones(384, dtype=np.float32)})
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
+    store.chunks.save_embeddings({"c1": np.ones(384, dtype=np.float32)})
     before = datetime.now(UTC)
-    assert store.delete_source("docs")["chunks"] == 1
-    assert list(store.retained_embeddings(["A > H1\ntext c1"], since=before)) == ["A > H1\ntext c1"]
+    assert store.delete_source("docs").chunks == 1
+    assert list(store.chunks.retained_embeddings(["A > H1\ntext c1"], since=before)) == ["A > H1\ntext c1"]
 
 
 def test_processes_opening_a_fresh_postgres_database_at_once_create_the_schema_once(postgres_url):

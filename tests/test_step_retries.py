@@ -81,7 +81,7 @@ def test_reexecution_from_failure_runs_only_the_failed_step_and_what_follows(sit
     run = instance.get_run_by_id(retried.run_id)
     assert run.parent_run_id == failed.run_id and run.tags["dagster/partition"] == "alpha"
     store = StateStore(sqlite_url(site.data_dir))
-    assert LexicalIndex(site.data_dir).ids("alpha") == store.chunk_ids("alpha") != set()
+    assert LexicalIndex(site.data_dir).ids("alpha") == store.chunks.ids("alpha") != set()
     store.dispose()
 
 

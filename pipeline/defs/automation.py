@@ -217,7 +217,7 @@ def queries_file_sensor(
     if digest == context.cursor:
         return dg.SkipReason(f"{len(items)} queries, unchanged")
     store = state_store.open()
-    if store.chunk_count() == 0:
+    if store.chunks.count() == 0:
         # The cursor stays: once chunks exist, this file is compared with the queries stored then.
         return dg.SkipReason(
             f"{len(items)} queries, but no chunks ingested yet: context sets follow the first ingest "

@@ -88,7 +88,7 @@ def crawled_pages(
     known = {}
     # Pages of an orphaned source in this one's scope are verified (and taken over) like its own:
     # a renamed source answers 304s for them instead of fetching and embedding everything again.
-    stored = {**orphaned_pages(store, source.in_scope), **store.known_pages(source.name)}
+    stored = {**orphaned_pages(store, source.in_scope), **store.pages.known(source.name)}
     for url, page in stored.items():
         # A page stored before its links were kept is fetched in full once: a 304 would hide its links.
         conditional = not config.ignore_validators and page.links is not None
@@ -123,7 +123,7 @@ def crawled_pages(
             "robots": dict(results.stats.robots),
             "sitemap_errors": dict(results.stats.sitemap_errors),
             "failures": dg.MetadataValue.md(markdown_table(["url", "reason"], report.failures, limit=50)),
-            "pages_stored": store.page_count(source.name),
+            "pages_stored": store.pages.count(source.name),
         }
     )
 

@@ -30,8 +30,8 @@ from pipeline.ranking import ranked_passage
 from pipeline.rerank.client import RerankCache, RerankClient, RerankRequest, RerankStats
 from pipeline.retrieve import Fusion, dense_candidates, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex
-from pipeline.store.records import Query
-from pipeline.store.state import StateStore, StoredChunk
+from pipeline.store.records import Query, StoredChunk
+from pipeline.store.state import StateStore
 from pipeline.store.vectors import VectorIndex
 from pipeline.tables import Markdown, markdown_table
 
@@ -149,7 +149,7 @@ def evaluate_pipeline(
         ),
     }
     wanted = {chunk_id for by_query in retrieved.values() for ranking in by_query.values() for chunk_id in ranking}
-    chunks = {chunk_id: chunk for chunk_id, (chunk, _) in store.chunks_by_id(wanted).items()}
+    chunks = store.chunks.by_id(wanted)
     # A chunk deleted since it was retrieved cannot be sent or shown.
     rankings = {
         name: {query_id: [c for c in ranking if c in chunks] for query_id, ranking in by_query.items()}

@@ -8,7 +8,8 @@ from typing import Any
 from pipeline.chunking import ChunkingConfig, chunk_document
 from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.extract import Document, Section
-from pipeline.store.state import StateStore, StoredChunk
+from pipeline.store.records import StoredChunk
+from pipeline.store.state import StateStore
 
 
 @dataclass
@@ -42,12 +43,12 @@ def chunk_documents(store: StateStore, source: str, config: ChunkingConfig, embe
 
     # The window is part of the key: a different model window must rechunk.
     fingerprint = f"{config.fingerprint()}:{MODEL_NAME}/{MAX_WORD_PIECES}"
-    report.chunks_removed += store.delete_orphan_chunks(source)
-    for row in store.documents_to_chunk(source, fingerprint):
+    report.chunks_removed += store.chunks.delete_orphans(source)
+    for stored_document in store.pages.documents_to_chunk(source, fingerprint):
         document = Document(
-            url=row["url"],
-            title=row["title"],
-            sections=tuple(Section(tuple(s["heading_path"]), s["text"]) for s in row["sections"]),
+            url=stored_document.url,
+            title=stored_document.title,
+            sections=tuple(Section(tuple(s["heading_path"]), s["text"]) for s in stored_document.sections),
         )
         stored = [
             StoredChunk(
@@ -63,12 +64,15 @@ def chunk_documents(store: StateStore, source: str, config: ChunkingConfig, embe
             )
             for chunk in chunk_document(document, config, fits=fits)
         ]
-        added, removed = store.replace_chunks(
-            source=source, url=document.url, new_chunks=stored, chunked_key=f"{row['content_hash']}:{fingerprint}"
+        changes = store.chunks.replace(
+            source=source,
+            url=document.url,
+            new_chunks=stored,
+            chunked_key=f"{stored_document.content_hash}:{fingerprint}",
         )
         report.documents_chunked += 1
-        report.chunks_added += added
-        report.chunks_removed += removed
+        report.chunks_added += changes.added
+        report.chunks_removed += changes.removed
         report.max_token_count = max([report.max_token_count, *(chunk.token_count for chunk in stored)])
-    report.total_chunks = store.chunk_count(source)
+    report.total_chunks = store.chunks.count(source)
     return report

@@ -54,7 +54,7 @@ def check_index_consistency(
     store: StateStore, vectors: VectorIndex, lexical: LexicalIndex, source: str | None = None
 ) -> IndexConsistency:
     """Compare chunk IDs: state store (the truth) against Chroma and the lexical index."""
-    stored = store.chunk_ids(source)
+    stored = store.chunks.ids(source)
     in_chroma = vectors.ids(source)
     in_lexical = lexical.ids(source)
     return IndexConsistency(

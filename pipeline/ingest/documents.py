@@ -29,25 +29,25 @@ class ExtractReport:
 
 def extract_pages(store: StateStore, source: str) -> ExtractReport:
     report = ExtractReport()
-    report.deleted = store.delete_orphan_documents(source)
-    for url in store.pages_to_extract(source, EXTRACTOR_VERSION):
-        html, page_hash = store.page_html(url)
+    report.deleted = store.pages.delete_orphan_documents(source)
+    for url in store.pages.to_extract(source, EXTRACTOR_VERSION):
+        body = store.pages.body(url)
         try:
-            document = extract_document(html, url)
+            document = extract_document(body.html, url)
         except Exception as error:  # noqa: BLE001 - one malformed page must not stop the others
             report.errors.append((url, f"{type(error).__name__}: {error}"))
             continue
         if not document.text.strip():
             report.empty += 1
-        store.save_document(
+        store.pages.save_document(
             url=url,
             source=source,
-            page_hash=page_hash,
+            page_hash=body.content_hash,
             extractor_version=EXTRACTOR_VERSION,
             title=document.title,
             sections=[{"heading_path": list(s.heading_path), "text": s.text} for s in document.sections],
             content_hash=document.content_hash(),
         )
         report.extracted += 1
-    report.total_documents = store.document_count(source)
+    report.total_documents = store.pages.document_count(source)
     return report

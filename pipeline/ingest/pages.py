@@ -59,7 +59,7 @@ def record_crawl(
     (and count among the pages it had for the guard).
     """
     report = CrawlReport()
-    stored_before = store.page_count(source)
+    stored_before = store.pages.count(source)
     removals: dict[str, str] = {}  # url -> reason
     adoptable = orphaned_page_urls(store)
     for result in results:
@@ -69,12 +69,12 @@ def record_crawl(
             report.pages_taken_over += adopt_pages(store, source, [result.url])
         outcome = result.outcome
         if outcome in ("new", "changed"):
-            owner = store.page_owner(result.url)
+            owner = store.pages.owner(result.url)
             # A page about to be removed is no duplicate: a page that moved (301) arrives as its old URL
             # removed, then its content under the new URL.
             not_duplicates = removals.keys() | {result.url}
             assert result.content_hash is not None, "a new or changed page comes with its content hash"
-            duplicate = store.page_with_content(source, result.content_hash, other_than=not_duplicates)
+            duplicate = store.pages.with_content(source, result.content_hash, other_than=not_duplicates)
             if owner is not None and owner != source:
                 # A page reachable from two sources is indexed once, under the first.
                 outcome = "skipped"
@@ -86,7 +86,7 @@ def record_crawl(
                 if owner is not None:
                     removals[result.url] = "duplicate_content"
             else:
-                store.save_page(
+                store.pages.save(
                     url=result.url,
                     source=source,
                     final_url=result.final_url,
@@ -100,7 +100,7 @@ def record_crawl(
                     links=result.links,
                 )
         elif outcome in ("unchanged", "not_modified"):
-            store.touch_page(
+            store.pages.touch(
                 result.url,
                 etag=result.etag,
                 last_modified=result.last_modified,
@@ -109,9 +109,9 @@ def record_crawl(
                 links=result.links if outcome == "unchanged" else None,
             )
         elif outcome == "temporarily_redirected":
-            store.mark_temporarily_redirected(result.url)
+            store.pages.mark_temporarily_redirected(result.url)
         elif outcome in ("gone", "removed"):
-            if store.page_owner(result.url) == source:
+            if store.pages.owner(result.url) == source:
                 removals[result.url] = result.reason or outcome
             else:
                 # Not a page of this source: a broken link (404) or a URL newly out of reach, not a deletion.
@@ -122,7 +122,7 @@ def record_crawl(
         report.outcomes[outcome] += 1
     report.removals_by_reason.update(removals.values())
     check_removals(source, stored_before + report.pages_taken_over, report.removals_by_reason, limits)
-    store.delete_pages(removals)
+    store.pages.delete(removals)
     return report
 
 

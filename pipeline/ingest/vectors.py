@@ -11,7 +11,9 @@ from typing import Any
 from pipeline.chunking import header_line
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.store.orphans import orphaned_since
-from pipeline.store.state import StateStore, StoredChunk, utcnow
+from pipeline.store.records import StoredChunk
+from pipeline.store.sql import utcnow
+from pipeline.store.state import StateStore
 from pipeline.store.vectors import VectorIndex
 
 
@@ -72,20 +74,20 @@ def index_chunks(
     chunks left within ``retention`` are reused for the same text instead of embedding it again."""
     report = IndexReport()
     retained_since = utcnow() - retention
-    report.retained_embeddings_pruned = store.prune_retained_embeddings(before=retained_since)
-    pending = store.chunks_without_embedding(source)
-    retained = store.retained_embeddings((text for _, text in pending), since=retained_since)
-    reused = {chunk_id: retained[text] for chunk_id, text in pending if text in retained}
-    store.save_embeddings(reused)
+    report.retained_embeddings_pruned = store.chunks.prune_retained_embeddings(before=retained_since)
+    pending = store.chunks.pending_embedding(source)
+    retained = store.chunks.retained_embeddings((item.embedding_text for item in pending), since=retained_since)
+    reused = {item.chunk_id: retained[item.embedding_text] for item in pending if item.embedding_text in retained}
+    store.chunks.save_embeddings(reused)
     _upsert_stored(store, vectors, reused)
     report.chunks_reused = len(reused)
-    pending = [(chunk_id, text) for chunk_id, text in pending if chunk_id not in reused]
-    texts = [text for _, text in pending]
+    pending = [item for item in pending if item.chunk_id not in reused]
+    texts = [item.embedding_text for item in pending]
     embedded: dict[str, Any] = {}
 
     def flush() -> None:
         # Stored first: Chroma is rebuilt from the state store, never the other way round.
-        store.save_embeddings(embedded)
+        store.chunks.save_embeddings(embedded)
         _upsert_stored(store, vectors, embedded)
         report.chunks_embedded += len(embedded)
         embedded.clear()
@@ -95,7 +97,7 @@ def index_chunks(
     started = time.perf_counter()
     for positions, batch_vectors in embedder.iter_batches(texts):
         for position, vector in zip(positions, batch_vectors, strict=True):
-            embedded[pending[position][0]] = vector
+            embedded[pending[position].chunk_id] = vector
         if len(embedded) >= save_every:
             flush()
     if embedded:
@@ -121,14 +123,14 @@ def sync_header_embeddings(
     stored chunk starts with any more are deleted (their embeddings retained like chunks'), and
     a header retained since ``retained_since`` is reused. Every source's headers are kept in one table.
     """
-    wanted = {header for text in store.iter_embedding_texts() if (header := header_line(text))}
-    stored = store.embedded_headers()
-    retained = store.retained_embeddings(wanted - stored, since=retained_since)
+    wanted = {header for text in store.chunks.iter_embedding_texts() if (header := header_line(text))}
+    stored = store.chunks.embedded_headers()
+    retained = store.chunks.retained_embeddings(wanted - stored, since=retained_since)
     missing = sorted(wanted - stored - retained.keys())
-    store.save_header_embeddings(retained)
+    store.chunks.save_header_embeddings(retained)
     if missing:
-        store.save_header_embeddings(dict(zip(missing, embedder.embed(missing), strict=True)))
-    return len(missing), len(retained), store.delete_header_embeddings(stored - wanted)
+        store.chunks.save_header_embeddings(dict(zip(missing, embedder.embed(missing), strict=True)))
+    return len(missing), len(retained), store.chunks.delete_header_embeddings(stored - wanted)
 
 
 def sync_vectors(store: StateStore, vectors: VectorIndex, source: str | None = None) -> tuple[int, int, int]:
@@ -137,14 +139,14 @@ def sync_vectors(store: StateStore, vectors: VectorIndex, source: str | None = N
     Chroma on a Heroku worker's disk is wiped on every restart; this rebuilds it from
     the embeddings in the state store, without re-embedding or re-crawling.
     """
-    stored_ids = store.chunk_ids(source)
+    stored_ids = store.chunks.ids(source)
     indexed_ids = vectors.ids(source)
     deleted = vectors.delete(indexed_ids - stored_ids)
     if source is not None:
         # A page taken over from an orphaned source and changed in the same run leaves its old chunks in
         # Chroma under the orphan's name, which no refresh syncs any more: they go with this sync.
         orphans_indexed = set().union(*(vectors.ids(orphan) for orphan in orphaned_since(store)))
-        deleted += vectors.delete(orphans_indexed - store.chunk_ids())
+        deleted += vectors.delete(orphans_indexed - store.chunks.ids())
     restored = restore_vectors(store, vectors, stored_ids - indexed_ids)
     return deleted, restored, len(stored_ids)
 
@@ -154,9 +156,9 @@ def restore_vectors(store: StateStore, vectors: VectorIndex, chunk_ids: Iterable
     wanted = sorted(chunk_ids)
     restored = 0
     for start in range(0, len(wanted), batch):
-        rows = store.chunks_by_id(wanted[start : start + batch], with_embeddings=True)
-        restorable = {chunk_id: vector for chunk_id, (_, vector) in rows.items() if vector is not None}
-        _upsert_stored(store, vectors, restorable, rows)
+        rows = store.chunks.embedded_by_id(wanted[start : start + batch])
+        restorable = {chunk_id: row.embedding for chunk_id, row in rows.items()}
+        _upsert_stored(store, vectors, restorable, {chunk_id: row.chunk for chunk_id, row in rows.items()})
         restored += len(restorable)
     return restored
 
@@ -165,15 +167,15 @@ def _upsert_stored(
     store: StateStore,
     vectors: VectorIndex,
     embeddings: Mapping[str, Any],
-    rows: Mapping[str, tuple[StoredChunk, Any]] | None = None,
+    stored: Mapping[str, StoredChunk] | None = None,
 ) -> None:
     if not embeddings:
         return
-    rows = rows if rows is not None else store.chunks_by_id(embeddings)
-    ids = [chunk_id for chunk_id in embeddings if chunk_id in rows]
+    stored = stored if stored is not None else store.chunks.by_id(embeddings)
+    ids = [chunk_id for chunk_id in embeddings if chunk_id in stored]
     vectors.upsert(
         ids=ids,
         embeddings=[embeddings[chunk_id] for chunk_id in ids],
-        documents=[rows[chunk_id][0].text for chunk_id in ids],
-        metadatas=[chroma_metadata(rows[chunk_id][0]) for chunk_id in ids],
+        documents=[stored[chunk_id].text for chunk_id in ids],
+        metadatas=[chroma_metadata(stored[chunk_id]) for chunk_id in ids],
     )

@@ -214,13 +214,13 @@ def sync_lexical(store: StateStore, index: LexicalIndex) -> LexicalSyncReport:
     rebuild only when they differ (a source that took over an orphaned one's pages changes owners only)."""
     with index.locked():
         started = time.perf_counter()
-        stored = store.chunk_sources()
+        stored = store.chunks.sources()
         indexed = index.sources()
         added, removed = len(stored.keys() - indexed.keys()), len(indexed.keys() - stored.keys())
         moved = any(indexed.get(chunk_id, source) != source for chunk_id, source in stored.items())
         rebuilt = bool(added or removed or moved)
         if rebuilt:
-            index.rebuild((chunk.chunk_id, chunk.source, chunk.embedding_text) for chunk in store.iter_chunks())
+            index.rebuild((chunk.chunk_id, chunk.source, chunk.embedding_text) for chunk in store.chunks.iterate())
         return LexicalSyncReport(
             added=added, removed=removed, total=index.count(), rebuilt=rebuilt, seconds=time.perf_counter() - started
         )

@@ -16,10 +16,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline.store.records import StoredPage
 from pipeline.store.schema import chunks, documents, orphaned_sources, pages
-from pipeline.store.state import StateStore, StoredPage, _aware
+from pipeline.store.sql import BATCH, aware
+from pipeline.store.state import StateStore
 
-_BATCH = 500  # SQLite caps bound parameters per statement
 _ORPHANS = sa.select(orphaned_sources.c.source)
 
 
@@ -27,7 +28,7 @@ def orphaned_since(store: StateStore) -> dict[str, datetime]:
     """Each orphaned source and when it was first found missing from the sources file."""
     with store.engine.connect() as connection:
         rows = connection.execute(sa.select(orphaned_sources.c.source, orphaned_sources.c.orphaned_at))
-        return {source: _aware(at) for source, at in rows}
+        return {source: aware(at) for source, at in rows}
 
 
 def mark_orphaned(store: StateStore, sources: Iterable[str], at: datetime) -> None:
@@ -83,8 +84,8 @@ def adopt_pages(store: StateStore, source: str, urls: Iterable[str]) -> int:
     wanted = list(urls)
     adopted = 0
     with store.transaction() as connection:
-        for start in range(0, len(wanted), _BATCH):
-            batch = wanted[start : start + _BATCH]
+        for start in range(0, len(wanted), BATCH):
+            batch = wanted[start : start + BATCH]
             for table in (chunks, documents):
                 connection.execute(
                     sa.update(table).where(table.c.url.in_(batch), table.c.source.in_(_ORPHANS)).values(source=source)

@@ -1,9 +1,92 @@
-"""The records that cross the state store's boundary: frozen dataclasses, one per stored thing."""
+"""The records that cross the state store's boundary: frozen dataclasses, not rows, tuples or dicts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+# -- ingest: pages, documents, chunks -------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """A crawled page's validators and links: what a crawl needs to revisit it."""
+
+    url: str
+    source: str
+    etag: str | None
+    last_modified: str | None
+    content_hash: str | None
+    links: tuple[str, ...] | None  # None: stored before links were kept
+    redirected_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document extracted from a stored page, as chunking reads it."""
+
+    url: str
+    title: str
+    sections: tuple[dict[str, Any], ...]  # {"heading_path": [...], "text": ...}, in page order
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    chunk_id: str
+    source: str
+    url: str
+    title: str
+    heading_path: tuple[str, ...]
+    text: str
+    embedding_text: str
+    token_count: int
+    position: int
+
+
+@dataclass(frozen=True)
+class PageBody:
+    """A stored page's body and the content hash it was stored under."""
+
+    html: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class ChunkChanges:
+    """What replacing a page's chunks did."""
+
+    added: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class PendingEmbedding:
+    """A chunk never embedded, with the text its embedding is computed from."""
+
+    chunk_id: str
+    embedding_text: str
+
+
+@dataclass(frozen=True)
+class EmbeddedChunk:
+    chunk: StoredChunk
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class SourceDeletion:
+    """How many rows deleting a source removed from each ingest table."""
+
+    pages: int
+    documents: int
+    chunks: int
+
+
+# -- ranking: queries, candidates, rankings, context-set runs ----------------------
 
 
 @dataclass(frozen=True)

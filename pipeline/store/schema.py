@@ -15,7 +15,7 @@ metadata = sa.MetaData()
 pages = sa.Table(
     "pipeline_pages",
     metadata,
-    # A URL belongs to one source: the first that crawled it (see StateStore.save_page).
+    # A URL belongs to one source: the first that crawled it (see PageStore.save).
     sa.Column("url", sa.Text, primary_key=True),
     sa.Column("source", sa.Text, nullable=False, index=True),
     sa.Column("final_url", sa.Text),

@@ -1,4 +1,4 @@
-"""Helpers the stage stores share: the clock they stamp rows with and the upsert both databases understand."""
+"""Small SQL helpers every stage store shares: timestamps, upserts on SQLite and PostgreSQL, row counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
+
+BATCH = 500  # SQLite caps bound parameters per statement
 
 
 def utcnow() -> datetime:
@@ -34,3 +36,12 @@ def upsert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, 
         else statement.on_conflict_do_nothing(index_elements=key_names)
     )
     connection.execute(statement, list(rows))
+
+
+def count_rows(engine: Engine, table: sa.Table, source: str | None) -> int:
+    """Rows in ``table``, or only those of ``source``."""
+    query = sa.select(sa.func.count()).select_from(table)
+    if source is not None:
+        query = query.where(table.c.source == source)
+    with engine.connect() as connection:
+        return int(connection.scalar(query) or 0)

@@ -16,8 +16,8 @@ from pipeline.ranking import (
 )
 from pipeline.rerank import RerankClient
 from pipeline.rerank.errors import RerankUnauthorized
-from pipeline.store.records import Candidate, Query, Ranking
-from pipeline.store.state import StateStore, StoredChunk, sqlite_url
+from pipeline.store.records import Candidate, Query, Ranking, StoredChunk
+from pipeline.store.state import StateStore, sqlite_url
 from tests.rerank.conftest import API_KEY, MODEL
 
 QUERY = "How do I rotate the rerank key?"
@@ -41,7 +41,7 @@ def store(request, tmp_path):
     url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     state = StateStore(url)
     for name in TOPICS:
-        state.replace_chunks(
+        state.chunks.replace(
             source="docs", url=f"http://docs.test/{name}.html", new_chunks=[_chunk(name)], chunked_key="k"
         )
     state.rankings.replace_queries([Query("q1", QUERY)])

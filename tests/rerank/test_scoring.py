@@ -20,7 +20,8 @@ from pipeline.local.scoring import (
     text_key,
 )
 from pipeline.store.lexical import analyze
-from pipeline.store.state import StateStore, StoredChunk, sqlite_url
+from pipeline.store.records import StoredChunk
+from pipeline.store.state import StateStore, sqlite_url
 
 QUERY = "How do I optimize database connection pooling?"
 RELEVANT = "Connection pooling reduces database overhead by reusing existing connections instead of opening new ones"
@@ -202,10 +203,12 @@ def _stored_chunk(text: str) -> StoredChunk:
 def test_vectors_stored_at_ingest_replace_embedding(scorer, tmp_path):
     store = StateStore(sqlite_url(tmp_path))
     irrelevant = "Knitting a scarf takes patience and a good pair of needles."
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_stored_chunk(irrelevant)], chunked_key="k")
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_stored_chunk(irrelevant)], chunked_key="k")
     # Pretend ingest embedded this text as the query's vector: the scorer must take the stored one.
-    store.save_embeddings({irrelevant[:8]: scorer.embedder.embed([QUERY])[0]})
-    uses_store = local_scorer(scorer.embedder, cache_size=0, known_vectors=StoredEmbeddings(store.iter_embedded_texts))
+    store.chunks.save_embeddings({irrelevant[:8]: scorer.embedder.embed([QUERY])[0]})
+    uses_store = local_scorer(
+        scorer.embedder, cache_size=0, known_vectors=StoredEmbeddings(store.chunks.iter_embedded_texts)
+    )
     assert uses_store.dense_scores(QUERY, [irrelevant])[0] == pytest.approx(1.0, abs=1e-5)
     assert scorer.dense_scores(QUERY, [irrelevant])[0] < 0.2
     # Texts the store does not know are embedded.
@@ -216,12 +219,12 @@ def test_vectors_stored_at_ingest_replace_embedding(scorer, tmp_path):
 def test_stored_embeddings_reload_on_a_miss_at_most_every_interval(tmp_path):
     store = StateStore(sqlite_url(tmp_path))
     now = [0.0]
-    known = StoredEmbeddings(store.iter_embedded_texts, reload_seconds=60, clock=lambda: now[0])
+    known = StoredEmbeddings(store.chunks.iter_embedded_texts, reload_seconds=60, clock=lambda: now[0])
     text = "VACUUM reclaims storage."
     key = {text_key(text): text}
-    store.replace_chunks(source="docs", url="http://d/a", new_chunks=[_stored_chunk(text)], chunked_key="k")
+    store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_stored_chunk(text)], chunked_key="k")
     assert known.lookup(key) == {}  # the first lookup loads; the chunk has no embedding yet
-    store.save_embeddings({text[:8]: np.ones(384, dtype=np.float32)})
+    store.chunks.save_embeddings({text[:8]: np.ones(384, dtype=np.float32)})
     now[0] = 30.0
     assert known.lookup(key) == {}  # too soon to reload
     now[0] = 61.0

@@ -282,7 +282,7 @@ class Soak:
         candidates = store.rankings.candidates()
         for ranking in candidates.values():
             best = ranking[0].chunk_id
-            chunk, _ = store.chunks_by_id([best])[best]
+            chunk = store.chunks.by_id([best])[best]
             found = self.site.page_with_text(chunk.text.split(".")[0])
             if found:
                 return self.site.edit(*found)
@@ -355,8 +355,8 @@ class Soak:
         stored = vectors.collection.get(include=["metadatas"])
         chroma_urls = {metadata["url"] for metadata in stored["metadatas"]}
         lexical_ids = LexicalIndex(self.data_dir).ids()
-        chunk_rows = store.chunks_by_id(lexical_ids)
-        lexical_urls = {chunk.url for chunk, _ in chunk_rows.values()}
+        chunk_rows = store.chunks.by_id(lexical_ids)
+        lexical_urls = {chunk.url for chunk in chunk_rows.values()}
         served = set().union(*(self.site.served_urls(section) for section in SECTIONS))
         indexed = chroma_urls & lexical_urls
         # A page never indexed yet (new while its source's crawl was stopped, or its source orphaned) is pending.
@@ -365,13 +365,13 @@ class Soak:
         report.pages_pending = len(served - indexed - self.indexed_before)
         self.indexed_before |= indexed & served
 
-        stored_chunks = list(store.iter_chunks())
+        stored_chunks = list(store.chunks.iterate())
         self.text_of.update((chunk.chunk_id, chunk.embedding_text) for chunk in stored_chunks)
         # Texts stored and embedded: a killed run's chunks are stored before the ones it did not reach are embedded.
         unembedded = {
-            text
+            pending.embedding_text
             for source in {chunk.source for chunk in stored_chunks}
-            for _, text in store.chunks_without_embedding(source)
+            for pending in store.chunks.pending_embedding(source)
         }
         texts = {chunk.embedding_text for chunk in stored_chunks} - unembedded
         new_texts = texts - self.seen_texts

@@ -1,0 +1,243 @@
+"""The pages stage's store: crawled pages (bodies, validators, links) and the documents extracted from them."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Container, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipeline.store.records import PageBody, StoredDocument, StoredPage
+from pipeline.store.schema import documents, pages
+from pipeline.store.sql import BATCH, aware, count_rows, upsert, utcnow
+
+if TYPE_CHECKING:
+    from pipeline.store.state import StateStore
+
+
+class PageStore:
+    """Pages and documents; reached as ``StateStore.pages``."""
+
+    def __init__(self, database: StateStore) -> None:
+        self._database = database
+
+    # -- pages ---------------------------------------------------------------
+
+    def known(self, source: str) -> dict[str, StoredPage]:
+        with self._database.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(
+                    pages.c.url,
+                    pages.c.source,
+                    pages.c.etag,
+                    pages.c.last_modified,
+                    pages.c.content_hash,
+                    pages.c.links,
+                    pages.c.redirected_since,
+                ).where(pages.c.source == source)
+            )
+            return {
+                row.url: StoredPage(
+                    row.url,
+                    row.source,
+                    row.etag,
+                    row.last_modified,
+                    row.content_hash,
+                    links=None if row.links is None else tuple(row.links),
+                    redirected_since=row.redirected_since and aware(row.redirected_since),
+                )
+                for row in rows
+            }
+
+    def with_content(self, source: str, content_hash: str, other_than: Container[str]) -> str | None:
+        """Another stored page of the source with exactly this content, if any, not one of ``other_than``."""
+        query = sa.select(pages.c.url).where(pages.c.source == source, pages.c.content_hash == content_hash)
+        with self._database.engine.connect() as connection:
+            return next((url for url in connection.scalars(query.order_by(pages.c.url)) if url not in other_than), None)
+
+    def owner(self, url: str) -> str | None:
+        with self._database.engine.connect() as connection:
+            return connection.scalar(sa.select(pages.c.source).where(pages.c.url == url))
+
+    def save(
+        self,
+        *,
+        url: str,
+        source: str,
+        final_url: str | None,
+        status: int | None,
+        content_type: str | None,
+        etag: str | None,
+        last_modified: str | None,
+        content_hash: str | None,
+        html: str | None,
+        fetched_at: datetime | None,
+        links: Sequence[str] = (),
+    ) -> None:
+        """Record a fetched page and the links to follow from it; ``html=None`` keeps the stored body."""
+        row: dict[str, Any] = {
+            "url": url,
+            "source": source,
+            "final_url": final_url,
+            "status": status,
+            "content_type": content_type,
+            "etag": etag,
+            "last_modified": last_modified,
+            "content_hash": content_hash,
+            "fetched_at": fetched_at,
+            "last_seen_at": utcnow(),
+            "links": list(links),
+            "redirected_since": None,
+        }
+        if html is not None:
+            row["html_zlib"] = zlib.compress(html.encode("utf-8"), 6)
+        with self._database.transaction() as connection:
+            upsert(connection, pages, [row])
+
+    def touch(
+        self,
+        url: str,
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        fetched_at: datetime | None,
+        links: Sequence[str] | None = None,
+    ) -> None:
+        """A page confirmed unchanged: refresh its validators, last-seen time and (if parsed again) links."""
+        values: dict[str, Any] = {"last_seen_at": utcnow(), "fetched_at": fetched_at, "redirected_since": None}
+        if links is not None:
+            values["links"] = list(links)
+        if etag:
+            values["etag"] = etag
+        if last_modified:
+            values["last_modified"] = last_modified
+        with self._database.transaction() as connection:
+            connection.execute(sa.update(pages).where(pages.c.url == url).values(**values))
+
+    def mark_temporarily_redirected(self, url: str) -> None:
+        """The page answered a temporary redirect: remember since when; body and validators stay."""
+        with self._database.transaction() as connection:
+            connection.execute(
+                sa.update(pages)
+                .where(pages.c.url == url, pages.c.redirected_since.is_(None))
+                .values(redirected_since=utcnow())
+            )
+
+    def delete(self, urls: Iterable[str]) -> int:
+        """Delete stored pages in one transaction; returns how many there were."""
+        wanted = list(urls)
+        deleted = 0
+        with self._database.transaction() as connection:
+            for start in range(0, len(wanted), BATCH):
+                deleted += connection.execute(
+                    sa.delete(pages).where(pages.c.url.in_(wanted[start : start + BATCH]))
+                ).rowcount
+        return deleted
+
+    def count(self, source: str | None = None) -> int:
+        return count_rows(self._database.engine, pages, source)
+
+    def body(self, url: str) -> PageBody:
+        """The stored body of a page and the content hash it was stored under."""
+        with self._database.engine.connect() as connection:
+            row = connection.execute(sa.select(pages.c.html_zlib, pages.c.content_hash).where(pages.c.url == url)).one()
+        return PageBody(zlib.decompress(row.html_zlib).decode("utf-8"), row.content_hash)
+
+    def text_presence(self, source: str) -> dict[str, bool]:
+        """Per stored page body of the source: whether its extracted document has any text.
+
+        A page without a document (its extraction failed) counts as having none.
+        """
+        joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
+        query = (
+            sa.select(pages.c.url, documents.c.sections)
+            .select_from(joined)
+            .where(pages.c.source == source, pages.c.html_zlib.is_not(None))
+        )
+        with self._database.engine.connect() as connection:
+            return {
+                url: bool(sections) and any(section["text"].strip() for section in sections)
+                for url, sections in connection.execute(query)
+            }
+
+    # -- documents -------------------------------------------------------------
+
+    def to_extract(self, source: str, extractor_version: str) -> list[str]:
+        """URLs whose stored page body has no document extracted from it by this extractor."""
+        joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
+        query = (
+            sa.select(pages.c.url)
+            .select_from(joined)
+            .where(pages.c.source == source, pages.c.html_zlib.is_not(None))
+            .where(
+                sa.or_(
+                    documents.c.url.is_(None),
+                    documents.c.page_hash != pages.c.content_hash,
+                    documents.c.extractor_version != extractor_version,
+                )
+            )
+            .order_by(pages.c.url)
+        )
+        with self._database.engine.connect() as connection:
+            return list(connection.scalars(query))
+
+    def save_document(
+        self,
+        *,
+        url: str,
+        source: str,
+        page_hash: str,
+        extractor_version: str,
+        title: str,
+        sections: list[dict[str, Any]],
+        content_hash: str,
+    ) -> None:
+        row = {
+            "url": url,
+            "source": source,
+            "page_hash": page_hash,
+            "extractor_version": extractor_version,
+            "title": title,
+            "sections": sections,
+            "content_hash": content_hash,
+            "extracted_at": utcnow(),
+        }
+        with self._database.transaction() as connection:
+            upsert(connection, documents, [row])
+
+    def delete_orphan_documents(self, source: str) -> int:
+        """Drop documents whose page is gone; returns how many."""
+        orphan = sa.and_(documents.c.source == source, ~sa.exists().where(pages.c.url == documents.c.url))
+        with self._database.transaction() as connection:
+            return connection.execute(sa.delete(documents).where(orphan)).rowcount
+
+    def documents_to_chunk(self, source: str, chunker_fingerprint: str) -> list[StoredDocument]:
+        """Documents whose chunks were not produced from their current content and chunker settings."""
+        key = documents.c.content_hash + ":" + chunker_fingerprint
+        query = (
+            sa.select(documents.c.url, documents.c.title, documents.c.sections, documents.c.content_hash)
+            .where(documents.c.source == source)
+            .where(sa.or_(documents.c.chunked_key.is_(None), documents.c.chunked_key != key))
+            .order_by(documents.c.url)
+        )
+        with self._database.engine.connect() as connection:
+            return [
+                StoredDocument(row.url, row.title, tuple(row.sections), row.content_hash)
+                for row in connection.execute(query)
+            ]
+
+    def document_count(self, source: str | None = None) -> int:
+        return count_rows(self._database.engine, documents, source)
+
+    # -- source removal --------------------------------------------------------
+
+    @staticmethod
+    def delete_source(connection: Connection, source: str) -> tuple[int, int]:
+        """Delete the source's documents and pages inside the caller's transaction; returns (documents, pages)."""
+        return (
+            connection.execute(sa.delete(documents).where(documents.c.source == source)).rowcount,
+            connection.execute(sa.delete(pages).where(pages.c.source == source)).rowcount,
+        )
