@@ -102,3 +102,15 @@ def test_build_resources_takes_endpoints_and_keys_from_the_environment(monkeypat
     shown += repr(resources["rerank"].endpoint) + repr(resources["chroma"].server)
     for secret in (RERANK_KEY, "db-pw-0a9c7e", CHROMA_TOKEN):
         assert secret not in shown
+
+
+def test_a_handle_is_built_at_setup_shared_by_the_process_and_released_at_teardown(tmp_path):
+    resource = StateStoreResource(data_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="StateStoreResource is used before Dagster set it up"):
+        resource.get()
+    with dg.build_resources({"state_store": resource}) as first:
+        store = first.state_store.get()
+    with dg.build_resources({"state_store": resource}) as second:
+        assert second.state_store.get() is store
+    with pytest.raises(RuntimeError, match="before Dagster set it up"):
+        second.state_store.get()

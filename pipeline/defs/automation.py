@@ -151,7 +151,7 @@ def source_partitions_sensor(
             f"the sources file lists no source; refusing to remove all {len(registered)} registered sources "
             "(delete them one by one from the file if that is really meant)"
         )
-    store = state_store.open()
+    store = state_store.get()
     orphaned = orphaned_since(store)
     dropped = [name for name in {*registered, *orphaned} if name not in listed]
     now = datetime.now(UTC)
@@ -216,7 +216,7 @@ def queries_file_sensor(
     digest = queries_digest(items)
     if digest == context.cursor:
         return dg.SkipReason(f"{len(items)} queries, unchanged")
-    store = state_store.open()
+    store = state_store.get()
     if store.chunks.count() == 0:
         # The cursor stays: once chunks exist, this file is compared with the queries stored then.
         return dg.SkipReason(

@@ -55,7 +55,7 @@ def ranked_context_sets(
     files: PipelineFilesResource,
     state_store: StateStoreResource,
 ) -> dg.MaterializeResult:
-    store = state_store.open()
+    store = state_store.get()
     context_sets = assemble_context_sets(store, config.token_budget, config.max_passages_per_page)
     path = files.write_output(
         OUTPUT_FILE, "".join(json.dumps(context_set, ensure_ascii=False) + "\n" for context_set in context_sets)
@@ -83,7 +83,7 @@ def ranked_context_sets(
     ),
 )
 def every_query_has_a_context_set(state_store: StateStoreResource) -> dg.AssetCheckResult:
-    store = state_store.open()
+    store = state_store.get()
     coverage = context_set_coverage([query.query_id for query in store.rankings.queries()], store.context_sets.latest())
     return must_act_result(
         coverage.complete,
@@ -100,7 +100,7 @@ def every_query_has_a_context_set(state_store: StateStoreResource) -> dg.AssetCh
     ),
 )
 def context_sets_reranked_or_explained(state_store: StateStoreResource) -> dg.AssetCheckResult:
-    store = state_store.open()
+    store = state_store.get()
     latest = store.context_sets.latest()
     account = rerank_account([latest[q.query_id] for q in store.rankings.queries() if q.query_id in latest])
     return must_act_result(

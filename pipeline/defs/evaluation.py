@@ -71,7 +71,7 @@ def retrieval_evaluation(
     except LabelFileError as error:
         # The previous evaluation file stays: a broken labels file must not erase it.
         raise dg.Failure(f"{error} (PIPELINE_LABELLED_QUERIES)", allow_retries=False) from None
-    store = state_store.open()
+    store = state_store.get()
     model = embedder.get()
     indexes = synced_indexes(context, store, files, chroma, model)
     plan = EvaluationPlan(
@@ -87,7 +87,7 @@ def retrieval_evaluation(
             indexes.vectors,
             indexes.lexical,
             model,
-            rerank.client(),
+            rerank.get(),
             plan,
             cache=StoreRerankCache(store),
             max_workers=config.max_workers,

@@ -84,7 +84,7 @@ def crawled_pages(
     state_store: StateStoreResource,
 ) -> dg.MaterializeResult:
     source = _source(files, context.partition_key)
-    store = state_store.open()
+    store = state_store.get()
     known = {}
     # Pages of an orphaned source in this one's scope are verified (and taken over) like its own:
     # a renamed source answers 304s for them instead of fetching and embedding everything again.
@@ -140,7 +140,7 @@ def crawled_pages(
     ),
 )
 def extracted_documents(context: dg.AssetExecutionContext, state_store: StateStoreResource) -> dg.MaterializeResult:
-    store = state_store.open()
+    store = state_store.get()
     report = extract_pages(store, context.partition_key)
     for url, error in report.errors[:20]:
         context.log.warning(f"could not extract {url}: {error}")
@@ -172,7 +172,7 @@ def document_chunks(
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     chunking = ChunkingConfig(max_tokens=config.max_tokens, overlap_tokens=config.overlap_tokens)
-    store = state_store.open()
+    store = state_store.get()
     report = chunk_documents(store, context.partition_key, chunking, embedder.get())
     return dg.MaterializeResult(metadata={**report.metadata(), "dagster/row_count": report.total_chunks})
 
@@ -208,9 +208,9 @@ def vector_index(
     chroma: ChromaResource,
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
-    store = state_store.open()
+    store = state_store.get()
     model = embedder.get()
-    vectors = chroma.open(model)
+    vectors = chroma.get(model)
 
     def progress(done: int, total: int) -> None:
         context.log.info(f"embedded {done}/{total} chunks")
@@ -246,7 +246,7 @@ def lexical_index(
     context: dg.AssetExecutionContext, files: PipelineFilesResource, state_store: StateStoreResource
 ) -> dg.MaterializeResult:
     lexical = files.lexical_index()
-    report = sync_lexical(state_store.open(), lexical)
+    report = sync_lexical(state_store.get(), lexical)
     context.log.info(f"lexical index: {report.metadata()}")
     # One index serves every source; the row count is this partition's share of it.
     return dg.MaterializeResult(
@@ -270,7 +270,7 @@ def indexes_match_stored_chunks(
     chroma: ChromaResource,
 ) -> dg.AssetCheckResult:
     source = context.partition_key if context.has_partition_key else None
-    consistency = check_index_consistency(state_store.open(), chroma.open(), files.lexical_index(), source)
+    consistency = check_index_consistency(state_store.get(), chroma.get(), files.lexical_index(), source)
     return dg.AssetCheckResult(
         passed=consistency.consistent,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -301,7 +301,7 @@ def _checked_sources(context: dg.AssetCheckExecutionContext) -> list[str]:
     ),
 )
 def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateStoreResource) -> dg.AssetCheckResult:
-    coverage = extraction_coverage(state_store.open(), _checked_sources(context))
+    coverage = extraction_coverage(state_store.get(), _checked_sources(context))
     failing = coverage.below(MIN_TEXT_SHARE)
     return must_act_result(
         not failing,
@@ -328,7 +328,7 @@ def chunks_within_token_limits(
     chunk_config = run_config.get("ops", {}).get("document_chunks", {}).get("config", {})
     max_tokens = int(chunk_config.get("max_tokens", ChunkingConfig().max_tokens))
     limits = chunk_limits(
-        state_store.open(),
+        state_store.get(),
         _checked_sources(context),
         max_tokens=max_tokens,
         word_piece_counts=embedder.get().word_piece_counts,

@@ -59,7 +59,7 @@ def purge_removed_sources(
     if kept:
         context.log.warning(f"not removing {', '.join(kept)}: listed in the sources file again")
     doomed = [source for source in config.sources if source not in kept]
-    removals, lexical = remove_sources(state_store.open(), chroma.open(), files.lexical_index(), doomed)
+    removals, lexical = remove_sources(state_store.get(), chroma.get(), files.lexical_index(), doomed)
     for removal in removals:
         context.log.info(
             f"removed source {removal.source}: {removal.pages} pages, {removal.documents} documents, "
@@ -103,7 +103,7 @@ def remove_sources_job() -> None:
     ),
 )
 def no_orphaned_sources(state_store: StateStoreResource) -> dg.AssetCheckResult:
-    report = orphaned_sources(state_store.open(), REMOVAL_GRACE)
+    report = orphaned_sources(state_store.get(), REMOVAL_GRACE)
     waiting = ", ".join(
         f"{orphan.source} ({orphan.pages} pages, purged after {orphan.purged_after:%Y-%m-%d %H:%M} UTC)"
         for orphan in report.holding_data

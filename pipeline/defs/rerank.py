@@ -54,7 +54,7 @@ def reranked_candidates(
 ) -> dg.MaterializeResult:
     try:
         report = rerank_stored_candidates(
-            state_store.open(), rerank.client(), top_n=config.top_n, max_workers=config.max_workers
+            state_store.get(), rerank.get(), top_n=config.top_n, max_workers=config.max_workers
         )
     except RerankSettingRejected as error:
         fix = SETTING_FIXES[error.setting]
@@ -109,7 +109,7 @@ def reranked_candidates(
     ),
 )
 def every_query_reranked(state_store: StateStoreResource) -> dg.AssetCheckResult:
-    failures = failed_rankings(state_store.open())
+    failures = failed_rankings(state_store.get())
     return must_act_result(
         not failures,
         {
@@ -134,7 +134,7 @@ RERANK_UNITS_BUDGET = settings.integer("PIPELINE_RERANK_UNITS_BUDGET", minimum=0
     ),
 )
 def billed_units_within_budget(state_store: StateStoreResource) -> dg.AssetCheckResult:
-    billed = state_store.open().rankings.billed_search_units()
+    billed = state_store.get().rankings.billed_search_units()
     return must_act_result(
         billed <= RERANK_UNITS_BUDGET,
         {"billed_search_units": billed, "budget": RERANK_UNITS_BUDGET},

@@ -10,11 +10,25 @@ checked when the resource is set up for a run, before any request, so a key with
 newline fails the run with a message naming the variable. The other paths are passed as
 ``dg.EnvVar`` so the Dagster UI shows the variable's name; unset ones fall back to the
 offline defaults declared in ``pipeline/settings.py``.
+
+One vocabulary for every resource. ``get()`` is the one accessor: it returns the handle the
+resource holds (``StateStore``, ``VectorIndex``, ``MiniLMEmbedder``, ``RerankClient``). One
+lifecycle: the handle is a ``PrivateAttr`` built in ``setup_for_execution`` (after the
+credentials are checked) and released in ``teardown_after_execution``. Handles that are
+expensive to build and safe to share (the MiniLM session takes about a second to load, the
+state store runs its schema check on open, the BM25 index loads from disk) come from
+:func:`_shared`, one cache per process, because Dagster may set a resource up more than once per
+step; teardown drops the resource's reference to them but leaves them open for the next step.
+Handles a resource owns alone (the rerank client and its connection pool) are closed in
+teardown. ``PipelineFilesResource`` is about the files under the data directory: besides
+``write_output`` its one handle, the BM25 index stored there, has the clearly named accessor
+``lexical_index()`` rather than ``get()``, since the resource is not that index.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import httpx
@@ -34,11 +48,22 @@ from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, state_url
 from pipeline.store.vectors import DEFAULT_COLLECTION, ChromaConnection, VectorIndex
 
-# Loaded models and open connections are per process: Dagster may build a resource
-# more than once per step, and the MiniLM session takes a second to load.
-_EMBEDDERS: dict[tuple[int, int], MiniLMEmbedder] = {}
-_STATE_STORES: dict[str, StateStore] = {}
-_LEXICAL_INDEXES: dict[str, LexicalIndex] = {}
+Handle = TypeVar("Handle")
+
+# The per-process cache of shared handles (see the module docstring), keyed by kind and settings.
+_SHARED: dict[tuple[object, ...], Any] = {}
+
+
+def _shared(key: tuple[object, ...], build: Callable[[], Handle]) -> Handle:
+    """The process's handle for ``key``, built by ``build`` the first time it is asked for."""
+    if key not in _SHARED:
+        _SHARED[key] = build()
+    handle: Handle = _SHARED[key]
+    return handle
+
+
+def _not_set_up(resource: dg.ConfigurableResource) -> RuntimeError:
+    return RuntimeError(f"{type(resource).__name__} is used before Dagster set it up for execution")
 
 
 class StateStoreResource(dg.ConfigurableResource):
@@ -52,15 +77,21 @@ class StateStoreResource(dg.ConfigurableResource):
     def __repr__(self) -> str:
         return f"StateStoreResource(backend={'postgresql' if self.database_url else 'sqlite'})"
 
+    _store: StateStore | None = PrivateAttr(default=None)
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.database_url:
             check_secret("DATABASE_URL", self.database_url)
-
-    def open(self) -> StateStore:
         url = state_url(self.database_url, self.data_dir)
-        if url not in _STATE_STORES:
-            _STATE_STORES[url] = StateStore(url)
-        return _STATE_STORES[url]
+        self._store = _shared(("state_store", url), lambda: StateStore(url))
+
+    def get(self) -> StateStore:
+        if self._store is None:
+            raise _not_set_up(self)
+        return self._store
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._store = None  # shared with the process's other steps: left open
 
 
 @dataclass(frozen=True)
@@ -112,25 +143,32 @@ class ChromaResource(dg.ConfigurableResource):
         where = self.server.host if self.server else self.data_dir
         return f"ChromaResource({where!r}, collection={self.collection!r})"
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.server is not None:
-            self.server.check()
+    # Where the collection lives; the VectorIndex itself is opened by get(), which is given the embedder.
+    _connection: ChromaConnection | None = PrivateAttr(default=None)
 
-    def open(self, embedder: MiniLMEmbedder | None = None) -> VectorIndex:
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         server = self.server
-        return VectorIndex(
-            ChromaConnection(
-                data_dir=self.data_dir,
-                host=server.host if server else None,
-                port=server.port if server else 8000,
-                ssl=server.ssl if server else False,
-                token=server.token if server else None,
-                tenant=server.tenant if server else None,
-                database=server.database if server else None,
-                collection=self.collection,
-            ),
-            embedder,
+        if server is not None:
+            server.check()
+        self._connection = ChromaConnection(
+            data_dir=self.data_dir,
+            host=server.host if server else None,
+            port=server.port if server else 8000,
+            ssl=server.ssl if server else False,
+            token=server.token if server else None,
+            tenant=server.tenant if server else None,
+            database=server.database if server else None,
+            collection=self.collection,
         )
+
+    def get(self, embedder: MiniLMEmbedder | None = None) -> VectorIndex:
+        """The collection, embedding queries and documents with ``embedder`` (None: vectors are given)."""
+        if self._connection is None:
+            raise _not_set_up(self)
+        return VectorIndex(self._connection, embedder)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._connection = None
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -139,11 +177,21 @@ class EmbedderResource(dg.ConfigurableResource):
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
 
+    _embedder: MiniLMEmbedder | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        batch_size, threads = self.batch_size, self.threads
+        self._embedder = _shared(
+            ("embedder", batch_size, threads), lambda: MiniLMEmbedder(batch_size=batch_size, threads=threads or None)
+        )
+
     def get(self) -> MiniLMEmbedder:
-        key = (self.batch_size, self.threads)
-        if key not in _EMBEDDERS:
-            _EMBEDDERS[key] = MiniLMEmbedder(batch_size=self.batch_size, threads=self.threads or None)
-        return _EMBEDDERS[key]
+        if self._embedder is None:
+            raise _not_set_up(self)
+        return self._embedder
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._embedder = None  # shared with the process's other steps: left loaded
 
 
 @dataclass(frozen=True)
@@ -196,7 +244,7 @@ class RerankResource(dg.ConfigurableResource):
         description="Time budget per request, rate-limit waits and retries included; past it the query fails.",
     )
 
-    _client: Any = PrivateAttr(default=None)
+    _client: RerankClient | None = PrivateAttr(default=None)
 
     def __repr__(self) -> str:
         return f"RerankResource(url={self.endpoint.url!r}, model_id={self.model_id!r})"
@@ -207,25 +255,27 @@ class RerankResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Building the client checks RERANK_KEY: a bad key fails here, naming it, before any request.
-        self.client()
+        self._client = RerankClient(
+            self.endpoint.url,
+            self.endpoint.api_key,
+            self.endpoint.model_id,
+            timeout=httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds),
+            requests_per_minute=self.requests_per_minute,
+            max_attempts=self.max_attempts,
+            max_total_seconds=self.max_total_seconds,
+            max_document_tokens=self.max_document_tokens,
+        )
 
-    def client(self) -> RerankClient:
+    def get(self) -> RerankClient:
         if self._client is None:
-            self._client = RerankClient(
-                self.endpoint.url,
-                self.endpoint.api_key,
-                self.endpoint.model_id,
-                timeout=httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds),
-                requests_per_minute=self.requests_per_minute,
-                max_attempts=self.max_attempts,
-                max_total_seconds=self.max_total_seconds,
-                max_document_tokens=self.max_document_tokens,
-            )
+            raise _not_set_up(self)
         return self._client
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # Owned by this resource alone: its connection pool is closed.
         if self._client is not None:
             self._client.close()
+            self._client = None
 
 
 class PipelineFilesResource(dg.ConfigurableResource):
@@ -235,6 +285,12 @@ class PipelineFilesResource(dg.ConfigurableResource):
     sources_path: str
     queries_path: str
     labelled_queries_path: str
+
+    _lexical_index: LexicalIndex | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        directory = str(Path(self.data_dir).resolve())
+        self._lexical_index = _shared(("lexical_index", directory), lambda: LexicalIndex(directory))
 
     def write_output(self, name: str, text: str) -> Path:
         """Write ``name`` in the data directory atomically: readers never see a half-written file."""
@@ -247,11 +303,13 @@ class PipelineFilesResource(dg.ConfigurableResource):
         return path.resolve()
 
     def lexical_index(self) -> LexicalIndex:
-        """The BM25 index under the data directory (kept loaded for the process)."""
-        key = str(Path(self.data_dir).resolve())
-        if key not in _LEXICAL_INDEXES:
-            _LEXICAL_INDEXES[key] = LexicalIndex(key)
-        return _LEXICAL_INDEXES[key]
+        """The BM25 index under the data directory (shared by the process's steps)."""
+        if self._lexical_index is None:
+            raise _not_set_up(self)
+        return self._lexical_index
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._lexical_index = None  # shared with the process's other steps: left loaded
 
 
 def from_env(name: str) -> Any:

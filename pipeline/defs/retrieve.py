@@ -41,7 +41,7 @@ def queries(files: PipelineFilesResource, state_store: StateStoreResource) -> dg
     except InputUnavailable as error:
         # A server error or timeout may pass: the step's retry policy tries again.
         raise dg.Failure(str(error)) from None
-    state_store.open().rankings.replace_queries(items)
+    state_store.get().rankings.replace_queries(items)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(items),
@@ -91,7 +91,7 @@ def synced_indexes(
     model: MiniLMEmbedder,
 ) -> SearchIndexes:
     """Chroma and the lexical index, restored from the state store first: a fresh dyno starts with both empty."""
-    vectors = chroma.open(model)
+    vectors = chroma.get(model)
     lexical = files.lexical_index()
     deleted, restored, _ = sync_vectors(store, vectors)
     if deleted or restored:
@@ -122,7 +122,7 @@ def retrieved_candidates(
     chroma: ChromaResource,
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
-    store = state_store.open()
+    store = state_store.get()
     model = embedder.get()
     indexes = synced_indexes(context, store, files, chroma, model)
     if config.retriever == "lexical":
