@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.store.orphans import orphaned_since
+from pipeline.store.records import ContextSet
 from pipeline.store.state import StateStore
 from pipeline.tables import markdown_table
 from pipeline.tokens import count_tokens
@@ -154,13 +155,13 @@ class ContextSetCoverage:
         }
 
 
-def context_set_coverage(query_ids: Sequence[str], context_sets: Mapping[str, Mapping[str, Any]]) -> ContextSetCoverage:
+def context_set_coverage(query_ids: Sequence[str], context_sets: Mapping[str, ContextSet]) -> ContextSetCoverage:
     """Queries without a context set, and context sets without a single passage."""
     return ContextSetCoverage(
         queries=len(query_ids),
         missing=tuple(query_id for query_id in query_ids if query_id not in context_sets),
         empty=tuple(
-            query_id for query_id in query_ids if query_id in context_sets and not context_sets[query_id]["passages"]
+            query_id for query_id in query_ids if query_id in context_sets and not context_sets[query_id].passages
         ),
     )
 
@@ -181,23 +182,23 @@ class RerankAccount:
         }
 
 
-def rerank_account(context_sets: Sequence[Mapping[str, Any]]) -> RerankAccount:
+def rerank_account(context_sets: Sequence[ContextSet]) -> RerankAccount:
     """Every context set is reranked (model named, every passage scored) or says why it is not."""
     reranked = 0
     explained: list[tuple[str, str]] = []
     unexplained: list[tuple[str, str]] = []
     for context_set in context_sets:
-        query_id = context_set["query_id"]
-        if context_set["reranked"]:
-            unscored = sum(1 for passage in context_set["passages"] if passage.get("rerank_score") is None)
-            if not context_set.get("model"):
+        query_id, reason = context_set.query_id, context_set.reason_not_reranked
+        if context_set.reranked:
+            unscored = sum(1 for passage in context_set.passages if passage.get("rerank_score") is None)
+            if not context_set.model:
                 unexplained.append((query_id, "marked reranked but names no model"))
             elif unscored:
                 unexplained.append((query_id, f"marked reranked but {unscored} passages have no rerank score"))
             else:
                 reranked += 1
-        elif str(context_set.get("reason_not_reranked") or "").strip():
-            explained.append((query_id, context_set["reason_not_reranked"]))
+        elif reason and reason.strip():
+            explained.append((query_id, reason))
         else:
             unexplained.append((query_id, "not reranked and gives no reason"))
     return RerankAccount(reranked, tuple(explained), tuple(unexplained))

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
+from pipeline.store.records import ContextSet
 from pipeline.tables import Markdown, markdown_table
 from pipeline.tokens import count_tokens
 
@@ -107,30 +107,30 @@ def build_context_set(
     reason_not_reranked: str | None,
     token_budget: int,
     passages: Sequence[ContextPassage],
-) -> dict[str, Any]:
-    return {
-        "query_id": query_id,
-        "query": query,
-        "model": model,
-        "reranked": reranked,
-        "api_version": api_version,
-        "reason_not_reranked": reason_not_reranked,
-        "token_budget": token_budget,
-        "tokens": sum(passage.tokens for passage in passages),
-        "passages": [asdict(passage) for passage in passages],
-    }
+) -> ContextSet:
+    return ContextSet(
+        query_id=query_id,
+        query=query,
+        model=model,
+        reranked=reranked,
+        api_version=api_version,
+        reason_not_reranked=reason_not_reranked,
+        token_budget=token_budget,
+        tokens=sum(passage.tokens for passage in passages),
+        passages=tuple(asdict(passage) for passage in passages),
+    )
 
 
-def markdown_preview(context_sets: Sequence[dict[str, Any]], *, per_query: int = 3, width: int = 80) -> Markdown:
+def markdown_preview(context_sets: Sequence[ContextSet], *, per_query: int = 3, width: int = 80) -> Markdown:
     """A Markdown table of each query's top passages for the Dagster UI."""
     rows = []
     for context_set in context_sets:
-        for passage in context_set["passages"][:per_query]:
+        for passage in context_set.passages[:per_query]:
             score = passage["rerank_score"] if passage["rerank_score"] is not None else passage["retrieval_score"]
             snippet = " ".join(passage["text"].split())[:width]
             rows.append(
                 (
-                    context_set["query_id"],
+                    context_set.query_id,
                     passage["rank"],
                     f"[{passage['title']}]({passage['url']})",
                     f"{score:.3f}",

@@ -20,11 +20,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pipeline.context_sets import RankedPassage, build_context_set, diversify_pages, pack_passages
 from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
-from pipeline.store.records import Candidate, Ranking, StoredChunk
+from pipeline.store.records import Candidate, ContextSet, Ranking, StoredChunk
 from pipeline.store.state import StateStore
 
 
@@ -184,7 +183,7 @@ def ranked_passage(
 
 def assemble_context_sets(
     store: StateStore, token_budget: int, max_passages_per_page: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[ContextSet]:
     """One context set per stored query, in the queries file's order (see ``diversify_pages`` for the cap)."""
     stored_candidates = store.rankings.candidates()
     rankings = store.rankings.rankings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import dagster as dg
 import pytest
@@ -123,8 +124,8 @@ def test_context_sets_reranked_or_explained_fails_for_a_set_without_reason(site,
     assert good.passed and metadata(good)["context_sets_reranked"] == 2
 
     latest = store.context_sets.latest()
-    explained = {**latest["q1"], "reranked": False, "reason_not_reranked": "RerankUnavailable: timeout"}
-    silent = {**latest["q2"], "reranked": False, "reason_not_reranked": None}
+    explained = replace(latest["q1"], reranked=False, reason_not_reranked="RerankUnavailable: timeout")
+    silent = replace(latest["q2"], reranked=False, reason_not_reranked=None)
     store.context_sets.save("a-later-run", [explained, silent], keep_runs=30)
     bad = run_check_alone(
         site, dg.AssetCheckKey(dg.AssetKey("ranked_context_sets"), "context_sets_reranked_or_explained")

@@ -243,7 +243,7 @@ def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
     assert rebuild.run_key == result.run_id
     rebuilt = definitions.resolve_job_def("build_context_sets").execute_in_process(instance=instance)
     assert rebuilt.success
-    urls = {p["url"] for context_set in store.context_sets.latest().values() for p in context_set["passages"]}
+    urls = {p["url"] for context_set in store.context_sets.latest().values() for p in context_set.passages}
     assert urls and not any("/beta/" in url for url in urls)
     store.dispose()
 

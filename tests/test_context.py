@@ -38,9 +38,9 @@ def test_context_set_reports_tokens_and_rerank_status():
         token_budget=50,
         passages=packed,
     )
-    assert context_set["tokens"] == packed[0].tokens
-    assert context_set["reranked"] is False and "500" in context_set["reason_not_reranked"]
-    assert context_set["passages"][0]["heading_path"] == ["Guide", "Part 0"]
+    assert context_set.tokens == packed[0].tokens
+    assert context_set.reranked is False and "500" in context_set.reason_not_reranked
+    assert context_set.passages[0]["heading_path"] == ["Guide", "Part 0"]
     assert "| q1 | 1 | [Page 0](http://docs.test/0.html) | 0.900 |" in markdown_preview([context_set])
 
 

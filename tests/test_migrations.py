@@ -213,7 +213,7 @@ def _assert_kept(store: StateStore) -> None:
     assert store.rankings.queries() == [Query("q1", "what is a?")]
     assert store.rankings.candidates() == {"q1": [Candidate(1, "c1", 0.5)]}
     assert store.rankings.cached_response("key-1") == {"results": []}
-    assert store.context_sets.latest()["q1"]["passages"] == [{"rank": 1, "chunk_id": "c1"}]
+    assert store.context_sets.latest()["q1"].passages == ({"rank": 1, "chunk_id": "c1"},)
 
 
 @pytest.mark.parametrize("commit", [BASELINE, RANKINGS_BY_CANDIDATES, BEFORE_ALEMBIC])

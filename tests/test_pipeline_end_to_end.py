@@ -143,7 +143,9 @@ def test_unchanged_input_reuses_everything(demo_run):
 
 def test_the_context_sets_table_holds_every_run_and_its_view_the_jsonl_output(demo_run):
     store = demo_run["store"]
-    assert list(store.context_sets.latest().values()) == _context_sets(demo_run["data_dir"])
+    assert [context_set.published() for context_set in store.context_sets.latest().values()] == _context_sets(
+        demo_run["data_dir"]
+    )
     runs = store.context_sets.runs()
     assert [run.run_id for run in runs] == [demo_run["second_downstream"].run_id, demo_run["first_downstream"].run_id]
     assert all(run.queries == run.reranked == 12 for run in runs)

@@ -254,7 +254,7 @@ def test_a_blocked_crawl_triggers_no_context_sets_and_leaves_the_published_ones(
         store = StateStore(sqlite_url(tiny.data_dir))
         published = store.context_sets.latest()
         assert published and any(
-            p["url"].startswith(tiny.server.url("/alpha/")) for s in published.values() for p in s["passages"]
+            p["url"].startswith(tiny.server.url("/alpha/")) for s in published.values() for p in s.passages
         )
         settled = dg.evaluate_automation_conditions(defs=defs, instance=tiny.instance)
 

@@ -27,7 +27,7 @@ import pytest
 from pipeline.cli import local_scorer
 from pipeline.demo import serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
-from pipeline.store.records import Candidate
+from pipeline.store.records import Candidate, ContextSet
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
 from tests.conftest import fresh_postgres_database
@@ -46,7 +46,7 @@ class Published:
     """What a worker start leaves behind for the QA system, and the rankings it came from."""
 
     candidates: dict[str, list[Candidate]]
-    context_sets: dict[str, dict]
+    context_sets: dict[str, ContextSet]
     jsonl: str
 
 

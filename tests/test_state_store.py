@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.ingest.vectors import sync_header_embeddings
-from pipeline.store.records import Candidate, ChunkChanges, PageBody, Query, Ranking, StoredChunk
+from pipeline.store.records import Candidate, ChunkChanges, ContextSet, PageBody, Query, Ranking, StoredChunk
 from pipeline.store.state import StateStore, normalize_database_url
 
 
@@ -198,17 +198,19 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
 
 
 def _context_set(query_id, passages, reranked=True):
-    return {
-        "query_id": query_id,
-        "query": f"question {query_id}",
-        "model": "cohere-rerank-3-5",
-        "reranked": reranked,
-        "api_version": "2" if reranked else None,
-        "reason_not_reranked": None if reranked else "RerankUnavailable: x",
-        "token_budget": 3000,
-        "tokens": 7 * len(passages),
-        "passages": [{"rank": rank, "url": url, "text": f"about {url}"} for rank, url in enumerate(passages, start=1)],
-    }
+    return ContextSet(
+        query_id=query_id,
+        query=f"question {query_id}",
+        model="cohere-rerank-3-5",
+        reranked=reranked,
+        api_version="2" if reranked else None,
+        reason_not_reranked=None if reranked else "RerankUnavailable: x",
+        token_budget=3000,
+        tokens=7 * len(passages),
+        passages=tuple(
+            {"rank": rank, "url": url, "text": f"about {url}"} for rank, url in enumerate(passages, start=1)
+        ),
+    )
 
 
 def test_context_sets_are_kept_per_run_and_the_view_holds_the_newest_run(store):

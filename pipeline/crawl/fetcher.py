@@ -2,11 +2,12 @@
 
 What one :meth:`Fetcher.fetch` does:
 
-- **SSRF guard.** Before every connection (every redirect hop and retry) the host is
-  resolved (``getaddrinfo`` in a thread, or the injected resolver) and refused with
-  ``blocked_address`` when ANY address is not globally routable: private, loopback,
-  link-local, multicast, reserved, unspecified, shared (CGNAT), documentation ranges,
-  and IPv6 forms that embed such an IPv4 address (``::ffff:a.b.c.d``, 6to4, NAT64).
+- **SSRF guard** (the address check is :mod:`pipeline.crawl.addresses`). Before every
+  connection (every redirect hop and retry) the host is resolved (``getaddrinfo`` in a
+  thread, or the injected resolver) and refused with ``blocked_address`` when ANY
+  address is not globally routable: private, loopback, link-local, multicast, reserved,
+  unspecified, shared (CGNAT), documentation ranges, and IPv6 forms that embed such an
+  IPv4 address (``::ffff:a.b.c.d``, 6to4, NAT64).
   The connection then goes to the checked address itself (the network backend
   connects to the address checked for the URL's host name), so a DNS answer that
   changes between check and connect (rebinding) cannot redirect it. Requests keep the
@@ -14,7 +15,7 @@ What one :meth:`Fetcher.fetch` does:
   is done for that name: a connection verified for one host is never reused for
   another host on the same address. ``trust_env`` is off so an environment proxy
   cannot bypass this either.
-- **Politeness.** Per host (``scheme://host:port``): a semaphore bounds requests in
+- **Politeness** (:mod:`pipeline.crawl.host_pacing`). Per host (``scheme://host:port``): a semaphore bounds requests in
   flight and a minimum delay separates request starts; a ``Retry-After`` pushes the
   host's next start back for every worker.
 - **Deadlines.** httpx connect/read/write/pool timeouts plus an overall deadline for
@@ -41,29 +42,24 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-import socket
 import ssl
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
 
+from pipeline.crawl.addresses import BlockedAddress, Resolver, is_blocked_address, system_resolver
 from pipeline.crawl.connections import PinnedBackend, PinnedTransport
 from pipeline.crawl.content_coding import ACCEPT_ENCODING, ContentCodingError, read_capped
+from pipeline.crawl.host_pacing import HostSlot, parse_retry_after
 from pipeline.crawl.urls import normalize_url, origin_of
 
 DEFAULT_USER_AGENT = "docs-to-answer-pipeline/0.1 (+https://github.com/docs-to-answer/pipeline)"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BODY_STATUSES = frozenset({200, 203})
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
-Resolver = Callable[[str], list[str]]
 Accept = Callable[[httpx.Headers], str | None]
 CheckRedirect = Callable[[str], Awaitable[str | None]]
 
@@ -95,10 +91,6 @@ class FetchResult:
     redirects: tuple[str, ...] = ()  # the hops followed after ``url``
 
 
-class BlockedAddress(Exception):
-    """The host resolves to an address the SSRF guard refuses."""
-
-
 class _UnusableLocation(Exception):
     """A redirect whose ``Location`` httpx cannot parse."""
 
@@ -120,63 +112,6 @@ async def _refuse_unusable_location(response: httpx.Response) -> None:
             httpx.URL(response.headers["location"]).host  # noqa: B018
         except (httpx.InvalidURL, UnicodeError):
             raise _UnusableLocation(response) from None
-
-
-def is_blocked_address(address: str) -> bool:
-    """True for any address that is not globally routable, including IPv6 addresses
-    embedding a non-global IPv4 address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        # Judge the IPv4 address inside: these forms reach it (mapped, 6to4, Teredo, NAT64).
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return is_blocked_address(str(embedded))
-    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-
-
-def system_resolver(host: str) -> list[str]:
-    """Every address ``getaddrinfo`` gives for ``host``."""
-    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-@dataclass
-class _HostSlot:
-    semaphore: asyncio.Semaphore
-    delay: float
-    next_start: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        async with self.semaphore:
-            async with self.lock:
-                wait = self.next_start - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                self.next_start = time.monotonic() + self.delay
-            yield
-
-    def defer(self, seconds: float) -> None:
-        self.next_start = max(self.next_start, time.monotonic() + seconds)
 
 
 @dataclass(frozen=True)
@@ -215,7 +150,7 @@ class Fetcher:
         self._delay = delay_seconds
         self._resolver = resolver or system_resolver
         self._addresses: dict[str, list[str] | OSError] = {}
-        self._slots: dict[str, _HostSlot] = {}
+        self._slots: dict[str, HostSlot] = {}
         c = self.config
         self._client = httpx.AsyncClient(
             transport=PinnedTransport(
@@ -348,7 +283,7 @@ class Fetcher:
                 return _Attempt(error="network_error", retryable=True, bytes_downloaded=_downloaded(response))
 
     async def _read(
-        self, response: httpx.Response, slot: _HostSlot, accept: Accept | None, max_bytes: int, truncate: bool
+        self, response: httpx.Response, slot: HostSlot, accept: Accept | None, max_bytes: int, truncate: bool
     ) -> _Attempt:
         status, headers = response.status_code, response.headers
         if status == 429 or status >= 500:
@@ -400,10 +335,10 @@ class Fetcher:
             raise httpcore.ConnectError(f"{host} was not checked before connecting")
         return addresses[0]
 
-    def _slot(self, origin: str) -> _HostSlot:
+    def _slot(self, origin: str) -> HostSlot:
         slot = self._slots.get(origin)
         if slot is None:
-            slot = self._slots[origin] = _HostSlot(asyncio.Semaphore(self._concurrency), self._delay)
+            slot = self._slots[origin] = HostSlot(asyncio.Semaphore(self._concurrency), self._delay)
         return slot
 
 

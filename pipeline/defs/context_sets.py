@@ -58,7 +58,8 @@ def ranked_context_sets(
     store = state_store.get()
     context_sets = assemble_context_sets(store, config.token_budget, config.max_passages_per_page)
     path = files.write_output(
-        OUTPUT_FILE, "".join(json.dumps(context_set, ensure_ascii=False) + "\n" for context_set in context_sets)
+        OUTPUT_FILE,
+        "".join(json.dumps(context_set.published(), ensure_ascii=False) + "\n" for context_set in context_sets),
     )
     runs_deleted = store.context_sets.save(context.run_id, context_sets, keep_runs=config.keep_runs)
     return dg.MaterializeResult(
@@ -68,8 +69,8 @@ def ranked_context_sets(
             "table": f"{CONTEXT_SETS_TABLE} (newest run: {LATEST_CONTEXT_SETS_VIEW})",
             "runs_kept": len(store.context_sets.runs()),
             "runs_deleted": runs_deleted,
-            "reranked_sets": sum(1 for context_set in context_sets if context_set["reranked"]),
-            "passages": sum(len(context_set["passages"]) for context_set in context_sets),
+            "reranked_sets": sum(1 for context_set in context_sets if context_set.reranked),
+            "passages": sum(len(context_set.passages) for context_set in context_sets),
             "preview": dg.MetadataValue.md(markdown_preview(context_sets)),
         }
     )

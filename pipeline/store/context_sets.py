@@ -1,20 +1,19 @@
 """The published context sets: one row per run and query, the newest ``keep_runs`` runs kept.
 
-A context set crosses this boundary as the JSON-ready dict that ``pipeline.context_sets.build_context_set``
-builds and the JSONL file publishes: the table's row is that same shape, so what the file and the
-table hold cannot drift apart.
+A context set crosses this boundary as a ``ContextSet`` record; its row is the record's published
+dict (``ContextSet.published``), the same one the JSONL file holds, so what the file and the table
+hold cannot drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pipeline.store.records import ContextSetRun
+from pipeline.store.records import ContextSet, ContextSetRun
 from pipeline.store.schema import CONTEXT_SET_FIELDS, context_sets, latest_context_sets_view
 from pipeline.store.sql import aware, utcnow
 
@@ -24,7 +23,7 @@ class ContextSetStore:
         self._engine = engine
         self._transaction = transaction
 
-    def save(self, run_id: str, sets: Sequence[Mapping[str, Any]], *, keep_runs: int) -> int:
+    def save(self, run_id: str, sets: Sequence[ContextSet], *, keep_runs: int) -> int:
         """Store one run's context sets (replacing any of the same run) and keep only the newest
         ``keep_runs`` runs; returns how many older runs were deleted."""
         if keep_runs < 1:
@@ -35,8 +34,7 @@ class ContextSetStore:
                 "run_id": run_id,
                 "position": position,
                 "created_at": now,
-                **{name: context_set[name] for name in CONTEXT_SET_FIELDS},
-                "reranked": bool(context_set["reranked"]),
+                **context_set.published(),
             }
             for position, context_set in enumerate(sets)
         ]
@@ -59,12 +57,12 @@ class ContextSetStore:
                 connection.execute(sa.delete(context_sets).where(context_sets.c.run_id.not_in(kept)))
         return deleted
 
-    def latest(self) -> dict[str, dict[str, Any]]:
+    def latest(self) -> dict[str, ContextSet]:
         """The newest run's context set of each query (the ``pipeline_latest_context_sets`` view), in file order."""
         view = latest_context_sets_view
         query = sa.select(*[view.c[name] for name in CONTEXT_SET_FIELDS]).order_by(view.c.position)
         with self._engine.connect() as connection:
-            return {row.query_id: dict(row._mapping) for row in connection.execute(query)}
+            return {row.query_id: _context_set(row) for row in connection.execute(query)}
 
     def runs(self) -> list[ContextSetRun]:
         """The runs whose context sets are kept, newest first."""
@@ -83,3 +81,8 @@ class ContextSetStore:
                 ContextSetRun(row.run_id, aware(row.created_at), row.queries, int(row.reranked))
                 for row in connection.execute(query)
             ]
+
+
+def _context_set(row: sa.Row) -> ContextSet:
+    fields = dict(row._mapping)
+    return ContextSet(**{**fields, "reranked": bool(fields["reranked"]), "passages": tuple(fields["passages"])})

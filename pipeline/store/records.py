@@ -131,3 +131,38 @@ class ContextSetRun:
     created_at: datetime
     queries: int
     reranked: int
+
+
+@dataclass(frozen=True)
+class ContextSet:
+    """A query's ranked context set: its passages packed into the token budget, and whether (and by which
+    model and API version) they were reranked or, when not, why.
+
+    ``passages`` keep the published passage shape ({rank, chunk_id, url, title, heading_path, text, tokens,
+    retrieval_rank, retrieval_score, rerank_score}): the table stores them as JSON, rows published by any
+    earlier version included, so reading them back never depends on today's passage fields.
+    """
+
+    query_id: str
+    query: str
+    model: str
+    reranked: bool
+    api_version: str | None
+    reason_not_reranked: str | None
+    token_budget: int
+    tokens: int
+    passages: tuple[dict[str, Any], ...]
+
+    def published(self) -> dict[str, Any]:
+        """The JSON-ready dict the JSONL line and the table row publish, fields in their published order."""
+        return {
+            "query_id": self.query_id,
+            "query": self.query,
+            "model": self.model,
+            "reranked": self.reranked,
+            "api_version": self.api_version,
+            "reason_not_reranked": self.reason_not_reranked,
+            "token_budget": self.token_budget,
+            "tokens": self.tokens,
+            "passages": [dict(passage) for passage in self.passages],
+        }

@@ -143,7 +143,7 @@ rerank_cache = sa.Table(
 
 # The published output, one row per run and query, for the downstream QA system to query
 # (``pipeline_latest_context_sets`` holds the newest run's rows). Each column is a field of
-# the context set that ``pipeline.context_sets.build_context_set`` builds.
+# ``pipeline.store.records.ContextSet``, as ``ContextSet.published`` writes it.
 CONTEXT_SETS_TABLE = "pipeline_context_sets"
 context_sets = sa.Table(
     CONTEXT_SETS_TABLE,

@@ -143,8 +143,8 @@ def test_rankings_are_stored_by_chunk_id_with_the_hash_of_their_candidates(store
     assert row.reranked and row.candidates_hash == candidates_hash(QUERY, names)
     assert sorted(chunk_id for chunk_id, _ in row.scores) == sorted(names)
     [context_set] = assemble_context_sets(store, token_budget=1000, max_passages_per_page=None)
-    assert context_set["reranked"] is True and context_set["reason_not_reranked"] is None
-    passages = context_set["passages"]
+    assert context_set.reranked is True and context_set.reason_not_reranked is None
+    passages = context_set.passages
     assert [p["chunk_id"] for p in passages] == [chunk_id for chunk_id, _ in row.scores]
     # Each passage keeps its own retrieval rank, whatever its place after rerank.
     assert {p["chunk_id"]: p["retrieval_rank"] for p in passages} == {name: i for i, name in enumerate(names, 1)}
@@ -165,10 +165,10 @@ def test_a_rerank_refused_after_retrieval_changed_publishes_the_retrieval_order(
         _rerank(store, _client(service, api_key="inf-rotated-away-1"))
 
     [context_set] = assemble_context_sets(store, token_budget=1000, max_passages_per_page=None)
-    assert context_set["reranked"] is False
-    assert context_set["reason_not_reranked"] == CANDIDATES_CHANGED
-    assert context_set["api_version"] is None
-    assert [(p["chunk_id"], p["retrieval_rank"], p["rerank_score"]) for p in context_set["passages"]] == [
+    assert context_set.reranked is False
+    assert context_set.reason_not_reranked == CANDIDATES_CHANGED
+    assert context_set.api_version is None
+    assert [(p["chunk_id"], p["retrieval_rank"], p["rerank_score"]) for p in context_set.passages] == [
         (name, rank, None) for rank, name in enumerate(new_candidates, 1)
     ]
 
@@ -181,9 +181,9 @@ def test_the_same_candidates_found_in_another_order_keep_their_ranking(store, st
     _candidates(store, list(reversed(names)))
 
     [context_set] = assemble_context_sets(store, token_budget=1000, max_passages_per_page=None)
-    assert context_set["reranked"] is True
-    assert all(p["rerank_score"] is not None for p in context_set["passages"])
-    assert {p["chunk_id"]: p["retrieval_rank"] for p in context_set["passages"]} == {
+    assert context_set.reranked is True
+    assert all(p["rerank_score"] is not None for p in context_set.passages)
+    assert {p["chunk_id"]: p["retrieval_rank"] for p in context_set.passages} == {
         name: rank for rank, name in enumerate(reversed(names), 1)
     }
 
@@ -212,8 +212,8 @@ def test_rankings_stored_before_they_carried_a_candidates_hash_are_never_publish
     try:
         assert reopened.rankings.rankings() == {}
         [context_set] = assemble_context_sets(reopened, token_budget=1000)
-        assert (context_set["reranked"], context_set["reason_not_reranked"]) == (False, NO_RERANK_RESULT)
-        assert [p["chunk_id"] for p in context_set["passages"]] == ["keys", "logs"]
+        assert (context_set.reranked, context_set.reason_not_reranked) == (False, NO_RERANK_RESULT)
+        assert [p["chunk_id"] for p in context_set.passages] == ["keys", "logs"]
         # The table has its new shape: a ranking stores and loads with its hash.
         reopened.rankings.replace_rankings([_ranking(QUERY, ["keys"], [("keys", 0.5)])])
         assert reopened.rankings.rankings()["q1"].candidates_hash == candidates_hash(QUERY, ["keys"])

@@ -395,16 +395,16 @@ class Soak:
         candidates = store.rankings.candidates()
         stale = 0
         for query_id, context_set in latest.items():
-            if not context_set["reranked"]:
+            if not context_set.reranked:
                 continue
             sent = frozenset(self.text_of.get(c.chunk_id, c.chunk_id) for c in candidates.get(query_id, []))
-            answer = self.answers.get((context_set["query"], sent))
+            answer = self.answers.get((context_set.query, sent))
             if answer is None or any(
                 abs(answer[self.text_of[passage["chunk_id"]]] - passage["rerank_score"]) > 1e-6
-                for passage in context_set["passages"]
+                for passage in context_set.passages
             ):
                 stale += 1
-        return stale, len(latest), sum(context_set["reranked"] for context_set in latest.values())
+        return stale, len(latest), sum(context_set.reranked for context_set in latest.values())
 
     def places_holding_a_key(self) -> list[str]:
         """Files of the deployment (state, Chroma, event log, compute logs, output, a killed worker's output) and log
