@@ -391,7 +391,13 @@ def test_closing_early_cancels_the_crawl_and_its_thread(site: SiteServer) -> Non
     assert not any(t.name == "crawl-testdocs" for t in threading.enumerate())
     requests_at_close = len(site.log)
     time.sleep(0.3)
-    assert len(site.log) == requests_at_close < 20  # bounded hand-over: the crawl did not run ahead
+    # Requests already on the wire at close may still reach the server's log (a loaded machine
+    # starts its handlers late): at most one per connection the source allows to the host.
+    settled = len(site.log)
+    assert settled <= requests_at_close + docs_source(site).max_concurrency_per_host
+    assert settled < 20  # bounded hand-over: the crawl did not run ahead
+    time.sleep(0.3)
+    assert len(site.log) == settled  # and nothing is sent after that: the crawl is over
     assert list(crawler) == []
     assert threading.active_count() <= threads_before + 1  # at most a server handler finishing
 
