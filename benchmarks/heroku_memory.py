@@ -1,6 +1,6 @@
 """Peak memory of each Heroku dyno (web, worker) through a deploy, an ingest run and a context-set run.
 
-    flock /work/wt/bench.lock .venv/bin/python benchmarks/heroku_memory.py
+    uv run python benchmarks/heroku_memory.py
 
 Boots the Procfile exactly as the deploy tests do (tests/deploy/heroku_app.py: honcho, a fresh
 PostgreSQL database, the demo site, the local rerank add-on), then samples every 0.25 s the

@@ -1,6 +1,6 @@
 """Ingest the PostgreSQL 15 manual (Debian ``postgresql-doc-15``), then refresh it twice, all in one run.
 
-    flock /work/wt/bench.lock .venv/bin/python benchmarks/ingest_postgresql.py DATA_DIR
+    uv run python benchmarks/ingest_postgresql.py DATA_DIR
 
 Serves a copy of ``/usr/share/doc/postgresql-doc-15/html`` on 127.0.0.1:18900 (the base URL
 the labelled set's paths are relative to) and runs the ``ingest_source`` job for one source,

@@ -1,6 +1,6 @@
 """Retrieval-quality ablation on the labelled sets: retrieval, local rerank, and context-set order.
 
-    flock /work/wt/bench.lock uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR] [--json FILE]
+    uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR] [--json FILE]
 
 ``--postgresql-data`` is a data directory ingested from the PostgreSQL 15 manual
 (``benchmarks/ingest_postgresql.py``); ``--demo-data`` defaults to a fresh run of the
