@@ -16,6 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline.store.pages import stored_pages
 from pipeline.store.records import StoredPage
 from pipeline.store.schema import chunks, documents, orphaned_sources, pages
 from pipeline.store.sql import BATCH, aware
@@ -51,22 +52,8 @@ def release_orphans(store: StateStore, sources: Iterable[str]) -> None:
 
 def orphaned_pages(store: StateStore, in_scope: Callable[[str], bool]) -> dict[str, StoredPage]:
     """Pages held by orphaned sources whose URL ``in_scope`` accepts: a crawl verifies them like its own."""
-    query = sa.select(
-        pages.c.url, pages.c.source, pages.c.etag, pages.c.last_modified, pages.c.content_hash, pages.c.links
-    ).where(pages.c.source.in_(_ORPHANS))
-    with store.engine.connect() as connection:
-        return {
-            row.url: StoredPage(
-                row.url,
-                row.source,
-                row.etag,
-                row.last_modified,
-                row.content_hash,
-                links=None if row.links is None else tuple(row.links),
-            )
-            for row in connection.execute(query)
-            if in_scope(row.url)
-        }
+    held = stored_pages(store.engine, pages.c.source.in_(_ORPHANS))
+    return {url: page for url, page in held.items() if in_scope(url)}
 
 
 def orphaned_page_urls(store: StateStore) -> set[str]:

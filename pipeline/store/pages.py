@@ -18,6 +18,32 @@ if TYPE_CHECKING:
     from pipeline.store.state import StateStore
 
 
+def stored_pages(engine: sa.Engine, where: sa.ColumnElement[bool]) -> dict[str, StoredPage]:
+    """URL -> what a crawl needs to revisit the page, for the pages ``where`` selects."""
+    query = sa.select(
+        pages.c.url,
+        pages.c.source,
+        pages.c.etag,
+        pages.c.last_modified,
+        pages.c.content_hash,
+        pages.c.links,
+        pages.c.redirected_since,
+    ).where(where)
+    with engine.connect() as connection:
+        return {
+            row.url: StoredPage(
+                row.url,
+                row.source,
+                row.etag,
+                row.last_modified,
+                row.content_hash,
+                links=None if row.links is None else tuple(row.links),
+                redirected_since=row.redirected_since and aware(row.redirected_since),
+            )
+            for row in connection.execute(query)
+        }
+
+
 class PageStore:
     """Pages and documents; reached as ``StateStore.pages``."""
 
@@ -27,30 +53,7 @@ class PageStore:
     # -- pages ---------------------------------------------------------------
 
     def known(self, source: str) -> dict[str, StoredPage]:
-        with self._database.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(
-                    pages.c.url,
-                    pages.c.source,
-                    pages.c.etag,
-                    pages.c.last_modified,
-                    pages.c.content_hash,
-                    pages.c.links,
-                    pages.c.redirected_since,
-                ).where(pages.c.source == source)
-            )
-            return {
-                row.url: StoredPage(
-                    row.url,
-                    row.source,
-                    row.etag,
-                    row.last_modified,
-                    row.content_hash,
-                    links=None if row.links is None else tuple(row.links),
-                    redirected_since=row.redirected_since and aware(row.redirected_since),
-                )
-                for row in rows
-            }
+        return stored_pages(self._database.engine, pages.c.source == source)
 
     def with_content(self, source: str, content_hash: str, other_than: Container[str]) -> str | None:
         """Another stored page of the source with exactly this content, if any, not one of ``other_than``."""
