@@ -85,6 +85,17 @@ class MiniLMEmbedder:
         self._input_names = {model_input.name for model_input in session.get_inputs()}
         return session
 
+    @property
+    def model(self) -> str:
+        return MODEL_NAME
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Questions and passages are embedded alike: the model has no query/document distinction."""
+        return self.embed(texts)
+
+    def iter_document_batches(self, texts: Sequence[str]) -> Iterator[tuple[list[int], np.ndarray]]:
+        return self.iter_batches(texts)
+
     def word_piece_counts(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text before truncation, [CLS] and [SEP] included."""
         return [len(encoding.ids) for encoding in self._counting_tokenizer.encode_batch(list(texts))]
