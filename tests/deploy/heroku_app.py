@@ -183,7 +183,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_heroku_app(root: Path, database: str, sources: list[dict] | None = None) -> Iterator[HerokuApp]:
+def local_heroku_app(
+    root: Path, database: str, sources: list[dict] | None = None, queries: Path = QUERIES_FILE
+) -> Iterator[HerokuApp]:
     """Release, then web and worker, against ``database``, the demo site (or ``sources``) and a local rerank add-on."""
     with ExitStack() as stack:
         if sources is None:
@@ -208,7 +210,7 @@ def local_heroku_app(root: Path, database: str, sources: list[dict] | None = Non
                 "RERANK_MODEL_ID": "cohere-rerank-3-5",
                 "WEB_PASSWORD": WEB_PASSWORD,
                 "PIPELINE_SOURCES": str(sources_file),
-                "PIPELINE_QUERIES": str(QUERIES_FILE),
+                "PIPELINE_QUERIES": str(queries),
             },
             username="admin",
             password=WEB_PASSWORD,
