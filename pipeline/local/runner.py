@@ -14,17 +14,19 @@ from pipeline.local.config import EmbeddingServiceConfig, ServiceConfig
 from pipeline.local.embedding_service import EmbeddingService, LoggedEmbeddingRequest, VectorSource
 from pipeline.local.faults import FaultPlan
 from pipeline.local.rerank_service import LoggedRequest, RerankService, Scorer
-from pipeline.local.service import StandInService
+from pipeline.local.service import Logged, StandInService
 
 log = logging.getLogger(__name__)
 
-ServiceT = TypeVar("ServiceT", bound=StandInService[Any, Any])
+LoggedT = TypeVar("LoggedT", bound=Logged)
 
 
-class LocalService(Generic[ServiceT]):
+class LocalService(Generic[LoggedT]):
     """Runs a stand-in under uvicorn in a background thread; use as a context manager."""
 
-    def __init__(self, service: ServiceT, *, host: str = "127.0.0.1", port: int = 0, warm: bool = False) -> None:
+    def __init__(
+        self, service: StandInService[Any, LoggedT], *, host: str = "127.0.0.1", port: int = 0, warm: bool = False
+    ) -> None:
         self.service = service
         self.host = host
         self._requested_port = port
@@ -42,6 +44,10 @@ class LocalService(Generic[ServiceT]):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def requests(self) -> list[LoggedT]:
+        return self.service.requests
 
     @property
     def faults(self) -> FaultPlan:
@@ -96,26 +102,18 @@ class LocalService(Generic[ServiceT]):
         self.stop()
 
 
-class LocalRerankService(LocalService[RerankService]):
+class LocalRerankService(LocalService[LoggedRequest]):
     """The ``/v1/rerank`` stand-in in a background thread."""
 
     def __init__(self, config: ServiceConfig, *, scorer: Scorer, **options: Any) -> None:
         super().__init__(RerankService(config, scorer), **options)
 
-    @property
-    def requests(self) -> list[LoggedRequest]:
-        return self.service.requests
 
-
-class LocalEmbeddingService(LocalService[EmbeddingService]):
+class LocalEmbeddingService(LocalService[LoggedEmbeddingRequest]):
     """The ``/v1/embeddings`` stand-in in a background thread."""
 
     def __init__(self, config: EmbeddingServiceConfig, *, vectors: VectorSource, **options: Any) -> None:
         super().__init__(EmbeddingService(config, vectors), **options)
-
-    @property
-    def requests(self) -> list[LoggedEmbeddingRequest]:
-        return self.service.requests
 
 
 def run_service(service: StandInService[Any, Any], *, host: str = "127.0.0.1", port: int, warm: bool = True) -> None:

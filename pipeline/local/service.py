@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -69,6 +70,7 @@ class StandInService(ABC, Generic[SeenT, LoggedT]):
         self,
         config: StandInConfig,
         *,
+        name: str,
         path: str,
         malformed_body: bytes,
         limits: Mapping[str, int | None],
@@ -77,6 +79,9 @@ class StandInService(ABC, Generic[SeenT, LoggedT]):
         identity_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.name = name
+        # The endpoint module's logger, so that each stand-in's lines can be told apart.
+        self._logger = logging.getLogger(type(self).__module__)
         self._injector = FaultInjector(config.seed, malformed_body)
         self._limiter = RateLimiter(limits, window_seconds=window_seconds)
         self._sends_quota_headers = quota_headers
@@ -133,8 +138,8 @@ class StandInService(ABC, Generic[SeenT, LoggedT]):
         """The log entry: ``outcome`` and what this endpoint records of the request."""
 
     @abstractmethod
-    def _report(self, logged: LoggedT) -> None:
-        """Log one line saying what happened, never the token or the texts."""
+    def _details(self, logged: LoggedT) -> str:
+        """What this endpoint's log line says of a request beyond its status and model: counts, never texts."""
 
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -151,7 +156,17 @@ class StandInService(ABC, Generic[SeenT, LoggedT]):
         logged = self._logged(seen, outcome)
         with self._log_lock:
             self._log.append(logged)
-        self._report(logged)
+        # Neither the token nor the texts: a line per request says what happened, not what was sent.
+        self._logger.info(
+            "%s %d model=%s %s authorized=%s fault=%s %.0fms",
+            self.name,
+            logged.status,
+            logged.model,
+            self._details(logged),
+            logged.authorized,
+            logged.fault or "-",
+            (logged.finished_at - logged.received_at) * 1000,
+        )
         return response
 
     async def _model_of(self, request: Request, seen: SeenT) -> tuple[str, dict[str, Any]]:
@@ -217,3 +232,17 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Rejection(400, "bad_request", "request body must be a JSON object")
     return body
+
+
+def string_list(body: dict[str, Any], field: str, *, most: int, items: str) -> list[str]:
+    """``body[field]``: a list of 1 to ``most`` strings (``items`` names them in the 400 past it), or a 400."""
+    if field not in body:
+        raise Rejection(400, "bad_request", f"missing required field: {field}")
+    texts = body[field]
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise Rejection(400, "bad_request", f"{field} must be a list of strings")
+    if not texts:
+        raise Rejection(400, "bad_request", f"{field} must not be empty")
+    if len(texts) > most:
+        raise Rejection(400, "bad_request", f"too many {items}: {len(texts)} (at most {most} per request)")
+    return texts

@@ -60,15 +60,12 @@ def start_service() -> Iterator[Callable[..., LocalEmbeddingService]]:
 
 @pytest.fixture
 def post(embedding_service: LocalEmbeddingService, api_key: str) -> Iterator[Callable[..., httpx.Response]]:
-    """POST /v1/embeddings: ``post(body, headers=..., content=..., service=...)`` (the default stand-in if none)."""
-    with httpx.Client(timeout=30) as http:
+    """POST a JSON body to /v1/embeddings with the key; ``service`` (default: the shared one), ``headers`` and
+    ``content`` (sent instead of the body) may be given."""
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {api_key}"}) as http:
 
-        def send(body=None, *, headers=None, content=None, service=None) -> httpx.Response:
-            url = f"{(service or embedding_service).url}/v1/embeddings"
-            headers = {"Authorization": f"Bearer {api_key}", **(headers or {})}
-            if content is not None:
-                return http.post(url, content=content, headers=headers)
-            return http.post(url, json=body, headers=headers)
+        def send(request_body=None, *, service=None, **options) -> httpx.Response:
+            return http.post(f"{(service or embedding_service).url}/v1/embeddings", json=request_body, **options)
 
         yield send
 

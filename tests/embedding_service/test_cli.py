@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -17,6 +14,7 @@ from pipeline.cli import build_parser, embedding_key, main, service_config, stan
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.local import EmbeddingServiceConfig, HashedVectors
 from pipeline.local.embedding_service import count_tokens
+from tests.commands import free_port, start_service_command, stop_service_command
 from tests.embedding_service.conftest import MODEL, vectors_of
 
 KEY = "inf-cli-embed-6b1d4f8a2c"
@@ -24,35 +22,18 @@ WRONG_KEY = "inf-cli-wrong-0b0b0b0b"
 TEN_TOKENS = "one two three four five six seven eight nine ten"
 
 
-def test_every_flag_reaches_the_service_config():
+def test_the_embedding_flags_reach_its_config():
+    # The flags both stand-ins share are parsed by one function, checked in full for rerank-service.
     arguments = build_parser().parse_args(
-        [
-            "embedding-service",
-            "--requests-per-minute", "500",
-            "--tokens-per-minute", "800000",
-            "--omit-retry-after",
-            "--error-rate", "0.05",
-            "--timeout-rate", "0.01",
-            "--hang-seconds", "2.5",
-            "--malformed-rate", "0.02",
-            "--latency", "0.1",
-            "--seed", "7",
-            "--test-mode",
-            "--allowed-models", "cohere-embed-multilingual",
-        ]
-    )  # fmt: skip
+        ["embedding-service", "--tokens-per-minute", "800000", "--requests-per-minute", "500", "--test-mode"]
+    )
     config = service_config(arguments)
 
-    assert isinstance(config, EmbeddingServiceConfig)
-    assert (config.requests_per_minute, config.tokens_per_minute, config.omit_retry_after) == (500, 800_000, True)
-    assert (config.error_rate, config.timeout_rate, config.hang_seconds, config.malformed_rate) == (
-        0.05,
-        0.01,
-        2.5,
-        0.02,
-    )
-    assert (config.added_latency_seconds, config.seed, config.test_mode) == (0.1, 7, True)
-    assert config.allowed_models == (MODEL,) and config.api_key == embedding_key()
+    assert isinstance(config, EmbeddingServiceConfig) and config.api_key == embedding_key()
+    assert (config.tokens_per_minute, config.requests_per_minute, config.test_mode) == (800_000, 500, True)
+    assert service_config(
+        build_parser().parse_args(["embedding-service", "--allowed-models", MODEL])
+    ).allowed_models == (MODEL,)
 
 
 def test_unset_flags_keep_the_service_defaults():
@@ -91,35 +72,19 @@ def test_fast_means_hashed_vectors_and_otherwise_the_local_model():
     assert isinstance(fast, HashedVectors) and fast.dimensions == 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_command_serves_the_configured_limits_and_faults_and_never_logs_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBEDDING_KEY", KEY)
     key = embedding_key()  # EMBEDDING_KEY once it is a setting, the local default before
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "pipeline.cli", "embedding-service", "--port", str(port), "--fast",
         "--requests-per-minute", "4", "--tokens-per-minute", "25", "--omit-retry-after", "--test-mode",
         "--latency", "0.2",
     ]  # fmt: skip
     environment = {**os.environ, "PIPELINE_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    process = start_service_command(command, environment, url)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.2)
 
         def post(texts: list[str], key: str = key, fault: str | None = None) -> httpx.Response:
             headers = {"Authorization": f"Bearer {key}", **({"X-Fault": fault} if fault else {})}
@@ -141,12 +106,7 @@ def test_the_command_serves_the_configured_limits_and_faults_and_never_logs_the_
         too_often = post(["epsilon"])
         assert too_often.status_code == 429 and "4 requests per minute" in too_often.json()["message"]
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+        output = stop_service_command(process)
 
     assert "local embeddings stand-in (/v1/embeddings), not Heroku Inference: vectors from hashed text" in output
     tokens = count_tokens(["alpha", TEN_TOKENS])

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-import httpx
 import numpy as np
 import pytest
 
-from pipeline.local import EmbeddingServiceConfig, HashedVectors, LocalEmbeddingService
+from pipeline.local import EmbeddingServiceConfig, HashedVectors
 from pipeline.local.embedding_service import count_tokens
 from tests.embedding_service.conftest import body, vectors_of
 
@@ -114,44 +111,6 @@ def test_a_queued_fault_hits_only_requests_carrying_its_text(post, embedding_ser
     assert post(body(input=["fine", "poison"])).status_code == 500
     assert post(body(input=["poison"])).status_code == 500
     assert [logged.fault for logged in embedding_service.requests] == [None, "500", "500"]
-
-
-def test_latency_fault_delays_a_normal_answer(post):
-    started = time.monotonic()
-    response = post(body(), headers={"X-Fault": "latency=0.3"})
-
-    assert response.status_code == 200 and time.monotonic() - started >= 0.3
-
-
-def test_faults_need_test_mode(start_service, post):
-    production_like = start_service(test_mode=False)
-
-    assert post(body(), headers={"X-Fault": "500"}, service=production_like).status_code == 200
-
-
-def test_random_faults_follow_the_seed(start_service, post):
-    def statuses(seed: int) -> list[int]:
-        service = start_service(error_rate=0.3, malformed_rate=0.3, seed=seed)
-        return [post(body(), service=service).status_code for _ in range(20)]
-
-    first = statuses(seed=7)
-    assert first == statuses(seed=7)
-    assert 500 in first and 200 in first
-
-
-def test_stopping_releases_a_hanging_request(api_key):
-    service = LocalEmbeddingService(EmbeddingServiceConfig(api_key=api_key, test_mode=True), vectors=HashedVectors())
-    service.start()
-    with httpx.Client(timeout=0.3) as http, pytest.raises(httpx.ReadTimeout):
-        http.post(
-            f"{service.url}/v1/embeddings",
-            json=body(),
-            headers={"Authorization": f"Bearer {api_key}", "X-Fault": "timeout"},
-        )
-    started = time.monotonic()
-    service.stop()
-
-    assert time.monotonic() - started < 3
 
 
 def test_hashed_vectors_are_deterministic_unit_vectors():
