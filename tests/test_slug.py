@@ -1,7 +1,8 @@
 """The slug leaves out what the runtime never uses, and the runtime works without it.
 
-chromadb declares ``kubernetes`` a hard dependency, tokenizers ``huggingface-hub``; pyproject.toml's
-``[tool.uv] override-dependencies`` gives both a marker that is never true, so the lock installs neither.
+chromadb declares ``kubernetes`` a hard dependency, tokenizers ``huggingface-hub``, dagster-webserver and
+chromadb uvicorn's ``standard`` extras; pyproject.toml's ``[tool.uv] override-dependencies`` gives them a
+marker that is never true, so the lock installs none of them.
 ``pytrec-eval-terrier`` (and with it scipy) is a dev dependency. benchmarks/slug_size.py builds the slug
 itself and runs tests/lean_runtime.py in it.
 """
@@ -47,7 +48,7 @@ def runtime_packages_in_lock() -> set[str]:
 
 def test_the_lock_selects_none_of_the_left_out_packages_for_the_runtime():
     runtime = runtime_packages_in_lock()
-    assert {"chromadb", "onnxruntime", "tokenizers", "dagster", "bm25s", "uvloop"} <= runtime
+    assert {"chromadb", "onnxruntime", "tokenizers", "dagster", "bm25s", "uvicorn", "h11"} <= runtime
     assert runtime & LEFT_OUT_DISTRIBUTIONS == set()
     # The lock still knows them: kubernetes through chromadb (never selected), pytrec-eval-terrier in dev.
     assert {"kubernetes", "pytrec-eval-terrier", "scipy"} <= {
