@@ -58,7 +58,7 @@ def main() -> dict[str, object]:
     from pipeline.embedding import MiniLMEmbedder
     from pipeline.evaluation.metrics import evaluate_rankings
     from pipeline.store.lexical import LexicalIndex
-    from tests.support import chroma_server_on_loopback
+    from tests.commands import chroma_server_on_loopback
 
     results: dict[str, object] = {"importable_left_out": [name for name in LEFT_OUT if importable(name)]}
     embedder = MiniLMEmbedder(threads=1)

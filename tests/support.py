@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import yaml
 
 from pipeline.defs import context_sets, evaluation, ingest, removal, rerank, retrieve
@@ -140,45 +134,3 @@ def worker_env(**settings: str) -> dict[str, str]:
     prefixes = ("PIPELINE_", "CHROMA_", "RERANK_", "DAGSTER_")
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "DATABASE_URL"}
     return {**inherited, **settings}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def chroma_server_on_loopback(directory: Path, env: Mapping[str, str] | None = None) -> Iterator[int]:
-    """A Chroma server (the ``chroma`` executable of the chromadb package) storing under ``directory``,
-    started with ``env`` (default: this process's environment); yields its port."""
-    port = free_port()
-    log_path = directory / "chroma-server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("chroma")),
-                "run",
-                "--path",
-                str(directory / "chroma-server"),
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=None if env is None else dict(env),
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
-            yield port
-        finally:
-            server.terminate()
-            server.wait(timeout=30)

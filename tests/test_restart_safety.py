@@ -27,8 +27,9 @@ from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.records import Candidate, ContextSet
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
+from tests.commands import chroma_server_on_loopback
 from tests.conftest import fresh_postgres_database
-from tests.support import TEST_KEY, chroma_server_on_loopback, run_materializations, worker_env, write_sources
+from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "user-guide"
