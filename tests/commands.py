@@ -1,12 +1,15 @@
-"""Running a long-lived ``pipeline`` command (a stand-in service) as a real process, as a user would."""
+"""Running a long-lived command (a stand-in service, a Chroma server) as a real process, as a user would."""
 
 from __future__ import annotations
 
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -49,3 +52,38 @@ def stop_service_command(process: subprocess.Popen[str]) -> str:
         process.kill()
         output, _ = process.communicate()
     return output
+
+
+@contextmanager
+def chroma_server_on_loopback(directory: Path) -> Iterator[int]:
+    """A Chroma server (the ``chroma`` executable of this environment's chromadb) storing under ``directory``,
+    started with this process's environment; yields its port."""
+    port = free_port()
+    log_path = directory / "chroma-server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("chroma")),
+                "run",
+                "--path",
+                str(directory / "chroma-server"),
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            yield port
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
