@@ -7,8 +7,11 @@ one logical request: it waits for a slot, retries transient failures (429, 5xx, 
 refused connections, a 200 whose body is cut off) within the :class:`RetryPolicy`, follows
 ``Retry-After`` and ``x-ratelimit-*`` headers, and raises at once what would recur on every
 request (401, 403, 404: :class:`~pipeline.inference.errors.InferenceConfigurationError`) with a
-message that names the config var to fix. The endpoint layer (rerank today; embeddings and chat
-next) builds the body, estimates its tokens, parses the answer and classifies a 400.
+message that names the config var to fix. The endpoint layer (rerank, embeddings; chat next)
+builds the body, estimates its tokens, parses the answer and classifies a 400. Under a
+tokens-per-minute limit the pacing ledger follows the server's count: a request's estimate is
+replaced by the tokens its answer reports (``counted``), and the ``x-ratelimit-*-tokens``
+headers of every 200 add what the server counted beyond the ledger.
 
 The API key is checked before anything is sent (no whitespace, control or non-ASCII
 characters, which the HTTP layer would refuse by quoting the header) and then lives only in
@@ -30,7 +33,7 @@ import httpx
 from pipeline.credentials import Redactor, check_secret, http_log_redaction
 from pipeline.inference.endpoint import EndpointContract, endpoint_of
 from pipeline.inference.errors import TIMEOUT, InferenceError, InferenceProtocolError
-from pipeline.inference.headers import exhausted_quota_delay, rate_limit_hint
+from pipeline.inference.headers import exhausted_quota_delay, rate_limit_hint, tokens_used_in_window
 from pipeline.inference.pacing import RateLimitWaitExceeded, RequestRateLimiter
 from pipeline.inference.redaction import quoted, server_message
 from pipeline.inference.retry import RetryPolicy
@@ -44,6 +47,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(DEFAULT_READ_TIMEOUT_SECONDS, connect=DEFAULT_CO
 Parsed = TypeVar("Parsed")
 # (status, the server's redacted message, the body sent) → the error for a 4xx, or None for the default.
 Rejection = Callable[[int, str, dict[str, Any]], InferenceError | None]
+# A parsed answer → the tokens the server says it counted for the request, or None when it does not say.
+TokenCount = Callable[[Any], int | None]
 
 
 @dataclass
@@ -57,6 +62,15 @@ class CallTally:
     def charge(self, error: InferenceError) -> None:
         """Record on ``error`` what the call spent before it failed."""
         error.requests, error.retries, error.rate_limited = self.requests, self.retries, self.rate_limited
+
+
+@dataclass(frozen=True)
+class _Charge:
+    """What one attempt was paced as: its slot and token estimate, and how to read the tokens counted."""
+
+    slot: float
+    tokens: int
+    counted: TokenCount | None
 
 
 @dataclass
@@ -123,13 +137,20 @@ class InferenceClient:
         self._http.close()
 
     def post(
-        self, body: dict[str, Any], parse: Callable[[Any], Parsed], *, tally: CallTally, tokens: int = 0
+        self,
+        body: dict[str, Any],
+        parse: Callable[[Any], Parsed],
+        *,
+        tally: CallTally,
+        tokens: int = 0,
+        counted: TokenCount | None = None,
     ) -> Parsed:
         """Send ``body`` as JSON and return ``parse(<the 200's JSON>)``, retried within the policy.
 
         ``tokens`` is the endpoint layer's estimate of what the request counts against the
-        model's tokens per minute. ``parse`` raises :meth:`invalid_response` errors for a body
-        that is not the contract's.
+        model's tokens per minute; ``counted`` reads the count the server reports from the parsed
+        answer, which then replaces the estimate in the pacing ledger. ``parse`` raises
+        :meth:`invalid_response` errors for a body that is not the contract's.
         """
         started = self._clock()
         deadline = started + self.retry.max_total_seconds
@@ -137,7 +158,7 @@ class InferenceClient:
         attempt_number = 0
         while True:
             try:
-                self.limiter.acquire(deadline, tokens=tokens)
+                slot = self.limiter.acquire(deadline, tokens=tokens)
             except RateLimitWaitExceeded as held:
                 elapsed = self._clock() - started
                 if failed is not None:
@@ -149,7 +170,7 @@ class InferenceClient:
                 ) from None
             attempt_number += 1
             tally.requests += 1
-            outcome = self._attempt(body, parse, attempt_number, tally)
+            outcome = self._attempt(body, parse, attempt_number, tally, _Charge(slot, tokens, counted))
             if not isinstance(outcome, _Attempt):
                 return outcome
             failed = outcome
@@ -184,20 +205,30 @@ class InferenceClient:
     # --- one attempt ------------------------------------------------------------------------
 
     def _attempt(
-        self, body: dict[str, Any], parse: Callable[[Any], Parsed], attempt_number: int, tally: CallTally
+        self,
+        body: dict[str, Any],
+        parse: Callable[[Any], Parsed],
+        attempt_number: int,
+        tally: CallTally,
+        charge: _Charge,
     ) -> Parsed | _Attempt:
         """Send once: the parsed result, or why it failed and how long to wait before the next attempt.
 
         Every failure leaves through here, so its message is redacted here, whatever server or
         transport text it quotes.
         """
-        outcome = self._send(body, parse, attempt_number, tally)
+        outcome = self._send(body, parse, attempt_number, tally, charge)
         if isinstance(outcome, _Attempt):
             outcome.error.args = (self._redactor(str(outcome.error)),)
         return outcome
 
     def _send(
-        self, body: dict[str, Any], parse: Callable[[Any], Parsed], attempt_number: int, tally: CallTally
+        self,
+        body: dict[str, Any],
+        parse: Callable[[Any], Parsed],
+        attempt_number: int,
+        tally: CallTally,
+        charge: _Charge,
     ) -> Parsed | _Attempt:
         try:
             response = self._http.post(self.contract.path, json=body)
@@ -218,15 +249,25 @@ class InferenceClient:
         if spent:
             # The quota is spent: hold every thread until it resets.
             self.limiter.push_back(spent)
+        outcome: Parsed | _Attempt
         try:
             try:
                 payload = response.json()
             except ValueError:
                 # Cut off or garbled on the way (the local service's "malformed" fault): worth another try.
                 raise self.invalid_response("a body that is not JSON", retryable=True) from None
-            return parse(payload)
+            outcome = parse(payload)
         except InferenceProtocolError as error:
-            return _Attempt(error, self.retry.backoff(attempt_number, self._rng))
+            outcome = _Attempt(error, self.retry.backoff(attempt_number, self._rng))
+        else:
+            reported = charge.counted(outcome) if charge.counted is not None else None
+            if reported is not None:
+                self.limiter.settle(charge.slot, charge.tokens, reported)
+        # After the settlement: the ledger then holds this request's count, not its estimate.
+        used = tokens_used_in_window(response.headers)
+        if used is not None:
+            self.limiter.reconcile(used)
+        return outcome
 
     def _failed_status(
         self, response: httpx.Response, body: dict[str, Any], attempt_number: int, tally: CallTally
