@@ -29,11 +29,12 @@ from collections.abc import Callable
 # the window of the one sent a full limit earlier.
 DEFAULT_PACING_SHARE = 0.98
 RATE_WINDOW_SECONDS = 60.0
-# The server's window slides by when a request arrives, the ledger's by when it left: a send
-# leaves the ledger up to a network latency before it leaves the server's count. Sends this much
-# older than the window still count in :meth:`RequestRateLimiter.reconcile`, so that lag is not
-# taken for tokens someone else used.
-RECONCILE_GRACE_SECONDS = 2.0
+# The server's window slides by when a request arrives, the ledger's by when it left: an old send
+# whose trip was slower than the new one's would still be in the server's window when the ledger
+# let it go. So a ledger entry holds its tokens this much past the window (the same 1.2 s of jitter
+# the pacing share absorbs), and :meth:`RequestRateLimiter.reconcile` does not take that lag for
+# tokens someone else used.
+ARRIVAL_GRACE_SECONDS = 1.2
 
 
 class RateLimitWaitExceeded(Exception):
@@ -152,7 +153,7 @@ class RequestRateLimiter:
             return
         with self._lock:
             now = self._clock()
-            since = now - self.window_seconds - RECONCILE_GRACE_SECONDS
+            since = now - self.window_seconds - ARRIVAL_GRACE_SECONDS
             ledger = sum(count for slot, count in self._sent_tokens if since < slot <= now)
             excess = used_in_window - ledger
             if excess <= 0:
@@ -176,12 +177,13 @@ class RequestRateLimiter:
         """
         assert self.token_budget is not None
         sent = self._sent_tokens
-        while sent and sent[0][0] <= slot - self.window_seconds:
+        held = self.window_seconds + ARRIVAL_GRACE_SECONDS
+        while sent and sent[0][0] <= slot - held:
             sent.popleft()
         in_window = sum(count for _, count in sent)
         for oldest, count in sent:
             if in_window + tokens <= self.token_budget:
                 break
-            slot = max(slot, oldest + self.window_seconds)
+            slot = max(slot, oldest + held)
             in_window -= count
         return slot
