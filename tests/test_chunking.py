@@ -260,8 +260,8 @@ LISTING = re.compile(r'(<pre class="programlisting">)(.*?)(</pre>)', re.S)
 def test_chunks_of_deeply_indented_code_stay_within_the_embeddings_character_cap(embedder):
     """Whitespace costs no word pieces, so deeply indented code can pass MiniLM's window and not 2,048 characters.
 
-    The manual as published stays under the cap (no chunk of its 1,173 pages has more than 1,535
-    characters, at max_tokens up to 2,000); this is one of its pages with long code listings
+    The manual as published stays under the cap (no chunk of its 1,173 pages has more than 1,415
+    characters, or 1,535 at a max_tokens of 2,000); this is one of its pages with long code listings
     (PL/pgSQL trigger functions), indented 24 spaces deeper as sites that nest code in lists render
     it, and chunked at a max_tokens of 400.
     """

@@ -173,16 +173,47 @@ class ChromaResource(dg.ConfigurableResource):
         self._connection = None
 
 
+class InferenceClientConfig(dg.ConfigurableResource):
+    """The fields that tune a Heroku Inference client, set in a run's ``resources.<name>.config``."""
+
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="The model's request limit (default: the published one); paced at 98% of it."
+    )
+    connect_timeout_seconds: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, description="Longest wait to open a connection."
+    )
+    read_timeout_seconds: float = Field(
+        default=DEFAULT_READ_TIMEOUT_SECONDS,
+        gt=0,
+        description="Longest wait for the response (and between its bytes); a request that times out is retried.",
+    )
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts per request, retries included.")
+    max_total_seconds: float = Field(
+        default=DEFAULT_MAX_TOTAL_SECONDS,
+        gt=0,
+        description="Time budget per request, rate-limit waits and retries included; past it the request fails.",
+    )
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds)
+
+
 @dataclass(frozen=True)
-class EmbeddingEndpoint:
-    """Where embeddings requests go (EMBEDDING_URL), their key (EMBEDDING_KEY) and model (EMBEDDING_MODEL_ID)."""
+class InferenceEndpoint:
+    """Where an inference endpoint's requests go, the key they carry and the model (Heroku's ``<AS>_URL``,
+    ``<AS>_KEY`` and ``<AS>_MODEL_ID`` of a model attached ``--as <AS>``); the key never shows in a repr."""
 
     url: str
     api_key: str
     model_id: str
 
     def __repr__(self) -> str:
-        return f"EmbeddingEndpoint({self.url!r}, model_id={self.model_id!r})"
+        return f"{type(self).__name__}({self.url!r}, model_id={self.model_id!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class EmbeddingEndpoint(InferenceEndpoint):
+    """EMBEDDING_URL, EMBEDDING_KEY and EMBEDDING_MODEL_ID."""
 
     @classmethod
     def from_settings(cls) -> "EmbeddingEndpoint | None":
@@ -198,8 +229,11 @@ class EmbeddingEndpoint:
         )
 
 
-class EmbedderResource(dg.ConfigurableResource):
+class EmbedderResource(InferenceClientConfig):
     """Sentence embeddings: the embeddings endpoint when ``endpoint`` is set, else all-MiniLM-L6-v2 (int8 ONNX).
+
+    The client fields (:class:`InferenceClientConfig` and those marked "Remote") tune the remote
+    client; ``batch_size`` and ``threads`` the local model.
 
     Either way the chunker sizes chunks with the MiniLM tokenizer (:meth:`minilm_word_piece_counts`),
     so chunks and their IDs do not depend on the embedding mode. In remote mode the ONNX session
@@ -217,27 +251,8 @@ class EmbedderResource(dg.ConfigurableResource):
     concurrent_requests: int = Field(
         default=DEFAULT_CONCURRENT_REQUESTS, ge=1, description="Remote: requests in flight at once."
     )
-    requests_per_minute: int | None = Field(
-        default=None, ge=1, description="Remote: the model's request limit (default: the published one); paced at 98%."
-    )
     tokens_per_minute: int | None = Field(
         default=None, ge=1, description="Remote: the model's token limit (default: the published one); paced at 98%."
-    )
-    connect_timeout_seconds: float = Field(
-        default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, description="Remote: longest wait to open a connection."
-    )
-    read_timeout_seconds: float = Field(
-        default=DEFAULT_READ_TIMEOUT_SECONDS,
-        gt=0,
-        description="Remote: longest wait for the response; a request that times out is retried.",
-    )
-    max_attempts: int = Field(
-        default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Remote: attempts per request, retries included."
-    )
-    max_total_seconds: float = Field(
-        default=DEFAULT_MAX_TOTAL_SECONDS,
-        gt=0,
-        description="Remote: time budget per request, rate-limit waits and retries included.",
     )
 
     _embedder: Embedder | None = PrivateAttr(default=None)
@@ -268,7 +283,7 @@ class EmbedderResource(dg.ConfigurableResource):
             concurrent_requests=self.concurrent_requests,
             requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,
-            timeout=httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds),
+            timeout=self.timeout(),
             max_attempts=self.max_attempts,
             max_total_seconds=self.max_total_seconds,
         )
@@ -303,23 +318,16 @@ class EmbedderResource(dg.ConfigurableResource):
         self._minilm = None
 
 
-@dataclass(frozen=True)
-class RerankEndpoint:
-    """Where rerank requests go (RERANK_URL), the key they carry (RERANK_KEY) and the model (RERANK_MODEL_ID)."""
-
-    url: str
-    api_key: str
-    model_id: str
-
-    def __repr__(self) -> str:
-        return f"RerankEndpoint({self.url!r}, model_id={self.model_id!r})"
+@dataclass(frozen=True, repr=False)
+class RerankEndpoint(InferenceEndpoint):
+    """RERANK_URL, RERANK_KEY and RERANK_MODEL_ID."""
 
     @classmethod
     def from_settings(cls) -> "RerankEndpoint":
         return cls(settings.string("RERANK_URL"), settings.string("RERANK_KEY"), settings.string("RERANK_MODEL_ID"))
 
 
-class RerankResource(dg.ConfigurableResource):
+class RerankResource(InferenceClientConfig):
     """The Heroku Inference rerank endpoint (or the local service that speaks its protocol).
 
     ``endpoint`` comes from the environment only; the fields tune the client, set in a run's
@@ -328,29 +336,10 @@ class RerankResource(dg.ConfigurableResource):
 
     # A dependency, not config: from the environment only (see the module docstring).
     endpoint: dg.ResourceDependency[RerankEndpoint]
-    requests_per_minute: int | None = Field(
-        default=None,
-        ge=1,
-        description="The model's limit (default: the published one, 250 or 200); requests are paced at 98% of it.",
-    )
-    connect_timeout_seconds: float = Field(
-        default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, description="Longest wait to open a connection."
-    )
-    read_timeout_seconds: float = Field(
-        default=DEFAULT_READ_TIMEOUT_SECONDS,
-        gt=0,
-        description="Longest wait for the response (and between its bytes); a request that times out is retried.",
-    )
     max_document_tokens: int | None = Field(
         default=DEFAULT_MAX_DOCUMENT_TOKENS,
         ge=1,
         description="Each candidate is cut to this many cl100k tokens (tiktoken) before sending; unset sends it whole.",
-    )
-    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts per request, retries included.")
-    max_total_seconds: float = Field(
-        default=DEFAULT_MAX_TOTAL_SECONDS,
-        gt=0,
-        description="Time budget per request, rate-limit waits and retries included; past it the query fails.",
     )
 
     _client: RerankClient | None = PrivateAttr(default=None)
@@ -368,7 +357,7 @@ class RerankResource(dg.ConfigurableResource):
             self.endpoint.url,
             self.endpoint.api_key,
             self.endpoint.model_id,
-            timeout=httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds),
+            timeout=self.timeout(),
             requests_per_minute=self.requests_per_minute,
             max_attempts=self.max_attempts,
             max_total_seconds=self.max_total_seconds,

@@ -45,6 +45,7 @@ from pipeline.inference import (
     DEFAULT_MAX_TOTAL_SECONDS,
     DEFAULT_TIMEOUT,
     CallTally,
+    EndpointClient,
     EndpointContract,
     InferenceClient,
     InferenceConfigurationError,
@@ -83,7 +84,7 @@ class EmbeddingStats:
     batches_failed: int = 0
 
 
-class HerokuEmbedder:
+class HerokuEmbedder(EndpointClient):
     """The :class:`~pipeline.embedding.protocol.Embedder` of a ``/v1/embeddings`` server; shareable between threads.
 
     ``model`` is ``<model id>@<host[:port]>``: the local stand-in serves the model names Heroku
@@ -150,15 +151,6 @@ class HerokuEmbedder:
 
     def __repr__(self) -> str:
         return f"HerokuEmbedder(base_url={self.base_url!r}, model={self.model_id!r})"
-
-    def __enter__(self) -> HerokuEmbedder:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._inference.close()
 
     @property
     def dimensions(self) -> int | None:

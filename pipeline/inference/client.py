@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
@@ -65,10 +65,12 @@ class CallTally:
 
 
 @dataclass(frozen=True)
-class _Charge:
-    """What one attempt was paced as: its slot and token estimate, and how to read the tokens counted."""
+class _Request(Generic[Parsed]):
+    """One logical request as :meth:`InferenceClient.post` was given it, the same on every attempt."""
 
-    slot: float
+    body: dict[str, Any]
+    parse: Callable[[Any], Parsed]
+    tally: CallTally
     tokens: int
     counted: TokenCount | None
 
@@ -79,6 +81,21 @@ class _Attempt:
 
     error: InferenceError
     delay: float
+
+
+class EndpointClient:
+    """What an endpoint layer's client (rerank, embeddings) shares: one :class:`InferenceClient`, closed with it."""
+
+    _inference: InferenceClient
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._inference.close()
 
 
 class InferenceClient:
@@ -152,6 +169,7 @@ class InferenceClient:
         answer, which then replaces the estimate in the pacing ledger. ``parse`` raises
         :meth:`invalid_response` errors for a body that is not the contract's.
         """
+        request = _Request(body, parse, tally, tokens, counted)
         started = self._clock()
         deadline = started + self.retry.max_total_seconds
         failed: _Attempt | None = None
@@ -170,7 +188,7 @@ class InferenceClient:
                 ) from None
             attempt_number += 1
             tally.requests += 1
-            outcome = self._attempt(body, parse, attempt_number, tally, _Charge(slot, tokens, counted))
+            outcome = self._attempt(request, attempt_number, slot)
             if not isinstance(outcome, _Attempt):
                 return outcome
             failed = outcome
@@ -204,34 +222,21 @@ class InferenceClient:
 
     # --- one attempt ------------------------------------------------------------------------
 
-    def _attempt(
-        self,
-        body: dict[str, Any],
-        parse: Callable[[Any], Parsed],
-        attempt_number: int,
-        tally: CallTally,
-        charge: _Charge,
-    ) -> Parsed | _Attempt:
-        """Send once: the parsed result, or why it failed and how long to wait before the next attempt.
+    def _attempt(self, request: _Request[Parsed], attempt_number: int, slot: float) -> Parsed | _Attempt:
+        """Send once (in the pacing slot ``slot``): the parsed result, or why it failed and how long to
+        wait before the next attempt.
 
         Every failure leaves through here, so its message is redacted here, whatever server or
         transport text it quotes.
         """
-        outcome = self._send(body, parse, attempt_number, tally, charge)
+        outcome = self._send(request, attempt_number, slot)
         if isinstance(outcome, _Attempt):
             outcome.error.args = (self._redactor(str(outcome.error)),)
         return outcome
 
-    def _send(
-        self,
-        body: dict[str, Any],
-        parse: Callable[[Any], Parsed],
-        attempt_number: int,
-        tally: CallTally,
-        charge: _Charge,
-    ) -> Parsed | _Attempt:
+    def _send(self, request: _Request[Parsed], attempt_number: int, slot: float) -> Parsed | _Attempt:
         try:
-            response = self._http.post(self.contract.path, json=body)
+            response = self._http.post(self.contract.path, json=request.body)
         except httpx.TransportError as exc:
             error: InferenceError = self.errors.unavailable(
                 self._unreachable(exc), code=TIMEOUT if isinstance(exc, httpx.TimeoutException) else None
@@ -244,7 +249,7 @@ class InferenceClient:
             )
             return _Attempt(error, self.retry.backoff(attempt_number, self._rng))
         if response.status_code != 200:
-            return self._failed_status(response, body, attempt_number, tally)
+            return self._failed_status(response, request.body, attempt_number, request.tally)
         spent = exhausted_quota_delay(response.headers)
         if spent:
             # The quota is spent: hold every thread until it resets.
@@ -256,13 +261,13 @@ class InferenceClient:
             except ValueError:
                 # Cut off or garbled on the way (the local service's "malformed" fault): worth another try.
                 raise self.invalid_response("a body that is not JSON", retryable=True) from None
-            outcome = parse(payload)
+            outcome = request.parse(payload)
         except InferenceProtocolError as error:
             outcome = _Attempt(error, self.retry.backoff(attempt_number, self._rng))
         else:
-            reported = charge.counted(outcome) if charge.counted is not None else None
+            reported = request.counted(outcome) if request.counted is not None else None
             if reported is not None:
-                self.limiter.settle(charge.slot, charge.tokens, reported)
+                self.limiter.settle(slot, request.tokens, reported)
         # After the settlement: the ledger then holds this request's count, not its estimate.
         used = tokens_used_in_window(response.headers)
         if used is not None:
