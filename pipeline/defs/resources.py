@@ -1,11 +1,11 @@
 """Dagster resources: typed configuration for the stores, the embedder and the rerank endpoint.
 
 :func:`build_resources` is the one place that wires environment variables into
-resources. Where requests go and the credentials they carry (``RERANK_*``, ``EMBEDDING_*``,
-``DATABASE_URL``, the ``CHROMA_*`` server settings) are resource dependencies read from the
-environment, not config fields: anyone who may
-launch a run could otherwise point ``resources.rerank.config.url`` at another host while
-the key still came from ``RERANK_KEY``. Run config that names them is rejected. They are
+resources. Where requests go and the credentials they carry (``RERANK_*``, ``EMBEDDING_*``
+(:mod:`pipeline.defs.endpoints`), ``DATABASE_URL``, the ``CHROMA_*`` server settings) are
+resource dependencies read from the environment, not config fields: anyone who may launch a run
+could otherwise point ``resources.rerank.config.url`` at another host while the key still came
+from ``RERANK_KEY``. Run config that names them is rejected. They are
 checked when the resource is set up for a run, before any request, so a key with a stray
 newline fails the run with a message naming the variable. The other paths are passed as
 ``dg.EnvVar`` so the Dagster UI shows the variable's name; unset ones fall back to the
@@ -20,8 +20,8 @@ state store runs its schema check on open, the BM25 index loads from disk) come 
 :func:`_shared`, one cache per process, because Dagster may set a resource up more than once per
 step; teardown drops the resource's reference to them but leaves them open for the next step.
 Handles a resource owns alone (the rerank client, the remote embedder and their connection
-pools) are closed in teardown. ``PipelineFilesResource`` is about the files under the data directory: besides
-``write_output`` its one handle, the BM25 index stored there, has the clearly named accessor
+pools) are closed in teardown. ``PipelineFilesResource`` is about the files under the data
+directory: besides ``write_output`` its one handle, the BM25 index stored there, has the clearly named accessor
 ``lexical_index()`` rather than ``get()``, since the resource is not that index.
 """
 
@@ -31,20 +31,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
-import httpx
 from pydantic import Field, PrivateAttr
 
 from pipeline import settings
 from pipeline.credentials import check_secret
+from pipeline.defs.endpoints import EmbeddingEndpoint, InferenceClientConfig, RerankEndpoint
 from pipeline.embedding import DEFAULT_BATCH_SIZE, Embedder, MiniLMEmbedder
 from pipeline.embedding.contract import MAX_INPUTS_PER_REQUEST
 from pipeline.embedding.remote import DEFAULT_CONCURRENT_REQUESTS, HerokuEmbedder
-from pipeline.inference import (
-    DEFAULT_CONNECT_TIMEOUT_SECONDS,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_TOTAL_SECONDS,
-    DEFAULT_READ_TIMEOUT_SECONDS,
-)
 from pipeline.rerank.client import DEFAULT_MAX_DOCUMENT_TOKENS, RerankClient
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, state_url
@@ -173,62 +167,6 @@ class ChromaResource(dg.ConfigurableResource):
         self._connection = None
 
 
-class InferenceClientConfig(dg.ConfigurableResource):
-    """The fields that tune a Heroku Inference client, set in a run's ``resources.<name>.config``."""
-
-    requests_per_minute: int | None = Field(
-        default=None, ge=1, description="The model's request limit (default: the published one); paced at 98% of it."
-    )
-    connect_timeout_seconds: float = Field(
-        default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, description="Longest wait to open a connection."
-    )
-    read_timeout_seconds: float = Field(
-        default=DEFAULT_READ_TIMEOUT_SECONDS,
-        gt=0,
-        description="Longest wait for the response (and between its bytes); a request that times out is retried.",
-    )
-    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts per request, retries included.")
-    max_total_seconds: float = Field(
-        default=DEFAULT_MAX_TOTAL_SECONDS,
-        gt=0,
-        description="Time budget per request, rate-limit waits and retries included; past it the request fails.",
-    )
-
-    def timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds)
-
-
-@dataclass(frozen=True)
-class InferenceEndpoint:
-    """Where an inference endpoint's requests go, the key they carry and the model (Heroku's ``<AS>_URL``,
-    ``<AS>_KEY`` and ``<AS>_MODEL_ID`` of a model attached ``--as <AS>``); the key never shows in a repr."""
-
-    url: str
-    api_key: str
-    model_id: str
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r}, model_id={self.model_id!r})"
-
-
-@dataclass(frozen=True, repr=False)
-class EmbeddingEndpoint(InferenceEndpoint):
-    """EMBEDDING_URL, EMBEDDING_KEY and EMBEDDING_MODEL_ID."""
-
-    @classmethod
-    def from_settings(cls) -> "EmbeddingEndpoint | None":
-        """The endpoint the environment names; None (the local model) when none of the three is set.
-
-        Some but not all of them is a SettingError naming the missing ones: a half-attached
-        model must not fall back to the local one silently.
-        """
-        if not settings.all_or_none("EMBEDDING_URL", "EMBEDDING_KEY", "EMBEDDING_MODEL_ID"):
-            return None
-        return cls(
-            settings.string("EMBEDDING_URL"), settings.string("EMBEDDING_KEY"), settings.string("EMBEDDING_MODEL_ID")
-        )
-
-
 class EmbedderResource(InferenceClientConfig):
     """Sentence embeddings: the embeddings endpoint when ``endpoint`` is set, else all-MiniLM-L6-v2 (int8 ONNX).
 
@@ -316,15 +254,6 @@ class EmbedderResource(InferenceClientConfig):
             self._embedder.close()
         self._embedder = None
         self._minilm = None
-
-
-@dataclass(frozen=True, repr=False)
-class RerankEndpoint(InferenceEndpoint):
-    """RERANK_URL, RERANK_KEY and RERANK_MODEL_ID."""
-
-    @classmethod
-    def from_settings(cls) -> "RerankEndpoint":
-        return cls(settings.string("RERANK_URL"), settings.string("RERANK_KEY"), settings.string("RERANK_MODEL_ID"))
 
 
 class RerankResource(InferenceClientConfig):

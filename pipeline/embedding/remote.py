@@ -144,7 +144,6 @@ class HerokuEmbedder(EndpointClient):
         self.concurrent_requests = concurrent_requests
         self.encoding_format = encoding_format
         self.calibration = TokenCalibration()
-        self.limiter = self._inference.limiter
         self.stats = EmbeddingStats()
         self._dimensions: int | None = None
         self._lock = threading.Lock()
@@ -239,10 +238,11 @@ class HerokuEmbedder(EndpointClient):
         body = request_body(self.model_id, inputs, input_type, self.encoding_format)
         characters = sum(len(text) for text in inputs)
         estimate = self.calibration.estimate(characters)
-        if self.limiter.token_budget is not None:
-            # One request never waits for more than a whole window's budget, however it is estimated.
-            estimate = min(estimate, int(self.limiter.token_budget))
         inference = self._inference
+        budget = inference.limiter.token_budget
+        if budget is not None:
+            # One request never waits for more than a whole window's budget, however it is estimated.
+            estimate = min(estimate, int(budget))
         tally = CallTally()
 
         def parse(payload: Any) -> EmbeddedBatch:

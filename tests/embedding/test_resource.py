@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.defs import resources as resources_module
-from pipeline.defs.resources import EmbedderResource, EmbeddingEndpoint, build_resources
+from pipeline.defs.endpoints import EmbeddingEndpoint
+from pipeline.defs.resources import EmbedderResource, build_resources
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.embedding.contract import SEARCH_DOCUMENT, SEARCH_QUERY
 from pipeline.embedding.remote import HerokuEmbedder
