@@ -83,6 +83,11 @@ class MiniLMEmbedder:
     def model(self) -> str:
         return MODEL_NAME
 
+    @property
+    def session_loaded(self) -> bool:
+        """Whether the ONNX session (the model's weights, some hundred MB) is in memory: built by the first embed."""
+        return "_session" in vars(self)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Questions and passages are embedded alike: the model has no query/document distinction."""
         return self.embed(texts)

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from pipeline.inference import RateLimitWaitExceeded, RequestRateLimiter
+from pipeline.inference.pacing import ARRIVAL_GRACE_SECONDS
 from tests.clock import FakeClock
 
 
@@ -46,9 +47,10 @@ def test_a_large_request_waits_until_the_window_has_room(fake_clock):
     )
     first = limiter.acquire(tokens=100)
     second = limiter.acquire(tokens=100)
-    # Spacing alone would send 900 tokens at 1012 with 200 still in the window; it waits for the first to leave.
+    # Spacing alone would send 900 tokens at 1012 with 200 still in the window; it waits for the first to leave
+    # the server's window, which may have stamped it up to a network jitter later than it left.
     assert (first, second) == (1000.0, 1006.0)
-    assert limiter.acquire(tokens=900) == 1060.0
+    assert limiter.acquire(tokens=900) == pytest.approx(1060.0 + ARRIVAL_GRACE_SECONDS)
 
 
 def test_a_request_larger_than_the_budget_is_refused_naming_the_limit(fake_clock):
@@ -73,9 +75,9 @@ def test_a_refused_deadline_leaves_the_token_ledger_as_it_was(fake_clock):
     with pytest.raises(RateLimitWaitExceeded) as held:
         limiter.acquire(deadline=fake_clock() + 30, tokens=600)
 
-    assert held.value.wait_seconds == 60.0
+    assert held.value.wait_seconds == pytest.approx(60.0 + ARRIVAL_GRACE_SECONDS)
     # The 600 tokens sent at 1000 still count: another 600 may not go before they leave the window.
-    assert limiter.acquire(tokens=600) == 1060.0
+    assert limiter.acquire(tokens=600) == pytest.approx(1060.0 + ARRIVAL_GRACE_SECONDS)
 
 
 def test_a_slot_given_up_after_a_push_back_frees_its_tokens():
@@ -94,3 +96,33 @@ def test_a_slot_given_up_after_a_push_back_frees_its_tokens():
     # the next slot, 1048. Had the given-up reservation kept its 400 tokens, 1,200 would be in the window there
     # and it would wait until 1060.
     assert limiter.acquire(tokens=400) == 1048.0
+
+
+def test_a_settled_count_replaces_the_estimate_and_respaces_the_next_send(fake_clock):
+    limiter = RequestRateLimiter(
+        10_000, tokens_per_minute=1_000, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep
+    )
+    slot = limiter.acquire(tokens=900)
+    limiter.settle(slot, 900, 100)
+
+    # Estimated at 900 tokens the next send would wait 54 s and 900 more could not go before 1061.2;
+    # counted at 100, it waits 100 tokens' share of the minute.
+    assert limiter.acquire(tokens=800) == pytest.approx(1006.0)
+    # A reservation was made since: settling the first request again respaces nothing before it.
+    limiter.settle(slot, 100, 0)
+    assert limiter.acquire(tokens=100) == pytest.approx(1006.0 + 48.0)
+
+
+def test_what_the_server_counted_beyond_the_ledger_holds_the_next_sends_back(fake_clock):
+    limiter = RequestRateLimiter(
+        10_000, tokens_per_minute=1_000, pacing_share=1.0, clock=fake_clock, sleep=fake_clock.sleep
+    )
+    slot = limiter.acquire(tokens=100)
+    limiter.settle(slot, 100, 100)
+    # The server counts 700 in its window: 600 more than this client sent.
+    limiter.reconcile(700)
+    # 400 more would take the window to 1,100: they wait until the 700 leave it.
+    assert limiter.acquire(tokens=400) == pytest.approx(1060.0 + ARRIVAL_GRACE_SECONDS)
+    # A server counting less than the ledger (requests still in flight) changes nothing.
+    limiter.reconcile(0)
+    assert limiter.acquire(tokens=10) == pytest.approx(1060.0 + ARRIVAL_GRACE_SECONDS + 24.0)
