@@ -13,6 +13,7 @@ import numpy as np
 import openai
 import pytest
 
+from pipeline.embedding.remote import HerokuEmbedder
 from tests.embedding_service.conftest import MODEL, vectors_of
 
 PASSAGES = [
@@ -49,6 +50,27 @@ def test_the_sdk_gets_the_vectors_of_a_raw_request(sdk, embedding_service, api_k
         tuple(PASSAGES),
     )
     assert sent_raw.encoding_format == "raw"
+
+
+def test_the_sdk_and_our_client_get_the_same_vectors(sdk, embedding_service, api_key):
+    created = sdk.embeddings.create(model=MODEL, input=PASSAGES, extra_body={"input_type": "search_document"})
+    ours = HerokuEmbedder(embedding_service.url, api_key, MODEL)
+    try:
+        batches = list(ours.iter_document_batches(PASSAGES))
+        query_vector = ours.embed_queries([PASSAGES[0]])[0]
+    finally:
+        ours.close()
+
+    sdk_vectors = np.array([item.embedding for item in sorted(created.data, key=lambda item: item.index)])
+    our_vectors = np.zeros_like(sdk_vectors)
+    for positions, vectors in batches:
+        our_vectors[positions] = vectors
+    np.testing.assert_allclose(our_vectors, sdk_vectors, rtol=0, atol=1e-6)
+    # The stand-in's vectors are unit length already; ours are normalised, so they differ only by rounding.
+    np.testing.assert_allclose(query_vector, sdk_vectors[0], rtol=0, atol=1e-6)
+    by_sdk, by_us, query = embedding_service.requests
+    assert (by_us.input_type, by_us.inputs) == ("search_document", tuple(PASSAGES))
+    assert (query.input_type, by_sdk.input_type) == ("search_query", "search_document")
 
 
 def test_the_sdk_sends_questions_as_search_queries(sdk, embedding_service):
