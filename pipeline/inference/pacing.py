@@ -10,8 +10,12 @@ that rate, and saves up no credit while idle.
 
 Token counts are the endpoint layer's estimate (an embeddings request knows its inputs, a chat
 request its prompt and ``max_completion_tokens``). Spacing alone could let the first request
-of a window carry it past the token budget, so a ledger of the tokens sent in the last window
-holds a request until it fits. The ledger follows what the server counted: :meth:`settle`
+of a window carry it past the limit, so a ledger of the tokens sent in the last window holds a
+request until it fits. The ledger is held to the limit itself, not to the paced share: it
+already keeps each send for the window plus the arrival jitter, and the paced share of the
+spacing leaves it room for one request's variation. Held to the paced share as well, the two
+margins met and the ledger stalled even pacing every window (0.89 of the limit reached).
+The ledger follows what the server counted: :meth:`settle`
 replaces a request's estimate by the count its answer reports, and :meth:`reconcile` adds what
 the server's rate-limit headers say was used beyond the ledger (another process on the same
 model, or a count the estimates miss).
@@ -51,7 +55,7 @@ class RequestRateLimiter:
     With ``tokens_per_minute``, a send of ``tokens`` also keeps the next one
     ``tokens × window_seconds / (tokens_per_minute × pacing_share)`` seconds away, and no send
     goes out while the tokens sent in the last window plus its own would exceed
-    ``tokens_per_minute × pacing_share``.
+    ``tokens_per_minute``.
 
     Thread-safe: each caller reserves the next free slot under the lock and sleeps outside it,
     so waiting workers go in arrival order. :meth:`push_back` (after a 429) moves every caller
@@ -170,19 +174,20 @@ class RequestRateLimiter:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
     def _token_room(self, slot: float, tokens: int) -> float:
-        """The earliest time from ``slot`` at which ``tokens`` more fit the last window's budget (lock held).
+        """The earliest time from ``slot`` at which ``tokens`` more fit the last window's limit (lock held).
 
         Reads the ledger without consuming it beyond what has left every future window: a caller
         refused for its deadline reserves nothing, and the next may need those entries.
         """
-        assert self.token_budget is not None
+        limit = self.tokens_per_minute
+        assert limit is not None
         sent = self._sent_tokens
         held = self.window_seconds + ARRIVAL_GRACE_SECONDS
         while sent and sent[0][0] <= slot - held:
             sent.popleft()
         in_window = sum(count for _, count in sent)
         for oldest, count in sent:
-            if in_window + tokens <= self.token_budget:
+            if in_window + tokens <= limit:
                 break
             slot = max(slot, oldest + held)
             in_window -= count
