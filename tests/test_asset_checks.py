@@ -83,6 +83,15 @@ def test_chunks_within_token_limits_uses_the_run_limit_and_catches_oversized_chu
     assert details["max_tokens"] == 200 and details["chunks_over_max_tokens"] == 1
     assert details["chunks_over_embedding_window"] == 1 and "oversized" in details["examples"]
 
+    # Deeply indented code: within both token limits, past the embeddings endpoint's 2,048 characters.
+    indented = "\n".join(" " * 120 + f"set{i} = {i};" for i in range(20))
+    too_long = StoredChunk("too-long", "alpha", url, "Tuning alpha", ("Tuning alpha",), indented, indented, 7, 0)
+    store.chunks.replace(source="alpha", url=url, new_chunks=[too_long], chunked_key="forged")
+    wide = metadata(run_check_alone(site, ingest.chunks_within_token_limits))
+    assert (wide["chunks_over_max_tokens"], wide["chunks_over_embedding_window"]) == (0, 0)
+    assert wide["max_characters"] == 2048 and wide["chunks_over_max_characters"] == 1
+    assert "| too-long | characters | 2619 |" in wide["examples"]
+
 
 def test_sources_refreshed_recently_fails_for_a_source_never_or_long_ago_refreshed(site, monkeypatch):
     good = evaluations(site.run.ingest("alpha"))["sources_refreshed_recently"]

@@ -8,7 +8,9 @@ import pytest
 from pipeline import tokens
 from pipeline.chunking import Chunk, ChunkingConfig, chunk_document, context_header
 from pipeline.embedding import MAX_WORD_PIECES, MiniLMEmbedder
+from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.extract import Document, Section, extract_document
+from pipeline.ingest.chunks import chunk_fits
 
 URL = "https://docs.example.com/guide/limits.html"
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
@@ -249,3 +251,44 @@ def test_real_postgresql_page_chunks(embedder):
     synopsis = [chunk for chunk in chunks if chunk.heading_path == ("Synopsis",)]
     assert synopsis[0].embedding_text.startswith("CREATE INDEX > Synopsis\nCREATE [ UNIQUE ] INDEX")
     assert {chunk.heading_path for chunk in chunks} == set(texts)
+
+
+POSTGRES_DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
+LISTING = re.compile(r'(<pre class="programlisting">)(.*?)(</pre>)', re.S)
+
+
+def test_chunks_of_deeply_indented_code_stay_within_the_embeddings_character_cap(embedder):
+    """Whitespace costs no word pieces, so deeply indented code can pass MiniLM's window and not 2,048 characters.
+
+    The manual as published stays under the cap (no chunk of its 1,173 pages has more than 1,415
+    characters, or 1,535 at a max_tokens of 2,000); this is one of its pages with long code listings
+    (PL/pgSQL trigger functions), indented 24 spaces deeper as sites that nest code in lists render
+    it, and chunked at a max_tokens of 400.
+    """
+    page = (POSTGRES_DOCS / "plpgsql-trigger.html").read_text(encoding="utf-8")
+    indented = LISTING.sub(lambda m: m.group(1) + m.group(2).replace("\n", "\n" + " " * 24) + m.group(3), page)
+    doc = extract_document(indented, "https://www.postgresql.org/docs/15/plpgsql-trigger.html")
+    config = ChunkingConfig(max_tokens=400)
+
+    window_only = chunk_document(
+        doc, config, fits=lambda text: embedder.word_piece_counts([text])[0] <= MAX_WORD_PIECES
+    )
+    capped = chunk_document(doc, config, fits=chunk_fits(embedder.word_piece_counts))
+
+    # The page is meaningful: the word-piece window alone lets a chunk past the cap.
+    assert max(len(chunk.embedding_text) for chunk in window_only) > MAX_INPUT_CHARACTERS
+    assert max(len(chunk.embedding_text) for chunk in capped) <= MAX_INPUT_CHARACTERS
+    assert all(embedder.word_piece_counts([chunk.embedding_text])[0] <= MAX_WORD_PIECES for chunk in capped)
+    for section in doc.sections:
+        for line in section.text.split("\n"):
+            assert any(line in chunk.text for chunk in capped if chunk.heading_path == section.heading_path), line
+
+
+def test_the_character_cap_changes_no_chunk_of_the_published_manual_page(embedder):
+    """Where the cap does not bind, the chunks and their IDs are what the word-piece window alone gives."""
+    page = (POSTGRES_DOCS / "plpgsql-trigger.html").read_text(encoding="utf-8")
+    doc = extract_document(page, "https://www.postgresql.org/docs/15/plpgsql-trigger.html")
+
+    window_only = chunk_document(doc, fits=lambda text: embedder.word_piece_counts([text])[0] <= MAX_WORD_PIECES)
+
+    assert chunk_document(doc, fits=chunk_fits(embedder.word_piece_counts)) == window_only

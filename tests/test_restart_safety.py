@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import pytest
 
 from pipeline.cli import local_scorer
@@ -30,6 +27,7 @@ from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.records import Candidate, ContextSet
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
+from tests.commands import chroma_server_on_loopback
 from tests.conftest import fresh_postgres_database
 from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
 
@@ -192,44 +190,11 @@ def test_a_restart_that_only_builds_context_sets_restores_both_indexes_itself(re
     assert len(runs) == 3 and all(run.queries == run.reranked == QUERIES for run in runs)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def chroma_server(tmp_path) -> Iterator[int]:
-    """A Chroma server (the ``chroma`` executable of the chromadb package) on loopback; yields its port."""
-    port = _free_port()
-    log = (tmp_path / "chroma-server.log").open("w")
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("chroma")),
-            "run",
-            "--path",
-            str(tmp_path / "chroma-server"),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "chroma-server.log").read_text()
-            time.sleep(0.2)
+    """A Chroma server on loopback; yields its port."""
+    with chroma_server_on_loopback(tmp_path) as port:
         yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_with_chroma_host_a_restart_keeps_the_server_collection_and_rebuilds_nothing_there(

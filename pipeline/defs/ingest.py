@@ -18,6 +18,7 @@ from pipeline.defs.partitions import SOURCE_PARTITIONS, source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MAX_WORD_PIECES
+from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.ingest.chunks import chunk_documents
 from pipeline.ingest.consistency import check_index_consistency
 from pipeline.ingest.documents import extract_pages
@@ -161,8 +162,9 @@ class ChunkConfig(dg.Config):
     deps=[extracted_documents],
     kinds={"python"},
     description=(
-        "Heading-aware chunks of at most max_tokens cl100k tokens with overlap, each small enough for the "
-        "embedding model's 256 word-piece window. IDs hash the URL and content, so unchanged input keeps its IDs."
+        "Heading-aware chunks of at most max_tokens cl100k tokens with overlap, each within the local embedding "
+        "model's 256 word-piece window and the embeddings endpoint's 2,048 characters per input, whichever model "
+        "embeds them. IDs hash the URL and content, so unchanged input keeps its IDs."
     ),
 )
 def document_chunks(
@@ -173,7 +175,7 @@ def document_chunks(
 ) -> dg.MaterializeResult:
     chunking = ChunkingConfig(max_tokens=config.max_tokens, overlap_tokens=config.overlap_tokens)
     store = state_store.get()
-    report = chunk_documents(store, context.partition_key, chunking, embedder.get())
+    report = chunk_documents(store, context.partition_key, chunking, embedder.minilm_word_piece_counts)
     return dg.MaterializeResult(metadata={**report.metadata(), "dagster/row_count": report.total_chunks})
 
 
@@ -209,7 +211,12 @@ def vector_index(
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     store = state_store.get()
-    model = embedder.get()
+    # Until vectors are stored by embedding model, the local model is the only one they can be stored for.
+    model = embedder.local_embedder()
+    if model is None:
+        raise dg.Failure(
+            "remote embeddings (EMBEDDING_URL) need vectors stored by embedding model", allow_retries=False
+        )
     vectors = chroma.get(model)
 
     def progress(done: int, total: int) -> None:
@@ -315,8 +322,9 @@ def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateS
 @dg.asset_check(
     asset=document_chunks,
     description=(
-        "No chunk exceeds max_tokens cl100k tokens (the limit this run chunked with, header included) nor the "
-        f"embedding model's {MAX_WORD_PIECES} word pieces, past which its text would be silently cut when embedded."
+        "No chunk exceeds max_tokens cl100k tokens (the limit this run chunked with, header included), the local "
+        f"embedding model's {MAX_WORD_PIECES} word pieces, past which its text would be silently cut when embedded, "
+        f"nor the {MAX_INPUT_CHARACTERS:,} characters one input of the embeddings endpoint may have."
     ),
 )
 def chunks_within_token_limits(
@@ -331,12 +339,13 @@ def chunks_within_token_limits(
         state_store.get(),
         _checked_sources(context),
         max_tokens=max_tokens,
-        word_piece_counts=embedder.get().word_piece_counts,
+        word_piece_counts=embedder.minilm_word_piece_counts,
         max_word_pieces=MAX_WORD_PIECES,
+        max_characters=MAX_INPUT_CHARACTERS,
     )
     return must_act_result(
         limits.within,
-        limits.metadata(max_tokens, MAX_WORD_PIECES),
+        limits.metadata(max_tokens, MAX_WORD_PIECES, MAX_INPUT_CHARACTERS),
         problem="chunks over a limit: the chunker is broken, see examples",
     )
 

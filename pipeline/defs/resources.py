@@ -1,48 +1,44 @@
 """Dagster resources: typed configuration for the stores, the embedder and the rerank endpoint.
 
 :func:`build_resources` is the one place that wires environment variables into
-resources. Where requests go and the credentials they carry (``RERANK_URL``,
-``RERANK_KEY``, ``RERANK_MODEL_ID``, ``DATABASE_URL``, the ``CHROMA_*`` server settings)
-are resource dependencies read from the environment, not config fields: anyone who may
-launch a run could otherwise point ``resources.rerank.config.url`` at another host while
-the key still came from ``RERANK_KEY``. Run config that names them is rejected. They are
+resources. Where requests go and the credentials they carry (``RERANK_*``, ``EMBEDDING_*``
+(:mod:`pipeline.defs.endpoints`), ``DATABASE_URL``, the ``CHROMA_*`` server settings) are
+resource dependencies read from the environment, not config fields: anyone who may launch a run
+could otherwise point ``resources.rerank.config.url`` at another host while the key still came
+from ``RERANK_KEY``. Run config that names them is rejected. They are
 checked when the resource is set up for a run, before any request, so a key with a stray
 newline fails the run with a message naming the variable. The other paths are passed as
 ``dg.EnvVar`` so the Dagster UI shows the variable's name; unset ones fall back to the
 offline defaults declared in ``pipeline/settings.py``.
 
 One vocabulary for every resource. ``get()`` is the one accessor: it returns the handle the
-resource holds (``StateStore``, ``VectorIndex``, ``MiniLMEmbedder``, ``RerankClient``). One
+resource holds (``StateStore``, ``VectorIndex``, an ``Embedder``, ``RerankClient``). One
 lifecycle: the handle is a ``PrivateAttr`` built in ``setup_for_execution`` (after the
 credentials are checked) and released in ``teardown_after_execution``. Handles that are
 expensive to build and safe to share (the MiniLM session takes about a second to load, the
 state store runs its schema check on open, the BM25 index loads from disk) come from
 :func:`_shared`, one cache per process, because Dagster may set a resource up more than once per
 step; teardown drops the resource's reference to them but leaves them open for the next step.
-Handles a resource owns alone (the rerank client and its connection pool) are closed in
-teardown. ``PipelineFilesResource`` is about the files under the data directory: besides
-``write_output`` its one handle, the BM25 index stored there, has the clearly named accessor
+Handles a resource owns alone (the rerank client, the remote embedder and their connection
+pools) are closed in teardown. ``PipelineFilesResource`` is about the files under the data
+directory: besides ``write_output`` its one handle, the BM25 index stored there, has the clearly named accessor
 ``lexical_index()`` rather than ``get()``, since the resource is not that index.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
-import httpx
 from pydantic import Field, PrivateAttr
 
 from pipeline import settings
 from pipeline.credentials import check_secret
-from pipeline.embedding import DEFAULT_BATCH_SIZE, MiniLMEmbedder
-from pipeline.inference import (
-    DEFAULT_CONNECT_TIMEOUT_SECONDS,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_TOTAL_SECONDS,
-    DEFAULT_READ_TIMEOUT_SECONDS,
-)
+from pipeline.defs.endpoints import EmbeddingEndpoint, InferenceClientConfig, RerankEndpoint
+from pipeline.embedding import DEFAULT_BATCH_SIZE, Embedder, MiniLMEmbedder
+from pipeline.embedding.contract import MAX_INPUTS_PER_REQUEST
+from pipeline.embedding.remote import DEFAULT_CONCURRENT_REQUESTS, HerokuEmbedder
 from pipeline.rerank.client import DEFAULT_MAX_DOCUMENT_TOKENS, RerankClient
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, state_url
@@ -171,46 +167,96 @@ class ChromaResource(dg.ConfigurableResource):
         self._connection = None
 
 
-class EmbedderResource(dg.ConfigurableResource):
-    """all-MiniLM-L6-v2 (int8 ONNX) sentence embeddings, loaded from installed packages."""
+class EmbedderResource(InferenceClientConfig):
+    """Sentence embeddings: the embeddings endpoint when ``endpoint`` is set, else all-MiniLM-L6-v2 (int8 ONNX).
 
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
-    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
+    The client fields (:class:`InferenceClientConfig` and those marked "Remote") tune the remote
+    client; ``batch_size`` and ``threads`` the local model.
 
-    _embedder: MiniLMEmbedder | None = PrivateAttr(default=None)
+    Either way the chunker sizes chunks with the MiniLM tokenizer (:meth:`minilm_word_piece_counts`),
+    so chunks and their IDs do not depend on the embedding mode. In remote mode the ONNX session
+    is never built in the run process: the tokenizer is all it loads of the local model.
+    """
+
+    # A dependency, not config: from the environment only (see the module docstring).
+    # ResourceDependency is a descriptor to the type checker; pydantic takes None as the field's default.
+    endpoint: dg.ResourceDependency[EmbeddingEndpoint | None] = None  # type: ignore[assignment]
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, description="Local model: texts per ONNX batch.")
+    threads: int = Field(default=0, ge=0, description="Local model: onnxruntime intra-op threads; 0 = all cores.")
+    inputs_per_request: int = Field(
+        default=MAX_INPUTS_PER_REQUEST, ge=1, le=MAX_INPUTS_PER_REQUEST, description="Remote: inputs per request."
+    )
+    concurrent_requests: int = Field(
+        default=DEFAULT_CONCURRENT_REQUESTS, ge=1, description="Remote: requests in flight at once."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Remote: the model's token limit (default: the published one); paced at 98%."
+    )
+
+    _embedder: Embedder | None = PrivateAttr(default=None)
+    _minilm: MiniLMEmbedder | None = PrivateAttr(default=None)
+
+    def __repr__(self) -> str:
+        if self.endpoint is None:
+            return "EmbedderResource(local)"
+        return f"EmbedderResource(url={self.endpoint.url!r}, model_id={self.endpoint.model_id!r})"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         batch_size, threads = self.batch_size, self.threads
-        self._embedder = _shared(
+        # One MiniLM per process: the embedder in local mode, only its tokenizer in remote mode
+        # (its session is built on the first embed, which remote mode never asks for).
+        self._minilm = _shared(
             ("embedder", batch_size, threads), lambda: MiniLMEmbedder(batch_size=batch_size, threads=threads or None)
         )
+        endpoint = self.endpoint
+        if endpoint is None:
+            self._embedder = self._minilm
+            return
+        # Building the client checks EMBEDDING_KEY: a bad key fails here, naming it, before any request.
+        self._embedder = HerokuEmbedder(
+            endpoint.url,
+            endpoint.api_key,
+            endpoint.model_id,
+            inputs_per_request=self.inputs_per_request,
+            concurrent_requests=self.concurrent_requests,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            timeout=self.timeout(),
+            max_attempts=self.max_attempts,
+            max_total_seconds=self.max_total_seconds,
+        )
 
-    def get(self) -> MiniLMEmbedder:
+    def get(self) -> Embedder:
+        """The embedder chunks and queries are embedded with."""
         if self._embedder is None:
             raise _not_set_up(self)
         return self._embedder
 
+    def local_embedder(self) -> MiniLMEmbedder | None:
+        """The local model when it is the embedder (for the header-line vectors of the local rerank
+        stand-in's features); None in remote mode, which never loads it."""
+        embedder = self.get()
+        return embedder if isinstance(embedder, MiniLMEmbedder) else None
+
+    def minilm_word_piece_counts(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces of each text under the MiniLM tokenizer (tokenizer only, no ONNX session).
+
+        Chunks are sized by them in both modes, so switching the embedding mode re-chunks nothing.
+        """
+        if self._minilm is None:
+            raise _not_set_up(self)
+        return self._minilm.word_piece_counts(texts)
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self._embedder = None  # shared with the process's other steps: left loaded
+        # The remote embedder is this resource's own (its connection pool is closed); the MiniLM
+        # one is shared with the process's other steps and left loaded.
+        if isinstance(self._embedder, HerokuEmbedder):
+            self._embedder.close()
+        self._embedder = None
+        self._minilm = None
 
 
-@dataclass(frozen=True)
-class RerankEndpoint:
-    """Where rerank requests go (RERANK_URL), the key they carry (RERANK_KEY) and the model (RERANK_MODEL_ID)."""
-
-    url: str
-    api_key: str
-    model_id: str
-
-    def __repr__(self) -> str:
-        return f"RerankEndpoint({self.url!r}, model_id={self.model_id!r})"
-
-    @classmethod
-    def from_settings(cls) -> "RerankEndpoint":
-        return cls(settings.string("RERANK_URL"), settings.string("RERANK_KEY"), settings.string("RERANK_MODEL_ID"))
-
-
-class RerankResource(dg.ConfigurableResource):
+class RerankResource(InferenceClientConfig):
     """The Heroku Inference rerank endpoint (or the local service that speaks its protocol).
 
     ``endpoint`` comes from the environment only; the fields tune the client, set in a run's
@@ -219,29 +265,10 @@ class RerankResource(dg.ConfigurableResource):
 
     # A dependency, not config: from the environment only (see the module docstring).
     endpoint: dg.ResourceDependency[RerankEndpoint]
-    requests_per_minute: int | None = Field(
-        default=None,
-        ge=1,
-        description="The model's limit (default: the published one, 250 or 200); requests are paced at 98% of it.",
-    )
-    connect_timeout_seconds: float = Field(
-        default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, description="Longest wait to open a connection."
-    )
-    read_timeout_seconds: float = Field(
-        default=DEFAULT_READ_TIMEOUT_SECONDS,
-        gt=0,
-        description="Longest wait for the response (and between its bytes); a request that times out is retried.",
-    )
     max_document_tokens: int | None = Field(
         default=DEFAULT_MAX_DOCUMENT_TOKENS,
         ge=1,
         description="Each candidate is cut to this many cl100k tokens (tiktoken) before sending; unset sends it whole.",
-    )
-    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts per request, retries included.")
-    max_total_seconds: float = Field(
-        default=DEFAULT_MAX_TOTAL_SECONDS,
-        gt=0,
-        description="Time budget per request, rate-limit waits and retries included; past it the query fails.",
     )
 
     _client: RerankClient | None = PrivateAttr(default=None)
@@ -259,7 +286,7 @@ class RerankResource(dg.ConfigurableResource):
             self.endpoint.url,
             self.endpoint.api_key,
             self.endpoint.model_id,
-            timeout=httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds),
+            timeout=self.timeout(),
             requests_per_minute=self.requests_per_minute,
             max_attempts=self.max_attempts,
             max_total_seconds=self.max_total_seconds,
@@ -328,6 +355,6 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "state_store": StateStoreResource(data_dir=data_dir, database_url=settings.value("DATABASE_URL")),
         "chroma": ChromaResource(data_dir=data_dir, server=ChromaServer.from_settings()),
-        "embedder": EmbedderResource(),
+        "embedder": EmbedderResource(endpoint=EmbeddingEndpoint.from_settings()),
         "rerank": RerankResource(endpoint=RerankEndpoint.from_settings()),
     }

@@ -9,7 +9,7 @@ from pydantic import Field
 from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, ONCE_WHEN_MISSING, STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
-from pipeline.embedding import MiniLMEmbedder
+from pipeline.embedding import Embedder, MiniLMEmbedder
 from pipeline.ingest.vectors import sync_vectors
 from pipeline.inputs import InputUnavailable, display_location
 from pipeline.queries import QueriesFileError, load_queries
@@ -88,10 +88,11 @@ def synced_indexes(
     store: StateStore,
     files: PipelineFilesResource,
     chroma: ChromaResource,
-    model: MiniLMEmbedder,
+    model: Embedder,
 ) -> SearchIndexes:
     """Chroma and the lexical index, restored from the state store first: a fresh dyno starts with both empty."""
-    vectors = chroma.get(model)
+    # Until each embedding model has its own collection, only the local model's is registered on it.
+    vectors = chroma.get(model if isinstance(model, MiniLMEmbedder) else None)
     lexical = files.lexical_index()
     deleted, restored, _ = sync_vectors(store, vectors)
     if deleted or restored:

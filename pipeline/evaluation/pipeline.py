@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.context_sets import diversify_pages, pack_passages
-from pipeline.embedding import MiniLMEmbedder
+from pipeline.embedding import Embedder
 from pipeline.evaluation.labels import LabelledSet, pages_in_order
 from pipeline.evaluation.metrics import METRICS, Evaluation, evaluate_rankings
 from pipeline.ranking import ranked_passage
@@ -124,7 +124,7 @@ def evaluate_pipeline(
     store: StateStore,
     vectors: VectorIndex,
     lexical: LexicalIndex,
-    embedder: MiniLMEmbedder,
+    embedder: Embedder,
     client: RerankClient,
     plan: EvaluationPlan = EvaluationPlan(),
     *,

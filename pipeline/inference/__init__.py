@@ -21,6 +21,7 @@ from pipeline.inference.client import (
     DEFAULT_READ_TIMEOUT_SECONDS,
     DEFAULT_TIMEOUT,
     CallTally,
+    EndpointClient,
     InferenceClient,
 )
 from pipeline.inference.endpoint import EndpointContract, endpoint_of
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT_SECONDS",
     "DEFAULT_TIMEOUT",
     "CallTally",
+    "EndpointClient",
     "EndpointContract",
     "ErrorClasses",
     "InMemoryResultCache",

@@ -7,8 +7,11 @@ one logical request: it waits for a slot, retries transient failures (429, 5xx, 
 refused connections, a 200 whose body is cut off) within the :class:`RetryPolicy`, follows
 ``Retry-After`` and ``x-ratelimit-*`` headers, and raises at once what would recur on every
 request (401, 403, 404: :class:`~pipeline.inference.errors.InferenceConfigurationError`) with a
-message that names the config var to fix. The endpoint layer (rerank today; embeddings and chat
-next) builds the body, estimates its tokens, parses the answer and classifies a 400.
+message that names the config var to fix. The endpoint layer (rerank, embeddings; chat next)
+builds the body, estimates its tokens, parses the answer and classifies a 400. Under a
+tokens-per-minute limit the pacing ledger follows the server's count: a request's estimate is
+replaced by the tokens its answer reports (``counted``), and the ``x-ratelimit-*-tokens``
+headers of every 200 add what the server counted beyond the ledger.
 
 The API key is checked before anything is sent (no whitespace, control or non-ASCII
 characters, which the HTTP layer would refuse by quoting the header) and then lives only in
@@ -23,14 +26,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
 from pipeline.credentials import Redactor, check_secret, http_log_redaction
 from pipeline.inference.endpoint import EndpointContract, endpoint_of
 from pipeline.inference.errors import TIMEOUT, InferenceError, InferenceProtocolError
-from pipeline.inference.headers import exhausted_quota_delay, rate_limit_hint
+from pipeline.inference.headers import exhausted_quota_delay, rate_limit_hint, tokens_used_in_window
 from pipeline.inference.pacing import RateLimitWaitExceeded, RequestRateLimiter
 from pipeline.inference.redaction import quoted, server_message
 from pipeline.inference.retry import RetryPolicy
@@ -44,6 +47,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(DEFAULT_READ_TIMEOUT_SECONDS, connect=DEFAULT_CO
 Parsed = TypeVar("Parsed")
 # (status, the server's redacted message, the body sent) → the error for a 4xx, or None for the default.
 Rejection = Callable[[int, str, dict[str, Any]], InferenceError | None]
+# A parsed answer → the tokens the server says it counted for the request, or None when it does not say.
+TokenCount = Callable[[Any], int | None]
 
 
 @dataclass
@@ -59,12 +64,38 @@ class CallTally:
         error.requests, error.retries, error.rate_limited = self.requests, self.retries, self.rate_limited
 
 
+@dataclass(frozen=True)
+class _Request(Generic[Parsed]):
+    """One logical request as :meth:`InferenceClient.post` was given it, the same on every attempt."""
+
+    body: dict[str, Any]
+    parse: Callable[[Any], Parsed]
+    tally: CallTally
+    tokens: int
+    counted: TokenCount | None
+
+
 @dataclass
 class _Attempt:
     """Why one attempt failed and how long to wait before the next."""
 
     error: InferenceError
     delay: float
+
+
+class EndpointClient:
+    """What an endpoint layer's client (rerank, embeddings) shares: one :class:`InferenceClient`, closed with it."""
+
+    _inference: InferenceClient
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._inference.close()
 
 
 class InferenceClient:
@@ -123,21 +154,29 @@ class InferenceClient:
         self._http.close()
 
     def post(
-        self, body: dict[str, Any], parse: Callable[[Any], Parsed], *, tally: CallTally, tokens: int = 0
+        self,
+        body: dict[str, Any],
+        parse: Callable[[Any], Parsed],
+        *,
+        tally: CallTally,
+        tokens: int = 0,
+        counted: TokenCount | None = None,
     ) -> Parsed:
         """Send ``body`` as JSON and return ``parse(<the 200's JSON>)``, retried within the policy.
 
         ``tokens`` is the endpoint layer's estimate of what the request counts against the
-        model's tokens per minute. ``parse`` raises :meth:`invalid_response` errors for a body
-        that is not the contract's.
+        model's tokens per minute; ``counted`` reads the count the server reports from the parsed
+        answer, which then replaces the estimate in the pacing ledger. ``parse`` raises
+        :meth:`invalid_response` errors for a body that is not the contract's.
         """
+        request = _Request(body, parse, tally, tokens, counted)
         started = self._clock()
         deadline = started + self.retry.max_total_seconds
         failed: _Attempt | None = None
         attempt_number = 0
         while True:
             try:
-                self.limiter.acquire(deadline, tokens=tokens)
+                slot = self.limiter.acquire(deadline, tokens=tokens)
             except RateLimitWaitExceeded as held:
                 elapsed = self._clock() - started
                 if failed is not None:
@@ -149,7 +188,7 @@ class InferenceClient:
                 ) from None
             attempt_number += 1
             tally.requests += 1
-            outcome = self._attempt(body, parse, attempt_number, tally)
+            outcome = self._attempt(request, attempt_number, slot)
             if not isinstance(outcome, _Attempt):
                 return outcome
             failed = outcome
@@ -183,24 +222,21 @@ class InferenceClient:
 
     # --- one attempt ------------------------------------------------------------------------
 
-    def _attempt(
-        self, body: dict[str, Any], parse: Callable[[Any], Parsed], attempt_number: int, tally: CallTally
-    ) -> Parsed | _Attempt:
-        """Send once: the parsed result, or why it failed and how long to wait before the next attempt.
+    def _attempt(self, request: _Request[Parsed], attempt_number: int, slot: float) -> Parsed | _Attempt:
+        """Send once (in the pacing slot ``slot``): the parsed result, or why it failed and how long to
+        wait before the next attempt.
 
         Every failure leaves through here, so its message is redacted here, whatever server or
         transport text it quotes.
         """
-        outcome = self._send(body, parse, attempt_number, tally)
+        outcome = self._send(request, attempt_number, slot)
         if isinstance(outcome, _Attempt):
             outcome.error.args = (self._redactor(str(outcome.error)),)
         return outcome
 
-    def _send(
-        self, body: dict[str, Any], parse: Callable[[Any], Parsed], attempt_number: int, tally: CallTally
-    ) -> Parsed | _Attempt:
+    def _send(self, request: _Request[Parsed], attempt_number: int, slot: float) -> Parsed | _Attempt:
         try:
-            response = self._http.post(self.contract.path, json=body)
+            response = self._http.post(self.contract.path, json=request.body)
         except httpx.TransportError as exc:
             error: InferenceError = self.errors.unavailable(
                 self._unreachable(exc), code=TIMEOUT if isinstance(exc, httpx.TimeoutException) else None
@@ -213,20 +249,30 @@ class InferenceClient:
             )
             return _Attempt(error, self.retry.backoff(attempt_number, self._rng))
         if response.status_code != 200:
-            return self._failed_status(response, body, attempt_number, tally)
+            return self._failed_status(response, request.body, attempt_number, request.tally)
         spent = exhausted_quota_delay(response.headers)
         if spent:
             # The quota is spent: hold every thread until it resets.
             self.limiter.push_back(spent)
+        outcome: Parsed | _Attempt
         try:
             try:
                 payload = response.json()
             except ValueError:
                 # Cut off or garbled on the way (the local service's "malformed" fault): worth another try.
                 raise self.invalid_response("a body that is not JSON", retryable=True) from None
-            return parse(payload)
+            outcome = request.parse(payload)
         except InferenceProtocolError as error:
-            return _Attempt(error, self.retry.backoff(attempt_number, self._rng))
+            outcome = _Attempt(error, self.retry.backoff(attempt_number, self._rng))
+        else:
+            reported = request.counted(outcome) if request.counted is not None else None
+            if reported is not None:
+                self.limiter.settle(slot, request.tokens, reported)
+        # After the settlement: the ledger then holds this request's count, not its estimate.
+        used = tokens_used_in_window(response.headers)
+        if used is not None:
+            self.limiter.reconcile(used)
+        return outcome
 
     def _failed_status(
         self, response: httpx.Response, body: dict[str, Any], attempt_number: int, tally: CallTally

@@ -1,4 +1,4 @@
-"""What a response's rate-limit headers say about when to send again.
+"""What a response's rate-limit headers say about when to send again, and how many tokens the window holds.
 
 Heroku sends ``x-ratelimit-limit-*``, ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*``
 for requests and for tokens (the reset as a duration such as ``51s``, when the oldest entry
@@ -37,6 +37,19 @@ def exhausted_quota_delay(headers: Mapping[str, str]) -> float | None:
         if _spent(headers, remaining_names) and (delay := _reset_delay(headers, reset_names))
     ]
     return max(delays) if delays else None
+
+
+def tokens_used_in_window(headers: Mapping[str, str]) -> int | None:
+    """Tokens the server counts in its current window: ``x-ratelimit-limit-tokens`` minus ``-remaining-tokens``.
+
+    None unless both are whole numbers: the configured limit may be an operator's lower share of
+    the server's, so the server's own limit is needed to read its remainder.
+    """
+    limit = _whole_number(headers.get("x-ratelimit-limit-tokens"))
+    remaining = _whole_number(headers.get("x-ratelimit-remaining-tokens"))
+    if limit is None or remaining is None:
+        return None
+    return max(0, limit - remaining)
 
 
 def rate_limit_hint(headers: Mapping[str, str]) -> float | None:
@@ -93,6 +106,13 @@ def _reset_delay(headers: Mapping[str, str], names: Sequence[str]) -> float | No
     if number > _EPOCH_THRESHOLD:
         return max(0.0, number - time.time())
     return max(0.0, number)
+
+
+def _whole_number(value: str | None) -> int | None:
+    try:
+        return int(value.strip()) if value else None
+    except ValueError:
+        return None
 
 
 def _first_header(headers: Mapping[str, str], names: Sequence[str]) -> str | None:

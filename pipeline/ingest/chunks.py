@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.chunking import ChunkingConfig, chunk_document
-from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
+from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME
+from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.extract import Document, Section
 from pipeline.store.records import StoredChunk
 from pipeline.store.state import StateStore
@@ -30,19 +32,37 @@ class ChunkReport:
         }
 
 
-def chunk_documents(store: StateStore, source: str, config: ChunkingConfig, embedder: MiniLMEmbedder) -> ChunkReport:
-    """Rechunk changed documents; every chunk fits the embedding model's word-piece window.
+# Identifies the limits ``chunk_fits`` applies: a change to either re-chunks every page (chunk IDs
+# hash the content, so the chunks that come out the same keep their IDs and their vectors).
+FITS_FINGERPRINT = f"{MODEL_NAME}/{MAX_WORD_PIECES}/{MAX_INPUT_CHARACTERS}c"
 
-    About 1% of 200-token chunks of code-heavy docs exceed MiniLM's 256 word pieces
-    and would be silently truncated when embedded, so the chunker splits those further.
+
+def chunk_fits(word_piece_counts: Callable[[Sequence[str]], Sequence[int]]) -> Callable[[str], bool]:
+    """The check every chunk's ``embedding_text`` passes, whichever model embeds it.
+
+    At most MiniLM's 256 word pieces: about 1% of 200-token chunks of code-heavy docs exceed it
+    and would be silently truncated when embedded locally. At most the 2,048 characters one
+    input of the embeddings endpoint may have (longer is a 400): whitespace costs neither cl100k
+    tokens nor word pieces, so deeply indented code can pass both and still be too long. Both
+    limits apply in both modes, so chunks and their IDs do not depend on the embedding mode.
     """
-    report = ChunkReport()
 
     def fits(text: str) -> bool:
-        return embedder.word_piece_counts([text])[0] <= MAX_WORD_PIECES
+        return len(text) <= MAX_INPUT_CHARACTERS and word_piece_counts([text])[0] <= MAX_WORD_PIECES
 
-    # The window is part of the key: a different model window must rechunk.
-    fingerprint = f"{config.fingerprint()}:{MODEL_NAME}/{MAX_WORD_PIECES}"
+    return fits
+
+
+def chunk_documents(
+    store: StateStore,
+    source: str,
+    config: ChunkingConfig,
+    word_piece_counts: Callable[[Sequence[str]], Sequence[int]],
+) -> ChunkReport:
+    """Rechunk changed documents; every chunk passes :func:`chunk_fits` (``word_piece_counts``: MiniLM's)."""
+    report = ChunkReport()
+    fits = chunk_fits(word_piece_counts)
+    fingerprint = f"{config.fingerprint()}:{FITS_FINGERPRINT}"
     report.chunks_removed += store.chunks.delete_orphans(source)
     for stored_document in store.pages.documents_to_chunk(source, fingerprint):
         document = Document(

@@ -1,4 +1,4 @@
-"""Fault injection for the local rerank service: what goes wrong with a request, and acting it out.
+"""Fault injection for the local stand-ins: what goes wrong with a request, and acting it out.
 
 A request's fault comes, in order, from its ``X-Fault`` header (only in ``test_mode``),
 from faults queued with :meth:`FaultPlan.add`, or from a seeded random draw at the
@@ -11,16 +11,15 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from starlette.responses import JSONResponse, Response
 
-from pipeline.local.config import ServiceConfig
+from pipeline.local.config import StandInConfig
 from pipeline.local.responses import Rejection, rate_limited
 
 FAULT_HEADER = "X-Fault"
-# What a "malformed" fault sends: a 200 whose JSON body is cut off.
-MALFORMED_BODY = b'{"results": [{"index": 0, "relevance_'
 # What a "garbled" fault sends: a body its Content-Encoding header does not describe.
 GARBLED_BODY = b"this is not gzip"
 FAULT_KINDS = ("400", "429", "500", "timeout", "malformed", "garbled")
@@ -31,7 +30,7 @@ _HANG_POLL_SECONDS = 0.05
 class Fault:
     """``kind`` is one of :data:`FAULT_KINDS` or latency.
 
-    400 plays a server refusing this query's content (a per-query failure, unlike a bad
+    400 plays a server refusing this request's content (a per-request failure, unlike a bad
     setting); garbled sends a 200 whose body does not match its Content-Encoding.
     """
 
@@ -59,31 +58,35 @@ class Fault:
 class _QueuedFault:
     fault: Fault
     remaining: int | None
-    query: str | None
+    text: str | None
 
 
 class FaultPlan:
-    """Faults queued from Python: each hits the next ``times`` matching requests (None: all)."""
+    """Faults queued from Python: each hits the next ``times`` matching requests (None: all).
+
+    A fault queued with a ``text`` hits only requests that carry it: the rerank query, or one
+    of the inputs to embed.
+    """
 
     def __init__(self) -> None:
         self._queue: list[_QueuedFault] = []
         self._lock = threading.Lock()
 
-    def add(self, fault: str, *, times: int | None = 1, query: str | None = None) -> None:
-        """Queue ``fault`` for the next ``times`` requests (only those with this ``query`` if given)."""
+    def add(self, fault: str, *, times: int | None = 1, text: str | None = None) -> None:
+        """Queue ``fault`` for the next ``times`` requests (only those carrying ``text`` if given)."""
         if times is not None and times < 1:
             raise ValueError(f"times must be at least 1 or None, got {times}")
         with self._lock:
-            self._queue.append(_QueuedFault(Fault.parse(fault), times, query))
+            self._queue.append(_QueuedFault(Fault.parse(fault), times, text))
 
     def clear(self) -> None:
         with self._lock:
             self._queue.clear()
 
-    def take(self, query: str) -> Fault | None:
+    def take(self, texts: Collection[str]) -> Fault | None:
         with self._lock:
             for queued in self._queue:
-                if queued.query is None or queued.query == query:
+                if queued.text is None or queued.text in texts:
                     if queued.remaining is not None:
                         queued.remaining -= 1
                         if queued.remaining == 0:
@@ -93,10 +96,15 @@ class FaultPlan:
 
 
 class FaultInjector:
-    """Chooses each request's fault and acts it out; :meth:`release` frees requests held by a timeout."""
+    """Chooses each request's fault and acts it out; :meth:`release` frees requests held by a timeout.
 
-    def __init__(self, seed: int) -> None:
+    ``malformed_body`` is what a "malformed" fault sends: a 200 whose JSON body is cut off
+    where the endpoint's answer would go on.
+    """
+
+    def __init__(self, seed: int, malformed_body: bytes) -> None:
         self.plan = FaultPlan()
+        self.malformed_body = malformed_body
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -104,14 +112,14 @@ class FaultInjector:
     def release(self) -> None:
         self._stopping.set()
 
-    def choose(self, config: ServiceConfig, header: str | None, query: str) -> Fault | None:
-        """The fault for a request with this ``X-Fault`` header value and query, if any."""
+    def choose(self, config: StandInConfig, header: str | None, texts: Collection[str]) -> Fault | None:
+        """The fault for a request with this ``X-Fault`` header value carrying these texts, if any."""
         if header and config.test_mode:
             try:
                 return Fault.parse(header)
             except ValueError as error:
                 raise Rejection(400, "bad_request", f"{FAULT_HEADER}: {error}") from None
-        queued = self.plan.take(query)
+        queued = self.plan.take(texts)
         if queued is not None:
             return queued
         if not (config.error_rate or config.timeout_rate or config.malformed_rate):
@@ -128,7 +136,7 @@ class FaultInjector:
             draw -= rate
         return None
 
-    async def act_out(self, fault: Fault, config: ServiceConfig) -> Response | None:
+    async def act_out(self, fault: Fault, config: StandInConfig) -> Response | None:
         """Act out ``fault``; return the response to send, or None to answer normally."""
         if fault.kind == "latency":
             await asyncio.sleep(fault.latency_seconds)
@@ -138,7 +146,7 @@ class FaultInjector:
                 {"error": "internal_error", "message": "injected fault: internal error"}, status_code=500
             )
         if fault.kind == "400":
-            raise Rejection(400, "bad_request", "injected fault: the service cannot process this query")
+            raise Rejection(400, "bad_request", "injected fault: the service cannot process this request")
         if fault.kind == "429":
             raise rate_limited(
                 "injected fault: rate limit exceeded",
@@ -146,7 +154,7 @@ class FaultInjector:
                 omit_retry_after=config.omit_retry_after,
             )
         if fault.kind == "malformed":
-            return Response(MALFORMED_BODY, status_code=200, media_type="application/json")
+            return Response(self.malformed_body, status_code=200, media_type="application/json")
         if fault.kind == "garbled":
             return Response(
                 GARBLED_BODY, status_code=200, media_type="application/json", headers={"Content-Encoding": "gzip"}

@@ -1,4 +1,4 @@
-"""Running the local rerank service: in a background thread (tests, the demo) or in the foreground (the CLI)."""
+"""Running a local stand-in: in a background thread (tests, the demo) or in the foreground (the CLI)."""
 
 from __future__ import annotations
 
@@ -6,30 +6,28 @@ import logging
 import socket
 import threading
 import time
+from typing import Any, Generic, Self, TypeVar
 
 import uvicorn
 
-from pipeline.local.config import ServiceConfig
+from pipeline.local.config import EmbeddingServiceConfig, ServiceConfig
+from pipeline.local.embedding_service import EmbeddingService, LoggedEmbeddingRequest, VectorSource
 from pipeline.local.faults import FaultPlan
 from pipeline.local.rerank_service import LoggedRequest, RerankService, Scorer
-from pipeline.rerank.contract import RERANK_PATH
+from pipeline.local.service import Logged, StandInService
 
 log = logging.getLogger(__name__)
 
+LoggedT = TypeVar("LoggedT", bound=Logged)
 
-class LocalRerankService:
-    """Runs a :class:`RerankService` under uvicorn in a background thread; use as a context manager."""
+
+class LocalService(Generic[LoggedT]):
+    """Runs a stand-in under uvicorn in a background thread; use as a context manager."""
 
     def __init__(
-        self,
-        config: ServiceConfig,
-        *,
-        scorer: Scorer,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        warm: bool = False,
+        self, service: StandInService[Any, LoggedT], *, host: str = "127.0.0.1", port: int = 0, warm: bool = False
     ) -> None:
-        self.service = RerankService(config, scorer)
+        self.service = service
         self.host = host
         self._requested_port = port
         self._warm = warm
@@ -40,7 +38,7 @@ class LocalRerankService:
     @property
     def port(self) -> int:
         if self._socket is None:
-            raise RuntimeError("LocalRerankService is not running")
+            raise RuntimeError(f"{type(self).__name__} is not running")
         return self._socket.getsockname()[1]
 
     @property
@@ -48,7 +46,7 @@ class LocalRerankService:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def requests(self) -> list[LoggedRequest]:
+    def requests(self) -> list[LoggedT]:
         return self.service.requests
 
     @property
@@ -57,7 +55,7 @@ class LocalRerankService:
 
     def start(self, ready_timeout: float = 10.0) -> None:
         if self._thread is not None:
-            raise RuntimeError("LocalRerankService is already running")
+            raise RuntimeError(f"{type(self).__name__} is already running")
         if self._warm:
             self.service.warm()
         # Binding here (port 0 = any free port) makes the port known before uvicorn starts.
@@ -75,7 +73,7 @@ class LocalRerankService:
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},
-            name="local-rerank-service",
+            name=type(self).__name__,
             daemon=True,
         )
         self._thread.start()
@@ -83,7 +81,7 @@ class LocalRerankService:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"local rerank service did not start on {self.host}:{self._requested_port}")
+                raise RuntimeError(f"{self.service.description} did not start on {self.host}:{self._requested_port}")
             time.sleep(0.01)
 
     def stop(self) -> None:
@@ -96,7 +94,7 @@ class LocalRerankService:
             self._socket.close()
         self._server = self._thread = self._socket = None
 
-    def __enter__(self) -> LocalRerankService:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -104,17 +102,23 @@ class LocalRerankService:
         self.stop()
 
 
-def run_service(
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    *,
-    config: ServiceConfig,
-    scorer: Scorer,
-    warm: bool = True,
-) -> None:
-    """Serve the local rerank service in the foreground until interrupted."""
-    service = RerankService(config, scorer)
+class LocalRerankService(LocalService[LoggedRequest]):
+    """The ``/v1/rerank`` stand-in in a background thread."""
+
+    def __init__(self, config: ServiceConfig, *, scorer: Scorer, **options: Any) -> None:
+        super().__init__(RerankService(config, scorer), **options)
+
+
+class LocalEmbeddingService(LocalService[LoggedEmbeddingRequest]):
+    """The ``/v1/embeddings`` stand-in in a background thread."""
+
+    def __init__(self, config: EmbeddingServiceConfig, *, vectors: VectorSource, **options: Any) -> None:
+        super().__init__(EmbeddingService(config, vectors), **options)
+
+
+def run_service(service: StandInService[Any, Any], *, host: str = "127.0.0.1", port: int, warm: bool = True) -> None:
+    """Serve ``service`` in the foreground until interrupted."""
     if warm:
         service.warm()
-    log.info("local rerank service on http://%s:%d%s", host, port, RERANK_PATH)
+    log.info("%s on http://%s:%d", service.description, host, port)
     uvicorn.run(service.app, host=host, port=port, log_level="info")

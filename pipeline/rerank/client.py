@@ -27,6 +27,7 @@ from pipeline.inference import (
     DEFAULT_MAX_TOTAL_SECONDS,
     DEFAULT_TIMEOUT,
     CallTally,
+    EndpointClient,
     EndpointContract,
     InferenceClient,
     InferenceError,
@@ -83,7 +84,7 @@ RerankCache = ResultCache
 InMemoryRerankCache = InMemoryResultCache
 
 
-class RerankClient:
+class RerankClient(EndpointClient):
     """Sync client for ``POST {base_url}/v1/rerank``; one instance may be shared by many threads."""
 
     def __init__(
@@ -126,15 +127,6 @@ class RerankClient:
 
     def __repr__(self) -> str:
         return f"RerankClient(base_url={self.base_url!r}, model={self.model!r})"
-
-    def __enter__(self) -> RerankClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._inference.close()
 
     # --- public API -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -146,3 +147,16 @@ def test_example_sources_and_queries_exist_and_load() -> None:
     assert (ROOT / sources).is_file() and (ROOT / queries).is_file()
     assert load_sources(ROOT / sources)
     assert load_queries(ROOT / queries)
+
+
+def test_the_app_names_a_supported_stack() -> None:
+    """Named, a new app does not land on whatever Heroku's default stack becomes; heroku-22 and heroku-24
+    are the stacks Heroku supports (https://devcenter.heroku.com/articles/stack)."""
+    assert APP_JSON["stack"] in {"heroku-22", "heroku-24"}
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/deploy.md"])
+def test_the_deploy_button_names_the_template_it_deploys(document: str) -> None:
+    """Without ``?template=`` the button works only when clicked on the repository's own GitHub page."""
+    buttons = re.findall(r"\]\((https://www\.heroku\.com/deploy[^)]*)\)", (ROOT / document).read_text())
+    assert buttons == [f"https://www.heroku.com/deploy?template={APP_JSON['repository']}"]

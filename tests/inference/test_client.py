@@ -16,6 +16,7 @@ from pipeline.inference import (
     InferenceUnauthorized,
     RetryPolicy,
 )
+from pipeline.inference.pacing import ARRIVAL_GRACE_SECONDS
 from pipeline.rerank import RerankClient, RerankUnauthorized, cache_key
 from tests.inference.conftest import Reply
 
@@ -98,8 +99,10 @@ def test_token_estimates_pace_requests_under_the_tokens_per_minute_limit(scripte
 
     for _ in range(3):
         client.post({"input": ["a"]}, _vectors, tally=CallTally(), tokens=29_400)
-    # 29,400 tokens are half of the 58,800 paced per minute (98% of 60,000): 30 s apart, not 0.12 s.
-    assert fake_clock.sleeps == [pytest.approx(30.0), pytest.approx(30.0)]
+    # 29,400 tokens are half of the 58,800 paced per minute (98% of 60,000): 30 s apart, not 0.12 s. The
+    # third would make three halves in the server's window if the first arrived late: it waits until the
+    # first is 1.2 s past the minute (ARRIVAL_GRACE_SECONDS).
+    assert fake_clock.sleeps == [pytest.approx(30.0), pytest.approx(30.0 + ARRIVAL_GRACE_SECONDS)]
     assert len(scripted_server.received) == 3
     client.close()
 

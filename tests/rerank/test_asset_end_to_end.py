@@ -237,7 +237,7 @@ def test_a_rejected_setting_fails_the_asset_naming_it_and_keeps_stored_rankings(
 
 def test_a_400_for_one_querys_content_fails_only_that_query(stage, no_secrets):
     service = stage.service(test_mode=True)
-    service.faults.add("400", times=None, query=QUERIES["q03"])
+    service.faults.add("400", times=None, text=QUERIES["q03"])
     result = stage.run(service)
 
     metadata = materialization_metadata(result, "reranked_candidates")
@@ -321,8 +321,8 @@ def test_latency_is_measured_over_http_and_null_when_everything_was_cached(stage
 
 def test_the_next_run_sends_only_the_queries_that_failed(stage, no_secrets):
     service = stage.service(test_mode=True)
-    service.faults.add("500", times=None, query=QUERIES["q05"])
-    service.faults.add("timeout", times=None, query=QUERIES["q09"])
+    service.faults.add("500", times=None, text=QUERIES["q05"])
+    service.faults.add("timeout", times=None, text=QUERIES["q09"])
     failing = stage.run(service, max_attempts=2, read_timeout_seconds=1.0)
 
     evaluation = check_evaluation(failing)

@@ -101,12 +101,12 @@ def test_a_400_for_too_many_documents_names_the_setting_and_is_not_retried(start
 
 
 def test_a_400_for_one_querys_content_fails_that_query_only(make_client, rerank_service):
-    rerank_service.faults.add("400", query="unprocessable")
+    rerank_service.faults.add("400", text="unprocessable")
     outcomes = make_client().rerank_many(_requests(QUERY, "unprocessable"), max_workers=1)
 
     assert [outcome.ok for outcome in outcomes] == [True, False]
     assert (outcomes[1].error_type, outcomes[1].error) == ("RerankBadRequest", "http_400")
-    assert "for this query (HTTP 400): injected fault: the service cannot process this query" in outcomes[1].detail
+    assert "for this query (HTTP 400): injected fault: the service cannot process this request" in outcomes[1].detail
 
 
 @pytest.mark.parametrize(
@@ -517,7 +517,7 @@ def test_the_key_never_appears_in_errors_logs_or_the_service_log(
     caplog.set_level(logging.DEBUG)
     wrong_key = "inf-wrong-5e5e5e5e5e5e"
     forbidden = start_service(allowed_models=["amazon-rerank-1-0"])
-    rerank_service.faults.add("500", times=None, query="fails")
+    rerank_service.faults.add("500", times=None, text="fails")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
@@ -667,7 +667,7 @@ def test_rerank_many_runs_queries_in_parallel(start_service, make_client):
 
 
 def test_rerank_many_isolates_failing_queries(make_client, rerank_service):
-    rerank_service.faults.add("500", times=None, query="fails")
+    rerank_service.faults.add("500", times=None, text="fails")
     reported: list[RerankOutcome] = []
     outcomes = make_client(max_attempts=2).rerank_many(
         _requests(QUERY, "", "fails", "database pool size"), max_workers=4, on_result=reported.append

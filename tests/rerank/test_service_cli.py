@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -13,6 +10,7 @@ import httpx
 import pytest
 
 from pipeline.cli import build_parser, main, service_config
+from tests.commands import free_port, start_service_command, stop_service_command
 
 KEY = "inf-cli-3e8a1f5c7b9d"
 WRONG_KEY = "inf-cli-wrong-0a0a0a0a"
@@ -81,14 +79,8 @@ def test_a_key_with_a_stray_line_break_is_named_before_the_service_starts(monkey
     assert KEY not in str(refused.value)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_command_serves_the_configured_faults_and_never_logs_the_token(tmp_path):
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "pipeline.cli", "rerank-service", "--port", str(port),
         "--requests-per-minute", "3", "--omit-retry-after", "--test-mode",
@@ -96,19 +88,9 @@ def test_the_command_serves_the_configured_faults_and_never_logs_the_token(tmp_p
     ]  # fmt: skip
     environment = {**os.environ, "RERANK_KEY": KEY, "PIPELINE_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     environment.pop("DATABASE_URL", None)
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    process = start_service_command(command, environment, url)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.2)
 
         def post(key: str = KEY, model: str = MODEL, documents=DOCUMENTS, fault: str | None = None) -> httpx.Response:
             headers = {"Authorization": f"Bearer {key}", **({"X-Fault": fault} if fault else {})}
@@ -126,12 +108,7 @@ def test_the_command_serves_the_configured_faults_and_never_logs_the_token(tmp_p
         limited = post()  # the fourth admitted request in a minute: --requests-per-minute 3
         assert limited.status_code == 429 and "retry-after" not in limited.headers  # --omit-retry-after
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+        output = stop_service_command(process)
 
     assert f"rerank 200 model={MODEL} documents=2" in output
     assert "rerank 401 model=None" in output and "fault=500" in output and "rerank 429" in output

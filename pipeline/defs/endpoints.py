@@ -1,0 +1,85 @@
+"""Where the Heroku Inference endpoints are and how their clients are tuned.
+
+An endpoint (URL, key, model) is a resource dependency built from the environment by
+``from_settings``, never run config (see :mod:`pipeline.defs.resources`); the client's tuning
+fields are config, shared by every inference resource through :class:`InferenceClientConfig`.
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+import httpx
+from pydantic import Field
+
+from pipeline import settings
+from pipeline.inference import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_TOTAL_SECONDS,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+)
+
+
+class InferenceClientConfig(dg.ConfigurableResource):
+    """The fields that tune a Heroku Inference client, set in a run's ``resources.<name>.config``."""
+
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="The model's request limit (default: the published one); paced at 98% of it."
+    )
+    connect_timeout_seconds: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, description="Longest wait to open a connection."
+    )
+    read_timeout_seconds: float = Field(
+        default=DEFAULT_READ_TIMEOUT_SECONDS,
+        gt=0,
+        description="Longest wait for the response (and between its bytes); a request that times out is retried.",
+    )
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts per request, retries included.")
+    max_total_seconds: float = Field(
+        default=DEFAULT_MAX_TOTAL_SECONDS,
+        gt=0,
+        description="Time budget per request, rate-limit waits and retries included; past it the request fails.",
+    )
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds)
+
+
+@dataclass(frozen=True)
+class InferenceEndpoint:
+    """Where an inference endpoint's requests go, the key they carry and the model (Heroku's ``<AS>_URL``,
+    ``<AS>_KEY`` and ``<AS>_MODEL_ID`` of a model attached ``--as <AS>``); the key never shows in a repr."""
+
+    url: str
+    api_key: str
+    model_id: str
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, model_id={self.model_id!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class EmbeddingEndpoint(InferenceEndpoint):
+    """EMBEDDING_URL, EMBEDDING_KEY and EMBEDDING_MODEL_ID."""
+
+    @classmethod
+    def from_settings(cls) -> "EmbeddingEndpoint | None":
+        """The endpoint the environment names; None (the local model) when none of the three is set.
+
+        Some but not all of them is a SettingError naming the missing ones: a half-attached
+        model must not fall back to the local one silently.
+        """
+        if not settings.all_or_none("EMBEDDING_URL", "EMBEDDING_KEY", "EMBEDDING_MODEL_ID"):
+            return None
+        return cls(
+            settings.string("EMBEDDING_URL"), settings.string("EMBEDDING_KEY"), settings.string("EMBEDDING_MODEL_ID")
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class RerankEndpoint(InferenceEndpoint):
+    """RERANK_URL, RERANK_KEY and RERANK_MODEL_ID."""
+
+    @classmethod
+    def from_settings(cls) -> "RerankEndpoint":
+        return cls(settings.string("RERANK_URL"), settings.string("RERANK_KEY"), settings.string("RERANK_MODEL_ID"))
