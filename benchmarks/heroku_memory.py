@@ -1,13 +1,16 @@
 """Peak memory of each Heroku dyno (web, worker) through a deploy, an ingest run and a context-set run.
 
-    uv run python benchmarks/heroku_memory.py [--corpus demo|postgresql]
+    uv run python benchmarks/heroku_memory.py [--corpus demo|postgresql] [--embeddings local|remote]
 
 Boots the Procfile exactly as the deploy tests do (tests/deploy/heroku_app.py: honcho, a fresh
 PostgreSQL database, the local rerank add-on) against a corpus served on loopback: the demo site
 (36 pages), or the PostgreSQL 15 manual (Debian ``postgresql-doc-15``, 1,169 pages) with the
-queries of its labelled set. Every 0.25 s it samples each dyno's whole process tree (for the
-worker: the daemon, its code server and the run process the code server starts) and prints each
-dyno's peak per phase with the processes that made it up at that moment.
+queries of its labelled set. Embeddings are computed on the worker by the local model
+(``local``) or by an embeddings add-on (``remote``), played by the local ``--fast`` stand-in
+with vectors of Cohere Embed Multilingual's length (1,024 numbers). Every 0.25 s it samples
+each dyno's whole process tree (for the worker: the supervisor, the daemon, the code server and
+the run process the code server starts) and prints each dyno's peak per phase and the worker's
+per step of each run, with the processes that made it up at that moment.
 
 Honcho's own processes are left out: a Heroku dyno does not run them. Two sums are printed:
 RSS (VmRSS), which counts pages shared between processes once per process, so it is an upper
@@ -152,10 +155,10 @@ def _ingest_runs(app: HerokuApp) -> list[dict]:
 
 
 @contextmanager
-def corpus_app(corpus: str, root: Path, database: str) -> Iterator[HerokuApp]:
+def corpus_app(corpus: str, root: Path, database: str, remote_embeddings: bool) -> Iterator[HerokuApp]:
     """The local Heroku app crawling ``corpus``, with queries that suit it."""
     if corpus == "demo":
-        with local_heroku_app(root, database) as app:
+        with local_heroku_app(root, database, remote_embeddings=remote_embeddings) as app:
             yield app
         return
     queries = root / "queries.yaml"
@@ -169,7 +172,9 @@ def corpus_app(corpus: str, root: Path, database: str) -> Iterator[HerokuApp]:
             "max_pages": 2000,
             "max_depth": 10,
         }
-        with local_heroku_app(root, database, sources=[source], queries=queries) as app:
+        with local_heroku_app(
+            root, database, sources=[source], queries=queries, remote_embeddings=remote_embeddings
+        ) as app:
             yield app
 
 
@@ -214,6 +219,7 @@ def _step_times(app: HerokuApp, run_id: str) -> list[tuple[str, float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", choices=("demo", "postgresql"), default="demo")
+    parser.add_argument("--embeddings", choices=("local", "remote"), default="local")
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds each run may take [3600].")
     parser.add_argument("--trace", type=Path, help="Also write every sample (seconds, dyno, phase, processes) here.")
     arguments = parser.parse_args()
@@ -223,7 +229,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as root,
         fresh_postgres_database() as database,
-        corpus_app(arguments.corpus, Path(root), database) as app,
+        corpus_app(arguments.corpus, Path(root), database, arguments.embeddings == "remote") as app,
         Sampler(app) as sampler,
     ):
         time.sleep(5)
@@ -240,7 +246,7 @@ def main() -> None:
         steps[sampler.phase] = _step_times(app, run_id)
         sampler.phase = "idle after runs"
         time.sleep(10)
-    print(f"corpus: {arguments.corpus}")
+    print(f"corpus: {arguments.corpus}, embeddings: {arguments.embeddings}")
     report(sampler.samples, steps)
     if arguments.trace:
         with arguments.trace.open("w") as trace:
