@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.chunking import header_line
 from pipeline.embedding import MODEL_NAME, Embedder, MiniLMEmbedder
 from pipeline.inference import InferenceConfigurationError, InferenceError
+from pipeline.store.embeddings import PENDING_WINDOW
 from pipeline.store.orphans import orphaned_since
 from pipeline.store.records import EmbeddedChunk, StoredChunk
 from pipeline.store.state import StateStore
@@ -100,6 +101,7 @@ def index_chunks(
     header_embedder: MiniLMEmbedder | None = None,
     retention: timedelta = timedelta(0),
     save_every: int = 256,
+    window: int = PENDING_WINDOW,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
     """Embed the source's chunk texts that have no vector of the embedder's model, then sync Chroma.
@@ -110,10 +112,12 @@ def index_chunks(
     Header lines are embedded only with ``header_embedder`` (the local model the rerank stand-in's
     heading feature uses): ingest with a remote embedder never loads the local model.
 
-    An embedder that fails (:class:`pipeline.inference.InferenceError`, after its own retries) fails
-    only the window of texts it was embedding: what it embedded before is saved and indexed, the rest
-    stays pending for the next run, and the report says so (``complete`` is False). A configuration
-    error (a refused key, an unknown model) ends the embedding, since every request would fail alike.
+    Texts are handed to the embedder ``window`` at a time (the local model sorts each window by
+    length). An embedder that fails (:class:`pipeline.inference.InferenceError`, after its own
+    retries) fails only the window it was embedding: what it embedded before is saved and indexed,
+    the rest of that window stays pending for the next run, the next window is tried, and the report
+    says so (``complete`` is False). A configuration error (a refused key, an unknown model) ends the
+    embedding, since every request would fail alike.
     """
     if vectors.model != embedder.model:
         raise ValueError(f"the collection holds {vectors.model!r} vectors, not the embedder's {embedder.model!r}")
@@ -127,7 +131,7 @@ def index_chunks(
     )
     report.collections_dropped = tuple(vectors.drop_collections(pruning.models))
     started = time.perf_counter()
-    _embed_pending(store, vectors, embedder, source, report, save_every, on_progress)
+    _embed_pending(store, vectors, embedder, source, report, save_every, window, on_progress)
     report.embed_seconds = time.perf_counter() - started
     if header_embedder is not None:
         started = time.perf_counter()
@@ -146,6 +150,7 @@ def _embed_pending(
     source: str,
     report: IndexReport,
     save_every: int,
+    window: int,
     on_progress: Callable[[int, int], None] | None,
 ) -> None:
     model = embedder.model
@@ -164,11 +169,11 @@ def _embed_pending(
             on_progress(report.texts_embedded, total)
 
     try:
-        for window in store.embeddings.iter_pending(source, model):
+        for pending in store.embeddings.iter_pending(source, model, window=window):
             try:
-                for positions, batch_vectors in embedder.iter_document_batches([item.text for item in window]):
+                for positions, batch_vectors in embedder.iter_document_batches([item.text for item in pending]):
                     for position, vector in zip(positions, batch_vectors, strict=True):
-                        embedded[window[position].text_hash] = vector
+                        embedded[pending[position].text_hash] = vector
                     if len(embedded) >= save_every:
                         flush()
             except InferenceError as error:
