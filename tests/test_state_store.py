@@ -209,6 +209,8 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     assert sync_header_embeddings(store, embedder) == (0, 1, 1)
     assert embedder.embedded == ["A > Setup", "A > Install"]
+    # The reused vector moved back to the headers; the one just deleted is kept in its place.
+    assert set(store.embeddings.kept(MODEL_NAME, ["A > Setup", "A > Install"])) == {"A > Install"}
     assert dict(store.embeddings.iter_embedded_texts())["A > Setup"][0] == len("A > Setup")
 
 

@@ -182,7 +182,7 @@ class VectorIndexConfig(dg.Config):
         default=256,
         ge=1,
         description=(
-            "Chunks embedded between saves to the state store and Chroma: "
+            "Texts embedded between saves to the state store and Chroma: "
             "a run killed midway embeds at most this many again."
         ),
     )

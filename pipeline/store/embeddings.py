@@ -176,12 +176,24 @@ class EmbeddingStore:
             return set(connection.scalars(sa.select(header_embeddings.c.header)))
 
     def save_header_embeddings(self, embedded: Mapping[str, np.ndarray]) -> None:
-        if embedded:
-            with self._database.transaction() as connection:
-                upsert(
-                    connection,
-                    header_embeddings,
-                    [{"header": header, "embedding": pack_embedding(vector)} for header, vector in embedded.items()],
+        """Store header lines' vectors; a kept copy of one (its header deleted earlier) moves back here."""
+        if not embedded:
+            return
+        hashes = [text_hash(header) for header in embedded]
+        with self._database.transaction() as connection:
+            upsert(
+                connection,
+                header_embeddings,
+                [{"header": header, "embedding": pack_embedding(vector)} for header, vector in embedded.items()],
+            )
+            for start in range(0, len(hashes), BATCH):
+                connection.execute(
+                    sa.delete(vectors).where(
+                        vectors.c.model == MODEL_NAME,
+                        vectors.c.text_hash.in_(hashes[start : start + BATCH]),
+                        vectors.c.released_at.is_not(None),
+                        ~_used(),
+                    )
                 )
 
     def delete_header_embeddings(self, headers: Iterable[str]) -> int:
