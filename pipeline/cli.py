@@ -254,7 +254,7 @@ def _stored_vectors_scorer() -> LocalRelevanceScorer:
     from pipeline.store.state import StateStore
 
     store = StateStore(state_store_url())
-    return local_scorer(known_vectors=StoredEmbeddings(store.chunks.iter_embedded_texts))
+    return local_scorer(known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts))
 
 
 def _local_rerank_service(stack: ExitStack, port: int) -> str:

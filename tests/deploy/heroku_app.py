@@ -194,7 +194,7 @@ def local_heroku_app(root: Path, database: str, sources: list[dict] | None = Non
         # The rerank "add-on": scores with the embeddings the pipeline stored in the app's database.
         store = StateStore(database)
         stack.callback(store.dispose)
-        scorer = local_scorer(known_vectors=StoredEmbeddings(store.chunks.iter_embedded_texts))
+        scorer = local_scorer(known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts))
         rerank = stack.enter_context(LocalRerankService(ServiceConfig(api_key=RERANK_KEY), scorer=scorer, warm=True))
         # Heroku's form of the URL; trust auth ignores the password, which only has to stay secret.
         heroku_database_url = database.replace("postgresql://postgres@", f"postgres://postgres:{DB_PASSWORD}@")
