@@ -67,7 +67,7 @@ def open_corpus(name: str, data_dir: str | Path, embedder: MiniLMEmbedder) -> Co
         name=name,
         labels=load_labelled_set(LABELS[name]),
         store=store,
-        vectors=VectorIndex(ChromaConnection(data_dir=str(data_dir)), embedder),
+        vectors=VectorIndex(ChromaConnection(data_dir=str(data_dir)), embedder.model, embedder),
         lexical=lexical,
         chunks=chunks,
     )

@@ -40,7 +40,7 @@ class FeatureTable:
 
     def __init__(self, corpus: Corpus, embedder: MiniLMEmbedder) -> None:
         self.corpus = corpus
-        scorer = local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.chunks.iter_embedded_texts))
+        scorer = local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.embeddings.iter_embedded_texts))
         texts = {query.query_id: query.query for query in corpus.queries}
         self.candidates = retrieval(corpus, embedder, Fusion())
         # The retrieval baselines the targets are measured against (issue 8).

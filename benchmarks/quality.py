@@ -164,7 +164,7 @@ def scoring_times(
     corpus: Corpus, embedder: MiniLMEmbedder, with_known_vectors: bool, limit: int | None = None
 ) -> list[float]:
     """Seconds to score each query's 50 hybrid candidates with an empty document cache."""
-    known = StoredEmbeddings(corpus.store.chunks.iter_embedded_texts) if with_known_vectors else None
+    known = StoredEmbeddings(corpus.store.embeddings.iter_embedded_texts) if with_known_vectors else None
     if known is not None:
         known.load()  # the service loads them once, on its first request
     scorer = local_scorer(embedder, cache_size=0, known_vectors=known)
@@ -223,7 +223,7 @@ def main() -> None:
         }
         print(", ".join(f"{c.name}: {len(c.labels.queries)} queries, {len(c.chunks)} chunks" for c in corpora.values()))
         scorers = {
-            name: local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.chunks.iter_embedded_texts))
+            name: local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.embeddings.iter_embedded_texts))
             for name, corpus in corpora.items()
         }
         reports = {name: stages(corpus, scorers[name]) for name, corpus in corpora.items()}

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 RERANK_PORT = 8765
 EMBEDDING_PORT = 8766
-# The key the local embeddings stand-in checks when EMBEDDING_KEY is not a setting yet.
+# The key the local embeddings stand-in checks when EMBEDDING_KEY is unset.
 LOCAL_EMBEDDING_KEY = "local-dev-key"
+# The model the demo's embeddings stand-in plays: the one app.json attaches as EMBEDDING.
+DEMO_EMBEDDING_MODEL_ID = "cohere-embed-multilingual"
 # The demo prints its own summary; Dagster's per-step debug events would bury it.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -35,10 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="Run every asset end to end on the bundled site, offline.")
     demo.add_argument("--top", type=int, default=3, help="Passages to print per query.")
+    demo.add_argument(
+        "--local-embeddings",
+        action="store_true",
+        help="Embed with all-MiniLM-L6-v2 in the run process (the deploy without an EMBEDDING add-on) instead of "
+        "through the local embeddings stand-in.",
+    )
 
     serve = commands.add_parser("serve-demo", help="Serve the bundled docs site and the local rerank service.")
     serve.add_argument("--site-port", type=int, default=SITE_PORT)
     serve.add_argument("--rerank-port", type=int, default=RERANK_PORT)
+    serve.add_argument("--embedding-port", type=int, default=EMBEDDING_PORT)
 
     service = commands.add_parser(
         "rerank-service",
@@ -91,9 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command == "demo":
-        return run_demo(top=arguments.top)
+        return run_demo(top=arguments.top, local_embeddings=arguments.local_embeddings)
     if arguments.command == "serve-demo":
-        return serve_demo(arguments.site_port, arguments.rerank_port)
+        return serve_demo(arguments.site_port, arguments.rerank_port, arguments.embedding_port)
     if arguments.command in ("release", "web", "worker"):
         return run_process(arguments)
     try:
@@ -186,11 +195,8 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
 
 
 def embedding_key() -> str:
-    """The bearer token the local embeddings stand-in checks: EMBEDDING_KEY, else the local default.
-
-    The one place the stand-in's key is read (the test for an unknown setting goes once EMBEDDING_KEY is one)."""
-    key = settings.value("EMBEDDING_KEY") if "EMBEDDING_KEY" in settings.SETTINGS else None
-    return key or LOCAL_EMBEDDING_KEY
+    """The bearer token the local embeddings stand-in checks: EMBEDDING_KEY, else the local default."""
+    return settings.value("EMBEDDING_KEY") or LOCAL_EMBEDDING_KEY
 
 
 def service_config(arguments: argparse.Namespace) -> ServiceConfig | EmbeddingServiceConfig:
@@ -247,33 +253,52 @@ def local_scorer(embedder: MiniLMEmbedder | None = None, **options: Any) -> Loca
     return LocalRelevanceScorer(embedder or MiniLMEmbedder(), analyze=analyze, header_line=header_line, **options)
 
 
-def _stored_vectors_scorer() -> LocalRelevanceScorer:
+def _stored_vectors_scorer(embedder: MiniLMEmbedder | None = None) -> LocalRelevanceScorer:
     """The local scorer, reusing the embeddings the pipeline stored at ingest (same model, computed earlier)."""
     from pipeline.instance import state_store_url
     from pipeline.local import StoredEmbeddings
     from pipeline.store.state import StateStore
 
     store = StateStore(state_store_url())
-    return local_scorer(known_vectors=StoredEmbeddings(store.chunks.iter_embedded_texts))
+    return local_scorer(embedder, known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts))
 
 
-def _local_rerank_service(stack: ExitStack, port: int) -> str:
+def _local_rerank_service(stack: ExitStack, port: int, embedder: MiniLMEmbedder) -> str:
     from pipeline.local import LocalRerankService, ServiceConfig
 
     service = stack.enter_context(
         LocalRerankService(
-            ServiceConfig(api_key=settings.string("RERANK_KEY")), port=port, warm=True, scorer=_stored_vectors_scorer()
+            ServiceConfig(api_key=settings.string("RERANK_KEY")),
+            port=port,
+            warm=True,
+            scorer=_stored_vectors_scorer(embedder),
         )
     )
     return service.url
 
 
-def serve_demo(site_port: int, rerank_port: int) -> int:
+def _local_embedding_service(stack: ExitStack, port: int, embedder: MiniLMEmbedder) -> str:
+    """The embeddings stand-in with all-MiniLM-L6-v2 vectors, playing the EMBEDDING add-on."""
+    from pipeline.local import EmbeddingServiceConfig, LocalEmbeddingService
+
+    service = stack.enter_context(
+        LocalEmbeddingService(EmbeddingServiceConfig(api_key=embedding_key()), vectors=embedder, port=port, warm=True)
+    )
+    return service.url
+
+
+def serve_demo(site_port: int, rerank_port: int, embedding_port: int) -> int:
+    from pipeline.embedding import MiniLMEmbedder
+
     with ExitStack() as stack:
+        # One all-MiniLM-L6-v2 session for both stand-ins.
+        embedder = MiniLMEmbedder()
         site_url = stack.enter_context(serve_directory(site_dir(), port=site_port))
-        rerank_url = _local_rerank_service(stack, rerank_port)
-        print(f"demo docs site:       {site_url}")
-        print(f"local rerank service: {rerank_url}  (RERANK_KEY={settings.SETTINGS['RERANK_KEY'].default})")
+        rerank_url = _local_rerank_service(stack, rerank_port, embedder)
+        embedding_url = _local_embedding_service(stack, embedding_port, embedder)
+        print(f"demo docs site:           {site_url}")
+        print(f"local rerank service:     {rerank_url}  (RERANK_KEY={settings.SETTINGS['RERANK_KEY'].default})")
+        print(f"local embeddings service: {embedding_url}  (EMBEDDING_KEY={LOCAL_EMBEDDING_KEY})")
         print("Ctrl-C to stop")
         try:
             while True:
@@ -311,11 +336,11 @@ def _demo_instance():
     return dg.DagsterInstance.get()
 
 
-def run_demo(top: int) -> int:
+def run_demo(top: int, local_embeddings: bool = False) -> int:
     from pipeline.crawl.sources import load_sources
-    from pipeline.definitions import defs
     from pipeline.defs.jobs import context_sets_job, ingest_source_job
     from pipeline.defs.partitions import register_sources
+    from pipeline.embedding import MiniLMEmbedder
     from pipeline.inputs import is_url
 
     started = time.perf_counter()
@@ -324,8 +349,18 @@ def run_demo(top: int) -> int:
     with ExitStack() as stack:
         if not is_url(sources_location) and Path(sources_location).resolve() == SOURCES_FILE.resolve():
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))
+        # One all-MiniLM-L6-v2 session for both stand-ins.
+        embedder = MiniLMEmbedder()
         if not settings.is_set("RERANK_URL"):
-            _local_rerank_service(stack, RERANK_PORT)
+            _local_rerank_service(stack, RERANK_PORT, embedder)
+        if not local_embeddings and not settings.is_set("EMBEDDING_URL"):
+            # The demo runs the remote embedding path, as a deploy with the EMBEDDING add-on does.
+            os.environ["EMBEDDING_URL"] = _local_embedding_service(stack, EMBEDDING_PORT, embedder)
+            os.environ["EMBEDDING_KEY"] = embedding_key()
+            os.environ.setdefault("EMBEDDING_MODEL_ID", DEMO_EMBEDDING_MODEL_ID)
+        # Loaded now: its resources read the EMBEDDING_* settings just given.
+        from pipeline.definitions import defs
+
         instance = stack.enter_context(_demo_instance())
         sources = load_sources(sources_location)
         register_sources(instance, [source.name for source in sources])
@@ -363,14 +398,17 @@ def _print_context_sets(path: Path, result, top: int) -> None:
         if event.asset_key.to_user_string() == "reranked_candidates":
             billed = event.materialization.metadata["billed_search_units"].value
     print()
+    embedding_models = set()
     for line in path.read_text(encoding="utf-8").splitlines():
         context_set = json.loads(line)
+        embedding_models.add(context_set["embedding_model"])
         status = f"reranked by {context_set['model']}" if context_set["reranked"] else "NOT reranked"
         print(f"{context_set['query_id']}: {context_set['query']}  ({status})")
         for passage in context_set["passages"][:top]:
             heading = " > ".join(passage["heading_path"]) or passage["title"]
             print(f"   {passage['rank']}. [{passage['rerank_score'] or 0:.3f}] {heading}  <{passage['url']}>")
-    print(f"\nbilled search units this run: {billed}")
+    print(f"\nretrieved with embedding model: {', '.join(sorted(embedding_models))}")
+    print(f"billed search units this run: {billed}")
     print(f"context sets: {path.resolve()}")
 
 

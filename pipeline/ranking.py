@@ -187,6 +187,7 @@ def assemble_context_sets(
     """One context set per stored query, in the queries file's order (see ``diversify_pages`` for the cap)."""
     stored_candidates = store.rankings.candidates()
     rankings = store.rankings.rankings()
+    embedding_models = store.rankings.embedding_models()
     chunk_rows = store.chunks.by_id(
         candidate.chunk_id for ranking in stored_candidates.values() for candidate in ranking
     )
@@ -205,6 +206,7 @@ def assemble_context_sets(
                 query_id=query_id,
                 query=query,
                 model=ranking.model if ranking else "",
+                embedding_model=embedding_models.get(query_id),
                 reranked=order.reranked,
                 api_version=ranking.api_version if ranking and order.reranked else None,
                 reason_not_reranked=order.reason_not_reranked,

@@ -58,7 +58,8 @@ _SETTINGS = [
     Setting(
         "PIPELINE_VECTOR_RETENTION_DAYS",
         "14",
-        "Days the embeddings of deleted chunks are kept, so text that comes back is not embedded again.",
+        "Days vectors no chunk uses are kept, so text that comes back is not embedded again, and days an "
+        "embedding model no longer configured keeps its vectors.",
     ),
     Setting(
         "PIPELINE_SOURCE_REMOVAL_GRACE_HOURS",

@@ -23,6 +23,7 @@ from pipeline.defs.automation import (
     source_partitions_sensor,
 )
 from pipeline.defs.partitions import register_sources
+from pipeline.embedding import MODEL_NAME
 from pipeline.settings import SettingError
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url
@@ -227,7 +228,7 @@ def test_a_purged_source_leaves_the_indexes_and_the_context_sets(site):
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     assert output.event_specific_data.metadata["chunks_deleted"].value == len(beta_chunks)
     assert store.chunks.ids("beta") == set() and store.pages.count("beta") == store.pages.document_count("beta") == 0
-    vectors = VectorIndex(ChromaConnection(data_dir=str(site.data_dir)))
+    vectors = VectorIndex(ChromaConnection(data_dir=str(site.data_dir)), MODEL_NAME)
     assert vectors.ids("beta") == set() and vectors.ids("alpha") == alpha_chunks
     lexical = LexicalIndex(site.data_dir)
     assert lexical.ids() == alpha_chunks

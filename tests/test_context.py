@@ -32,6 +32,7 @@ def test_context_set_reports_tokens_and_rerank_status():
         query_id="q1",
         query="what?",
         model="cohere-rerank-3-5",
+        embedding_model="all-MiniLM-L6-v2",
         reranked=False,
         api_version=None,
         reason_not_reranked="RerankServerError: 500",

@@ -28,7 +28,7 @@ def evaluated(tmp_path_factory):
     """Ingest the demo site, evaluate twice (the second run from the rerank cache), then once with broken labels."""
     data_dir = tmp_path_factory.mktemp("data")
     store = StateStore(sqlite_url(data_dir))
-    scorer = local_scorer(known_vectors=StoredEmbeddings(store.chunks.iter_embedded_texts))
+    scorer = local_scorer(known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts))
     with (
         serve_directory(site_dir()) as site_url,
         LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=scorer) as service,
@@ -111,7 +111,7 @@ def test_rankings_are_the_indexes_own(evaluated):
     urls = {chunk.chunk_id: chunk.url for chunk in store.chunks.iterate()}
     lexical = LexicalIndex(data_dir)
     embedder = MiniLMEmbedder()
-    vectors = VectorIndex(ChromaConnection(data_dir=str(data_dir)), embedder)
+    vectors = VectorIndex(ChromaConnection(data_dir=str(data_dir)), embedder.model, embedder)
     rankings = evaluated["output"]["page_rankings"]
     for query in LABELS.queries[:5]:
         bm25 = [urls[hit.chunk_id] for hit in lexical.search(query.query, 50)]
@@ -158,5 +158,5 @@ def test_broken_labels_fail_with_the_file_named_and_keep_the_last_evaluation(eva
 def test_ingest_embedded_every_header_line_for_the_scorer(evaluated):
     store = StateStore(sqlite_url(evaluated["data_dir"]))
     headers = {header_line(text) for text in store.chunks.iter_embedding_texts()} - {None}
-    assert len(headers) > 20 and store.chunks.embedded_headers() == headers
+    assert len(headers) > 20 and store.embeddings.embedded_headers() == headers
     store.dispose()

@@ -69,7 +69,7 @@ def store(tmp_path):
 @pytest.fixture
 def indexed(store, tmp_path, embedder):
     """The store's chunks embedded into Chroma and indexed for BM25, as an ingest run leaves them."""
-    vectors = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), embedder)
+    vectors = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), embedder.model, embedder)
     index_chunks(store, vectors, embedder, "docs")
     lexical = LexicalIndex(tmp_path)
     sync_lexical(store, lexical)

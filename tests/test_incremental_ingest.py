@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from chromadb.api.shared_system_client import SharedSystemClient
 
+from pipeline.embedding import MODEL_NAME
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.crawl.site_server import Reply, SiteServer
@@ -90,7 +91,7 @@ class Stored:
 def chroma_contents(data_dir: Path) -> dict[str, Stored]:
     # Chroma caches one client per path and process; another process (the worker) may have written since.
     SharedSystemClient.clear_system_cache()
-    collection = VectorIndex(ChromaConnection(data_dir=str(data_dir))).collection
+    collection = VectorIndex(ChromaConnection(data_dir=str(data_dir)), MODEL_NAME).collection
     got = collection.get(include=["documents", "metadatas", "embeddings"])
     return {
         chunk_id: Stored(document, metadata, np.asarray(embedding))
@@ -253,11 +254,17 @@ def many_pages(server: SiteServer, count: int) -> None:
         )
 
 
+CHUNKS_WITH_A_VECTOR = (
+    "SELECT count(*) FROM pipeline_chunks c "
+    "WHERE EXISTS (SELECT 1 FROM pipeline_vectors v WHERE v.text_hash = c.embedding_hash)"
+)
+
+
 def embedded_so_far(data_dir: Path) -> int:
     engine = sa.create_engine(sqlite_url(data_dir))
     try:
         with engine.connect() as connection:
-            return connection.scalar(sa.text("SELECT count(*) FROM pipeline_chunks WHERE embedding IS NOT NULL")) or 0
+            return connection.scalar(sa.text(CHUNKS_WITH_A_VECTOR)) or 0
     except sa.exc.OperationalError:  # the schema is not created yet
         return 0
     finally:

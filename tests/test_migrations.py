@@ -19,6 +19,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from pipeline.embedding import MODEL_NAME
+from pipeline.store.chunks import text_hash
 from pipeline.store.migrate import (
     VERSION_TABLE,
     alembic_config,
@@ -29,12 +31,16 @@ from pipeline.store.migrate import (
 )
 from pipeline.store.records import Candidate, PageBody, Query
 from pipeline.store.schema import context_sets, metadata
+from pipeline.store.schema import vectors as vectors_table
+from pipeline.store.sql import aware
 from pipeline.store.state import StateStore, create_state_engine, sqlite_url
 
 BASELINE = "87b399d"  # the baseline revision's schema
 RANKINGS_BY_CANDIDATES = "63ed082"  # the first merge after it: rankings carry their candidates' hash
 BEFORE_ALEMBIC = "3c6ac1c"  # the last main without migrations: revision 0002's schema
 MOMENT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+# The tables revision 0003 (vectors by model) changes.
+CHANGED_SINCE_0002 = {"pipeline_chunks", "pipeline_retained_embeddings", "pipeline_candidates", "pipeline_context_sets"}
 VECTOR = np.linspace(-1, 1, 384, dtype=np.float32)
 LATEST_VIEW_DDL = """
 CREATE VIEW pipeline_latest_context_sets AS
@@ -207,9 +213,9 @@ def _assert_kept(store: StateStore) -> None:
     [page] = store.pages.known("docs").values()
     assert (page.url, page.etag, page.links, page.redirected_since) == ("http://d/a", '"a"', ("http://d/b",), None)
     assert store.pages.body("http://d/a") == PageBody("<p>a</p>", "h1")
-    [embedded] = store.chunks.embedded_by_id(["c1"]).values()
+    [embedded] = store.embeddings.embedded_by_id(MODEL_NAME, ["c1"]).values()
     assert embedded.chunk.embedding_text == "A\ntext" and embedded.embedding.tobytes() == VECTOR.tobytes()
-    assert store.chunks.embedded_headers() == {"A"}
+    assert store.embeddings.embedded_headers() == {"A"}
     assert store.rankings.queries() == [Query("q1", "what is a?")]
     assert store.rankings.candidates() == {"q1": [Candidate(1, "c1", 0.5)]}
     assert store.rankings.cached_response("key-1") == {"results": []}
@@ -233,22 +239,23 @@ def test_a_database_written_before_migrations_upgrades_in_place(database_url, co
         store.pages.mark_temporarily_redirected("http://d/a")
         assert store.pages.known("docs")["http://d/a"].redirected_since is not None
         assert store.delete_source("docs").chunks == 1
-        assert list(store.chunks.retained_embeddings(["A\ntext"], since=MOMENT.replace(year=2000))) == ["A\ntext"]
+        assert list(store.embeddings.kept(MODEL_NAME, ["A\ntext"])) == ["A\ntext"]
     finally:
         store.dispose()
     assert _schema_differences(database_url) == []
 
 
 def test_a_database_from_the_last_main_before_migrations_is_stamped_and_left_as_it_was(database_url):
+    """Stamped at 0002, it gets only the later revisions' changes: the tables they leave alone are as they were."""
     _write_database_of(BEFORE_ALEMBIC, database_url)
-    tables = _schema_of(BEFORE_ALEMBIC).tables
+    untouched = set(_schema_of(BEFORE_ALEMBIC).tables) - CHANGED_SINCE_0002
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as connection:
-            before = {name: _columns(connection, name) for name in tables}
+            before = {name: _columns(connection, name) for name in untouched}
         upgrade_schema(engine)
         with engine.connect() as connection:
-            assert {name: _columns(connection, name) for name in tables} == before
+            assert {name: _columns(connection, name) for name in untouched} == before
             assert current_revisions(connection) == head_revisions()
             assert connection.scalar(sa.text("SELECT count(*) FROM pipeline_reranked")) == 1
     finally:
@@ -396,3 +403,108 @@ def test_opening_an_upgraded_postgres_database_takes_no_lock(postgres_url):
             connection.execute(sa.select(sa.func.pg_advisory_unlock(0x70697065)))
     finally:
         holder.dispose()
+
+
+def _write_embedded_database_at_0002(url: str) -> dict[str, bytes]:
+    """A revision-0002 database whose chunks share, lack and left vectors; returns each text's vector."""
+    _write_database_of(BEFORE_ALEMBIC, url)
+    vectors = {"A\ntext": VECTOR.tobytes(), "gone": (VECTOR * 2).tobytes(), "B\nother": (VECTOR * 3).tobytes()}
+    chunk = {"source": "docs", "url": "http://d/a", "title": "A", "heading_path": ["A"], "token_count": 1}
+    table = _schema_of(BEFORE_ALEMBIC).tables
+    engine = create_state_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                table["pipeline_chunks"].insert(),
+                [
+                    # c1's text again: one vector for both.
+                    {**chunk, "chunk_id": "c2", "text": "text", "embedding_text": "A\ntext", "position": 1,
+                     "embedding": vectors["A\ntext"]},
+                    # Never embedded, but a deleted chunk of its text left a vector.
+                    {**chunk, "chunk_id": "c3", "text": "other", "embedding_text": "B\nother", "position": 2,
+                     "embedding": None},
+                    {**chunk, "chunk_id": "c4", "text": "new", "embedding_text": "C\nnew", "position": 3,
+                     "embedding": None},
+                ],
+            )  # fmt: skip
+            connection.execute(
+                table["pipeline_retained_embeddings"].insert(),
+                [
+                    {
+                        "model": MODEL_NAME,
+                        "text_hash": text_hash(text),
+                        "embedding": vectors[text],
+                        "retained_at": MOMENT,
+                    }
+                    for text in ("gone", "B\nother")
+                ],
+            )
+    finally:
+        engine.dispose()
+    return vectors
+
+
+def test_every_stored_vector_moves_to_the_vectors_by_model_with_its_retention(database_url):
+    vectors = _write_embedded_database_at_0002(database_url)
+    store = StateStore(database_url)
+    try:
+        engine = store.engine
+        with engine.connect() as connection:
+            rows = {
+                row.text_hash: (row.embedding, row.released_at)
+                for row in connection.execute(sa.select(vectors_table).where(vectors_table.c.model == MODEL_NAME))
+            }
+            assert connection.scalar(sa.text("SELECT count(*) FROM pipeline_vectors")) == 3
+            hashes = dict(connection.execute(sa.text("SELECT chunk_id, embedding_hash FROM pipeline_chunks")).all())
+        # Chunks keep their text's hash; texts in use hold their vector unreleased, retained ones keep their clock.
+        assert hashes == {
+            chunk_id: text_hash(text)
+            for chunk_id, text in (("c1", "A\ntext"), ("c2", "A\ntext"), ("c3", "B\nother"), ("c4", "C\nnew"))
+        }
+        assert rows[text_hash("A\ntext")] == (vectors["A\ntext"], None)
+        for text in ("gone", "B\nother"):
+            blob, released = rows[text_hash(text)]
+            assert blob == vectors[text] and released is not None and aware(released) == MOMENT
+        [model] = store.embeddings.models().values()
+        assert (model.model, model.dimensions) == (MODEL_NAME, 384)
+        embedded = store.embeddings.embedded_by_id(MODEL_NAME, ["c1", "c2", "c3", "c4"])
+        assert {chunk_id: row.embedding.tobytes() for chunk_id, row in embedded.items()} == {
+            "c1": vectors["A\ntext"],
+            "c2": vectors["A\ntext"],
+            "c3": vectors["B\nother"],
+        }
+        assert [[item.text for item in window] for window in store.embeddings.iter_pending("docs", MODEL_NAME)] == [
+            ["C\nnew"]
+        ]
+        assert store.embeddings.count_pending("docs", "another-model") == 3
+        assert store.embeddings.embedded_headers() == {"A"}
+        assert store.rankings.embedding_models() == {"q1": None}
+        assert store.context_sets.latest()["q1"].embedding_model is None
+    finally:
+        store.dispose()
+    assert _schema_differences(database_url) == []
+
+
+def test_downgrading_vectors_by_model_gives_chunks_their_vectors_back(database_url):
+    vectors = _write_embedded_database_at_0002(database_url)
+    StateStore(database_url).dispose()
+    engine = create_state_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0002")
+        with engine.connect() as connection:
+            chunks = dict(connection.execute(sa.text("SELECT chunk_id, embedding FROM pipeline_chunks")).all())
+            retained = dict(
+                connection.execute(sa.text("SELECT text_hash, embedding FROM pipeline_retained_embeddings")).all()
+            )
+    finally:
+        engine.dispose()
+    assert {chunk_id: blob and bytes(blob) for chunk_id, blob in chunks.items()} == {
+        "c1": vectors["A\ntext"],
+        "c2": vectors["A\ntext"],
+        "c3": vectors["B\nother"],
+        "c4": None,
+    }
+    assert {digest: bytes(blob) for digest, blob in retained.items()} == {
+        text_hash(text): vectors[text] for text in ("gone", "B\nother")
+    }

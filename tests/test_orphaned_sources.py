@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pipeline.defs.automation import check_sources_job, source_partitions_sensor
 from pipeline.defs.jobs import ingest_source_job
 from pipeline.defs.removal import remove_sources_job
+from pipeline.embedding import MODEL_NAME
 from pipeline.source_sync import source_changes
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.orphans import (
@@ -88,7 +89,7 @@ def age_orphans(store: StateStore, by: timedelta) -> None:
 
 
 def indexed(site) -> tuple[VectorIndex, LexicalIndex]:
-    return VectorIndex(ChromaConnection(data_dir=str(site.data_dir))), LexicalIndex(site.data_dir)
+    return VectorIndex(ChromaConnection(data_dir=str(site.data_dir)), MODEL_NAME), LexicalIndex(site.data_dir)
 
 
 def statuses_since(site, start: int, prefix: str) -> list[int]:

@@ -110,7 +110,8 @@ class Site:
         return StateStore(self.database_url or sqlite_url(self.data_dir))
 
     def snapshot(self) -> dict:
-        """Everything a refresh could change: page rows, chunk rows with embeddings, Chroma and the lexical index."""
+        """Everything a refresh could change: page rows, chunk rows, their vectors (when each was last used aside),
+        Chroma and the lexical index."""
         store = self.store()
         try:
             with store.engine.connect() as connection:
@@ -118,13 +119,20 @@ class Site:
                 chunks = {
                     row.chunk_id: tuple(row) for row in connection.execute(sa.text("SELECT * FROM pipeline_chunks"))
                 }
+                vectors = {
+                    (model, digest, bytes(blob))
+                    for model, digest, blob in connection.execute(
+                        sa.text("SELECT model, text_hash, embedding FROM pipeline_vectors")
+                    )
+                }
         finally:
             store.dispose()
         chroma = {
             chunk_id: (stored.document, stored.metadata, stored.embedding.tobytes())
             for chunk_id, stored in chroma_contents(self.data_dir).items()
         }
-        return {"pages": pages, "chunks": chunks, "chroma": chroma, "lexical": LexicalIndex(self.data_dir).ids()}
+        lexical = LexicalIndex(self.data_dir).ids()
+        return {"pages": pages, "chunks": chunks, "vectors": vectors, "chroma": chroma, "lexical": lexical}
 
     def redirected_since(self, moment: datetime) -> None:
         store = self.store()
@@ -239,9 +247,10 @@ def test_a_page_lost_below_the_guard_comes_back_without_embedding(site: Site) ->
     back = site.refresh()
     index = back.metadata("vector_index")
     assert back.embedded == []  # the embedder was asked for nothing: chunks nor header lines
-    assert (index["chunks_embedded"], index["chunks_reused"], index["headers_embedded"]) == (0, len(c_chunks), 0)
+    assert (index["texts_embedded"], index["vectors_restored"], index["headers_embedded"]) == (0, len(c_chunks), 0)
     after = site.snapshot()
     assert after["chroma"] == before["chroma"]  # the same IDs, texts, metadata and vectors, bit for bit
+    assert after["vectors"] == before["vectors"]
     assert after["lexical"] == before["lexical"]
 
 

@@ -23,10 +23,11 @@ import pytest
 
 from pipeline.cli import local_scorer
 from pipeline.demo import serve_directory, site_dir
+from pipeline.embedding import MODEL_NAME
 from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.records import Candidate, ContextSet
 from pipeline.store.state import StateStore
-from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex
+from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex, collection_name
 from tests.commands import chroma_server_on_loopback
 from tests.conftest import fresh_postgres_database
 from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
@@ -224,10 +225,11 @@ def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
     from chromadb.config import Settings
 
     client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
-    client.create_collection(DEFAULT_COLLECTION, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
-    assert client.get_collection(DEFAULT_COLLECTION).configuration["hnsw"]["ef_search"] == 100
+    name = collection_name(DEFAULT_COLLECTION, MODEL_NAME)
+    client.create_collection(name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+    assert client.get_collection(name).configuration["hnsw"]["ef_search"] == 100
     # The collection came from an earlier deploy: its process is gone before this one opens the store.
     del client
     SharedSystemClient.clear_system_cache()
-    reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)))
+    reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), MODEL_NAME)
     assert reopened.collection.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH

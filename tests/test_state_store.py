@@ -1,14 +1,25 @@
 """The state store on both backends: SQLite (local default) and real PostgreSQL (Heroku)."""
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from pipeline.embedding import MODEL_NAME
 from pipeline.ingest.vectors import sync_header_embeddings
-from pipeline.store.records import Candidate, ChunkChanges, ContextSet, PageBody, Query, Ranking, StoredChunk
+from pipeline.store.chunks import text_hash
+from pipeline.store.records import (
+    Candidate,
+    ChunkChanges,
+    ContextSet,
+    PageBody,
+    Query,
+    Ranking,
+    StoredChunk,
+    VectorPruning,
+)
 from pipeline.store.state import StateStore, normalize_database_url
 
 
@@ -29,6 +40,10 @@ def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
 
 def _chunk(chunk_id, url="http://d/a", source="docs"):
     return StoredChunk(chunk_id, source, url, "A", ("H1", "H2"), f"text {chunk_id}", f"A > H1\ntext {chunk_id}", 5, 0)
+
+
+def _pending(store, source="docs", model=MODEL_NAME):
+    return [item.text for window in store.embeddings.iter_pending(source, model) for item in window]
 
 
 def test_heroku_postgres_scheme_is_rewritten():
@@ -84,8 +99,8 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     assert [document.url for document in store.pages.documents_to_chunk("docs", "other-cfg")] == ["http://d/a"]
 
     vector = np.arange(384, dtype=np.float32) / 384
-    store.chunks.save_embeddings({"c1": vector})
-    assert [pending.chunk_id for pending in store.chunks.pending_embedding("docs")] == ["c2"]
+    store.embeddings.save(MODEL_NAME, {text_hash(_chunk("c1").embedding_text): vector})
+    assert _pending(store) == [_chunk("c2").embedding_text]
 
     assert store.chunks.replace(
         source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c3")], chunked_key="d2:cfg"
@@ -93,7 +108,7 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     stored = store.chunks.by_id(["c1", "c3", "missing"])
     assert set(stored) == {"c1", "c3"}
     assert stored["c1"].heading_path == ("H1", "H2")
-    embedded = store.chunks.embedded_by_id(["c1", "c3", "missing"])
+    embedded = store.embeddings.embedded_by_id(MODEL_NAME, ["c1", "c3", "missing"])
     assert set(embedded) == {"c1"}
     np.testing.assert_array_equal(embedded["c1"].embedding, vector)
     assert embedded["c1"].chunk == stored["c1"]
@@ -137,8 +152,9 @@ def test_queries_candidates_rankings_and_cache(store):
     store.rankings.replace_queries([Query("q2", "second"), Query("q1", "first")])
     assert store.rankings.queries() == [Query("q2", "second"), Query("q1", "first")]
 
-    store.rankings.replace_candidates({"q1": [("c1", 0.9), ("c2", 0.5)]})
+    store.rankings.replace_candidates({"q1": [("c1", 0.9), ("c2", 0.5)]}, embedding_model=MODEL_NAME)
     assert store.rankings.candidates() == {"q1": [Candidate(1, "c1", 0.9), Candidate(2, "c2", 0.5)]}
+    assert store.rankings.embedding_models() == {"q1": MODEL_NAME}
 
     ranking = Ranking(
         query_id="q1",
@@ -180,21 +196,22 @@ def test_header_lines_are_embedded_once_and_dropped_with_their_chunks(store):
     ]
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
     embedder = _CountingEmbedder()
-    now = datetime.now(UTC)
-    assert sync_header_embeddings(store, embedder, now) == (1, 0, 0)
+    assert sync_header_embeddings(store, embedder) == (1, 0, 0)
     assert embedder.embedded == ["A > Setup"]
-    texts = dict(store.chunks.iter_embedded_texts())
+    texts = dict(store.embeddings.iter_embedded_texts())
     assert texts["A > Setup"][0] == len("A > Setup")  # the scorer finds the header's vector by its text
-    assert sync_header_embeddings(store, embedder, now) == (0, 0, 0) and embedder.embedded == ["A > Setup"]
+    assert sync_header_embeddings(store, embedder) == (0, 0, 0) and embedder.embedded == ["A > Setup"]
     renamed = StoredChunk("c4", "docs", "http://d/a", "A", ("A", "Install"), "one", "A > Install\none", 5, 0)
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[renamed], chunked_key="k2")
-    assert sync_header_embeddings(store, embedder, now) == (1, 0, 1)
-    assert store.chunks.embedded_headers() == {"A > Install"}
+    assert sync_header_embeddings(store, embedder) == (1, 0, 1)
+    assert store.embeddings.embedded_headers() == {"A > Install"}
     # The heading is renamed back: its deleted header's embedding is reused, not embedded again.
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=chunks, chunked_key="k1")
-    assert sync_header_embeddings(store, embedder, now) == (0, 1, 1)
+    assert sync_header_embeddings(store, embedder) == (0, 1, 1)
     assert embedder.embedded == ["A > Setup", "A > Install"]
-    assert dict(store.chunks.iter_embedded_texts())["A > Setup"][0] == len("A > Setup")
+    # The reused vector moved back to the headers; the one just deleted is kept in its place.
+    assert set(store.embeddings.kept(MODEL_NAME, ["A > Setup", "A > Install"])) == {"A > Install"}
+    assert dict(store.embeddings.iter_embedded_texts())["A > Setup"][0] == len("A > Setup")
 
 
 def _context_set(query_id, passages, reranked=True):
@@ -315,7 +332,7 @@ def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(sto
     reopened.dispose()
 
 
-def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_period(store):
+def test_deleted_chunks_and_headers_leave_their_vectors_for_the_retention_period(store):
     _save(store, "http://d/a", "h1")
     store.pages.save_document(
         url="http://d/a",
@@ -327,35 +344,42 @@ def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_per
         content_hash="d1",
     )
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="k1")
-    vectors = {"c1": np.full(384, 0.25, dtype=np.float32), "c2": np.linspace(-1, 1, 384, dtype=np.float32)}
-    store.chunks.save_embeddings(vectors)
-    store.chunks.save_header_embeddings({"A > H1": np.full(384, 0.5, dtype=np.float32)})
-    texts = {chunk_id: f"A > H1\ntext {chunk_id}" for chunk_id in vectors}
-    before = datetime.now(UTC)
+    texts = {chunk_id: _chunk(chunk_id).embedding_text for chunk_id in ("c1", "c2")}
+    vectors = {
+        texts["c1"]: np.full(384, 0.25, dtype=np.float32),
+        texts["c2"]: np.linspace(-1, 1, 384, dtype=np.float32),
+    }
+    store.embeddings.save(MODEL_NAME, {text_hash(text): vector for text, vector in vectors.items()})
+    store.embeddings.save_header_embeddings({"A > H1": np.full(384, 0.5, dtype=np.float32)})
+    retention = timedelta(days=14)
+    assert store.embeddings.prune(configured=MODEL_NAME, retention=retention) == VectorPruning(0, 0, ())
 
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c2")], chunked_key="k2")  # an edit
     assert store.pages.delete(["http://d/a"]) == 1 and store.pages.delete_orphan_documents("docs") == 1
     assert store.chunks.delete_orphans("docs") == 1  # the page went
-    store.chunks.delete_header_embeddings(["A > H1"])
-    assert store.chunks.ids() == set() and store.chunks.embedded_headers() == set()
+    store.embeddings.delete_header_embeddings(["A > H1"])
+    assert store.chunks.ids() == set() and store.embeddings.embedded_headers() == set()
+    # Their last chunks gone, the chunks' vectors start their retention (the header's started as it was deleted).
+    assert store.embeddings.prune(configured=MODEL_NAME, retention=retention) == VectorPruning(2, 0, ())
 
-    found = store.chunks.retained_embeddings([*texts.values(), "A > H1", "never embedded"], since=before)
+    found = store.embeddings.kept(MODEL_NAME, [*texts.values(), "A > H1", "never embedded"])
     assert set(found) == {*texts.values(), "A > H1"}
-    for chunk_id, vector in vectors.items():
-        assert found[texts[chunk_id]].tobytes() == vector.tobytes()
-    later = datetime.now(UTC)
-    assert store.chunks.retained_embeddings(texts.values(), since=later) == {}  # retained before the cut-off: too old
-    assert store.chunks.prune_retained_embeddings(before=later) == 3
-    assert store.chunks.retained_embeddings(texts.values(), since=before) == {}
+    for text, vector in vectors.items():
+        assert found[text].tobytes() == vector.tobytes()
+    # A chunk of c1's text comes back within the retention: its vector is in use again, nothing to embed.
+    store.chunks.replace(source="docs", url="http://d/b", new_chunks=[_chunk("c1", url="http://d/b")], chunked_key="k")
+    assert _pending(store) == []
+    assert store.embeddings.prune(configured=MODEL_NAME, retention=timedelta(0)) == VectorPruning(0, 2, ())
+    assert set(store.embeddings.kept(MODEL_NAME, [*texts.values(), "A > H1"])) == {texts["c1"]}
 
 
-def test_a_removed_source_leaves_its_embeddings_too(store):
+def test_a_removed_source_leaves_its_vectors_too(store):
     _save(store, "http://d/a", "h1")
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
-    store.chunks.save_embeddings({"c1": np.ones(384, dtype=np.float32)})
-    before = datetime.now(UTC)
+    store.embeddings.save(MODEL_NAME, {text_hash("A > H1\ntext c1"): np.ones(384, dtype=np.float32)})
     assert store.delete_source("docs").chunks == 1
-    assert list(store.chunks.retained_embeddings(["A > H1\ntext c1"], since=before)) == ["A > H1\ntext c1"]
+    assert store.embeddings.prune(configured=MODEL_NAME, retention=timedelta(days=1)).released == 1
+    assert list(store.embeddings.kept(MODEL_NAME, ["A > H1\ntext c1"])) == ["A > H1\ntext c1"]
 
 
 def test_processes_opening_a_fresh_postgres_database_at_once_create_the_schema_once(postgres_url):

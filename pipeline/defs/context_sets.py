@@ -43,10 +43,11 @@ class ContextConfig(dg.Config):
     automation_condition=AFTER_UPSTREAM_SETTLES,
     description=(
         "Per query, the reranked passages that fit the token budget (at most max_passages_per_page of one page ahead "
-        "of other pages), each with rank, chunk ID, url, title, heading "
-        "path, text, tokens, retrieval rank and score, and rerank score. Written to ranked_context_sets.jsonl in the "
-        "data directory and to the pipeline_context_sets table (keyed by run and query; the newest keep_runs runs "
-        "are kept); the view pipeline_latest_context_sets holds the newest run's sets."
+        "of other pages), each with rank, chunk ID, url, title, heading path, text, tokens, retrieval rank and "
+        "score, and rerank score; each set names the embedding model of the retrieval that found its passages. "
+        "Written to ranked_context_sets.jsonl in the data directory and to the pipeline_context_sets table (keyed "
+        "by run and query; the newest keep_runs runs are kept); the view pipeline_latest_context_sets holds the "
+        "newest run's sets."
     ),
 )
 def ranked_context_sets(
@@ -70,6 +71,10 @@ def ranked_context_sets(
             "runs_kept": len(store.context_sets.runs()),
             "runs_deleted": runs_deleted,
             "reranked_sets": sum(1 for context_set in context_sets if context_set.reranked),
+            # Which embedding model's retrieval found the passages (BM25 alone: none).
+            "embedding_model": ", ".join(
+                sorted({context_set.embedding_model or "none" for context_set in context_sets})
+            ),
             "passages": sum(len(context_set.passages) for context_set in context_sets),
             "preview": dg.MetadataValue.md(markdown_preview(context_sets)),
         }

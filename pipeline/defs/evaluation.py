@@ -114,6 +114,7 @@ def retrieval_evaluation(
             "queries": len(labels.queries),
             "queries_not_reranked": len(report.not_reranked),
             "model": report.model,
+            "embedding_model": report.embedding_model,
             "billed_search_units": report.rerank_stats.search_units,
             "rerank_cache_hits": report.rerank_stats.cache_hits,
             "rerank_requests": report.rerank_stats.calls,

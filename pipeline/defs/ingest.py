@@ -184,7 +184,7 @@ class VectorIndexConfig(dg.Config):
         default=256,
         ge=1,
         description=(
-            "Chunks embedded between saves to the state store and Chroma: "
+            "Texts embedded between saves to the state store and Chroma: "
             "a run killed midway embeds at most this many again."
         ),
     )
@@ -198,9 +198,12 @@ class VectorIndexConfig(dg.Config):
     kinds={"chroma"},
     pool="chroma",
     description=(
-        "The Chroma collection, kept equal to the stored chunks: only chunks without an embedding are embedded "
-        "(all-MiniLM-L6-v2, ONNX), unless a chunk of the same text was deleted within PIPELINE_VECTOR_RETENTION_DAYS "
-        "(its embedding is reused); vanished chunks are deleted; a wiped collection is restored from stored embeddings."
+        "The configured embedding model's Chroma collection, kept equal to the stored chunks: only texts without "
+        "a vector of that model are embedded, each once, unless a chunk of the same text had one within "
+        "PIPELINE_VECTOR_RETENTION_DAYS (it is reused, so switching back to an earlier model embeds nothing); "
+        "vanished chunks are deleted; a wiped collection is restored from stored vectors. Vectors unused for "
+        "longer than the retention, and models not configured for that long, are deleted. If the embedder fails, "
+        "what it embedded is kept and the step fails naming the error codes; the next run embeds the rest."
     ),
 )
 def vector_index(
@@ -211,16 +214,11 @@ def vector_index(
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     store = state_store.get()
-    # Until vectors are stored by embedding model, the local model is the only one they can be stored for.
-    model = embedder.local_embedder()
-    if model is None:
-        raise dg.Failure(
-            "remote embeddings (EMBEDDING_URL) need vectors stored by embedding model", allow_retries=False
-        )
+    model = embedder.get()
     vectors = chroma.get(model)
 
     def progress(done: int, total: int) -> None:
-        context.log.info(f"embedded {done}/{total} chunks")
+        context.log.info(f"embedded {done}/{total} texts with {model.model}")
 
     retention = timedelta(days=settings.number("PIPELINE_VECTOR_RETENTION_DAYS", minimum=0))
     report = index_chunks(
@@ -228,13 +226,20 @@ def vector_index(
         vectors,
         model,
         context.partition_key,
+        # Header lines are the local rerank stand-in's own feature: embedded only by a local model at hand.
+        header_embedder=embedder.local_embedder(),
         retention=retention,
         save_every=config.save_every,
         on_progress=progress,
     )
-    return dg.MaterializeResult(
-        metadata={**report.metadata(), "collection": chroma.collection, "collection_count": vectors.count()}
-    )
+    metadata = {**report.metadata(), "collection": vectors.name, "collection_count": vectors.count()}
+    if not report.complete:
+        raise dg.Failure(
+            description=report.failure(context.partition_key),
+            metadata=metadata,
+            allow_retries=not report.configuration_error,
+        )
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -265,7 +270,8 @@ def lexical_index(
     asset=lexical_index,
     blocking=True,
     description=(
-        "The run's source has the same chunk IDs in the state store, the Chroma collection and the lexical index "
+        "The run's source has the same chunk IDs in the state store, the configured embedding model's Chroma "
+        "collection and the lexical index "
         "(every source's, when the check runs on its own). Another source's unfinished run (a worker killed while "
         "embedding) is that source's to finish, so it does not fail this one."
     ),
@@ -275,9 +281,11 @@ def indexes_match_stored_chunks(
     files: PipelineFilesResource,
     state_store: StateStoreResource,
     chroma: ChromaResource,
+    embedder: EmbedderResource,
 ) -> dg.AssetCheckResult:
     source = context.partition_key if context.has_partition_key else None
-    consistency = check_index_consistency(state_store.get(), chroma.get(), files.lexical_index(), source)
+    vectors = chroma.get(embedder.get())
+    consistency = check_index_consistency(state_store.get(), vectors, files.lexical_index(), source)
     return dg.AssetCheckResult(
         passed=consistency.consistent,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -17,7 +17,7 @@ from pipeline.defs.check_results import ui_metadata
 from pipeline.defs.ingest import lexical_index
 from pipeline.defs.partitions import SOURCE_PARTITIONS
 from pipeline.defs.policies import STEP_RETRY_POLICY
-from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
+from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.run_tags import WRITES_INDEX
 from pipeline.source_sync import remove_sources
 from pipeline.tables import markdown_table
@@ -51,6 +51,7 @@ def purge_removed_sources(
     files: PipelineFilesResource,
     state_store: StateStoreResource,
     chroma: ChromaResource,
+    embedder: EmbedderResource,
 ) -> dg.Output:
     # Read again at run time: the file may have changed since the sensor saw the source go.
     listed = {source.name for source in load_sources(files.sources_path)}
@@ -59,7 +60,9 @@ def purge_removed_sources(
     if kept:
         context.log.warning(f"not removing {', '.join(kept)}: listed in the sources file again")
     doomed = [source for source in config.sources if source not in kept]
-    removals, lexical = remove_sources(state_store.get(), chroma.get(), files.lexical_index(), doomed)
+    # The configured model's collection; another model's is synced when it is configured again.
+    vectors = chroma.get(embedder.get())
+    removals, lexical = remove_sources(state_store.get(), vectors, files.lexical_index(), doomed)
     for removal in removals:
         context.log.info(
             f"removed source {removal.source}: {removal.pages} pages, {removal.documents} documents, "

@@ -127,19 +127,29 @@ class ChromaServer:
 
 
 class ChromaResource(dg.ConfigurableResource):
-    """The Chroma collection: local PersistentClient under ``data_dir``, or ``server`` when there is one."""
+    """The Chroma collections, one per embedding model: local PersistentClient under ``data_dir``, or
+    ``server`` when there is one."""
 
     data_dir: str
     # A dependency, not config: from the environment only (see the module docstring).
     # ResourceDependency is a descriptor to the type checker; pydantic takes None as the field's default.
     server: dg.ResourceDependency[ChromaServer | None] = None  # type: ignore[assignment]
-    collection: str = Field(default=DEFAULT_COLLECTION, min_length=3, description="Chroma needs 3+ characters.")
+    collection: str = Field(
+        default=DEFAULT_COLLECTION,
+        min_length=3,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$",
+        description=(
+            "Base name of the collections: each embedding model's is this, a dash and the model's name "
+            "(Chroma allows 63 characters of letters, digits, '.', '_' and '-')."
+        ),
+    )
 
     def __repr__(self) -> str:
         where = self.server.host if self.server else self.data_dir
         return f"ChromaResource({where!r}, collection={self.collection!r})"
 
-    # Where the collection lives; the VectorIndex itself is opened by get(), which is given the embedder.
+    # Where the collections live; a VectorIndex is opened by get(), which is given the embedder.
     _connection: ChromaConnection | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -157,11 +167,12 @@ class ChromaResource(dg.ConfigurableResource):
             collection=self.collection,
         )
 
-    def get(self, embedder: MiniLMEmbedder | None = None) -> VectorIndex:
-        """The collection, embedding queries and documents with ``embedder`` (None: vectors are given)."""
+    def get(self, embedder: Embedder) -> VectorIndex:
+        """The collection of ``embedder``'s model (the configured one: EmbedderResource's)."""
         if self._connection is None:
             raise _not_set_up(self)
-        return VectorIndex(self._connection, embedder)
+        local = embedder if isinstance(embedder, MiniLMEmbedder) else None
+        return VectorIndex(self._connection, embedder.model, local)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self._connection = None

@@ -9,7 +9,7 @@ from pydantic import Field
 from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, ONCE_WHEN_MISSING, STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
-from pipeline.embedding import Embedder, MiniLMEmbedder
+from pipeline.embedding import Embedder
 from pipeline.ingest.vectors import sync_vectors
 from pipeline.inputs import InputUnavailable, display_location
 from pipeline.queries import QueriesFileError, load_queries
@@ -90,9 +90,9 @@ def synced_indexes(
     chroma: ChromaResource,
     model: Embedder,
 ) -> SearchIndexes:
-    """Chroma and the lexical index, restored from the state store first: a fresh dyno starts with both empty."""
-    # Until each embedding model has its own collection, only the local model's is registered on it.
-    vectors = chroma.get(model if isinstance(model, MiniLMEmbedder) else None)
+    """The embedding model's Chroma collection and the lexical index, restored from the state store first: a
+    fresh dyno starts with both empty."""
+    vectors = chroma.get(model)
     lexical = files.lexical_index()
     deleted, restored, _ = sync_vectors(store, vectors)
     if deleted or restored:
@@ -111,8 +111,9 @@ def synced_indexes(
     retry_policy=STEP_RETRY_POLICY,
     automation_condition=AFTER_UPSTREAM_SETTLES,
     description=(
-        "Each query's top-k chunks: by default the union of the dense (Chroma) and BM25 rankings fused by reciprocal "
-        "rank and deduplicated; the stored score is the fused score (cosine or BM25 with a single retriever)."
+        "Each query's top-k chunks: by default the union of the dense (Chroma, the configured embedding model's "
+        "collection) and BM25 rankings fused by reciprocal rank and deduplicated; the stored score is the fused "
+        "score (cosine or BM25 with a single retriever). The candidates record the embedding model."
     ),
 )
 def retrieved_candidates(
@@ -137,12 +138,15 @@ def retrieved_candidates(
             lexical=indexes.lexical if config.retriever == "hybrid" else None,
             fusion=config.fusion(),
         )
-    store.rankings.replace_candidates(candidate_rankings(candidates))
+    # BM25 alone embeds nothing: its candidates come from no embedding model.
+    embedding_model = None if config.retriever == "lexical" else indexes.vectors.model
+    store.rankings.replace_candidates(candidate_rankings(candidates), embedding_model=embedding_model)
     counts = [len(ranked) for ranked in candidates.values()]
     return dg.MaterializeResult(
         metadata={
             "queries": len(candidates),
             "retriever": config.retriever,
+            "embedding_model": embedding_model or "none (BM25 alone)",
             "top_k": config.top_k,
             "candidates_total": sum(counts),
             "candidates_from_both": sum(

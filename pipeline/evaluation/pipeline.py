@@ -66,6 +66,7 @@ class PipelineEvaluation:
     labels: LabelledSet
     plan: EvaluationPlan
     model: str
+    embedding_model: str  # whose vectors the dense and hybrid retrievals searched
     page_rankings: dict[str, dict[str, list[str]]]  # ranking name → query ID → labelled page paths
     results: dict[str, Evaluation]
     rerank_stats: RerankStats
@@ -100,6 +101,7 @@ class PipelineEvaluation:
             "corpus": self.labels.corpus,
             "queries": len(self.labels.queries),
             "model": self.model,
+            "embedding_model": self.embedding_model,
             "plan": {
                 "top_k": self.plan.top_k,
                 "rrf_k": self.plan.fusion.rrf_k,
@@ -174,6 +176,7 @@ def evaluate_pipeline(
         labels=labels,
         plan=plan,
         model=client.model,
+        embedding_model=vectors.model,
         page_rankings=page_rankings,
         results={name: evaluate_rankings(labels.qrels, page_rankings[name]) for name in RANKINGS},
         rerank_stats=stats,

@@ -12,11 +12,12 @@ per stage):
   temporary redirect.
 - ``documents.extract_pages`` extracts only pages whose body (or the extractor) changed.
 - ``chunks.chunk_documents`` rechunks only documents whose text (or the chunker settings)
-  changed; chunks that survive an edit keep their embeddings.
-- ``vectors.index_chunks`` embeds chunks that have no embedding yet (reusing the embedding a
-  deleted chunk of the same text left, when it is recent enough), then makes the Chroma
-  collection hold exactly the stored chunks: vanished IDs are deleted, missing ones
-  restored from stored embeddings (no re-embedding after Chroma is wiped).
+  changed; chunks that survive an edit are left as they are.
+- ``vectors.index_chunks`` embeds the chunk texts that have no vector of the configured
+  embedding model yet, each once (vectors are kept by model and text, so a text that a deleted
+  chunk or an earlier switch to this model left within the retention is not embedded again),
+  then makes that model's Chroma collection hold exactly the stored chunks: vanished IDs are
+  deleted, missing ones restored from stored vectors (no re-embedding after Chroma is wiped).
 - ``sync_lexical`` (``pipeline/store/lexical.py``) does the same for the BM25 index,
   and ``consistency.check_index_consistency`` proves both hold exactly the stored chunks.
 """

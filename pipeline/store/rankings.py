@@ -35,10 +35,19 @@ class RankingStore:
         with self._engine.connect() as connection:
             return [Query(query_id, text) for query_id, text in connection.execute(query)]
 
-    def replace_candidates(self, ranked: Mapping[str, Sequence[tuple[str, float]]]) -> None:
-        """Store each query's retrieval ranking: [(chunk_id, score), ...] best first."""
+    def replace_candidates(
+        self, ranked: Mapping[str, Sequence[tuple[str, float]]], *, embedding_model: str | None
+    ) -> None:
+        """Store each query's retrieval ranking: [(chunk_id, score), ...] best first, found with the vectors
+        of ``embedding_model`` (None: by BM25 alone)."""
         rows = [
-            {"query_id": query_id, "retrieval_rank": rank, "chunk_id": chunk_id, "retrieval_score": score}
+            {
+                "query_id": query_id,
+                "retrieval_rank": rank,
+                "chunk_id": chunk_id,
+                "retrieval_score": score,
+                "embedding_model": embedding_model,
+            }
             for query_id, ranking in ranked.items()
             for rank, (chunk_id, score) in enumerate(ranking, start=1)
         ]
@@ -57,6 +66,12 @@ class RankingStore:
                     Candidate(row.retrieval_rank, row.chunk_id, row.retrieval_score)
                 )
         return result
+
+    def embedding_models(self) -> dict[str, str | None]:
+        """query_id → the embedding model of the retrieval that found its candidates (None: BM25 alone)."""
+        query = sa.select(candidates.c.query_id, candidates.c.embedding_model).distinct()
+        with self._engine.connect() as connection:
+            return dict(connection.execute(query).tuples().all())
 
     def replace_rankings(self, rankings: Sequence[Ranking]) -> None:
         now = utcnow()

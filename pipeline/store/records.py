@@ -64,17 +64,37 @@ class ChunkChanges:
 
 
 @dataclass(frozen=True)
-class PendingEmbedding:
-    """A chunk never embedded, with the text its embedding is computed from."""
+class PendingText:
+    """A chunk text that has no vector of the model yet, by the hash its vector will be stored under."""
 
-    chunk_id: str
-    embedding_text: str
+    text_hash: str
+    text: str
 
 
 @dataclass(frozen=True)
 class EmbeddedChunk:
+    """A chunk with its vector of one embedding model."""
+
     chunk: StoredChunk
     embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """An embedding model that stored vectors here, and when an ingest last embedded with it."""
+
+    model: str
+    dimensions: int | None  # None until its first vector is stored
+    configured_at: datetime
+
+
+@dataclass(frozen=True)
+class VectorPruning:
+    """What one retention pass did: vectors no chunk uses any more, and vectors deleted."""
+
+    released: int  # vectors whose last chunk went since the previous pass: their retention starts
+    pruned: int  # vectors deleted: unused for longer than the retention, or of a pruned model
+    models: tuple[str, ...]  # models not configured for longer than the retention, deleted with their vectors
 
 
 @dataclass(frozen=True)
@@ -136,7 +156,8 @@ class ContextSetRun:
 @dataclass(frozen=True)
 class ContextSet:
     """A query's ranked context set: its passages packed into the token budget, and whether (and by which
-    model and API version) they were reranked or, when not, why.
+    model and API version) they were reranked or, when not, why; ``embedding_model`` is the embedding
+    model of the retrieval that found the candidates (None: BM25 alone, or published before it was kept).
 
     ``passages`` keep the published passage shape ({rank, chunk_id, url, title, heading_path, text, tokens,
     retrieval_rank, retrieval_score, rerank_score}): the table stores them as JSON, rows published by any
@@ -152,6 +173,7 @@ class ContextSet:
     token_budget: int
     tokens: int
     passages: tuple[dict[str, Any], ...]
+    embedding_model: str | None = None
 
     def published(self) -> dict[str, Any]:
         """The JSON-ready dict the JSONL line and the table row publish, fields in their published order."""
@@ -159,6 +181,7 @@ class ContextSet:
             "query_id": self.query_id,
             "query": self.query,
             "model": self.model,
+            "embedding_model": self.embedding_model,
             "reranked": self.reranked,
             "api_version": self.api_version,
             "reason_not_reranked": self.reason_not_reranked,

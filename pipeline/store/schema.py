@@ -63,8 +63,9 @@ chunks = sa.Table(
     sa.Column("embedding_text", sa.Text, nullable=False),
     sa.Column("token_count", sa.Integer, nullable=False),
     sa.Column("position", sa.Integer, nullable=False),
-    # float32 little-endian; kept so Chroma can be rebuilt without re-embedding.
-    sa.Column("embedding", sa.LargeBinary),
+    # sha256 hex of embedding_text: the chunk's vector of each model is the row of ``vectors`` with
+    # this hash, so chunks of the same text share one vector and an edit keeps untouched ones.
+    sa.Column("embedding_hash", sa.Text, nullable=False, index=True),
 )
 
 # Sources dropped from the sources file whose data is kept until their grace period ends
@@ -77,7 +78,8 @@ orphaned_sources = sa.Table(
 )
 
 # The local rerank scorer's heading feature embeds each chunk's context header line
-# alone; headers are shared by a section's chunks, so they are embedded once at ingest.
+# alone; headers are shared by a section's chunks, so they are embedded once at ingest. Always
+# all-MiniLM-L6-v2, whatever model embeds the chunks: the feature is the local stand-in's own.
 header_embeddings = sa.Table(
     "pipeline_header_embeddings",
     metadata,
@@ -85,16 +87,33 @@ header_embeddings = sa.Table(
     sa.Column("embedding", sa.LargeBinary, nullable=False),
 )
 
-# Embeddings of deleted chunks and header lines, by the exact text embedded and the model, kept
-# for PIPELINE_VECTOR_RETENTION_DAYS so that text coming back (a page lost in a 404 storm, an
-# edit undone) is not embedded again.
-retained_embeddings = sa.Table(
-    "pipeline_retained_embeddings",
+# Every embedding model that has embedded chunks here. Vectors of a model that has not been the
+# configured one for PIPELINE_VECTOR_RETENTION_DAYS are deleted with its row, so that switching
+# models does not leave the old model's vectors in the database for ever.
+embedding_models = sa.Table(
+    "pipeline_embedding_models",
+    metadata,
+    # As the embedder names it: "all-MiniLM-L6-v2", or a remote model ID @ its endpoint's host.
+    sa.Column("model", sa.Text, primary_key=True),
+    # Length of its vectors; None until its first vector is stored.
+    sa.Column("dimensions", sa.Integer),
+    # When an ingest last embedded with it as the configured model.
+    sa.Column("configured_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Vectors by model and by the exact text embedded (float32 little-endian), kept so Chroma can be
+# rebuilt without re-embedding, and kept for PIPELINE_VECTOR_RETENTION_DAYS after no chunk uses
+# them any more, so that text coming back (a page lost in a 404 storm, an edit undone, a switch
+# back to an earlier model) is not embedded again. Header lines deleted from header_embeddings
+# are kept here the same way, under all-MiniLM-L6-v2.
+vectors = sa.Table(
+    "pipeline_vectors",
     metadata,
     sa.Column("model", sa.Text, primary_key=True),
     sa.Column("text_hash", sa.Text, primary_key=True),  # sha256 hex of the UTF-8 text
     sa.Column("embedding", sa.LargeBinary, nullable=False),
-    sa.Column("retained_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # When the last chunk of this text went; None while a chunk has it.
+    sa.Column("released_at", sa.DateTime(timezone=True), index=True),
 )
 
 queries = sa.Table(
@@ -112,6 +131,8 @@ candidates = sa.Table(
     sa.Column("retrieval_rank", sa.Integer, primary_key=True),
     sa.Column("chunk_id", sa.Text, nullable=False),
     sa.Column("retrieval_score", sa.Float, nullable=False),
+    # The embedding model of the dense retrieval that found the candidates; None: BM25 alone.
+    sa.Column("embedding_model", sa.Text),
 )
 
 reranked = sa.Table(
@@ -162,11 +183,15 @@ context_sets = sa.Table(
     # [{rank, chunk_id, url, title, heading_path, text, tokens, retrieval_rank, retrieval_score, rerank_score}, ...]
     sa.Column("passages", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # The embedding model of the retrieval behind the passages; None: BM25 alone, or published
+    # before the model was recorded.
+    sa.Column("embedding_model", sa.Text),
 )
 CONTEXT_SET_FIELDS = (
     "query_id",
     "query",
     "model",
+    "embedding_model",
     "reranked",
     "api_version",
     "reason_not_reranked",

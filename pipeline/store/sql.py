@@ -24,12 +24,21 @@ def aware(moment: datetime) -> datetime:
 
 def upsert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert rows, replacing those whose primary key already exists (SQLite and PostgreSQL)."""
+    _insert(connection, table, rows, replace=True)
+
+
+def insert_missing(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows whose primary key is not there yet, leaving existing rows as they are."""
+    _insert(connection, table, rows, replace=False)
+
+
+def _insert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *, replace: bool) -> None:
     if not rows:
         return
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(table)
     key_names = [column.name for column in table.primary_key.columns]
-    updates = {name: statement.excluded[name] for name in rows[0] if name not in key_names}
+    updates = {name: statement.excluded[name] for name in rows[0] if name not in key_names} if replace else {}
     statement = (
         statement.on_conflict_do_update(index_elements=key_names, set_=updates)
         if updates

@@ -1,14 +1,15 @@
 """Durable pipeline state: SQLite in the data directory by default, PostgreSQL from ``DATABASE_URL``.
 
 The state store is the source of truth for everything the pipeline has learned:
-crawled pages (with validators for conditional GET), extracted documents, chunks
-(with their embeddings), queries, candidates, rerank results and cache, and the
-published context sets. Each stage has a small store of its own on the
+crawled pages (with validators for conditional GET), extracted documents, chunks,
+their vectors of each embedding model, queries, candidates, rerank results and cache,
+and the published context sets. Each stage has a small store of its own on the
 :class:`StateStore`: ``pages`` (:mod:`pipeline.store.pages`), ``chunks``
-(:mod:`pipeline.store.chunks`), ``rankings`` (:mod:`pipeline.store.rankings`) and
-``context_sets`` (:mod:`pipeline.store.context_sets`); the records they hand out are in
-:mod:`pipeline.store.records`. Chroma and the lexical index are derived from the ``chunks``
-table and can be rebuilt from it without re-crawling or re-embedding.
+(:mod:`pipeline.store.chunks`), ``embeddings`` (:mod:`pipeline.store.embeddings`),
+``rankings`` (:mod:`pipeline.store.rankings`) and ``context_sets``
+(:mod:`pipeline.store.context_sets`); the records they hand out are in
+:mod:`pipeline.store.records`. Chroma and the lexical index are derived from the chunks and
+vectors tables and can be rebuilt from them without re-crawling or re-embedding.
 
 Every stage reconciles its own table with the one upstream of it, inside
 transactions, so a run killed at any point is finished by simply running again.
@@ -27,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.chunks import ChunkStore
 from pipeline.store.context_sets import ContextSetStore
+from pipeline.store.embeddings import EmbeddingStore
 from pipeline.store.migrate import upgrade_schema
 from pipeline.store.pages import PageStore
 from pipeline.store.rankings import RankingStore
@@ -77,6 +79,7 @@ class StateStore:
         upgrade_schema(self.engine)
         self.pages = PageStore(self)
         self.chunks = ChunkStore(self)
+        self.embeddings = EmbeddingStore(self)
         self.rankings = RankingStore(self.engine, self.transaction)
         self.context_sets = ContextSetStore(self.engine, self.transaction)
 

@@ -1,13 +1,18 @@
-"""The Chroma collection holding chunk embeddings.
+"""The Chroma collections holding chunk vectors, one per embedding model.
 
 Local by default (``PersistentClient`` under the data directory); a Chroma server or
-Chroma Cloud when a host is configured. Chroma is a derived index here: the state
-store keeps every chunk with its embedding, so :meth:`VectorIndex.sync` can rebuild a
-wiped collection (a Heroku dyno restart) without re-embedding.
+Chroma Cloud when a host is configured. Vectors of two models cannot share a collection
+(all-MiniLM-L6-v2's have 384 dimensions, Cohere's 1,024, and neither means anything in the
+other's space), so each model has its own, named after the configured base collection and the
+model (:func:`collection_name`) and recording the model in its metadata. Chroma is a derived
+index here: the state store keeps every model's vectors, so ``pipeline.ingest.vectors.sync_vectors``
+rebuilds a wiped collection (a Heroku dyno restart) without re-embedding.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,11 @@ DEFAULT_COLLECTION = "documentation"
 # queries). On 12,715 clustered synthetic vectors recall@100 was 0.74 at 100, 0.97 at 400 and
 # 0.998 at 1000, for a few milliseconds more per query; real text embeddings are easier.
 HNSW_EF_SEARCH = 1000
+# Chroma's rules for a collection name: 3 to 63 characters of [a-zA-Z0-9._-], starting and
+# ending with a letter or digit, without "..".
+MAX_COLLECTION_NAME = 63
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]+")
+_MODEL_DIGEST_LENGTH = 8
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,23 @@ class ChromaConnection:
     def __repr__(self) -> str:
         where = f"{self.host}:{self.port}" if self.host else str(Path(self.data_dir) / "chroma")
         return f"ChromaConnection({where!r}, collection={self.collection!r})"
+
+
+def collection_name(base: str, model: str) -> str:
+    """The collection of ``model``'s vectors: ``base``, a dash and the model's name as Chroma allows it.
+
+    A remote model's name (``cohere-embed-multilingual@us.inference.heroku.com``) has characters
+    Chroma refuses; they become dashes, and then a short hash of the full name is added so that two
+    models never share a collection.
+    """
+    slug = re.sub(r"\.{2,}", ".", _NOT_ALLOWED.sub("-", model)).strip("._-")
+    name = f"{base}-{slug}"
+    if slug == model and len(name) <= MAX_COLLECTION_NAME:
+        return name
+    digest = hashlib.sha256(model.encode("utf-8")).hexdigest()[:_MODEL_DIGEST_LENGTH]
+    room = MAX_COLLECTION_NAME - len(base) - len(digest) - 2
+    slug = slug[: max(room, 0)].rstrip("._-")
+    return "-".join(part for part in (base, slug, digest) if part)
 
 
 @dataclass(frozen=True)
@@ -77,9 +104,9 @@ def _client(connection: ChromaConnection):
 class MiniLMEmbeddingFunction:
     """Chroma embedding function over :class:`MiniLMEmbedder`.
 
-    Registered on the collection so anyone opening it with Chroma directly (for
-    example ``collection.query(query_texts=[...])``) embeds queries with the same
-    model the pipeline indexed with.
+    Registered on the all-MiniLM-L6-v2 collection so anyone opening it with Chroma directly (for
+    example ``collection.query(query_texts=[...])``) embeds queries with the same model the
+    pipeline indexed with.
     """
 
     def __init__(self, embedder: MiniLMEmbedder | None = None) -> None:
@@ -127,17 +154,28 @@ def _register_embedding_function() -> None:
 
 
 class VectorIndex:
-    """Upsert, delete and query chunk vectors in one Chroma collection."""
+    """Upsert, delete and query chunk vectors in the Chroma collection of one embedding model.
 
-    def __init__(self, connection: ChromaConnection, embedder: MiniLMEmbedder | None = None) -> None:
-        _register_embedding_function()
+    The all-MiniLM-L6-v2 collection carries its embedding function (over ``embedder``, or a new
+    MiniLMEmbedder, which loads its model only when first used), so anyone opening it with Chroma
+    directly can query by text. Other
+    models' collections take vectors only: the pipeline embeds through its own client.
+    """
+
+    def __init__(self, connection: ChromaConnection, model: str, embedder: MiniLMEmbedder | None = None) -> None:
+        local = model == MODEL_NAME
+        if embedder is not None and not local:
+            raise ValueError(f"the all-MiniLM-L6-v2 embedding function cannot embed for model {model!r}")
+        if local:
+            _register_embedding_function()
         self.connection = connection
+        self.model = model
         self.client = _client(connection)
         self.collection = self.client.get_or_create_collection(
-            name=connection.collection,
-            embedding_function=MiniLMEmbeddingFunction(embedder),
+            name=collection_name(connection.collection, model),
+            embedding_function=MiniLMEmbeddingFunction(embedder) if local else None,
             configuration={"hnsw": {"space": "cosine", "ef_search": HNSW_EF_SEARCH}},
-            metadata={"embedding_model": MODEL_NAME},
+            metadata={"embedding_model": model},
         )
         hnsw = self.collection.configuration.get("hnsw")
         if hnsw and hnsw.get("ef_search") != HNSW_EF_SEARCH:
@@ -146,7 +184,22 @@ class VectorIndex:
         self.max_batch_size = self.client.get_max_batch_size()
 
     def __repr__(self) -> str:
-        return f"VectorIndex({self.connection!r})"
+        return f"VectorIndex({self.connection!r}, model={self.model!r})"
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
+
+    def drop_collections(self, models: Iterable[str]) -> list[str]:
+        """Delete the collections of ``models`` (their vectors were pruned from the state store), and
+        the base collection itself, which code before per-model collections filled; returns the names
+        of those that existed."""
+        names = [collection_name(self.connection.collection, model) for model in models if model != self.model]
+        existing = {collection.name for collection in self.client.list_collections()}
+        dropped = [name for name in (*names, self.connection.collection) if name in existing]
+        for name in dropped:
+            self.client.delete_collection(name)
+        return dropped
 
     def count(self) -> int:
         return self.collection.count()

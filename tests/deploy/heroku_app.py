@@ -215,9 +215,7 @@ def local_heroku_app(
         # The rerank "add-on": scores with the embeddings the pipeline stored in the app's database.
         store = StateStore(database)
         stack.callback(store.dispose)
-        # Hashed vectors mean nothing to the local scorer, which then embeds candidates itself.
-        known = None if remote_embeddings else StoredEmbeddings(store.chunks.iter_embedded_texts)
-        scorer = local_scorer(known_vectors=known)
+        scorer = local_scorer(known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts))
         rerank = stack.enter_context(LocalRerankService(ServiceConfig(api_key=RERANK_KEY), scorer=scorer, warm=True))
         embedding_vars = {}
         if remote_embeddings:

@@ -17,7 +17,7 @@ PASSAGES = {
 def test_dense_candidates_embed_questions_as_queries_with_the_remote_embedder(tmp_path, make_embedder, contract_server):
     embedder = make_embedder()
     ids = list(PASSAGES)
-    vectors = VectorIndex(ChromaConnection(data_dir=str(tmp_path), collection="remote_test"))
+    vectors = VectorIndex(ChromaConnection(data_dir=str(tmp_path), collection="remote_test"), embedder.model)
     for positions, batch in embedder.iter_document_batches([PASSAGES[chunk_id] for chunk_id in ids]):
         vectors.upsert(
             [ids[p] for p in positions],

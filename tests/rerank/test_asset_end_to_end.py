@@ -65,7 +65,7 @@ def ingested(tmp_path_factory) -> Iterator[Ingested]:
         run.ingest("user-guide")
         run.downstream(selection=dg.AssetSelection.groups("retrieve"))
     store = StateStore(sqlite_url(data_dir))
-    scorer = local_scorer(known_vectors=StoredEmbeddings(store.chunks.iter_embedded_texts))
+    scorer = local_scorer(known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts))
     scorer.warm()
     yield Ingested(data_dir, sources, scorer)
     store.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from pipeline.embedding import MODEL_NAME
 from pipeline.ranking import (
     CANDIDATES_CHANGED,
     NO_RERANK_RESULT,
@@ -53,8 +54,9 @@ def _client(service, api_key: str = API_KEY) -> RerankClient:
     return RerankClient(service.url, api_key, MODEL, timeout=5.0, requests_per_minute=60_000)
 
 
-def _candidates(store: StateStore, names: list[str]) -> None:
-    store.rankings.replace_candidates({"q1": [(name, 1.0 - index / 10) for index, name in enumerate(names)]})
+def _candidates(store: StateStore, names: list[str], embedding_model: str | None = MODEL_NAME) -> None:
+    ranked = {"q1": [(name, 1.0 - index / 10) for index, name in enumerate(names)]}
+    store.rankings.replace_candidates(ranked, embedding_model=embedding_model)
 
 
 def _rerank(store: StateStore, client: RerankClient) -> None:
@@ -144,6 +146,7 @@ def test_rankings_are_stored_by_chunk_id_with_the_hash_of_their_candidates(store
     assert sorted(chunk_id for chunk_id, _ in row.scores) == sorted(names)
     [context_set] = assemble_context_sets(store, token_budget=1000, max_passages_per_page=None)
     assert context_set.reranked is True and context_set.reason_not_reranked is None
+    assert context_set.embedding_model == MODEL_NAME
     passages = context_set.passages
     assert [p["chunk_id"] for p in passages] == [chunk_id for chunk_id, _ in row.scores]
     # Each passage keeps its own retrieval rank, whatever its place after rerank.
@@ -177,11 +180,11 @@ def test_the_same_candidates_found_in_another_order_keep_their_ranking(store, st
     names = ["cache", "keys", "logs", "pacing"]
     _candidates(store, names)
     _rerank(store, _client(start_service()))
-    # Retrieval runs again (say on a rebuilt index) and finds the same chunks in another order.
-    _candidates(store, list(reversed(names)))
+    # Retrieval runs again (say BM25 alone) and finds the same chunks in another order.
+    _candidates(store, list(reversed(names)), embedding_model=None)
 
     [context_set] = assemble_context_sets(store, token_budget=1000, max_passages_per_page=None)
-    assert context_set.reranked is True
+    assert context_set.reranked is True and context_set.embedding_model is None
     assert all(p["rerank_score"] is not None for p in context_set.passages)
     assert {p["chunk_id"]: p["retrieval_rank"] for p in context_set.passages} == {
         name: rank for rank, name in enumerate(reversed(names), 1)

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.chunking import header_line
 from pipeline.cli import local_scorer
+from pipeline.embedding import MODEL_NAME
 from pipeline.local import StoredEmbeddings
 from pipeline.local.scoring import (
     FEATURES,
@@ -19,6 +20,7 @@ from pipeline.local.scoring import (
     page_support,
     text_key,
 )
+from pipeline.store.chunks import text_hash
 from pipeline.store.lexical import analyze
 from pipeline.store.records import StoredChunk
 from pipeline.store.state import StateStore, sqlite_url
@@ -205,9 +207,9 @@ def test_vectors_stored_at_ingest_replace_embedding(scorer, tmp_path):
     irrelevant = "Knitting a scarf takes patience and a good pair of needles."
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_stored_chunk(irrelevant)], chunked_key="k")
     # Pretend ingest embedded this text as the query's vector: the scorer must take the stored one.
-    store.chunks.save_embeddings({irrelevant[:8]: scorer.embedder.embed([QUERY])[0]})
+    store.embeddings.save(MODEL_NAME, {text_hash(irrelevant): scorer.embedder.embed([QUERY])[0]})
     uses_store = local_scorer(
-        scorer.embedder, cache_size=0, known_vectors=StoredEmbeddings(store.chunks.iter_embedded_texts)
+        scorer.embedder, cache_size=0, known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts)
     )
     assert uses_store.dense_scores(QUERY, [irrelevant])[0] == pytest.approx(1.0, abs=1e-5)
     assert scorer.dense_scores(QUERY, [irrelevant])[0] < 0.2
@@ -219,12 +221,12 @@ def test_vectors_stored_at_ingest_replace_embedding(scorer, tmp_path):
 def test_stored_embeddings_reload_on_a_miss_at_most_every_interval(tmp_path):
     store = StateStore(sqlite_url(tmp_path))
     now = [0.0]
-    known = StoredEmbeddings(store.chunks.iter_embedded_texts, reload_seconds=60, clock=lambda: now[0])
+    known = StoredEmbeddings(store.embeddings.iter_embedded_texts, reload_seconds=60, clock=lambda: now[0])
     text = "VACUUM reclaims storage."
     key = {text_key(text): text}
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_stored_chunk(text)], chunked_key="k")
     assert known.lookup(key) == {}  # the first lookup loads; the chunk has no embedding yet
-    store.chunks.save_embeddings({text[:8]: np.ones(384, dtype=np.float32)})
+    store.embeddings.save(MODEL_NAME, {text_hash(text): np.ones(384, dtype=np.float32)})
     now[0] = 30.0
     assert known.lookup(key) == {}  # too soon to reload
     now[0] = 61.0

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 import yaml
 from chromadb.api.shared_system_client import SharedSystemClient
 
+from pipeline.embedding import MODEL_NAME
 from pipeline.heroku import fail_interrupted_runs
 from pipeline.local import LocalRerankService
 from pipeline.store.lexical import LexicalIndex
@@ -58,6 +59,11 @@ FAULTS = (
 )
 # The source that a rename renames (its URLs stay; only the name in the sources file changes).
 RENAMED = {"reference": "api-reference"}
+# Distinct texts of the stored chunks that have a vector (one model embeds in the soak).
+EMBEDDED_TEXTS = (
+    "SELECT count(DISTINCT c.embedding_hash) FROM pipeline_chunks c "
+    "WHERE EXISTS (SELECT 1 FROM pipeline_vectors v WHERE v.text_hash = c.embedding_hash)"
+)
 
 
 @dataclass
@@ -253,7 +259,7 @@ class Soak:
         self.run_ids.append(result.run_id)
         for event in result.get_asset_materialization_events():
             if event.asset_key.to_user_string() == "vector_index":
-                report.chunks_embedded += int(event.materialization.metadata["chunks_embedded"].value)
+                report.chunks_embedded += int(event.materialization.metadata["texts_embedded"].value)
         if not result.success:
             failures = [
                 f"{e.check_name} failed: {e.description} { ({k: v.value for k, v in e.metadata.items()}) }"
@@ -294,7 +300,7 @@ class Soak:
 
     def kill_an_ingest_midway(self, source: str) -> int:
         """Run the source's ingest as a worker process and SIGKILL it while it embeds; returns what it embedded."""
-        before = self.embedded_rows()
+        before = self.embedded_texts()
         command = [
             sys.executable,
             "-m",
@@ -305,12 +311,12 @@ class Soak:
         with (self.workdir / "killed-worker.log").open("ab") as output:
             worker = subprocess.Popen(command, cwd=REPO, env=dict(os.environ), stdout=output, stderr=output)
             deadline = time.monotonic() + 300
-            while self.embedded_rows() < before + 8 and worker.poll() is None and time.monotonic() < deadline:
+            while self.embedded_texts() < before + 8 and worker.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             worker.send_signal(signal.SIGKILL)
             worker.wait()
         SharedSystemClient.clear_system_cache()
-        return self.embedded_rows() - before
+        return self.embedded_texts() - before
 
     # Measurements ----------------------------------------------------------------------------------
     def store(self) -> StateStore:
@@ -318,13 +324,11 @@ class Soak:
             self._store = StateStore(sqlite_url(self.data_dir))
         return self._store
 
-    def embedded_rows(self) -> int:
+    def embedded_texts(self) -> int:
         engine = sa.create_engine(sqlite_url(self.data_dir))
         try:
             with engine.connect() as connection:
-                return (
-                    connection.scalar(sa.text("SELECT count(*) FROM pipeline_chunks WHERE embedding IS NOT NULL")) or 0
-                )
+                return connection.scalar(sa.text(EMBEDDED_TEXTS)) or 0
         finally:
             engine.dispose()
 
@@ -351,7 +355,7 @@ class Soak:
     def measure(self, report: NightReport) -> None:
         store = self.store()
         SharedSystemClient.clear_system_cache()
-        vectors = VectorIndex(ChromaConnection(data_dir=str(self.data_dir)))
+        vectors = VectorIndex(ChromaConnection(data_dir=str(self.data_dir)), MODEL_NAME)
         stored = vectors.collection.get(include=["metadatas"])
         chroma_urls = {metadata["url"] for metadata in stored["metadatas"]}
         lexical_ids = LexicalIndex(self.data_dir).ids()
@@ -369,9 +373,10 @@ class Soak:
         self.text_of.update((chunk.chunk_id, chunk.embedding_text) for chunk in stored_chunks)
         # Texts stored and embedded: a killed run's chunks are stored before the ones it did not reach are embedded.
         unembedded = {
-            pending.embedding_text
+            pending.text
             for source in {chunk.source for chunk in stored_chunks}
-            for pending in store.chunks.pending_embedding(source)
+            for window in store.embeddings.iter_pending(source, MODEL_NAME)
+            for pending in window
         }
         texts = {chunk.embedding_text for chunk in stored_chunks} - unembedded
         new_texts = texts - self.seen_texts
