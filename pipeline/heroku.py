@@ -6,11 +6,17 @@ Each dyno has its own ephemeral disk, so every process writes the instance confi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from pipeline import settings
 from pipeline.instance import prepare_instance, state_store_url, uses_postgres
@@ -121,7 +127,14 @@ def web(workspace: Path) -> int:
 
 
 def worker(workspace: Path) -> int:
-    """Run the Dagster daemon (schedules, sensors, automation, the run queue); runs execute on this dyno."""
+    """Run the Dagster daemon (schedules, sensors, automation, the run queue) and the code server its runs start in.
+
+    The daemon does not start the code server itself: a daemon-managed code server is replaced
+    by a fresh one every minute, and one that is executing a run lives until the run ends, so a
+    long run kept two or three code servers of 170 MB each on the dyno. Here the dyno starts one
+    code server per location of ``workspace`` and the daemon connects to it; the supervisor
+    (:mod:`pipeline.supervisor`) stands for both, so the dyno restarts if either exits.
+    """
     import dagster as dg
 
     _require_durable_storage("worker")
@@ -137,9 +150,73 @@ def worker(workspace: Path) -> int:
     daemon = str(beside) if beside.exists() else shutil.which("dagster-daemon")
     if daemon is None:
         raise ProcessConfigurationError("worker: dagster-daemon is not installed in this environment")
-    print("worker: starting the Dagster daemon", flush=True)
-    # exec: the daemon becomes the dyno's process and receives Heroku's SIGTERM on restarts directly.
-    os.execv(daemon, [daemon, "run", "-w", str(workspace)])
+    # Short and private: a Unix socket path may not exceed about 100 bytes.
+    runtime_dir = Path(tempfile.mkdtemp(prefix="worker-"))
+    locations = workspace_locations(workspace)
+    sockets = [str(runtime_dir / f"code-server-{number}.sock") for number in range(len(locations))]
+    code_servers = [_code_server(location, socket) for location, socket in zip(locations, sockets, strict=True)]
+    daemon_workspace = runtime_dir / "workspace.yaml"
+    entries = [
+        {"grpc_server": {"socket": socket, "location_name": location.name}}
+        for location, socket in zip(locations, sockets, strict=True)
+    ]
+    daemon_workspace.write_text(yaml.safe_dump({"load_from": entries}))
+    spec = {
+        "processes": [*code_servers, {"name": "dagster-daemon", "argv": [daemon, "run", "-w", str(daemon_workspace)]}],
+        "runtime_dir": str(runtime_dir),
+    }
+    print("worker: starting the code server and the Dagster daemon", flush=True)
+    # exec: the supervisor becomes the dyno's process, and this interpreter's imports (Dagster) go.
+    os.execv(sys.executable, [sys.executable, "-m", "pipeline.supervisor", json.dumps(spec)])
+
+
+# What a workspace's python_module entry may say for the worker to start its code server.
+_LOCATION_KEYS = {"module_name", "location_name", "working_directory"}
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    """A ``python_module`` entry of the workspace file."""
+
+    name: str
+    module: str
+    working_directory: str | None = None
+
+
+def workspace_locations(workspace: Path) -> list[CodeLocation]:
+    """The workspace file's code locations; each must be a ``python_module`` with a ``module_name``."""
+    try:
+        entries = yaml.safe_load(workspace.read_text(encoding="utf-8"))["load_from"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as error:
+        raise ProcessConfigurationError(f"worker: {workspace}: no load_from list ({error})") from None
+    locations = []
+    for number, entry in enumerate(entries or [], start=1):
+        module = entry.get("python_module") if isinstance(entry, dict) else None
+        if isinstance(module, str):
+            module = {"module_name": module}
+        if not isinstance(module, dict) or not module.get("module_name") or set(module) - _LOCATION_KEYS:
+            raise ProcessConfigurationError(
+                f"worker: {workspace}: load_from entry {number} must be a python_module with module_name "
+                f"(and optionally {', '.join(sorted(_LOCATION_KEYS - {'module_name'}))})"
+            )
+        locations.append(
+            CodeLocation(
+                name=module.get("location_name", module["module_name"]),
+                module=module["module_name"],
+                working_directory=module.get("working_directory"),
+            )
+        )
+    if not locations:
+        raise ProcessConfigurationError(f"worker: {workspace}: load_from lists no code location")
+    return locations
+
+
+def _code_server(location: CodeLocation, socket: str) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "dagster", "api", "grpc", "--module-name", location.module]
+    argv += ["--location-name", location.name, "--socket", socket, "--log-level", "warning"]
+    if location.working_directory:
+        argv += ["--working-directory", location.working_directory]
+    return {"name": f"code server {location.name}", "argv": argv, "ready_socket": socket}
 
 
 def fail_interrupted_runs(instance) -> list[str]:

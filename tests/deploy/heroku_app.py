@@ -25,13 +25,23 @@ import yaml
 
 from pipeline.cli import local_scorer
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
+from pipeline.embedding.contract import MODEL_DIMENSIONS
 from pipeline.instance import POSTGRES_URL_VARIABLE
-from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
+from pipeline.local import (
+    EmbeddingServiceConfig,
+    HashedVectors,
+    LocalEmbeddingService,
+    LocalRerankService,
+    ServiceConfig,
+    StoredEmbeddings,
+)
 from pipeline.store.state import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 # Distinctive, so that a leak into any log or stored event is unmistakable.
 RERANK_KEY = "inf-deploy-" + secrets.token_hex(8)
+EMBEDDING_KEY = "inf-deploy-embed-" + secrets.token_hex(8)
+EMBEDDING_MODEL = "cohere-embed-multilingual"
 WEB_PASSWORD = "web-" + secrets.token_hex(8)
 DB_PASSWORD = "db-" + secrets.token_hex(8)
 HONCHO = Path(sys.executable).with_name("honcho")
@@ -183,8 +193,19 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_heroku_app(root: Path, database: str, sources: list[dict] | None = None) -> Iterator[HerokuApp]:
-    """Release, then web and worker, against ``database``, the demo site (or ``sources``) and a local rerank add-on."""
+def local_heroku_app(
+    root: Path,
+    database: str,
+    sources: list[dict] | None = None,
+    queries: Path = QUERIES_FILE,
+    remote_embeddings: bool = False,
+) -> Iterator[HerokuApp]:
+    """Release, then web and worker, against ``database``, the demo site (or ``sources``) and a local rerank add-on.
+
+    ``remote_embeddings``: with a local embeddings add-on too, the ``--fast`` stand-in giving hashed
+    vectors as long as Cohere Embed Multilingual's (1,024 numbers), so the dynos hold what they
+    would with the real add-on and the ingest is not bound by the stand-in's CPU.
+    """
     with ExitStack() as stack:
         if sources is None:
             site = stack.enter_context(serve_directory(site_dir()))
@@ -196,6 +217,20 @@ def local_heroku_app(root: Path, database: str, sources: list[dict] | None = Non
         stack.callback(store.dispose)
         scorer = local_scorer(known_vectors=StoredEmbeddings(store.embeddings.iter_embedded_texts))
         rerank = stack.enter_context(LocalRerankService(ServiceConfig(api_key=RERANK_KEY), scorer=scorer, warm=True))
+        embedding_vars = {}
+        if remote_embeddings:
+            embeddings = stack.enter_context(
+                LocalEmbeddingService(
+                    EmbeddingServiceConfig(api_key=EMBEDDING_KEY),
+                    vectors=HashedVectors(MODEL_DIMENSIONS[EMBEDDING_MODEL]),
+                    warm=True,
+                )
+            )
+            embedding_vars = {
+                "EMBEDDING_URL": embeddings.url,
+                "EMBEDDING_KEY": EMBEDDING_KEY,
+                "EMBEDDING_MODEL_ID": EMBEDDING_MODEL,
+            }
         # Heroku's form of the URL; trust auth ignores the password, which only has to stay secret.
         heroku_database_url = database.replace("postgresql://postgres@", f"postgres://postgres:{DB_PASSWORD}@")
         app = HerokuApp(
@@ -208,7 +243,8 @@ def local_heroku_app(root: Path, database: str, sources: list[dict] | None = Non
                 "RERANK_MODEL_ID": "cohere-rerank-3-5",
                 "WEB_PASSWORD": WEB_PASSWORD,
                 "PIPELINE_SOURCES": str(sources_file),
-                "PIPELINE_QUERIES": str(QUERIES_FILE),
+                "PIPELINE_QUERIES": str(queries),
+                **embedding_vars,
             },
             username="admin",
             password=WEB_PASSWORD,

@@ -12,7 +12,9 @@ import jsonschema
 import pytest
 
 from pipeline.crawl.sources import load_sources
+from pipeline.embedding.contract import KNOWN_MODELS as EMBEDDING_MODELS
 from pipeline.queries import load_queries
+from pipeline.rerank.contract import KNOWN_MODELS as RERANK_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_JSON = json.loads((ROOT / "app.json").read_text())
@@ -127,12 +129,14 @@ def test_dyno_sizes_are_valid_and_from_one_tier_family() -> None:
     assert len({DYNO_TIERS[size] for size in sizes}) == 1, sizes
 
 
-def test_addons_attach_postgres_and_inference_rerank_as_RERANK() -> None:
+def test_addons_attach_postgres_and_inference_rerank_as_RERANK_and_embeddings_as_EMBEDDING() -> None:
     addons = [addon if isinstance(addon, dict) else {"plan": addon} for addon in APP_JSON["addons"]]
-    plans = {addon["plan"].split(":")[0]: addon for addon in addons}
-    assert "heroku-postgresql" in plans
-    assert plans["heroku-inference"]["plan"].startswith("heroku-inference:")
-    assert plans["heroku-inference"]["as"] == "RERANK"
+    assert any(addon["plan"].startswith("heroku-postgresql:") for addon in addons)
+    inference = {addon.get("as"): addon["plan"] for addon in addons if addon["plan"].startswith("heroku-inference:")}
+    # Attached as RERANK and EMBEDDING, they set RERANK_* and EMBEDDING_* (URL, KEY, MODEL_ID).
+    assert inference.keys() == {"RERANK", "EMBEDDING"}
+    assert inference["RERANK"].removeprefix("heroku-inference:") in RERANK_MODELS
+    assert inference["EMBEDDING"].removeprefix("heroku-inference:") in EMBEDDING_MODELS
 
 
 def test_web_password_is_a_generated_secret() -> None:
