@@ -8,7 +8,16 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.ingest.vectors import sync_header_embeddings
-from pipeline.store.records import Candidate, ChunkChanges, ContextSet, PageBody, Query, Ranking, StoredChunk
+from pipeline.store.records import (
+    Candidate,
+    ChunkChanges,
+    ContextSet,
+    PageBody,
+    Query,
+    Ranking,
+    Revalidated,
+    StoredChunk,
+)
 from pipeline.store.state import StateStore, normalize_database_url
 
 
@@ -59,7 +68,9 @@ def test_pages_round_trip_and_extraction_queue(store):
     _save(store, "http://d/a", "h1-changed")
     assert store.pages.to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
 
-    store.pages.touch("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)
+    store.pages.touch_many(
+        [Revalidated("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)]
+    )
     assert store.pages.known("docs")["http://d/b"].etag == '"new"'
     assert store.pages.body("http://d/b").content_hash == "h2"
 
@@ -283,9 +294,13 @@ def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
         fetched_at=None,
         links=["http://d/a", "http://d/c"],
     )
-    store.pages.touch("http://d/b", etag='"b"', last_modified=None, fetched_at=None)  # a 304: no body, no links
+    store.pages.touch_many(
+        [
+            Revalidated("http://d/b", etag='"b"', last_modified=None, fetched_at=None),  # a 304: no body, no links
+            Revalidated("http://d/a", etag=None, last_modified=None, fetched_at=None, links=("http://d/b",)),
+        ]
+    )
     assert store.pages.known("docs")["http://d/b"].links == ("http://d/a", "http://d/c")
-    store.pages.touch("http://d/a", etag=None, last_modified=None, fetched_at=None, links=["http://d/b"])
     assert store.pages.known("docs")["http://d/a"].links == ("http://d/b",)
 
 

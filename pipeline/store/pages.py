@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pipeline.store.records import PageBody, StoredDocument, StoredPage
+from pipeline.store.records import PageBody, Revalidated, StoredDocument, StoredPage
 from pipeline.store.schema import documents, pages
 from pipeline.store.sql import BATCH, aware, count_rows, upsert, utcnow
 
@@ -100,25 +100,36 @@ class PageStore:
         with self._database.transaction() as connection:
             upsert(connection, pages, [row])
 
-    def touch(
-        self,
-        url: str,
-        *,
-        etag: str | None,
-        last_modified: str | None,
-        fetched_at: datetime | None,
-        links: Sequence[str] | None = None,
-    ) -> None:
-        """A page confirmed unchanged: refresh its validators, last-seen time and (if parsed again) links."""
-        values: dict[str, Any] = {"last_seen_at": utcnow(), "fetched_at": fetched_at, "redirected_since": None}
-        if links is not None:
-            values["links"] = list(links)
-        if etag:
-            values["etag"] = etag
-        if last_modified:
-            values["last_modified"] = last_modified
+    def touch_many(self, revalidated: Sequence[Revalidated]) -> None:
+        """Pages confirmed unchanged: refresh their validators, last-seen time and (if parsed again)
+        links, in one transaction. A crawl revisits every stored page, so one write per page
+        would cost a commit each."""
+        seen_at = utcnow()
+        common = {
+            "last_seen_at": seen_at,
+            "fetched_at": sa.bindparam("new_fetched_at", type_=pages.c.fetched_at.type),
+            "redirected_since": None,
+            "etag": sa.func.coalesce(sa.bindparam("new_etag", type_=sa.Text), pages.c.etag),
+            "last_modified": sa.func.coalesce(sa.bindparam("new_last_modified", type_=sa.Text), pages.c.last_modified),
+        }
+        statement = sa.update(pages).where(pages.c.url == sa.bindparam("target_url"))
+        with_links = statement.values(**common, links=sa.bindparam("new_links", type_=pages.c.links.type))
+        without_links = statement.values(**common)
+        rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for page in revalidated:
+            row = {
+                "target_url": page.url,
+                "new_fetched_at": page.fetched_at,
+                "new_etag": page.etag or None,
+                "new_last_modified": page.last_modified or None,
+            }
+            if page.links is not None:
+                row["new_links"] = list(page.links)
+            rows[page.links is not None].append(row)
         with self._database.transaction() as connection:
-            connection.execute(sa.update(pages).where(pages.c.url == url).values(**values))
+            for parsed, statement in ((True, with_links), (False, without_links)):
+                if rows[parsed]:
+                    connection.execute(statement, rows[parsed])
 
     def mark_temporarily_redirected(self, url: str) -> None:
         """The page answered a temporary redirect: remember since when; body and validators stay."""

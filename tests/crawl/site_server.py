@@ -1,9 +1,11 @@
 """A real HTTP server on 127.0.0.1 whose pages tests can change between crawls.
 
-Routes map a path (with query) to a :class:`Reply` or to a callable returning one.
+Routes map a path (with query) to a :class:`Reply` or to a callable returning one; a path
+without a route goes to the ``fallback`` (a generated site answers every path there), else 404.
 Replies carrying an ETag or Last-Modified answer conditional requests with 304, like a
 real static server. Every request is recorded (path, headers, time, status, body bytes
-actually sent) so tests can assert what the crawler did on the wire.
+actually sent) so tests can assert what the crawler did on the wire, unless ``keep_log`` is off
+(a benchmark's tens of thousands of requests).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Seen:
     at: float
     status: int = 0
     sent: int = 0  # body bytes written before the reply finished or the client left
+    client_port: int = 0  # one per TCP connection: requests sharing it came over one kept-alive connection
     completed: bool = False  # the whole reply was written
     done: bool = False  # the handler has finished, completed or not
 
@@ -56,8 +59,16 @@ def sequence(*replies: Reply) -> Callable[[Seen], Reply]:
 
 
 class SiteServer:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        tls: ssl.SSLContext | None = None,
+        *,
+        fallback: Callable[[str], Reply | None] | None = None,
+        keep_log: bool = True,
+    ) -> None:
         self.routes: dict[str, Route] = {}
+        self.fallback = fallback
+        self.keep_log = keep_log
         self.log: list[Seen] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -97,8 +108,16 @@ class SiteServer:
             return {seen.path for seen in self.log}
 
     def record(self, seen: Seen) -> None:
-        with self._lock:
-            self.log.append(seen)
+        if self.keep_log:
+            with self._lock:
+                self.log.append(seen)
+
+    def reply(self, seen: Seen) -> Reply:
+        route = self.routes.get(seen.path)
+        if route is not None:
+            return route(seen) if callable(route) else route
+        generated = self.fallback(seen.path) if self.fallback else None
+        return generated or Reply(404, "<html><body>not found</body></html>")
 
 
 def _handler_for(site: SiteServer) -> type[BaseHTTPRequestHandler]:
@@ -110,13 +129,14 @@ def _handler_for(site: SiteServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic())
+            seen = Seen(
+                self.path,
+                {k.lower(): v for k, v in self.headers.items()},
+                time.monotonic(),
+                client_port=self.client_address[1],
+            )
             site.record(seen)
-            route = site.routes.get(self.path)
-            if route is None:
-                reply = Reply(404, "<html><body>not found</body></html>")
-            else:
-                reply = route(seen) if callable(route) else route
+            reply = site.reply(seen)
             if reply.delay:
                 time.sleep(reply.delay)
             try:
