@@ -117,7 +117,7 @@ class PageStore:
         without_links = statement.values(**common)
         rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
         for page in revalidated:
-            row = {
+            row: dict[str, Any] = {
                 "target_url": page.url,
                 "new_fetched_at": page.fetched_at,
                 "new_etag": page.etag or None,
