@@ -17,7 +17,7 @@ from pipeline.defs.check_results import must_act_result
 from pipeline.defs.partitions import SOURCE_PARTITIONS, source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
-from pipeline.embedding import MAX_WORD_PIECES
+from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME
 from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.ingest.chunks import chunk_documents
 from pipeline.ingest.consistency import check_index_consistency
@@ -324,7 +324,8 @@ def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateS
     description=(
         "No chunk exceeds max_tokens cl100k tokens (the limit this run chunked with, header included), the local "
         f"embedding model's {MAX_WORD_PIECES} word pieces, past which its text would be silently cut when embedded, "
-        f"nor the {MAX_INPUT_CHARACTERS:,} characters one input of the embeddings endpoint may have."
+        f"nor the {MAX_INPUT_CHARACTERS:,} characters one input of the embeddings endpoint may have. "
+        "Each chunk is counted once, when the check first finds it; the limits apply to every stored chunk's count."
     ),
 )
 def chunks_within_token_limits(
@@ -340,6 +341,7 @@ def chunks_within_token_limits(
         _checked_sources(context),
         max_tokens=max_tokens,
         word_piece_counts=embedder.minilm_word_piece_counts,
+        word_piece_model=MODEL_NAME,
         max_word_pieces=MAX_WORD_PIECES,
         max_characters=MAX_INPUT_CHARACTERS,
     )

@@ -67,6 +67,21 @@ chunks = sa.Table(
     sa.Column("embedding", sa.LargeBinary),
 )
 
+# What the chunks_within_token_limits check counted for each chunk (cl100k tokens, word pieces, characters), so that it counts only chunks
+# it has not seen: a chunk ID hashes everything its embedding text is made of, so a row stays
+# true for as long as its chunk exists. ``measure`` names what counted (the cl100k encoding and the
+# embedding model's word pieces); a different measure counts again. Rows of deleted chunks are
+# pruned by the check.
+chunk_sizes = sa.Table(
+    "pipeline_chunk_sizes",
+    metadata,
+    sa.Column("chunk_id", sa.Text, primary_key=True),
+    sa.Column("measure", sa.Text, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("word_pieces", sa.Integer, nullable=False),
+    sa.Column("characters", sa.Integer, nullable=False),
+)
+
 # Sources dropped from the sources file whose data is kept until their grace period ends
 # (``pipeline/source_sync.py``); a source that is listed again leaves this table.
 orphaned_sources = sa.Table(

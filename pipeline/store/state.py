@@ -5,9 +5,9 @@ crawled pages (with validators for conditional GET), extracted documents, chunks
 (with their embeddings), queries, candidates, rerank results and cache, and the
 published context sets. Each stage has a small store of its own on the
 :class:`StateStore`: ``pages`` (:mod:`pipeline.store.pages`), ``chunks``
-(:mod:`pipeline.store.chunks`), ``rankings`` (:mod:`pipeline.store.rankings`) and
-``context_sets`` (:mod:`pipeline.store.context_sets`); the records they hand out are in
-:mod:`pipeline.store.records`. Chroma and the lexical index are derived from the ``chunks``
+(:mod:`pipeline.store.chunks`), ``chunk_sizes`` (:mod:`pipeline.store.chunk_sizes`), ``rankings``
+(:mod:`pipeline.store.rankings`) and ``context_sets`` (:mod:`pipeline.store.context_sets`); the records
+they hand out are in :mod:`pipeline.store.records`. Chroma and the lexical index are derived from the ``chunks``
 table and can be rebuilt from it without re-crawling or re-embedding.
 
 Every stage reconciles its own table with the one upstream of it, inside
@@ -25,6 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.store.chunk_sizes import ChunkSizeStore
 from pipeline.store.chunks import ChunkStore
 from pipeline.store.context_sets import ContextSetStore
 from pipeline.store.migrate import upgrade_schema
@@ -77,6 +78,7 @@ class StateStore:
         upgrade_schema(self.engine)
         self.pages = PageStore(self)
         self.chunks = ChunkStore(self)
+        self.chunk_sizes = ChunkSizeStore(self.engine, self.transaction)
         self.rankings = RankingStore(self.engine, self.transaction)
         self.context_sets = ContextSetStore(self.engine, self.transaction)
 
