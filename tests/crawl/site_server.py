@@ -65,13 +65,14 @@ class SiteServer:
         *,
         fallback: Callable[[str], Reply | None] | None = None,
         keep_log: bool = True,
+        port: int = 0,
     ) -> None:
         self.routes: dict[str, Route] = {}
         self.fallback = fallback
         self.keep_log = keep_log
         self.log: list[Seen] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
