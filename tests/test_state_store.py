@@ -51,7 +51,7 @@ def test_pages_round_trip_and_extraction_queue(store):
     assert set(store.pages.known("docs")) == {"http://d/a", "http://d/b"}
     assert store.pages.owner("http://d/a") == "docs"
     assert store.pages.body("http://d/a") == PageBody("<p>é</p>", "h1")
-    assert store.pages.to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+    assert list(store.pages.to_extract("docs", "v1")) == ["http://d/a", "http://d/b"]
 
     store.pages.save_document(
         url="http://d/a",
@@ -62,17 +62,43 @@ def test_pages_round_trip_and_extraction_queue(store):
         sections=[],
         content_hash="d1",
     )
-    assert store.pages.to_extract("docs", "v1") == ["http://d/b"]
+    assert list(store.pages.to_extract("docs", "v1")) == ["http://d/b"]
     # A new extractor version re-extracts stored pages without any fetch.
-    assert store.pages.to_extract("docs", "v2") == ["http://d/a", "http://d/b"]
+    assert list(store.pages.to_extract("docs", "v2")) == ["http://d/a", "http://d/b"]
     _save(store, "http://d/a", "h1-changed")
-    assert store.pages.to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+    assert list(store.pages.to_extract("docs", "v1")) == ["http://d/a", "http://d/b"]
 
     store.pages.touch_many(
         [Revalidated("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)]
     )
     assert store.pages.known("docs")["http://d/b"].etag == '"new"'
     assert store.pages.body("http://d/b").content_hash == "h2"
+
+
+def test_a_large_site_is_extracted_and_chunked_a_batch_at_a_time_without_missing_a_page(store):
+    urls = [f"http://d/{n:03}" for n in range(120)]  # more than two batches of documents
+    for url in urls:
+        _save(store, url, f"h-{url}")
+    extracted = []
+    for url in store.pages.to_extract("docs", "v1"):
+        store.pages.save_document(
+            url=url,
+            source="docs",
+            page_hash=f"h-{url}",
+            extractor_version="v1",
+            title=url,
+            sections=[],
+            content_hash="d",
+        )
+        extracted.append(url)
+    assert extracted == urls and list(store.pages.to_extract("docs", "v1")) == []
+
+    chunked = []
+    for document in store.pages.documents_to_chunk("docs", "cfg"):
+        # Chunking takes the document out of what the query selects, while the next batches are still to come.
+        store.chunks.replace(source="docs", url=document.url, new_chunks=[], chunked_key="d:cfg")
+        chunked.append(document.url)
+    assert chunked == urls and list(store.pages.documents_to_chunk("docs", "cfg")) == []
 
 
 def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
@@ -91,7 +117,7 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     assert store.chunks.replace(
         source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="d1:cfg"
     ) == ChunkChanges(added=2, removed=0)
-    assert store.pages.documents_to_chunk("docs", "cfg") == []
+    assert list(store.pages.documents_to_chunk("docs", "cfg")) == []
     assert [document.url for document in store.pages.documents_to_chunk("docs", "other-cfg")] == ["http://d/a"]
 
     vector = np.arange(384, dtype=np.float32) / 384

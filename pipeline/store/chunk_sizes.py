@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.schema import chunk_sizes, chunks
-from pipeline.store.sql import upsert
+from pipeline.store.sql import in_batches, upsert
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,9 @@ class ChunkSizeStore:
             .select_from(joined)
             .where(chunks.c.source.in_(sources))
             .where(sa.or_(chunk_sizes.c.chunk_id.is_(None), chunk_sizes.c.measure != measure))
-            .order_by(chunks.c.chunk_id)
-            .limit(batch)
         )
-        after = ""
-        while True:
-            with self._engine.connect() as connection:
-                rows = [
-                    (row.chunk_id, row.embedding_text)
-                    for row in connection.execute(query.where(chunks.c.chunk_id > after))
-                ]
-            if not rows:
-                return
-            yield rows
-            after = rows[-1][0]
+        for rows in in_batches(self._engine, query, chunks.c.chunk_id, batch):
+            yield [(row.chunk_id, row.embedding_text) for row in rows]
 
     def save(self, sizes: Sequence[ChunkSize], measure: str) -> None:
         rows = [

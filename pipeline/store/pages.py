@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +12,13 @@ from sqlalchemy.engine import Connection
 
 from pipeline.store.records import PageBody, Revalidated, StoredDocument, StoredPage
 from pipeline.store.schema import documents, pages
-from pipeline.store.sql import BATCH, aware, count_rows, upsert, utcnow
+from pipeline.store.sql import BATCH, aware, count_rows, in_batches, upsert, utcnow
 
 if TYPE_CHECKING:
     from pipeline.store.state import StateStore
+
+# Documents read at a time for chunking: each carries its page's whole text.
+_DOCUMENTS_BATCH = 50
 
 
 def stored_pages(engine: sa.Engine, where: sa.ColumnElement[bool]) -> dict[str, StoredPage]:
@@ -179,8 +182,9 @@ class PageStore:
 
     # -- documents -------------------------------------------------------------
 
-    def to_extract(self, source: str, extractor_version: str) -> list[str]:
-        """URLs whose stored page body has no document extracted from it by this extractor."""
+    def to_extract(self, source: str, extractor_version: str) -> Iterator[str]:
+        """URLs whose stored page body has no document extracted from it by this extractor, in URL order,
+        read a batch at a time (a cold ingest extracts every page)."""
         joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
         query = (
             sa.select(pages.c.url)
@@ -193,10 +197,9 @@ class PageStore:
                     documents.c.extractor_version != extractor_version,
                 )
             )
-            .order_by(pages.c.url)
         )
-        with self._database.engine.connect() as connection:
-            return list(connection.scalars(query))
+        for rows in in_batches(self._database.engine, query, pages.c.url, BATCH):
+            yield from (row.url for row in rows)
 
     def save_document(
         self,
@@ -228,20 +231,18 @@ class PageStore:
         with self._database.transaction() as connection:
             return connection.execute(sa.delete(documents).where(orphan)).rowcount
 
-    def documents_to_chunk(self, source: str, chunker_fingerprint: str) -> list[StoredDocument]:
-        """Documents whose chunks were not produced from their current content and chunker settings."""
+    def documents_to_chunk(self, source: str, chunker_fingerprint: str) -> Iterator[StoredDocument]:
+        """Documents whose chunks were not produced from their current content and chunker settings, in URL
+        order, read a few at a time: a cold ingest chunks every document, and all their text at once would
+        grow the run's memory with the size of the site."""
         key = documents.c.content_hash + ":" + chunker_fingerprint
         query = (
             sa.select(documents.c.url, documents.c.title, documents.c.sections, documents.c.content_hash)
             .where(documents.c.source == source)
             .where(sa.or_(documents.c.chunked_key.is_(None), documents.c.chunked_key != key))
-            .order_by(documents.c.url)
         )
-        with self._database.engine.connect() as connection:
-            return [
-                StoredDocument(row.url, row.title, tuple(row.sections), row.content_hash)
-                for row in connection.execute(query)
-            ]
+        for rows in in_batches(self._database.engine, query, documents.c.url, _DOCUMENTS_BATCH):
+            yield from (StoredDocument(row.url, row.title, tuple(row.sections), row.content_hash) for row in rows)
 
     def document_count(self, source: str | None = None) -> int:
         return count_rows(self._database.engine, documents, source)

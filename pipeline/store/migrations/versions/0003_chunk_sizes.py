@@ -17,7 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Starts empty: the next check counts every chunk once, as it did on every run before.
+    # Starts empty: the next check counts every chunk once, as it did on every run before. A database
+    # written before migrations is stamped at the baseline and may already have it (see 0002).
     op.create_table(
         "pipeline_chunk_sizes",
         sa.Column("chunk_id", sa.Text, primary_key=True),
@@ -25,6 +26,7 @@ def upgrade() -> None:
         sa.Column("tokens", sa.Integer, nullable=False),
         sa.Column("word_pieces", sa.Integer, nullable=False),
         sa.Column("characters", sa.Integer, nullable=False),
+        if_not_exists=True,
     )
 
 
