@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.store.chunk_sizes import ChunkSize, SizeSummary
 from pipeline.store.orphans import orphaned_since
-from pipeline.store.records import ContextSet
+from pipeline.store.records import ContextSet, TextCoverage
 from pipeline.store.state import StateStore
 from pipeline.tables import markdown_table
 from pipeline.tokens import ENCODING_NAME, count_tokens
@@ -24,40 +24,36 @@ EXAMPLES = 10
 
 @dataclass(frozen=True)
 class ExtractionCoverage:
-    """Per source: how many pages are stored, and which of them yielded no text."""
+    """Per source: how many pages are stored, and how many (and which first few) yielded no text."""
 
-    pages: Mapping[str, int]
-    without_text: Mapping[str, tuple[str, ...]]
+    sources: Mapping[str, TextCoverage]
 
     def share_with_text(self, source: str) -> float:
-        pages = self.pages[source]
-        return (pages - len(self.without_text[source])) / pages if pages else 1.0
+        coverage = self.sources[source]
+        return (coverage.pages - coverage.without_text) / coverage.pages if coverage.pages else 1.0
 
     def below(self, min_share: float) -> list[str]:
-        return sorted(source for source in self.pages if self.share_with_text(source) < min_share)
+        return sorted(source for source in self.sources if self.share_with_text(source) < min_share)
 
     def metadata(self, min_share: float) -> dict[str, Any]:
-        pages = sum(self.pages.values())
-        missing = [(source, url) for source, urls in sorted(self.without_text.items()) for url in urls]
+        pages = sum(coverage.pages for coverage in self.sources.values())
+        missing = sum(coverage.without_text for coverage in self.sources.values())
+        examples = [
+            (source, url) for source, coverage in sorted(self.sources.items()) for url in coverage.first_without_text
+        ]
         return {
             "pages_fetched": pages,
-            "pages_with_text": pages - len(missing),
+            "pages_with_text": pages - missing,
             "min_share": min_share,
-            "share_with_text": {source: round(self.share_with_text(source), 4) for source in sorted(self.pages)},
-            "pages_without_text": markdown_table(["source", "url"], missing, limit=EXAMPLES),
+            "share_with_text": {source: round(self.share_with_text(source), 4) for source in sorted(self.sources)},
+            "pages_without_text": markdown_table(["source", "url"], examples, limit=EXAMPLES, total=missing),
         }
 
 
 def extraction_coverage(store: StateStore, sources: Sequence[str]) -> ExtractionCoverage:
-    """Which of the sources' stored pages yielded text (a failed extraction yields none)."""
-    presence = {source: store.pages.text_presence(source) for source in sources}
-    return ExtractionCoverage(
-        pages={source: len(pages) for source, pages in presence.items()},
-        without_text={
-            source: tuple(sorted(url for url, has_text in pages.items() if not has_text))
-            for source, pages in presence.items()
-        },
-    )
+    """Which of the sources' stored pages yielded text (a failed extraction yields none): counted in
+    SQL from what extraction recorded, whatever the number of pages."""
+    return ExtractionCoverage({source: store.pages.text_coverage(source, EXAMPLES) for source in sources})
 
 
 @dataclass(frozen=True)

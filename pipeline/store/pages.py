@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pipeline.store.records import PageBody, Revalidated, StoredDocument, StoredPage
+from pipeline.store.records import PageBody, Revalidated, StoredDocument, StoredPage, TextCoverage
 from pipeline.store.schema import documents, pages
 from pipeline.store.sql import BATCH, aware, count_rows, in_batches, upsert, utcnow
 
@@ -163,22 +163,18 @@ class PageStore:
             row = connection.execute(sa.select(pages.c.html_zlib, pages.c.content_hash).where(pages.c.url == url)).one()
         return PageBody(zlib.decompress(row.html_zlib).decode("utf-8"), row.content_hash)
 
-    def text_presence(self, source: str) -> dict[str, bool]:
-        """Per stored page body of the source: whether its extracted document has any text.
-
-        A page without a document (its extraction failed) counts as having none.
-        """
+    def text_coverage(self, source: str, examples: int) -> TextCoverage:
+        """How many of the source's stored page bodies there are and how many yielded no text (a page
+        without a document, its extraction failed, counts among them), with the first few of those."""
         joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
-        query = (
-            sa.select(pages.c.url, documents.c.sections)
-            .select_from(joined)
-            .where(pages.c.source == source, pages.c.html_zlib.is_not(None))
-        )
+        without_text = sa.or_(documents.c.url.is_(None), documents.c.has_text.is_not(True))
+        bodies = sa.and_(pages.c.source == source, pages.c.html_zlib.is_not(None))
+        counts = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((without_text, 1), else_=0)), 0))
+        first = sa.select(pages.c.url).select_from(joined).where(bodies, without_text)
         with self._database.engine.connect() as connection:
-            return {
-                url: bool(sections) and any(section["text"].strip() for section in sections)
-                for url, sections in connection.execute(query)
-            }
+            total, missing = connection.execute(counts.select_from(joined).where(bodies)).one()
+            shown = tuple(connection.scalars(first.order_by(pages.c.url).limit(examples)))
+        return TextCoverage(int(total), int(missing), shown)
 
     # -- documents -------------------------------------------------------------
 
@@ -220,6 +216,7 @@ class PageStore:
             "title": title,
             "sections": sections,
             "content_hash": content_hash,
+            "has_text": any(section["text"].strip() for section in sections),
             "extracted_at": utcnow(),
         }
         with self._database.transaction() as connection:

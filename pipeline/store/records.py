@@ -36,6 +36,15 @@ class Revalidated:
 
 
 @dataclass(frozen=True)
+class TextCoverage:
+    """A source's stored page bodies, and those that yielded no text (the first few of them by URL)."""
+
+    pages: int
+    without_text: int
+    first_without_text: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StoredDocument:
     """A document extracted from a stored page, as chunking reads it."""
 

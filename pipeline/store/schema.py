@@ -46,6 +46,8 @@ documents = sa.Table(
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("sections", sa.JSON, nullable=False),
     sa.Column("content_hash", sa.Text, nullable=False),
+    # Whether any section has text, so the pages_yield_text check counts without reading every section.
+    sa.Column("has_text", sa.Boolean),
     # Which document content and chunker settings the current chunks came from.
     sa.Column("chunked_key", sa.Text),
     sa.Column("extracted_at", sa.DateTime(timezone=True)),

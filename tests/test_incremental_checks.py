@@ -1,10 +1,14 @@
-"""The token-limit check counts each chunk once, and still fails for every stored chunk over a limit."""
+"""The checks of an ingest read what changed, not every stored chunk and document: the token-limit check
+counts each chunk once and still fails for every stored chunk over a limit; the text-coverage check
+counts in SQL what extraction recorded."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from pipeline.check_reports import chunk_limits
+from pipeline.check_reports import chunk_limits, extraction_coverage
 from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.store.records import StoredChunk
@@ -97,3 +101,51 @@ def test_another_word_piece_model_counts_every_chunk_again(pages):
     _check(pages)
     assert _check(pages, word_piece_model="another-model").counted == 10
     assert _check(pages, word_piece_model="another-model").counted == 0
+
+
+def _extracted(store, url: str, sections: list[dict] | None, source: str = "docs") -> None:
+    store.pages.save(
+        url=url,
+        source=source,
+        final_url=url,
+        status=200,
+        content_type="text/html",
+        etag=None,
+        last_modified=None,
+        content_hash=f"h-{url}",
+        html="<p>x</p>",
+        fetched_at=datetime.now(UTC),
+    )
+    if sections is not None:
+        store.pages.save_document(
+            url=url,
+            source=source,
+            page_hash=f"h-{url}",
+            extractor_version="v1",
+            title="T",
+            sections=sections,
+            content_hash="d",
+        )
+
+
+def test_text_coverage_counts_pages_without_text_and_shows_the_first(store):
+    for n in range(8):
+        _extracted(store, f"http://d/text-{n}", [{"heading_path": ["T"], "text": "Some words."}])
+    for n in range(12):
+        _extracted(store, f"http://d/empty-{n:02}", [{"heading_path": ["T"], "text": "  \n"}])
+    _extracted(store, "http://d/failed", None)  # its extraction failed: no document
+    _extracted(store, "http://e/text", [{"heading_path": ["T"], "text": "Other words."}], source="other")
+
+    coverage = extraction_coverage(store, ["docs", "other"])
+    assert coverage.sources["docs"].pages == 21 and coverage.sources["docs"].without_text == 13
+    assert coverage.share_with_text("docs") == 8 / 21 and coverage.share_with_text("other") == 1.0
+    assert coverage.below(0.5) == ["docs"]
+    details = coverage.metadata(0.5)
+    assert details["pages_fetched"] == 22 and details["pages_with_text"] == 9
+    table = details["pages_without_text"]
+    assert "http://d/empty-00" in table and "http://d/empty-09" in table and "http://d/empty-10" not in table
+    assert "… 3 more" in table  # 13 pages without text, 10 shown
+
+    # An edit that gives a page text counts at once.
+    _extracted(store, "http://d/failed", [{"heading_path": ["T"], "text": "Now it has words."}])
+    assert extraction_coverage(store, ["docs"]).sources["docs"].without_text == 12
