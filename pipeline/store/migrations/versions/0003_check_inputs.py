@@ -1,5 +1,6 @@
 """What the checks need without reading every chunk and document: the sizes the token-limit check
-counted per chunk (so it counts only new chunks), and whether each document has text.
+counted per chunk (so it counts only new chunks), whether each document has text, and an index
+that holds each source's chunk IDs.
 
 Revision ID: 0003
 Revises: 0002
@@ -31,6 +32,7 @@ def upgrade() -> None:
         sa.Column("characters", sa.Integer, nullable=False),
         if_not_exists=True,
     )
+    op.create_index("ix_pipeline_chunks_source_chunk_id", "pipeline_chunks", ["source", "chunk_id"], if_not_exists=True)
     columns = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("pipeline_documents")}
     if "has_text" not in columns:
         op.add_column("pipeline_documents", sa.Column("has_text", sa.Boolean))
@@ -56,6 +58,7 @@ def _fill_has_text() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_pipeline_chunks_source_chunk_id", "pipeline_chunks")
     with op.batch_alter_table("pipeline_documents") as table:
         table.drop_column("has_text")
     op.drop_table("pipeline_chunk_sizes")
