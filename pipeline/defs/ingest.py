@@ -90,7 +90,9 @@ def crawled_pages(
     # Pages of an orphaned source in this one's scope are verified (and taken over) like its own:
     # a renamed source answers 304s for them instead of fetching and embedding everything again.
     stored = {**orphaned_pages(store, source.in_scope), **store.pages.known(source.name)}
-    for url, page in stored.items():
+    for url in list(stored):
+        # Dropped as converted: the crawl holds every known page, and a second copy would double that.
+        page = stored.pop(url)
         # A page stored before its links were kept is fetched in full once: a 304 would hide its links.
         conditional = not config.ignore_validators and page.links is not None
         known[url] = KnownPage(

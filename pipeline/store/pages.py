@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Container, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -40,7 +41,8 @@ def stored_pages(engine: sa.Engine, where: sa.ColumnElement[bool]) -> dict[str, 
                 row.etag,
                 row.last_modified,
                 row.content_hash,
-                links=None if row.links is None else tuple(row.links),
+                # A site's navigation links repeat on every page: interned, each URL is held once.
+                links=None if row.links is None else tuple(sys.intern(link) for link in row.links),
                 redirected_since=row.redirected_since and aware(row.redirected_since),
             )
             for row in connection.execute(query)
