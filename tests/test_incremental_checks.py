@@ -4,8 +4,6 @@ counts in SQL what extraction recorded."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from pipeline.check_reports import chunk_limits, extraction_coverage
@@ -13,6 +11,7 @@ from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME, MiniLMEmbedder
 from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.store.records import StoredChunk
 from pipeline.tokens import count_tokens
+from tests.support import save_page
 
 WORD_PIECES = MiniLMEmbedder().word_piece_counts
 OVERSIZED_TEXT = " ".join(f"parameter{i} controls batching" for i in range(150))
@@ -104,18 +103,7 @@ def test_another_word_piece_model_counts_every_chunk_again(pages):
 
 
 def _extracted(store, url: str, sections: list[dict] | None, source: str = "docs") -> None:
-    store.pages.save(
-        url=url,
-        source=source,
-        final_url=url,
-        status=200,
-        content_type="text/html",
-        etag=None,
-        last_modified=None,
-        content_hash=f"h-{url}",
-        html="<p>x</p>",
-        fetched_at=datetime.now(UTC),
-    )
+    save_page(store, url, f"h-{url}", source=source)
     if sections is not None:
         store.pages.save_document(
             url=url,

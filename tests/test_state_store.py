@@ -19,21 +19,7 @@ from pipeline.store.records import (
     StoredChunk,
 )
 from pipeline.store.state import StateStore, normalize_database_url
-
-
-def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
-    store.pages.save(
-        url=url,
-        source=source,
-        final_url=url,
-        status=200,
-        content_type="text/html",
-        etag=f'"{content_hash}"',
-        last_modified=None,
-        content_hash=content_hash,
-        html=html,
-        fetched_at=datetime.now(UTC),
-    )
+from tests.support import save_page
 
 
 def _chunk(chunk_id, url="http://d/a", source="docs"):
@@ -46,8 +32,8 @@ def test_heroku_postgres_scheme_is_rewritten():
 
 
 def test_pages_round_trip_and_extraction_queue(store):
-    _save(store, "http://d/a", "h1", html="<p>é</p>")
-    _save(store, "http://d/b", "h2")
+    save_page(store, "http://d/a", "h1", html="<p>é</p>")
+    save_page(store, "http://d/b", "h2")
     assert set(store.pages.known("docs")) == {"http://d/a", "http://d/b"}
     assert store.pages.owner("http://d/a") == "docs"
     assert store.pages.body("http://d/a") == PageBody("<p>é</p>", "h1")
@@ -65,7 +51,7 @@ def test_pages_round_trip_and_extraction_queue(store):
     assert list(store.pages.to_extract("docs", "v1")) == ["http://d/b"]
     # A new extractor version re-extracts stored pages without any fetch.
     assert list(store.pages.to_extract("docs", "v2")) == ["http://d/a", "http://d/b"]
-    _save(store, "http://d/a", "h1-changed")
+    save_page(store, "http://d/a", "h1-changed")
     assert list(store.pages.to_extract("docs", "v1")) == ["http://d/a", "http://d/b"]
 
     store.pages.touch_many(
@@ -78,7 +64,7 @@ def test_pages_round_trip_and_extraction_queue(store):
 def test_a_large_site_is_extracted_and_chunked_a_batch_at_a_time_without_missing_a_page(store):
     urls = [f"http://d/{n:03}" for n in range(120)]  # more than two batches of documents
     for url in urls:
-        _save(store, url, f"h-{url}")
+        save_page(store, url, f"h-{url}")
     extracted = []
     for url in store.pages.to_extract("docs", "v1"):
         store.pages.save_document(
@@ -102,7 +88,7 @@ def test_a_large_site_is_extracted_and_chunked_a_batch_at_a_time_without_missing
 
 
 def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save_document(
         url="http://d/a",
         source="docs",
@@ -137,7 +123,7 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
 
 
 def test_deletions_cascade_through_reconciliation(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save_document(
         url="http://d/a",
         source="docs",
@@ -148,7 +134,7 @@ def test_deletions_cascade_through_reconciliation(store):
         content_hash="d1",
     )
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="d1:cfg")
-    _save(store, "http://o/x", "h9", source="other")
+    save_page(store, "http://o/x", "h9", source="other")
     store.pages.save_document(
         url="http://o/x",
         source="other",
@@ -306,7 +292,7 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
 
 
 def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save(
         url="http://d/b",
         source="docs",
@@ -332,7 +318,7 @@ def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
 
 def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
     url = store.engine.url.render_as_string(hide_password=False)
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     with store.transaction() as connection:
         connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN links"))
@@ -344,7 +330,7 @@ def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
 
 def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(store):
     url = store.engine.url.render_as_string(hide_password=False)
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     with store.transaction() as connection:
         connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN redirected_since"))
@@ -357,7 +343,7 @@ def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(sto
 
 
 def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_period(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save_document(
         url="http://d/a",
         source="docs",
@@ -391,7 +377,7 @@ def test_deleted_chunks_and_headers_leave_their_embeddings_for_the_retention_per
 
 
 def test_a_removed_source_leaves_its_embeddings_too(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
     store.chunks.save_embeddings({"c1": np.ones(384, dtype=np.float32)})
     before = datetime.now(UTC)
