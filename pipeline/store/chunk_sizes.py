@@ -110,8 +110,8 @@ class ChunkSizeStore:
             chunks.c.chunk_id, chunk_sizes.c.tokens, chunk_sizes.c.word_pieces, chunk_sizes.c.characters
         ).select_from(joined)
         with self._engine.connect() as connection:
-            total, *figures = (int(figure) for figure in connection.execute(totals.where(counted)).one())
-            over = [
+            figures = [int(figure) for figure in connection.execute(totals.where(counted)).one()]
+            tokens, word_pieces, characters = (
                 tuple(
                     ChunkSize(*row)
                     for row in connection.execute(
@@ -119,5 +119,16 @@ class ChunkSizeStore:
                     )
                 )
                 for column, limit in limits
-            ]
-        return SizeSummary(total, *figures, *over)
+            )
+        return SizeSummary(
+            chunks=figures[0],
+            largest_tokens=figures[1],
+            largest_word_pieces=figures[2],
+            largest_characters=figures[3],
+            over_tokens=figures[4],
+            over_word_pieces=figures[5],
+            over_characters=figures[6],
+            examples_over_tokens=tokens,
+            examples_over_word_pieces=word_pieces,
+            examples_over_characters=characters,
+        )
