@@ -17,11 +17,16 @@ executes in (VmHWM; Dagster, the run and, with local embeddings, the ONNX sessio
 bytes (``pg_total_relation_size`` of every ``pipeline_`` table: rows, TOAST and indexes) per
 chunk, Chroma and lexical index bytes on disk. ``--json FILE`` keeps the rows.
 
-Embeddings: ``local`` runs the ONNX MiniLM model in the run process, so the cold ingest is bound
-by its CPU (about 10 chunks a page, at 10-20 chunks a second on two cores); ``remote`` uses the
-``EMBEDDING_URL``, ``EMBEDDING_KEY`` and ``EMBEDDING_MODEL_ID`` already in the environment, e.g.
-the embeddings stand-in started with ``--fast`` (hashed vectors), which measures the pipeline
-rather than the model.
+Embeddings (``--embeddings``):
+
+- ``local``: the ONNX MiniLM model in the run process, so the cold ingest is bound by its CPU
+  (about 10 chunks a page, at 10-20 chunks a second on two cores);
+- ``fast``: the embeddings stand-in (``pipeline embedding-service --fast``: hashed vectors of
+  Cohere's 1,024 dimensions, so storage is as with Heroku's model) at Heroku's limits, 500
+  requests and 800,000 tokens a minute, which the client paces at: the pipeline and the pacing
+  are measured, not a model's CPU;
+- ``remote``: whatever ``EMBEDDING_URL``, ``EMBEDDING_KEY`` and ``EMBEDDING_MODEL_ID`` the
+  environment names.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -39,11 +46,19 @@ import sqlalchemy as sa
 
 from benchmarks.ingest_runs import embedding_mode, ingest_job, peak_rss_mb, write_sources
 from benchmarks.loopback import serve_in_child
+from tests.commands import free_port, start_service_command, stop_service_command
 from tests.conftest import fresh_postgres_database
 from tests.scale.site import SyntheticDocsSite
 
 SOURCE = "synthetic"
 SEED = 16
+# What the fast stand-in plays: Heroku's embedding model, its dimensions and its limits.
+FAST_MODEL, FAST_DIMENSIONS, FAST_REQUESTS_PER_MINUTE, FAST_TOKENS_PER_MINUTE = (
+    "cohere-embed-multilingual",
+    1024,
+    500,
+    800_000,
+)
 
 
 def _directory_bytes(path: Path) -> int:
@@ -64,8 +79,35 @@ def _postgres_bytes(url: str) -> int:
     return int(total)
 
 
+@contextmanager
+def fast_embeddings() -> Iterator[None]:
+    """The embeddings stand-in with --fast on loopback, named by the EMBEDDING_* variables while the block runs."""
+    port = free_port()
+    environment = {
+        "EMBEDDING_URL": f"http://127.0.0.1:{port}",
+        "EMBEDDING_KEY": "scale-benchmark-key",
+        "EMBEDDING_MODEL_ID": FAST_MODEL,
+    }
+    command = [sys.executable, "-m", "pipeline.cli", "embedding-service", "--fast", "--port", str(port)]
+    command += ["--dimensions", str(FAST_DIMENSIONS), "--requests-per-minute", str(FAST_REQUESTS_PER_MINUTE)]
+    command += ["--tokens-per-minute", str(FAST_TOKENS_PER_MINUTE)]
+    service = start_service_command(command, {**os.environ, **environment}, environment["EMBEDDING_URL"], quiet=True)
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        stop_service_command(service)
+
+
 def one_size(pages: int, refreshes: int, mode: str) -> dict:
     """Ingest a site of ``pages`` pages cold, refresh it, and measure (in this process)."""
+    with ExitStack() as stack:
+        if mode == "fast":
+            stack.enter_context(fast_embeddings())
+        return _measure(pages, refreshes, "local" if mode == "local" else "remote")
+
+
+def _measure(pages: int, refreshes: int, mode: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="scale-") as directory, fresh_postgres_database() as database_url:
         data_dir = Path(directory)
         os.environ.update(
@@ -118,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--refreshes", type=int, default=2, help="No-change refreshes after each cold ingest.")
-    parser.add_argument("--embeddings", choices=["local", "remote"], default="local")
+    parser.add_argument("--embeddings", choices=["local", "fast", "remote"], default="local")
     parser.add_argument("--json", type=Path, help="Write every size's measurements here.")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
