@@ -126,15 +126,15 @@ class Peer:
         )
 
 
-def _cold(data_dir: Path, run: object, mode: str) -> dict:
+def _cold(data_dir: Path, run: object, mode: str, commit: str) -> dict:
     cold_file = data_dir / "cold.json"
     if cold_file.exists():
         cold = json.loads(cold_file.read_text())
         print(f"reusing the ingest in {data_dir}: cold ingest measured {cold['measured_at']} at {cold['commit']}")
+        print(f"refreshes measured at {commit}")
         return cold
     ingest: IngestRun = run()  # type: ignore[operator]
     crawl, vectors = ingest.metadata["crawled_pages"], ingest.metadata["vector_index"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     cold = {
         "seconds": ingest.seconds,
         "pages": crawl["pages_fetched"],
@@ -161,6 +161,8 @@ def main() -> None:
     os.environ["PIPELINE_SOURCES"] = str(data_dir / "sources.yaml")
     os.environ.pop("DATABASE_URL", None)
     mode = embedding_mode("local")
+    # The code this process runs: read now, not once the cold ingest is over.
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
     from pipeline.store.state import StateStore, sqlite_url
 
@@ -169,7 +171,7 @@ def main() -> None:
             data_dir / "sources.yaml", SOURCE, base + "/index.html", max_pages=arguments.max_pages, max_depth=10
         )
         with ingest_job(SOURCE) as run:
-            cold = _cold(data_dir, run, mode)
+            cold = _cold(data_dir, run, mode, commit)
             pages = cold["pages"]
             print(
                 f"cold ingest, embeddings {cold['embeddings']}: {cold['seconds']:.1f} s, {pages} pages, "
