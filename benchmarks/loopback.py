@@ -39,7 +39,7 @@ class DirectorySite:
             return None
         status = file.stat()
         return Reply(
-            body=file.read_bytes(),
+            render=file.read_bytes,
             content_type=mimetypes.guess_type(file.name)[0] or "application/octet-stream",
             headers={
                 "ETag": f'"{int(status.st_mtime):x}-{status.st_size:x}"',

@@ -26,9 +26,12 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     stream: Callable[[], Iterable[bytes]] | None = None  # sent chunked, no Content-Length
     delay: float = 0.0  # seconds before answering
+    # Makes the body when it is sent, instead of ``body``: a generated or read page costs nothing for a 304.
+    render: Callable[[], bytes | str] | None = None
 
     def payload(self) -> bytes:
-        return self.body.encode("utf-8") if isinstance(self.body, str) else self.body
+        body = self.render() if self.render is not None else self.body
+        return body.encode("utf-8") if isinstance(body, str) else body
 
 
 @dataclass

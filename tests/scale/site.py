@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
@@ -72,16 +73,18 @@ class SyntheticDocsSite:
             return self._sitemap_part(int(part[1]))
         if path == "/docs/index.html":
             links = [(f"{section}/index.html", section.replace("-", " ").title()) for section in SECTIONS]
-            return self._html_reply("home", self._page("Documentation", [], links))
+            return self._html_reply("home", lambda: self._page("Documentation", [], links))
         if (section := _SECTION_PATH.fullmatch(path)) and section[1] in SECTIONS:
-            return self._html_reply(section[1], self._section_index(SECTIONS.index(section[1])))
+            number = SECTIONS.index(section[1])
+            return self._html_reply(section[1], lambda: self._section_index(number))
         page = _PAGE_PATH.fullmatch(path)
         if page and int(page[3]) < self.pages and path == self.page_path(int(page[3])):
-            return self._html_reply(page[3], self._topic(int(page[3])))
+            return self._html_reply(page[3], lambda: self._topic(int(page[3])))
         return None
 
-    def _html_reply(self, key: str, html: str) -> Reply:
-        return Reply(body=html, headers={"ETag": f'"{self.seed}-{key}"', "Last-Modified": LAST_MODIFIED})
+    def _html_reply(self, key: str, html: Callable[[], str]) -> Reply:
+        """A page made only when it is sent: a revalidation answered 304 does not generate it."""
+        return Reply(render=html, headers={"ETag": f'"{self.seed}-{key}"', "Last-Modified": LAST_MODIFIED})
 
     def _sitemap(self) -> Reply:
         if self.pages <= URLS_PER_SITEMAP:
