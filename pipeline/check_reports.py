@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.store.chunk_sizes import ChunkSize, SizeSummary
 from pipeline.store.orphans import orphaned_since
-from pipeline.store.records import ContextSet
+from pipeline.store.records import ContextSet, TextCoverage
 from pipeline.store.state import StateStore
 from pipeline.tables import markdown_table
-from pipeline.tokens import count_tokens
+from pipeline.tokens import ENCODING_NAME, count_tokens
 
 # Rows a check's table shows; the rest are counted in its last row.
 EXAMPLES = 10
@@ -23,73 +24,67 @@ EXAMPLES = 10
 
 @dataclass(frozen=True)
 class ExtractionCoverage:
-    """Per source: how many pages are stored, and which of them yielded no text."""
+    """Per source: how many pages are stored, and how many (and which first few) yielded no text."""
 
-    pages: Mapping[str, int]
-    without_text: Mapping[str, tuple[str, ...]]
+    sources: Mapping[str, TextCoverage]
 
     def share_with_text(self, source: str) -> float:
-        pages = self.pages[source]
-        return (pages - len(self.without_text[source])) / pages if pages else 1.0
+        coverage = self.sources[source]
+        return (coverage.pages - coverage.without_text) / coverage.pages if coverage.pages else 1.0
 
     def below(self, min_share: float) -> list[str]:
-        return sorted(source for source in self.pages if self.share_with_text(source) < min_share)
+        return sorted(source for source in self.sources if self.share_with_text(source) < min_share)
 
     def metadata(self, min_share: float) -> dict[str, Any]:
-        pages = sum(self.pages.values())
-        missing = [(source, url) for source, urls in sorted(self.without_text.items()) for url in urls]
+        pages = sum(coverage.pages for coverage in self.sources.values())
+        missing = sum(coverage.without_text for coverage in self.sources.values())
+        examples = [
+            (source, url) for source, coverage in sorted(self.sources.items()) for url in coverage.first_without_text
+        ]
         return {
             "pages_fetched": pages,
-            "pages_with_text": pages - len(missing),
+            "pages_with_text": pages - missing,
             "min_share": min_share,
-            "share_with_text": {source: round(self.share_with_text(source), 4) for source in sorted(self.pages)},
-            "pages_without_text": markdown_table(["source", "url"], missing, limit=EXAMPLES),
+            "share_with_text": {source: round(self.share_with_text(source), 4) for source in sorted(self.sources)},
+            "pages_without_text": markdown_table(["source", "url"], examples, limit=EXAMPLES, total=missing),
         }
 
 
 def extraction_coverage(store: StateStore, sources: Sequence[str]) -> ExtractionCoverage:
-    """Which of the sources' stored pages yielded text (a failed extraction yields none)."""
-    presence = {source: store.pages.text_presence(source) for source in sources}
-    return ExtractionCoverage(
-        pages={source: len(pages) for source, pages in presence.items()},
-        without_text={
-            source: tuple(sorted(url for url, has_text in pages.items() if not has_text))
-            for source, pages in presence.items()
-        },
-    )
+    """Which of the sources' stored pages yielded text (a failed extraction yields none): counted in
+    SQL from what extraction recorded, whatever the number of pages."""
+    return ExtractionCoverage({source: store.pages.text_coverage(source, EXAMPLES) for source in sources})
 
 
 @dataclass(frozen=True)
 class ChunkLimits:
     chunks: int
-    largest_tokens: int
-    largest_word_pieces: int
-    largest_characters: int
-    over_tokens: tuple[tuple[str, int], ...]
-    over_word_pieces: tuple[tuple[str, int], ...]
-    over_characters: tuple[tuple[str, int], ...]
+    counted: int  # chunks this check counted: those no earlier check had
+    sizes: SizeSummary
 
     @property
     def within(self) -> bool:
-        return not (self.over_tokens or self.over_word_pieces or self.over_characters)
+        return not (self.sizes.over_tokens or self.sizes.over_word_pieces or self.sizes.over_characters)
 
     def metadata(self, max_tokens: int, max_word_pieces: int, max_characters: int) -> dict[str, Any]:
+        sizes = self.sizes
         return {
             "chunks": self.chunks,
+            "chunks_counted": self.counted,
             "max_tokens": max_tokens,
-            "largest_chunk_tokens": self.largest_tokens,
-            "chunks_over_max_tokens": len(self.over_tokens),
+            "largest_chunk_tokens": sizes.largest_tokens,
+            "chunks_over_max_tokens": sizes.over_tokens,
             "max_word_pieces": max_word_pieces,
-            "largest_chunk_word_pieces": self.largest_word_pieces,
-            "chunks_over_embedding_window": len(self.over_word_pieces),
+            "largest_chunk_word_pieces": sizes.largest_word_pieces,
+            "chunks_over_embedding_window": sizes.over_word_pieces,
             "max_characters": max_characters,
-            "largest_chunk_characters": self.largest_characters,
-            "chunks_over_max_characters": len(self.over_characters),
+            "largest_chunk_characters": sizes.largest_characters,
+            "chunks_over_max_characters": sizes.over_characters,
             "examples": markdown_table(
                 ["chunk", "limit", "size"],
-                [[chunk_id, "cl100k tokens", size] for chunk_id, size in self.over_tokens]
-                + [[chunk_id, "word pieces", size] for chunk_id, size in self.over_word_pieces]
-                + [[chunk_id, "characters", size] for chunk_id, size in self.over_characters],
+                [[size.chunk_id, "cl100k tokens", size.tokens] for size in sizes.examples_over_tokens]
+                + [[size.chunk_id, "word pieces", size.word_pieces] for size in sizes.examples_over_word_pieces]
+                + [[size.chunk_id, "characters", size.characters] for size in sizes.examples_over_characters],
                 limit=EXAMPLES,
             ),
         }
@@ -101,53 +96,41 @@ def chunk_limits(
     *,
     max_tokens: int,
     word_piece_counts: Callable[[Sequence[str]], Sequence[int]],
+    word_piece_model: str,
     max_word_pieces: int,
     max_characters: int,
     batch: int = 512,
 ) -> ChunkLimits:
-    """Recount every chunk of the sources (header included, as embedded) against the three limits.
+    """Every chunk of the sources (header included, as embedded) against the three limits.
 
     Counted afresh rather than trusting the stored ``token_count``: the check guards the
-    chunker, so it must not reuse the chunker's own arithmetic.
+    chunker, so it must not reuse the chunker's own arithmetic. Each chunk is counted once, by
+    the first check that finds it (the state store keeps the counts, by chunk ID), so a refresh
+    that changed a few pages counts only their new chunks; the limits are applied to the kept
+    counts, all of them, so a chunk over a limit fails every check for as long as it is stored.
     """
-    over_tokens: list[tuple[str, int]] = []
-    over_word_pieces: list[tuple[str, int]] = []
-    over_characters: list[tuple[str, int]] = []
-    largest_tokens = largest_word_pieces = largest_characters = total = 0
-    pending: list[tuple[str, str]] = []
-
-    def measure() -> None:
-        nonlocal largest_tokens, largest_word_pieces, largest_characters
+    measure = f"{ENCODING_NAME}+{word_piece_model}"
+    counted = 0
+    for pending in store.chunk_sizes.uncounted(sources, measure, batch):
         pieces = word_piece_counts([text for _, text in pending])
-        for (chunk_id, text), word_pieces in zip(pending, pieces, strict=True):
-            tokens = count_tokens(text)
-            largest_tokens, largest_word_pieces = max(largest_tokens, tokens), max(largest_word_pieces, word_pieces)
-            largest_characters = max(largest_characters, len(text))
-            if tokens > max_tokens:
-                over_tokens.append((chunk_id, tokens))
-            if word_pieces > max_word_pieces:
-                over_word_pieces.append((chunk_id, word_pieces))
-            if len(text) > max_characters:
-                over_characters.append((chunk_id, len(text)))
-        pending.clear()
-
-    for source in sources:
-        for chunk in store.chunks.iterate(source):
-            total += 1
-            pending.append((chunk.chunk_id, chunk.embedding_text))
-            if len(pending) >= batch:
-                measure()
-    if pending:
-        measure()
-    return ChunkLimits(
-        total,
-        largest_tokens,
-        largest_word_pieces,
-        largest_characters,
-        tuple(over_tokens),
-        tuple(over_word_pieces),
-        tuple(over_characters),
+        store.chunk_sizes.save(
+            [
+                ChunkSize(chunk_id, count_tokens(text), word_pieces, len(text))
+                for (chunk_id, text), word_pieces in zip(pending, pieces, strict=True)
+            ],
+            measure,
+        )
+        counted += len(pending)
+    store.chunk_sizes.prune()
+    sizes = store.chunk_sizes.summary(
+        sources,
+        measure,
+        max_tokens=max_tokens,
+        max_word_pieces=max_word_pieces,
+        max_characters=max_characters,
+        examples=EXAMPLES,
     )
+    return ChunkLimits(chunks=sizes.chunks, counted=counted, sizes=sizes)
 
 
 @dataclass(frozen=True)

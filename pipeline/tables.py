@@ -19,11 +19,13 @@ def markdown_table(
     *,
     limit: int | None = None,
     right_aligned: Collection[str] = (),
+    total: int | None = None,
 ) -> Markdown:
     """A table of ``rows`` under ``header``; ``none`` when there are no rows.
 
     Cells are joined onto one line and their ``|`` escaped, so a multi-line error message
-    cannot break the table. With ``limit``, the rows past it are counted in a last row.
+    cannot break the table. With ``limit``, the rows past it are counted in a last row;
+    ``total`` is how many rows there are when ``rows`` holds only the first of them.
     ``right_aligned`` names the (numeric) columns aligned right.
     """
     rows = list(rows)
@@ -32,8 +34,9 @@ def markdown_table(
     shown = rows if limit is None else rows[:limit]
     lines = [_row(header), "|" + "".join("---:|" if name in right_aligned else "---|" for name in header)]
     lines += [_row(row) for row in shown]
-    if len(rows) > len(shown):
-        lines.append(_row([f"… {len(rows) - len(shown)} more", *[""] * (len(header) - 1)]))
+    hidden = (len(rows) if total is None else total) - len(shown)
+    if hidden > 0:
+        lines.append(_row([f"… {hidden} more", *[""] * (len(header) - 1)]))
     return Markdown("\n".join(lines))
 
 

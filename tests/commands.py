@@ -21,11 +21,16 @@ def free_port() -> int:
 
 
 def start_service_command(
-    command: Sequence[str], environment: Mapping[str, str], url: str, *, timeout: float = 60
+    command: Sequence[str], environment: Mapping[str, str], url: str, *, timeout: float = 60, quiet: bool = False
 ) -> subprocess.Popen[str]:
-    """Start ``command`` and wait until ``{url}/health`` answers 200; its output (both streams) is piped."""
+    """Start ``command`` and wait until ``{url}/health`` answers 200; its output (both streams) is piped,
+    or dropped when ``quiet`` (a long benchmark: a pipe nobody reads would fill and stall the service)."""
     process = subprocess.Popen(
-        command, env=dict(environment), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        env=dict(environment),
+        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + timeout
     while True:

@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ from pipeline.defs.resources import (
     StateStoreResource,
 )
 from pipeline.demo import LABELLED_QUERIES_FILE
+from pipeline.store.state import StateStore
 
 ALL_ASSETS = [
     *dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, evaluation]),
@@ -134,3 +136,19 @@ def worker_env(**settings: str) -> dict[str, str]:
     prefixes = ("PIPELINE_", "CHROMA_", "RERANK_", "DAGSTER_")
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "DATABASE_URL"}
     return {**inherited, **settings}
+
+
+def save_page(store: StateStore, url: str, content_hash: str, html: str = "<p>x</p>", source: str = "docs") -> None:
+    """Store a fetched page as the crawl stage does."""
+    store.pages.save(
+        url=url,
+        source=source,
+        final_url=url,
+        status=200,
+        content_type="text/html",
+        etag=f'"{content_hash}"',
+        last_modified=None,
+        content_hash=content_hash,
+        html=html,
+        fetched_at=datetime.now(UTC),
+    )

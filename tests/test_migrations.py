@@ -39,8 +39,14 @@ BASELINE = "87b399d"  # the baseline revision's schema
 RANKINGS_BY_CANDIDATES = "63ed082"  # the first merge after it: rankings carry their candidates' hash
 BEFORE_ALEMBIC = "3c6ac1c"  # the last main without migrations: revision 0002's schema
 MOMENT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-# The tables revision 0003 (vectors by model) changes.
-CHANGED_SINCE_0002 = {"pipeline_chunks", "pipeline_retained_embeddings", "pipeline_candidates", "pipeline_context_sets"}
+# The tables revisions 0003 (vectors by model) and 0004 (what the checks need) change.
+CHANGED_SINCE_0002 = {
+    "pipeline_chunks",
+    "pipeline_retained_embeddings",
+    "pipeline_candidates",
+    "pipeline_context_sets",
+    "pipeline_documents",
+}
 VECTOR = np.linspace(-1, 1, 384, dtype=np.float32)
 LATEST_VIEW_DDL = """
 CREATE VIEW pipeline_latest_context_sets AS
@@ -256,6 +262,9 @@ def test_a_database_from_the_last_main_before_migrations_is_stamped_and_left_as_
         upgrade_schema(engine)
         with engine.connect() as connection:
             assert {name: _columns(connection, name) for name in untouched} == before
+            # 0004's has_text, backfilled from the sections (none: no text), not left unknown.
+            assert "has_text" in {column[0] for column in _columns(connection, "pipeline_documents")}
+            assert connection.execute(sa.text("SELECT has_text FROM pipeline_documents")).scalars().all() == [False]
             assert current_revisions(connection) == head_revisions()
             assert connection.scalar(sa.text("SELECT count(*) FROM pipeline_reranked")) == 1
     finally:

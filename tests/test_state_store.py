@@ -1,7 +1,7 @@
 """The state store on both backends: SQLite (local default) and real PostgreSQL (Heroku)."""
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -17,25 +17,12 @@ from pipeline.store.records import (
     PageBody,
     Query,
     Ranking,
+    Revalidated,
     StoredChunk,
     VectorPruning,
 )
 from pipeline.store.state import StateStore, normalize_database_url
-
-
-def _save(store, url, content_hash, html="<p>x</p>", source="docs"):
-    store.pages.save(
-        url=url,
-        source=source,
-        final_url=url,
-        status=200,
-        content_type="text/html",
-        etag=f'"{content_hash}"',
-        last_modified=None,
-        content_hash=content_hash,
-        html=html,
-        fetched_at=datetime.now(UTC),
-    )
+from tests.support import save_page
 
 
 def _chunk(chunk_id, url="http://d/a", source="docs"):
@@ -52,12 +39,12 @@ def test_heroku_postgres_scheme_is_rewritten():
 
 
 def test_pages_round_trip_and_extraction_queue(store):
-    _save(store, "http://d/a", "h1", html="<p>é</p>")
-    _save(store, "http://d/b", "h2")
+    save_page(store, "http://d/a", "h1", html="<p>é</p>")
+    save_page(store, "http://d/b", "h2")
     assert set(store.pages.known("docs")) == {"http://d/a", "http://d/b"}
     assert store.pages.owner("http://d/a") == "docs"
     assert store.pages.body("http://d/a") == PageBody("<p>é</p>", "h1")
-    assert store.pages.to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+    assert list(store.pages.to_extract("docs", "v1")) == ["http://d/a", "http://d/b"]
 
     store.pages.save_document(
         url="http://d/a",
@@ -68,19 +55,47 @@ def test_pages_round_trip_and_extraction_queue(store):
         sections=[],
         content_hash="d1",
     )
-    assert store.pages.to_extract("docs", "v1") == ["http://d/b"]
+    assert list(store.pages.to_extract("docs", "v1")) == ["http://d/b"]
     # A new extractor version re-extracts stored pages without any fetch.
-    assert store.pages.to_extract("docs", "v2") == ["http://d/a", "http://d/b"]
-    _save(store, "http://d/a", "h1-changed")
-    assert store.pages.to_extract("docs", "v1") == ["http://d/a", "http://d/b"]
+    assert list(store.pages.to_extract("docs", "v2")) == ["http://d/a", "http://d/b"]
+    save_page(store, "http://d/a", "h1-changed")
+    assert list(store.pages.to_extract("docs", "v1")) == ["http://d/a", "http://d/b"]
 
-    store.pages.touch("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)
+    store.pages.touch_many(
+        [Revalidated("http://d/b", etag='"new"', last_modified="Wed, 01 Jan 2025 00:00:00 GMT", fetched_at=None)]
+    )
     assert store.pages.known("docs")["http://d/b"].etag == '"new"'
     assert store.pages.body("http://d/b").content_hash == "h2"
 
 
+def test_a_large_site_is_extracted_and_chunked_a_batch_at_a_time_without_missing_a_page(store):
+    urls = [f"http://d/{n:03}" for n in range(120)]  # more than two batches of documents
+    for url in urls:
+        save_page(store, url, f"h-{url}")
+    extracted = []
+    for url in store.pages.to_extract("docs", "v1"):
+        store.pages.save_document(
+            url=url,
+            source="docs",
+            page_hash=f"h-{url}",
+            extractor_version="v1",
+            title=url,
+            sections=[],
+            content_hash="d",
+        )
+        extracted.append(url)
+    assert extracted == urls and list(store.pages.to_extract("docs", "v1")) == []
+
+    chunked = []
+    for document in store.pages.documents_to_chunk("docs", "cfg"):
+        # Chunking takes the document out of what the query selects, while the next batches are still to come.
+        store.chunks.replace(source="docs", url=document.url, new_chunks=[], chunked_key="d:cfg")
+        chunked.append(document.url)
+    assert chunked == urls and list(store.pages.documents_to_chunk("docs", "cfg")) == []
+
+
 def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save_document(
         url="http://d/a",
         source="docs",
@@ -95,7 +110,7 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     assert store.chunks.replace(
         source="docs", url="http://d/a", new_chunks=[_chunk("c1"), _chunk("c2")], chunked_key="d1:cfg"
     ) == ChunkChanges(added=2, removed=0)
-    assert store.pages.documents_to_chunk("docs", "cfg") == []
+    assert list(store.pages.documents_to_chunk("docs", "cfg")) == []
     assert [document.url for document in store.pages.documents_to_chunk("docs", "other-cfg")] == ["http://d/a"]
 
     vector = np.arange(384, dtype=np.float32) / 384
@@ -115,7 +130,7 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
 
 
 def test_deletions_cascade_through_reconciliation(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save_document(
         url="http://d/a",
         source="docs",
@@ -126,7 +141,7 @@ def test_deletions_cascade_through_reconciliation(store):
         content_hash="d1",
     )
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="d1:cfg")
-    _save(store, "http://o/x", "h9", source="other")
+    save_page(store, "http://o/x", "h9", source="other")
     store.pages.save_document(
         url="http://o/x",
         source="other",
@@ -286,7 +301,7 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
 
 
 def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save(
         url="http://d/b",
         source="docs",
@@ -300,15 +315,19 @@ def test_links_are_stored_with_the_page_and_kept_through_a_304(store):
         fetched_at=None,
         links=["http://d/a", "http://d/c"],
     )
-    store.pages.touch("http://d/b", etag='"b"', last_modified=None, fetched_at=None)  # a 304: no body, no links
+    store.pages.touch_many(
+        [
+            Revalidated("http://d/b", etag='"b"', last_modified=None, fetched_at=None),  # a 304: no body, no links
+            Revalidated("http://d/a", etag=None, last_modified=None, fetched_at=None, links=("http://d/b",)),
+        ]
+    )
     assert store.pages.known("docs")["http://d/b"].links == ("http://d/a", "http://d/c")
-    store.pages.touch("http://d/a", etag=None, last_modified=None, fetched_at=None, links=["http://d/b"])
     assert store.pages.known("docs")["http://d/a"].links == ("http://d/b",)
 
 
 def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
     url = store.engine.url.render_as_string(hide_password=False)
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     with store.transaction() as connection:
         connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN links"))
@@ -320,7 +339,7 @@ def test_pages_stored_before_links_were_kept_get_the_column_and_no_links(store):
 
 def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(store):
     url = store.engine.url.render_as_string(hide_password=False)
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     with store.transaction() as connection:
         connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
         connection.execute(sa.text("ALTER TABLE pipeline_pages DROP COLUMN redirected_since"))
@@ -333,7 +352,7 @@ def test_pages_stored_before_temporary_redirects_were_tracked_get_the_column(sto
 
 
 def test_deleted_chunks_and_headers_leave_their_vectors_for_the_retention_period(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.pages.save_document(
         url="http://d/a",
         source="docs",
@@ -374,7 +393,7 @@ def test_deleted_chunks_and_headers_leave_their_vectors_for_the_retention_period
 
 
 def test_a_removed_source_leaves_its_vectors_too(store):
-    _save(store, "http://d/a", "h1")
+    save_page(store, "http://d/a", "h1")
     store.chunks.replace(source="docs", url="http://d/a", new_chunks=[_chunk("c1")], chunked_key="k1")
     store.embeddings.save(MODEL_NAME, {text_hash("A > H1\ntext c1"): np.ones(384, dtype=np.float32)})
     assert store.delete_source("docs").chunks == 1

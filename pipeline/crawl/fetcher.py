@@ -33,8 +33,12 @@ What one :meth:`Fetcher.fetch` does:
   :mod:`pipeline.crawl.content_coding`): ``too_large``, or the first ``max_bytes``
   kept when ``truncate`` (robots.txt). A coding that cannot be undone is
   ``bad_encoding``; more than two stacked, ``too_many_encodings``.
-- **Body only when useful**: non-200 responses and responses the caller's ``accept``
-  rejects (e.g. not HTML) are closed without reading the body.
+- **Body only when useful**: a response the caller's ``accept`` rejects (e.g. not HTML) is
+  closed without reading its body. The body of a non-200 response is not kept either, but a
+  small one (a 304 has none) is read to its end, so the connection goes back to the pool:
+  closing a response part-read closes its connection, and revalidating every known page would
+  then open (and, over https, handshake) one connection per page. A large one, or one of
+  unknown length, is not downloaded: its connection is closed.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ from pipeline.crawl.urls import normalize_url, origin_of
 DEFAULT_USER_AGENT = "docs-to-answer-pipeline/0.1 (+https://github.com/docs-to-answer/pipeline)"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BODY_STATUSES = frozenset({200, 203})
+# Statuses whose response has no body, whatever its headers say (RFC 9110).
+NO_BODY_STATUSES = frozenset({204, 304})
+# An unwanted body up to this size is read to its end to keep the connection: cheaper than a new one.
+MAX_DRAINED_BYTES = 64 * 1024
 
 Accept = Callable[[httpx.Headers], str | None]
 CheckRedirect = Callable[[str], Awaitable[str | None]]
@@ -290,9 +298,11 @@ class Fetcher:
             retry_after = parse_retry_after(headers.get("retry-after"))
             if retry_after is not None:
                 slot.defer(min(retry_after, self.config.max_retry_after))
-            return _Attempt(status, headers, retryable=True, retry_after=retry_after)
+            return _Attempt(
+                status, headers, retryable=True, retry_after=retry_after, bytes_downloaded=await _drain(response)
+            )
         if status not in BODY_STATUSES:
-            return _Attempt(status, headers)
+            return _Attempt(status, headers, bytes_downloaded=await _drain(response))
         rejection = accept(headers) if accept else None
         if rejection:
             return _Attempt(status, headers, error=rejection)
@@ -340,6 +350,21 @@ class Fetcher:
         if slot is None:
             slot = self._slots[origin] = HostSlot(asyncio.Semaphore(self._concurrency), self._delay)
         return slot
+
+
+async def _drain(response: httpx.Response) -> int:
+    """Read an unwanted body to its end when it is small, so closing the response keeps its
+    connection; returns the bytes read. A body of unknown or large size is left unread, and a
+    read that fails leaves the connection to be closed: the answer itself is already in."""
+    declared = response.headers.get("content-length", "")
+    small = declared.isdigit() and int(declared) <= MAX_DRAINED_BYTES
+    if response.status_code in NO_BODY_STATUSES or small:
+        try:
+            async for _ in response.aiter_raw():
+                pass
+        except httpx.TransportError:
+            pass
+    return response.num_bytes_downloaded
 
 
 def _downloaded(response: httpx.Response | None) -> int:

@@ -17,7 +17,7 @@ from pipeline.defs.check_results import must_act_result
 from pipeline.defs.partitions import SOURCE_PARTITIONS, source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
-from pipeline.embedding import MAX_WORD_PIECES
+from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME
 from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.ingest.chunks import chunk_documents
 from pipeline.ingest.consistency import check_index_consistency
@@ -90,7 +90,9 @@ def crawled_pages(
     # Pages of an orphaned source in this one's scope are verified (and taken over) like its own:
     # a renamed source answers 304s for them instead of fetching and embedding everything again.
     stored = {**orphaned_pages(store, source.in_scope), **store.pages.known(source.name)}
-    for url, page in stored.items():
+    for url in list(stored):
+        # Dropped as converted: the crawl holds every known page, and a second copy would double that.
+        page = stored.pop(url)
         # A page stored before its links were kept is fetched in full once: a 304 would hide its links.
         conditional = not config.ignore_validators and page.links is not None
         known[url] = KnownPage(
@@ -332,7 +334,8 @@ def pages_yield_text(context: dg.AssetCheckExecutionContext, state_store: StateS
     description=(
         "No chunk exceeds max_tokens cl100k tokens (the limit this run chunked with, header included), the local "
         f"embedding model's {MAX_WORD_PIECES} word pieces, past which its text would be silently cut when embedded, "
-        f"nor the {MAX_INPUT_CHARACTERS:,} characters one input of the embeddings endpoint may have."
+        f"nor the {MAX_INPUT_CHARACTERS:,} characters one input of the embeddings endpoint may have. "
+        "Each chunk is counted once, when the check first finds it; the limits apply to every stored chunk's count."
     ),
 )
 def chunks_within_token_limits(
@@ -348,6 +351,7 @@ def chunks_within_token_limits(
         _checked_sources(context),
         max_tokens=max_tokens,
         word_piece_counts=embedder.minilm_word_piece_counts,
+        word_piece_model=MODEL_NAME,
         max_word_pieces=MAX_WORD_PIECES,
         max_characters=MAX_INPUT_CHARACTERS,
     )

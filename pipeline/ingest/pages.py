@@ -10,9 +10,13 @@ from typing import Any
 from pipeline.crawl.crawler import PageResult
 from pipeline.removal_guard import RemovalLimits, check_removals
 from pipeline.store.orphans import adopt_pages, orphaned_page_urls
+from pipeline.store.records import Revalidated
 from pipeline.store.state import StateStore
 
 FETCHED_OUTCOMES = {"new", "changed", "unchanged", "not_modified"}
+# Pages confirmed unchanged are written this many at a time: a refresh where nothing changed is
+# almost nothing else. Losing a batch to a killed run loses only last-seen times and validators.
+REVALIDATED_BATCH = 500
 
 
 @dataclass
@@ -62,6 +66,7 @@ def record_crawl(
     stored_before = store.pages.count(source)
     removals: dict[str, str] = {}  # url -> reason
     adoptable = orphaned_page_urls(store)
+    revalidated: list[Revalidated] = []
     for result in results:
         report.bytes_downloaded += result.bytes_downloaded
         if result.url in adoptable:
@@ -100,14 +105,19 @@ def record_crawl(
                     links=result.links,
                 )
         elif outcome in ("unchanged", "not_modified"):
-            store.pages.touch(
-                result.url,
-                etag=result.etag,
-                last_modified=result.last_modified,
-                fetched_at=result.fetched_at,
-                # A 304 carries no body, so the stored links stand.
-                links=result.links if outcome == "unchanged" else None,
+            revalidated.append(
+                Revalidated(
+                    result.url,
+                    etag=result.etag,
+                    last_modified=result.last_modified,
+                    fetched_at=result.fetched_at,
+                    # A 304 carries no body, so the stored links stand.
+                    links=result.links if outcome == "unchanged" else None,
+                )
             )
+            if len(revalidated) >= REVALIDATED_BATCH:
+                store.pages.touch_many(revalidated)
+                revalidated.clear()
         elif outcome == "temporarily_redirected":
             store.pages.mark_temporarily_redirected(result.url)
         elif outcome in ("gone", "removed"):
@@ -120,6 +130,7 @@ def record_crawl(
         elif outcome in ("failed", "skipped"):
             _record_failure(report, result.url, result.reason or outcome)
         report.outcomes[outcome] += 1
+    store.pages.touch_many(revalidated)
     report.removals_by_reason.update(removals.values())
     check_removals(source, stored_before + report.pages_taken_over, report.removals_by_reason, limits)
     store.pages.delete(removals)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 import zlib
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pipeline.store.records import PageBody, StoredDocument, StoredPage
+from pipeline.store.records import PageBody, Revalidated, StoredDocument, StoredPage, TextCoverage
 from pipeline.store.schema import documents, pages
-from pipeline.store.sql import BATCH, aware, count_rows, upsert, utcnow
+from pipeline.store.sql import BATCH, aware, count_rows, in_batches, upsert, utcnow
 
 if TYPE_CHECKING:
     from pipeline.store.state import StateStore
+
+# Documents read at a time for chunking: each carries its page's whole text.
+_DOCUMENTS_BATCH = 50
 
 
 def stored_pages(engine: sa.Engine, where: sa.ColumnElement[bool]) -> dict[str, StoredPage]:
@@ -37,7 +41,8 @@ def stored_pages(engine: sa.Engine, where: sa.ColumnElement[bool]) -> dict[str, 
                 row.etag,
                 row.last_modified,
                 row.content_hash,
-                links=None if row.links is None else tuple(row.links),
+                # A site's navigation links repeat on every page: interned, each URL is held once.
+                links=None if row.links is None else tuple(sys.intern(link) for link in row.links),
                 redirected_since=row.redirected_since and aware(row.redirected_since),
             )
             for row in connection.execute(query)
@@ -100,25 +105,36 @@ class PageStore:
         with self._database.transaction() as connection:
             upsert(connection, pages, [row])
 
-    def touch(
-        self,
-        url: str,
-        *,
-        etag: str | None,
-        last_modified: str | None,
-        fetched_at: datetime | None,
-        links: Sequence[str] | None = None,
-    ) -> None:
-        """A page confirmed unchanged: refresh its validators, last-seen time and (if parsed again) links."""
-        values: dict[str, Any] = {"last_seen_at": utcnow(), "fetched_at": fetched_at, "redirected_since": None}
-        if links is not None:
-            values["links"] = list(links)
-        if etag:
-            values["etag"] = etag
-        if last_modified:
-            values["last_modified"] = last_modified
+    def touch_many(self, revalidated: Sequence[Revalidated]) -> None:
+        """Pages confirmed unchanged: refresh their validators, last-seen time and (if parsed again)
+        links, in one transaction. A crawl revisits every stored page, so one write per page
+        would cost a commit each."""
+        seen_at = utcnow()
+        common = {
+            "last_seen_at": seen_at,
+            "fetched_at": sa.bindparam("new_fetched_at", type_=pages.c.fetched_at.type),
+            "redirected_since": None,
+            "etag": sa.func.coalesce(sa.bindparam("new_etag", type_=sa.Text), pages.c.etag),
+            "last_modified": sa.func.coalesce(sa.bindparam("new_last_modified", type_=sa.Text), pages.c.last_modified),
+        }
+        statement = sa.update(pages).where(pages.c.url == sa.bindparam("target_url"))
+        with_links = statement.values(**common, links=sa.bindparam("new_links", type_=pages.c.links.type))
+        without_links = statement.values(**common)
+        rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for page in revalidated:
+            row: dict[str, Any] = {
+                "target_url": page.url,
+                "new_fetched_at": page.fetched_at,
+                "new_etag": page.etag or None,
+                "new_last_modified": page.last_modified or None,
+            }
+            if page.links is not None:
+                row["new_links"] = list(page.links)
+            rows[page.links is not None].append(row)
         with self._database.transaction() as connection:
-            connection.execute(sa.update(pages).where(pages.c.url == url).values(**values))
+            for parsed, statement in ((True, with_links), (False, without_links)):
+                if rows[parsed]:
+                    connection.execute(statement, rows[parsed])
 
     def mark_temporarily_redirected(self, url: str) -> None:
         """The page answered a temporary redirect: remember since when; body and validators stay."""
@@ -149,27 +165,24 @@ class PageStore:
             row = connection.execute(sa.select(pages.c.html_zlib, pages.c.content_hash).where(pages.c.url == url)).one()
         return PageBody(zlib.decompress(row.html_zlib).decode("utf-8"), row.content_hash)
 
-    def text_presence(self, source: str) -> dict[str, bool]:
-        """Per stored page body of the source: whether its extracted document has any text.
-
-        A page without a document (its extraction failed) counts as having none.
-        """
+    def text_coverage(self, source: str, examples: int) -> TextCoverage:
+        """How many of the source's stored page bodies there are and how many yielded no text (a page
+        without a document, its extraction failed, counts among them), with the first few of those."""
         joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
-        query = (
-            sa.select(pages.c.url, documents.c.sections)
-            .select_from(joined)
-            .where(pages.c.source == source, pages.c.html_zlib.is_not(None))
-        )
+        without_text = sa.or_(documents.c.url.is_(None), documents.c.has_text.is_not(True))
+        bodies = sa.and_(pages.c.source == source, pages.c.html_zlib.is_not(None))
+        counts = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((without_text, 1), else_=0)), 0))
+        first = sa.select(pages.c.url).select_from(joined).where(bodies, without_text)
         with self._database.engine.connect() as connection:
-            return {
-                url: bool(sections) and any(section["text"].strip() for section in sections)
-                for url, sections in connection.execute(query)
-            }
+            total, missing = connection.execute(counts.select_from(joined).where(bodies)).one()
+            shown = tuple(connection.scalars(first.order_by(pages.c.url).limit(examples)))
+        return TextCoverage(int(total), int(missing), shown)
 
     # -- documents -------------------------------------------------------------
 
-    def to_extract(self, source: str, extractor_version: str) -> list[str]:
-        """URLs whose stored page body has no document extracted from it by this extractor."""
+    def to_extract(self, source: str, extractor_version: str) -> Iterator[str]:
+        """URLs whose stored page body has no document extracted from it by this extractor, in URL order,
+        read a batch at a time (a cold ingest extracts every page)."""
         joined = pages.outerjoin(documents, documents.c.url == pages.c.url)
         query = (
             sa.select(pages.c.url)
@@ -182,10 +195,9 @@ class PageStore:
                     documents.c.extractor_version != extractor_version,
                 )
             )
-            .order_by(pages.c.url)
         )
-        with self._database.engine.connect() as connection:
-            return list(connection.scalars(query))
+        for rows in in_batches(self._database.engine, query, pages.c.url, BATCH):
+            yield from (row.url for row in rows)
 
     def save_document(
         self,
@@ -206,6 +218,7 @@ class PageStore:
             "title": title,
             "sections": sections,
             "content_hash": content_hash,
+            "has_text": any(section["text"].strip() for section in sections),
             "extracted_at": utcnow(),
         }
         with self._database.transaction() as connection:
@@ -217,20 +230,18 @@ class PageStore:
         with self._database.transaction() as connection:
             return connection.execute(sa.delete(documents).where(orphan)).rowcount
 
-    def documents_to_chunk(self, source: str, chunker_fingerprint: str) -> list[StoredDocument]:
-        """Documents whose chunks were not produced from their current content and chunker settings."""
+    def documents_to_chunk(self, source: str, chunker_fingerprint: str) -> Iterator[StoredDocument]:
+        """Documents whose chunks were not produced from their current content and chunker settings, in URL
+        order, read a few at a time: a cold ingest chunks every document, and all their text at once would
+        grow the run's memory with the size of the site."""
         key = documents.c.content_hash + ":" + chunker_fingerprint
         query = (
             sa.select(documents.c.url, documents.c.title, documents.c.sections, documents.c.content_hash)
             .where(documents.c.source == source)
             .where(sa.or_(documents.c.chunked_key.is_(None), documents.c.chunked_key != key))
-            .order_by(documents.c.url)
         )
-        with self._database.engine.connect() as connection:
-            return [
-                StoredDocument(row.url, row.title, tuple(row.sections), row.content_hash)
-                for row in connection.execute(query)
-            ]
+        for rows in in_batches(self._database.engine, query, documents.c.url, _DOCUMENTS_BATCH):
+            yield from (StoredDocument(row.url, row.title, tuple(row.sections), row.content_hash) for row in rows)
 
     def document_count(self, source: str | None = None) -> int:
         return count_rows(self._database.engine, documents, source)

@@ -25,6 +25,26 @@ class StoredPage:
 
 
 @dataclass(frozen=True)
+class Revalidated:
+    """A stored page its crawl confirmed unchanged (a 304, or the same body again)."""
+
+    url: str
+    etag: str | None  # None keeps the stored one
+    last_modified: str | None  # None keeps the stored one
+    fetched_at: datetime | None
+    links: tuple[str, ...] | None = None  # None (a 304: no body parsed) keeps the stored links
+
+
+@dataclass(frozen=True)
+class TextCoverage:
+    """A source's stored page bodies, and those that yielded no text (the first few of them by URL)."""
+
+    pages: int
+    without_text: int
+    first_without_text: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StoredDocument:
     """A document extracted from a stored page, as chunking reads it."""
 

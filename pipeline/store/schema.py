@@ -46,6 +46,8 @@ documents = sa.Table(
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("sections", sa.JSON, nullable=False),
     sa.Column("content_hash", sa.Text, nullable=False),
+    # Whether any section has text, so the pages_yield_text check counts without reading every section.
+    sa.Column("has_text", sa.Boolean),
     # Which document content and chunker settings the current chunks came from.
     sa.Column("chunked_key", sa.Text),
     sa.Column("extracted_at", sa.DateTime(timezone=True)),
@@ -66,6 +68,26 @@ chunks = sa.Table(
     # sha256 hex of embedding_text: the chunk's vector of each model is the row of ``vectors`` with
     # this hash, so chunks of the same text share one vector and an edit keeps untouched ones.
     sa.Column("embedding_hash", sa.Text, nullable=False, index=True),
+)
+
+# The chunk IDs of a source without reading its chunks' rows (text and embedding, several KB each):
+# a no-change refresh asks for them in every stage and check, which read 50 MB of table pages each
+# time for the PostgreSQL manual's 12,700 chunks on SQLite.
+sa.Index("ix_pipeline_chunks_source_chunk_id", chunks.c.source, chunks.c.chunk_id)
+
+# What the chunks_within_token_limits check counted for each chunk (cl100k tokens, MiniLM word
+# pieces, characters), so that it counts only chunks it has not seen: a chunk ID hashes everything
+# its embedding text is made of, so a row stays true for as long as its chunk exists. ``measure``
+# names what counted (the cl100k encoding and the word-piece model); a different measure counts
+# again. Rows of deleted chunks are pruned by the check.
+chunk_sizes = sa.Table(
+    "pipeline_chunk_sizes",
+    metadata,
+    sa.Column("chunk_id", sa.Text, primary_key=True),
+    sa.Column("measure", sa.Text, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("word_pieces", sa.Integer, nullable=False),
+    sa.Column("characters", sa.Integer, nullable=False),
 )
 
 # Sources dropped from the sources file whose data is kept until their grace period ends

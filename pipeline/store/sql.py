@@ -1,8 +1,9 @@
-"""Small SQL helpers every stage store shares: timestamps, upserts on SQLite and PostgreSQL, row counts."""
+"""Small SQL helpers every stage store shares: timestamps, upserts on SQLite and PostgreSQL, row counts,
+reading a large result a batch at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,3 +55,18 @@ def count_rows(engine: Engine, table: sa.Table, source: str | None) -> int:
         query = query.where(table.c.source == source)
     with engine.connect() as connection:
         return int(connection.scalar(query) or 0)
+
+
+def in_batches(engine: Engine, query: sa.Select, key: sa.ColumnElement[str], size: int) -> Iterator[list[Any]]:
+    """The rows of ``query`` ordered by the unique ``key``, ``size`` at a time, each batch read on its own
+    connection (a result read whole would hold every row, and drivers such as psycopg2 buffer it whole
+    client-side). The caller may write between batches, even rows that take them out of ``query``."""
+    ordered = query.order_by(key).limit(size)
+    after: str | None = None
+    while True:
+        with engine.connect() as connection:
+            rows = list(connection.execute(ordered if after is None else ordered.where(key > after)))
+        if not rows:
+            return
+        yield rows
+        after = getattr(rows[-1], key.name)

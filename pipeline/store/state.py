@@ -5,9 +5,9 @@ crawled pages (with validators for conditional GET), extracted documents, chunks
 their vectors of each embedding model, queries, candidates, rerank results and cache,
 and the published context sets. Each stage has a small store of its own on the
 :class:`StateStore`: ``pages`` (:mod:`pipeline.store.pages`), ``chunks``
-(:mod:`pipeline.store.chunks`), ``embeddings`` (:mod:`pipeline.store.embeddings`),
-``rankings`` (:mod:`pipeline.store.rankings`) and ``context_sets``
-(:mod:`pipeline.store.context_sets`); the records they hand out are in
+(:mod:`pipeline.store.chunks`), ``chunk_sizes`` (:mod:`pipeline.store.chunk_sizes`),
+``embeddings`` (:mod:`pipeline.store.embeddings`), ``rankings`` (:mod:`pipeline.store.rankings`)
+and ``context_sets`` (:mod:`pipeline.store.context_sets`); the records they hand out are in
 :mod:`pipeline.store.records`. Chroma and the lexical index are derived from the chunks and
 vectors tables and can be rebuilt from them without re-crawling or re-embedding.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.store.chunk_sizes import ChunkSizeStore
 from pipeline.store.chunks import ChunkStore
 from pipeline.store.context_sets import ContextSetStore
 from pipeline.store.embeddings import EmbeddingStore
@@ -80,6 +81,7 @@ class StateStore:
         self.pages = PageStore(self)
         self.chunks = ChunkStore(self)
         self.embeddings = EmbeddingStore(self)
+        self.chunk_sizes = ChunkSizeStore(self.engine, self.transaction)
         self.rankings = RankingStore(self.engine, self.transaction)
         self.context_sets = ContextSetStore(self.engine, self.transaction)
 

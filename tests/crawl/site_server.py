@@ -1,9 +1,11 @@
 """A real HTTP server on 127.0.0.1 whose pages tests can change between crawls.
 
-Routes map a path (with query) to a :class:`Reply` or to a callable returning one.
+Routes map a path (with query) to a :class:`Reply` or to a callable returning one; a path
+without a route goes to the ``fallback`` (a generated site answers every path there), else 404.
 Replies carrying an ETag or Last-Modified answer conditional requests with 304, like a
 real static server. Every request is recorded (path, headers, time, status, body bytes
-actually sent) so tests can assert what the crawler did on the wire.
+actually sent) so tests can assert what the crawler did on the wire, unless ``keep_log`` is off
+(a benchmark's tens of thousands of requests).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     stream: Callable[[], Iterable[bytes]] | None = None  # sent chunked, no Content-Length
     delay: float = 0.0  # seconds before answering
+    # Makes the body when it is sent, instead of ``body``: a generated or read page costs nothing for a 304.
+    render: Callable[[], bytes | str] | None = None
 
     def payload(self) -> bytes:
-        return self.body.encode("utf-8") if isinstance(self.body, str) else self.body
+        body = self.render() if self.render is not None else self.body
+        return body.encode("utf-8") if isinstance(body, str) else body
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Seen:
     at: float
     status: int = 0
     sent: int = 0  # body bytes written before the reply finished or the client left
+    client_port: int = 0  # one per TCP connection: requests sharing it came over one kept-alive connection
     completed: bool = False  # the whole reply was written
     done: bool = False  # the handler has finished, completed or not
 
@@ -56,11 +62,20 @@ def sequence(*replies: Reply) -> Callable[[Seen], Reply]:
 
 
 class SiteServer:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        tls: ssl.SSLContext | None = None,
+        *,
+        fallback: Callable[[str], Reply | None] | None = None,
+        keep_log: bool = True,
+        port: int = 0,
+    ) -> None:
         self.routes: dict[str, Route] = {}
+        self.fallback = fallback
+        self.keep_log = keep_log
         self.log: list[Seen] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
@@ -97,8 +112,16 @@ class SiteServer:
             return {seen.path for seen in self.log}
 
     def record(self, seen: Seen) -> None:
-        with self._lock:
-            self.log.append(seen)
+        if self.keep_log:
+            with self._lock:
+                self.log.append(seen)
+
+    def reply(self, seen: Seen) -> Reply:
+        route = self.routes.get(seen.path)
+        if route is not None:
+            return route(seen) if callable(route) else route
+        generated = self.fallback(seen.path) if self.fallback else None
+        return generated or Reply(404, "<html><body>not found</body></html>")
 
 
 def _handler_for(site: SiteServer) -> type[BaseHTTPRequestHandler]:
@@ -110,13 +133,14 @@ def _handler_for(site: SiteServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic())
+            seen = Seen(
+                self.path,
+                {k.lower(): v for k, v in self.headers.items()},
+                time.monotonic(),
+                client_port=self.client_address[1],
+            )
             site.record(seen)
-            route = site.routes.get(self.path)
-            if route is None:
-                reply = Reply(404, "<html><body>not found</body></html>")
-            else:
-                reply = route(seen) if callable(route) else route
+            reply = site.reply(seen)
             if reply.delay:
                 time.sleep(reply.delay)
             try:

@@ -175,6 +175,25 @@ def test_links_of_a_page_answering_304_are_still_followed(site: SiteServer) -> N
     assert second[site.url("/docs/function.html")].outcome == "new"
 
 
+def test_revalidation_keeps_connections_alive(site: SiteServer) -> None:
+    # A 304 has no body; closing it unread would close its connection, one new connection per page.
+    pages = [f"p{i}.html" for i in range(40)]
+    site.page("/docs/index.html", html("Home", *pages), headers={"ETag": '"home"'})
+    for page in pages:
+        site.page(f"/docs/{page}", html(page), headers={"ETag": f'"{page}"'})
+    site.routes["/docs/missing.html"] = Reply(404, "<html>not here</html>")
+    first, _ = run(docs_source(site))
+    log_start = len(site.log)
+
+    second, _ = run(docs_source(site), {**known_from(first), site.url("/docs/missing.html"): KnownPage("x")})
+    revalidations = site.log[log_start:]
+    assert {r.outcome for url, r in second.items() if url != site.url("/docs/missing.html")} == {"not_modified"}
+    assert second[site.url("/docs/missing.html")].outcome == "gone"
+    assert sum(seen.status == 304 for seen in revalidations) == 41
+    # robots.txt, sitemap.xml, 41 304s and a 404 over at most one connection per worker.
+    assert len({seen.client_port for seen in revalidations}) <= docs_source(site).max_concurrency_per_host
+
+
 def test_known_pages_out_of_scope_or_disallowed_are_removed_without_a_request(docs_site: SiteServer) -> None:
     u = docs_site.url
     known = {

@@ -1,0 +1,187 @@
+"""The scaling curve: cold ingest and no-change refresh of a synthetic docs site of growing size.
+
+    uv run python -m benchmarks.scale [--sizes 1000 5000 20000 50000] [--embeddings local|remote]
+
+For each size, in a fresh process (so its peak RSS is that size's alone):
+
+- a synthetic docs site of that many pages (``tests/scale/site.py``: seeded, generated page by
+  page, with sections, nested headings, code, tables, internal links, ``robots.txt`` and
+  ``sitemap.xml``), served on loopback from a process of its own (``benchmarks/loopback.py``);
+- a fresh PostgreSQL database on 127.0.0.1:5432 for the state store (``DATABASE_URL``, as on
+  Heroku) and a fresh data directory for the embedded Chroma and the lexical index;
+- the real ``ingest_source`` job, in that process on an ephemeral instance: a cold ingest, then
+  ``--refreshes`` refreshes where nothing changed.
+
+Recorded per size: cold and refresh wall time (and per page), peak RSS of the process the run
+executes in (VmHWM; Dagster, the run and, with local embeddings, the ONNX session), PostgreSQL
+bytes (``pg_total_relation_size`` of every ``pipeline_`` table: rows, TOAST and indexes) per
+chunk, Chroma and lexical index bytes on disk. ``--json FILE`` keeps the rows.
+
+Embeddings (``--embeddings``):
+
+- ``local``: the ONNX MiniLM model in the run process, so the cold ingest is bound by its CPU
+  (about 10 chunks a page, at 10-20 chunks a second on two cores);
+- ``fast``: the embeddings stand-in (``pipeline embedding-service --fast``: hashed vectors of
+  Cohere's 1,024 dimensions, so storage is as with Heroku's model) at Heroku's limits, 500
+  requests and 800,000 tokens a minute, which the client paces at: the pipeline and the pacing
+  are measured, not a model's CPU;
+- ``remote``: whatever ``EMBEDDING_URL``, ``EMBEDDING_KEY`` and ``EMBEDDING_MODEL_ID`` the
+  environment names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from benchmarks.ingest_runs import embedding_mode, ingest_job, peak_rss_mb, write_sources
+from benchmarks.loopback import serve_in_child
+from tests.commands import free_port, start_service_command, stop_service_command
+from tests.conftest import fresh_postgres_database
+from tests.scale.site import SyntheticDocsSite
+
+SOURCE = "synthetic"
+SEED = 16
+# What the fast stand-in plays: Heroku's embedding model, its dimensions and its limits.
+FAST_MODEL, FAST_DIMENSIONS, FAST_REQUESTS_PER_MINUTE, FAST_TOKENS_PER_MINUTE = (
+    "cohere-embed-multilingual",
+    1024,
+    500,
+    800_000,
+)
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def _postgres_bytes(url: str) -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        total = connection.execute(
+            sa.text(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'r' AND n.nspname = 'public' AND c.relname LIKE 'pipeline\\_%'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return int(total)
+
+
+@contextmanager
+def fast_embeddings() -> Iterator[None]:
+    """The embeddings stand-in with --fast on loopback, named by the EMBEDDING_* variables while the block runs."""
+    port = free_port()
+    environment = {
+        "EMBEDDING_URL": f"http://127.0.0.1:{port}",
+        "EMBEDDING_KEY": "scale-benchmark-key",
+        "EMBEDDING_MODEL_ID": FAST_MODEL,
+    }
+    command = [sys.executable, "-m", "pipeline.cli", "embedding-service", "--fast", "--port", str(port)]
+    command += ["--dimensions", str(FAST_DIMENSIONS), "--requests-per-minute", str(FAST_REQUESTS_PER_MINUTE)]
+    command += ["--tokens-per-minute", str(FAST_TOKENS_PER_MINUTE)]
+    service = start_service_command(command, {**os.environ, **environment}, environment["EMBEDDING_URL"], quiet=True)
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        stop_service_command(service)
+
+
+def one_size(pages: int, refreshes: int, mode: str) -> dict:
+    """Ingest a site of ``pages`` pages cold, refresh it, and measure (in this process)."""
+    with ExitStack() as stack:
+        if mode == "fast":
+            stack.enter_context(fast_embeddings())
+        return _measure(pages, refreshes, "local" if mode == "local" else "remote")
+
+
+def _measure(pages: int, refreshes: int, mode: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="scale-") as directory, fresh_postgres_database() as database_url:
+        data_dir = Path(directory)
+        os.environ.update(
+            PIPELINE_DATA_DIR=str(data_dir), PIPELINE_SOURCES=str(data_dir / "sources.yaml"), DATABASE_URL=database_url
+        )
+        embeddings = embedding_mode(mode)
+        with serve_in_child(partial(SyntheticDocsSite, pages, SEED)) as base:
+            site = SyntheticDocsSite(pages, SEED, base)
+            # Every page and the entry pages, and nothing the sitemap does not list is left out.
+            write_sources(data_dir / "sources.yaml", SOURCE, site.start_url, max_pages=pages + 100, max_depth=5)
+            with ingest_job(SOURCE) as run:
+                cold = run()
+                cold_rss = peak_rss_mb()
+                refreshed = [run() for _ in range(refreshes)]
+        crawl, vectors = cold.metadata["crawled_pages"], cold.metadata["vector_index"]
+        chunks = vectors["collection_count"]
+        postgres = _postgres_bytes(database_url)
+        return {
+            "pages": crawl["pages_fetched"],
+            "chunks": chunks,
+            "embeddings": embeddings,
+            "cold_seconds": cold.seconds,
+            "cold_steps": cold.steps,
+            "refresh_seconds": [refresh.seconds for refresh in refreshed],
+            "refresh_steps": [refresh.steps for refresh in refreshed],
+            "refresh_pages_not_modified": [r.metadata["crawled_pages"]["pages_not_modified"] for r in refreshed],
+            "refresh_chunks_embedded": [r.metadata["vector_index"]["chunks_embedded"] for r in refreshed],
+            "checks_passed": all(cold.checks.values()) and all(all(r.checks.values()) for r in refreshed),
+            "peak_rss_mb_cold": cold_rss,
+            "peak_rss_mb": peak_rss_mb(),
+            "postgres_bytes": postgres,
+            "postgres_bytes_per_chunk": postgres / chunks if chunks else 0.0,
+            "chroma_bytes": _directory_bytes(data_dir / "chroma"),
+            "lexical_bytes": _directory_bytes(data_dir / "lexical"),
+        }
+
+
+def _row(result: dict) -> str:
+    pages, cold = result["pages"], result["cold_seconds"]
+    refresh = min(result["refresh_seconds"], default=float("nan"))
+    return (
+        f"| {pages:,} | {result['chunks']:,} | {cold:.0f} s ({1000 * cold / pages:.0f} ms/page) | "
+        f"{refresh:.1f} s ({1000 * refresh / pages:.2f} ms/page) | {result['peak_rss_mb']:.0f} MB | "
+        f"{result['postgres_bytes'] / 1e6:.1f} MB ({result['postgres_bytes_per_chunk']:,.0f} B/chunk) | "
+        f"{result['chroma_bytes'] / 1e6:.1f} MB | {result['lexical_bytes'] / 1e6:.1f} MB |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
+    parser.add_argument("--refreshes", type=int, default=2, help="No-change refreshes after each cold ingest.")
+    parser.add_argument("--embeddings", choices=["local", "fast", "remote"], default="local")
+    parser.add_argument("--json", type=Path, help="Write every size's measurements here.")
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.one_size:
+        result = one_size(arguments.one_size, arguments.refreshes, arguments.embeddings)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    results = []
+    print("| pages | chunks | cold ingest | no-change refresh (best) | peak RSS | PostgreSQL | Chroma | lexical |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in arguments.sizes:
+        command = [sys.executable, "-W", "ignore", "-m", "benchmarks.scale", "--one-size", str(size)]
+        command += ["--refreshes", str(arguments.refreshes), "--embeddings", arguments.embeddings]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+        results.append(result)
+        print(_row(result), flush=True)
+        if arguments.json:
+            arguments.json.write_text(json.dumps(results, indent=1))
+    print(f"embeddings: {results[0]['embeddings']}")
+
+
+if __name__ == "__main__":
+    main()
