@@ -53,8 +53,9 @@ def write_sources(path: Path, name: str, start_url: str, **fields: Any) -> None:
 
 
 @contextmanager
-def ingest_job(source: str) -> Iterator[Any]:
-    """A function running the ``ingest_source`` job for ``source`` on an ephemeral instance."""
+def ingest_job(source: str, resources: dict[str, Any] | None = None) -> Iterator[Any]:
+    """A function running the ``ingest_source`` job for ``source`` on an ephemeral instance, with
+    ``resources`` (resource key -> config) as the run config's resources."""
     import dagster as dg
 
     from pipeline.definitions import defs
@@ -64,10 +65,11 @@ def ingest_job(source: str) -> Iterator[Any]:
     with dg.DagsterInstance.ephemeral() as instance:
         register_sources(instance, [source])
         job = defs.resolve_job_def(ingest_source_job.name)
+        run_config = {**QUIET, "resources": {key: {"config": config} for key, config in (resources or {}).items()}}
 
         def run() -> IngestRun:
             started = time.perf_counter()
-            result = job.execute_in_process(instance=instance, partition_key=source, run_config=QUIET)
+            result = job.execute_in_process(instance=instance, partition_key=source, run_config=run_config)
             seconds = time.perf_counter() - started
             if not result.success:
                 raise RuntimeError(f"the ingest_source run for {source} failed")
