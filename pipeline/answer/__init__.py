@@ -1,0 +1,6 @@
+"""Cited answers from ranked context sets: the prompt, the chat model protocol, and reading answers back.
+
+- :mod:`~pipeline.answer.protocol`: what answering needs from a chat model (``ChatModel``);
+- :mod:`~pipeline.answer.prompt`: the versioned prompt, passages as escaped data blocks;
+- :mod:`~pipeline.answer.citations`: whether an answer answers, and what its ``[n]`` cite.
+"""
