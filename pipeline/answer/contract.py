@@ -45,9 +45,11 @@ BODY_FIELDS = frozenset(
         "tool_choice",
     }
 )
-# What a request without max_completion_tokens may write, and the most one may ask for.
+# What a request that leaves them out gets.
 DEFAULT_MAX_COMPLETION_TOKENS = 4096
-MAX_TEMPERATURE = 1.0
+DEFAULT_TEMPERATURE = 1.0
+# OpenAI's range; a model may accept less (Claude's is 0 to 1).
+MAX_TEMPERATURE = 2.0
 
 
 def requests_per_minute_for(model: str) -> int:

@@ -77,9 +77,11 @@ class ExtractiveChatModel:
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be within (0, 1], got {threshold}")
         if analyze is None:
-            from pipeline.store.lexical import analyze
+            from pipeline.store.lexical import analyze as lexical_terms
+
+            analyze = lexical_terms
         self.threshold = threshold
-        self._analyze = analyze
+        self._analyze: Callable[[str], list[str]] = analyze
 
     def __repr__(self) -> str:
         return f"ExtractiveChatModel(threshold={self.threshold:g})"
