@@ -56,26 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rerank-port", type=int, default=RERANK_PORT)
     serve.add_argument("--embedding-port", type=int, default=EMBEDDING_PORT)
 
-    service = commands.add_parser(
+    service = add_service_command(
+        commands,
         "rerank-service",
+        RERANK_PORT,
         help="Serve the local /v1/rerank service.",
         description="Serve the local /v1/rerank service (bearer token: RERANK_KEY), optionally misbehaving on purpose.",
     )
-    service.add_argument("--host", default="127.0.0.1")
-    service.add_argument("--port", type=int, default=RERANK_PORT)
     add_fault_arguments(service).add_argument(
         "--max-documents", type=int, metavar="N", help="Documents accepted per request, past it 400 [1000]."
     )
 
-    embeddings = commands.add_parser(
+    embeddings = add_service_command(
+        commands,
         "embedding-service",
+        EMBEDDING_PORT,
         help="Serve the local /v1/embeddings stand-in.",
         description="Serve a local stand-in for Heroku Inference /v1/embeddings (bearer token: EMBEDDING_KEY): "
         "all-MiniLM-L6-v2 vectors (384 dimensions), or hashed ones with --fast, whatever model a request names; "
         "optionally misbehaving on purpose.",
     )
-    embeddings.add_argument("--host", default="127.0.0.1")
-    embeddings.add_argument("--port", type=int, default=EMBEDDING_PORT)
     embeddings.add_argument(
         "--fast",
         action="store_true",
@@ -85,15 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--dimensions", type=int, metavar="N", help="With --fast: numbers per hashed vector [384].")
     add_tokens_per_minute(add_fault_arguments(embeddings))
 
-    chat = commands.add_parser(
+    chat = add_service_command(
+        commands,
         "chat-service",
+        CHAT_PORT,
         help="Serve the local /v1/chat/completions stand-in.",
         description="Serve a local stand-in for Heroku Inference /v1/chat/completions (bearer token: INFERENCE_KEY): "
         "extractive answers (the passages' best-matching sentences, each cited), whatever model a request names; "
         "optionally misbehaving on purpose.",
     )
-    chat.add_argument("--host", default="127.0.0.1")
-    chat.add_argument("--port", type=int, default=CHAT_PORT)
     add_tokens_per_minute(add_fault_arguments(chat))
 
     # The Procfile's process types (docs/deploy.md).
@@ -163,6 +163,14 @@ SERVICE_FLAGS = {
     "embedding-service": {"tokens_per_minute": "--tokens-per-minute"},
     "chat-service": {"tokens_per_minute": "--tokens-per-minute"},
 }
+
+
+def add_service_command(commands, name: str, port: int, **texts: str) -> argparse.ArgumentParser:
+    """A ``*-service`` command serving a stand-in on ``--host`` and ``--port`` (default ``port``)."""
+    command = commands.add_parser(name, **texts)
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=int, default=port)
+    return command
 
 
 def add_fault_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
