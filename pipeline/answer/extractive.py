@@ -77,6 +77,8 @@ class ExtractiveChatModel:
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be within (0, 1], got {threshold}")
         if analyze is None:
+            # Imported here: the lexical module brings the state store with it, which a caller passing
+            # its own analyzer does not need.
             from pipeline.store.lexical import analyze as lexical_terms
 
             analyze = lexical_terms
