@@ -5,7 +5,8 @@
 ranking per query: reranked, or the reason reranking failed, its context set then
 keeping the retrieval order (``failed_rankings`` lists those; failures are never
 cached, so the next run sends only them). ``assemble_context_sets`` turns the stored rankings into
-context sets.
+context sets. Both read and write the store around a core that works in memory (``rerank_candidates``,
+``query_context_set``), which ``pipeline ask`` runs on a question of its own without storing anything.
 
 A ranking is stored by chunk ID together with the hash of the candidates it ranked
 (``candidates_hash``). Retrieval may run again while reranking then fails (a rotated

@@ -15,17 +15,15 @@ import sqlalchemy as sa
 
 from pipeline.ask import ASK_QUERY_ID, QuestionError
 from pipeline.ask_command import open_asker
-from pipeline.cli import local_scorer
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.defs.rerank import RerankConfig
 from pipeline.defs.retrieve import RetrieveConfig
-from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
-from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.demo import QUERIES_FILE
 from pipeline.queries import load_queries
 from pipeline.ranking import RankingPlan
 from pipeline.store.schema import metadata, rerank_cache
 from pipeline.store.state import StateStore, sqlite_url
-from tests.support import TEST_KEY, PipelineRun, make_resources, write_sources
+from tests.support import TEST_KEY, PipelineRun, demo_services
 
 REPO = Path(__file__).resolve().parents[1]
 QUERIES = {query.query_id: query.query for query in load_queries(QUERIES_FILE)}
@@ -51,15 +49,8 @@ def _cache_entries(store: StateStore) -> int:
 def asked(tmp_path_factory):
     """Ingest the demo site and publish its context sets; then ask a queries-file question, a new one twice."""
     data_dir = tmp_path_factory.mktemp("data")
-    with (
-        serve_directory(site_dir()) as site_url,
-        LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as service,
-    ):
-        sources = write_sources(
-            data_dir / "sources.yaml",
-            [{"name": "user-guide", "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
-        )
-        resources = make_resources(data_dir, sources, QUERIES_FILE, service.url)
+    with demo_services(data_dir) as demo:
+        service, resources = demo.rerank, demo.resources
         with dg.DagsterInstance.ephemeral() as instance:
             run = PipelineRun(resources, instance)
             run.ingest("user-guide")
