@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.ask import ASK_QUERY_ID, QuestionError
-from pipeline.ask_command import open_asker
+from pipeline.ask_command import open_asker, print_context_set
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.defs.rerank import RerankConfig
 from pipeline.defs.retrieve import RetrieveConfig
@@ -172,3 +172,14 @@ def test_the_command_refuses_an_empty_question(asked):
     )
     assert completed.returncode == 2
     assert completed.stderr.strip() == "error: the question must be a non-empty string"
+
+
+def test_the_text_output_lists_every_passage_and_what_was_billed(asked, capsys):
+    print_context_set(asked["new"], chunks_in_index=len(asked["store"].chunks.ids()))
+    lines = capsys.readouterr().out.splitlines()
+    passages = asked["new"].context_set.passages
+    assert lines[0] == f"question: {NEW_QUESTION}"
+    assert lines[1].startswith(f"context set: {len(passages)} passages, ")
+    assert "reranked by cohere-rerank-3-5; retrieved with all-MiniLM-L6-v2" in lines[1]
+    assert [line.split("<")[-1].rstrip(">") for line in lines[2:-1]] == [passage["url"] for passage in passages]
+    assert lines[-1] == "billed: 1 rerank search units"
