@@ -36,10 +36,11 @@ from pipeline.cli import local_scorer
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation.metrics import METRICS
-from pipeline.evaluation.pipeline import EvaluationPlan, PipelineEvaluation, evaluate_pipeline
+from pipeline.evaluation.pipeline import PipelineEvaluation, evaluate_pipeline
 from pipeline.evaluation.pipeline import context_order as pipeline_context_order
 from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.local.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexical_scores
+from pipeline.ranking import RankingPlan
 from pipeline.rerank.client import InMemoryRerankCache, RerankClient
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
@@ -112,7 +113,7 @@ def stages(corpus: Corpus, scorer: LocalRelevanceScorer) -> PipelineEvaluation:
             corpus.lexical,
             scorer.embedder,
             client,
-            EvaluationPlan(top_k=K, token_budget=TOKEN_BUDGET, max_passages_per_page=DEFAULT_PAGE_CAP),
+            RankingPlan(top_k=K, token_budget=TOKEN_BUDGET, max_passages_per_page=DEFAULT_PAGE_CAP),
             cache=InMemoryRerankCache(),
         )
 

@@ -1,4 +1,5 @@
-"""The ``pipeline`` command: run the offline demo, serve its loopback services, serve the local stand-ins."""
+"""The ``pipeline`` command: run the offline demo, ask one question, serve the demo's loopback services and the
+local stand-ins."""
 
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Embed with all-MiniLM-L6-v2 in the run process (the deploy without an EMBEDDING add-on) instead of "
         "through the local embeddings stand-in.",
+    )
+
+    ask = commands.add_parser(
+        "ask",
+        help="Answer one question now from the current index, without a run.",
+        description="Retrieve, rerank and pack one question's context set from the current index through the "
+        "pipeline's resources and caches, without a Dagster run and without writing to the published tables. "
+        "Starts the local stand-ins for the endpoints RERANK_URL and EMBEDDING_URL leave unset, as the demo does.",
+    )
+    ask.add_argument("question", help="The question, as a user would ask it.")
+    ask.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
+    ask.add_argument(
+        "--local-embeddings",
+        action="store_true",
+        help="Embed the question with all-MiniLM-L6-v2 in process (for an index built by `pipeline demo "
+        "--local-embeddings`, or a deploy without an EMBEDDING add-on).",
     )
 
     serve = commands.add_parser("serve-demo", help="Serve the bundled docs site and the local rerank service.")
@@ -114,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "demo":
         return run_demo(top=arguments.top, local_embeddings=arguments.local_embeddings)
+    if arguments.command == "ask":
+        from pipeline.ask_command import run_ask
+
+        return run_ask(arguments.question, as_json=arguments.json, local_embeddings=arguments.local_embeddings)
     if arguments.command == "serve-demo":
         return serve_demo(arguments.site_port, arguments.rerank_port, arguments.embedding_port)
     if arguments.command in ("release", "web", "worker"):
@@ -367,6 +388,26 @@ def serve_stand_in(host: str, port: int, service) -> int:
     return 0
 
 
+def start_missing_stand_ins(stack: ExitStack, *, local_embeddings: bool) -> None:
+    """Start the local rerank and embeddings stand-ins for the endpoints the environment does not name.
+
+    Without RERANK_URL the rerank stand-in serves the default one. Without EMBEDDING_URL (and unless
+    ``local_embeddings``) the embeddings stand-in plays the EMBEDDING add-on and the EMBEDDING_* variables
+    are set to it, so resources built afterwards take the remote embedding path as a deploy with the
+    add-on does. They stop when ``stack`` closes.
+    """
+    from pipeline.embedding import MiniLMEmbedder
+
+    # One all-MiniLM-L6-v2 session for both stand-ins.
+    embedder = MiniLMEmbedder()
+    if not settings.is_set("RERANK_URL"):
+        _local_rerank_service(stack, RERANK_PORT, embedder)
+    if not local_embeddings and not settings.is_set("EMBEDDING_URL"):
+        os.environ["EMBEDDING_URL"] = _local_embedding_service(stack, EMBEDDING_PORT, embedder)
+        os.environ["EMBEDDING_KEY"] = embedding_key()
+        os.environ.setdefault("EMBEDDING_MODEL_ID", DEMO_EMBEDDING_MODEL_ID)
+
+
 def _demo_instance():
     import dagster as dg
 
@@ -381,7 +422,6 @@ def run_demo(top: int, local_embeddings: bool = False) -> int:
     from pipeline.crawl.sources import load_sources
     from pipeline.defs.jobs import context_sets_job, ingest_source_job
     from pipeline.defs.partitions import register_sources
-    from pipeline.embedding import MiniLMEmbedder
     from pipeline.inputs import is_url
 
     started = time.perf_counter()
@@ -390,15 +430,7 @@ def run_demo(top: int, local_embeddings: bool = False) -> int:
     with ExitStack() as stack:
         if not is_url(sources_location) and Path(sources_location).resolve() == SOURCES_FILE.resolve():
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))
-        # One all-MiniLM-L6-v2 session for both stand-ins.
-        embedder = MiniLMEmbedder()
-        if not settings.is_set("RERANK_URL"):
-            _local_rerank_service(stack, RERANK_PORT, embedder)
-        if not local_embeddings and not settings.is_set("EMBEDDING_URL"):
-            # The demo runs the remote embedding path, as a deploy with the EMBEDDING add-on does.
-            os.environ["EMBEDDING_URL"] = _local_embedding_service(stack, EMBEDDING_PORT, embedder)
-            os.environ["EMBEDDING_KEY"] = embedding_key()
-            os.environ.setdefault("EMBEDDING_MODEL_ID", DEMO_EMBEDDING_MODEL_ID)
+        start_missing_stand_ins(stack, local_embeddings=local_embeddings)
         # Loaded now: its resources read the EMBEDDING_* settings just given.
         from pipeline.definitions import defs
 

@@ -5,7 +5,8 @@
 ranking per query: reranked, or the reason reranking failed, its context set then
 keeping the retrieval order (``failed_rankings`` lists those; failures are never
 cached, so the next run sends only them). ``assemble_context_sets`` turns the stored rankings into
-context sets.
+context sets. Both read and write the store around a core that works in memory (``rerank_candidates``,
+``query_context_set``), which ``pipeline ask`` runs on a question of its own without storing anything.
 
 A ranking is stored by chunk ID together with the hash of the candidates it ranked
 (``candidates_hash``). Retrieval may run again while reranking then fails (a rotated
@@ -18,13 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.context_sets import RankedPassage, build_context_set, diversify_pages, pack_passages
-from pipeline.rerank.client import RerankClient, RerankOutcome, RerankRequest, RerankStats
-from pipeline.store.records import Candidate, ContextSet, Ranking, StoredChunk
+from pipeline.rerank.client import RerankCache, RerankClient, RerankOutcome, RerankRequest, RerankStats
+from pipeline.retrieve import Fusion
+from pipeline.store.records import Candidate, ContextSet, Query, Ranking, StoredChunk
 from pipeline.store.state import StateStore
+
+
+@dataclass(frozen=True)
+class RankingPlan:
+    """The retrieval and packing knobs of a question's context set; the defaults are those of the
+    retrieved_candidates and ranked_context_sets assets (a test holds them equal)."""
+
+    top_k: int = 50
+    fusion: Fusion = Fusion()
+    token_budget: int = 3000
+    max_passages_per_page: int | None = 2
 
 
 class StoreRerankCache:
@@ -70,10 +83,35 @@ def rerank_stored_candidates(
     chunk_rows = store.chunks.by_id(
         candidate.chunk_id for ranking in stored_candidates.values() for candidate in ranking
     )
+    rankings, report = rerank_candidates(
+        query_texts,
+        stored_candidates,
+        chunk_rows,
+        client,
+        top_n=top_n,
+        max_workers=max_workers,
+        cache=StoreRerankCache(store),
+    )
+    store.rankings.replace_rankings(rankings)
+    return report
+
+
+def rerank_candidates(
+    query_texts: Mapping[str, str],
+    candidates: Mapping[str, Sequence[Candidate]],
+    chunk_rows: Mapping[str, StoredChunk],
+    client: RerankClient,
+    *,
+    top_n: int | None,
+    max_workers: int,
+    cache: RerankCache | None,
+) -> tuple[list[Ranking], RerankRunReport]:
+    """Each query's candidates (query ID → candidates in retrieval order) reranked: one ranking per query
+    that has candidates, and the run's report. Stores nothing; the rerank cache is used when given."""
     # A candidate whose chunk vanished since retrieval cannot be sent; it is skipped when published too.
     sent = {
         query_id: [candidate.chunk_id for candidate in ranking if candidate.chunk_id in chunk_rows]
-        for query_id, ranking in stored_candidates.items()
+        for query_id, ranking in candidates.items()
     }
     requests = [
         RerankRequest(
@@ -85,13 +123,13 @@ def rerank_stored_candidates(
         for query_id, chunk_ids in sent.items()
         if chunk_ids
     ]
-    outcomes = client.rerank_many(requests, max_workers=max_workers, cache=StoreRerankCache(store))
+    outcomes = client.rerank_many(requests, max_workers=max_workers, cache=cache)
     hashes = {
         query_id: candidates_hash(query_texts[query_id], (candidate.chunk_id for candidate in ranking))
-        for query_id, ranking in stored_candidates.items()
+        for query_id, ranking in candidates.items()
     }
-    store.rankings.replace_rankings([_ranking(client.model, hashes[o.query_id], sent[o.query_id], o) for o in outcomes])
-    return RerankRunReport(stats=RerankStats.from_outcomes(outcomes), outcomes=outcomes)
+    rankings = [_ranking(client.model, hashes[o.query_id], sent[o.query_id], o) for o in outcomes]
+    return rankings, RerankRunReport(stats=RerankStats.from_outcomes(outcomes), outcomes=outcomes)
 
 
 def failed_rankings(store: StateStore) -> dict[str, str]:
@@ -191,27 +229,46 @@ def assemble_context_sets(
     chunk_rows = store.chunks.by_id(
         candidate.chunk_id for ranking in stored_candidates.values() for candidate in ranking
     )
-    context_sets = []
-    for stored_query in store.rankings.queries():
-        query_id, query = stored_query.query_id, stored_query.query
-        ranking = rankings.get(query_id)
-        order = context_order(query, stored_candidates.get(query_id, []), ranking)
-        passages = [
-            ranked_passage(chunk_rows[chunk_id], retrieval_rank, retrieval_score, rerank_score)
-            for retrieval_rank, chunk_id, retrieval_score, rerank_score in order.passages
-            if chunk_id in chunk_rows
-        ]
-        context_sets.append(
-            build_context_set(
-                query_id=query_id,
-                query=query,
-                model=ranking.model if ranking else "",
-                embedding_model=embedding_models.get(query_id),
-                reranked=order.reranked,
-                api_version=ranking.api_version if ranking and order.reranked else None,
-                reason_not_reranked=order.reason_not_reranked,
-                token_budget=token_budget,
-                passages=pack_passages(diversify_pages(passages, max_passages_per_page), token_budget),
-            )
+    return [
+        query_context_set(
+            query,
+            stored_candidates.get(query.query_id, []),
+            rankings.get(query.query_id),
+            chunk_rows,
+            embedding_model=embedding_models.get(query.query_id),
+            token_budget=token_budget,
+            max_passages_per_page=max_passages_per_page,
         )
-    return context_sets
+        for query in store.rankings.queries()
+    ]
+
+
+def query_context_set(
+    query: Query,
+    candidates: Sequence[Candidate],
+    ranking: Ranking | None,
+    chunk_rows: Mapping[str, StoredChunk],
+    *,
+    embedding_model: str | None,
+    token_budget: int,
+    max_passages_per_page: int | None,
+) -> ContextSet:
+    """A query's context set: its candidates (retrieval order) in its ranking's order when the ranking is for
+    them (``context_order``), capped per page and packed into the token budget."""
+    order = context_order(query.query, candidates, ranking)
+    passages = [
+        ranked_passage(chunk_rows[chunk_id], retrieval_rank, retrieval_score, rerank_score)
+        for retrieval_rank, chunk_id, retrieval_score, rerank_score in order.passages
+        if chunk_id in chunk_rows
+    ]
+    return build_context_set(
+        query_id=query.query_id,
+        query=query.query,
+        model=ranking.model if ranking else "",
+        embedding_model=embedding_model,
+        reranked=order.reranked,
+        api_version=ranking.api_version if ranking and order.reranked else None,
+        reason_not_reranked=order.reason_not_reranked,
+        token_budget=token_budget,
+        passages=pack_passages(diversify_pages(passages, max_passages_per_page), token_budget),
+    )

@@ -15,12 +15,14 @@ alone is much weaker on questions phrased the way users ask them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.embedding import Embedder
-from pipeline.store.lexical import LexicalIndex
+from pipeline.ingest.vectors import sync_vectors
+from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.store.records import Query
+from pipeline.store.state import StateStore
 from pipeline.store.vectors import VectorIndex
 
 
@@ -129,3 +131,25 @@ def retrieve_candidates(
 def candidate_rankings(candidates: Mapping[str, Sequence[RetrievalHit]]) -> dict[str, list[tuple[str, float]]]:
     """The stored form: query_id → [(chunk_id, score), ...] best first."""
     return {query_id: [(c.chunk_id, c.score) for c in ranked] for query_id, ranked in candidates.items()}
+
+
+@dataclass(frozen=True)
+class SearchIndexes:
+    vectors: VectorIndex
+    lexical: LexicalIndex
+    vectors_restored: int
+    lexical_rebuilt: bool
+
+
+def synced_search_indexes(
+    store: StateStore, vectors: VectorIndex, lexical: LexicalIndex, log: Callable[[str], None]
+) -> SearchIndexes:
+    """The embedding model's Chroma collection and the lexical index, first made to hold exactly the stored
+    chunks: a fresh dyno starts with both empty. ``log`` is told what had to be restored."""
+    deleted, restored, _ = sync_vectors(store, vectors)
+    if deleted or restored:
+        log(f"vector index synced with the state store: {restored} restored, {deleted} deleted")
+    lexical_sync = sync_lexical(store, lexical)
+    if lexical_sync.rebuilt:
+        log(f"lexical index rebuilt from the state store: {lexical_sync.metadata()}")
+    return SearchIndexes(vectors, lexical, restored, lexical_sync.rebuilt)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from pipeline.cli import local_scorer
 from pipeline.defs import context_sets, evaluation, ingest, removal, rerank, retrieve
 from pipeline.defs.partitions import register_sources
 from pipeline.defs.resources import (
@@ -22,7 +24,8 @@ from pipeline.defs.resources import (
     RerankResource,
     StateStoreResource,
 )
-from pipeline.demo import LABELLED_QUERIES_FILE
+from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
+from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore
 
 ALL_ASSETS = [
@@ -65,6 +68,28 @@ def make_resources(
         "embedder": EmbedderResource(),
         "rerank": RerankResource(endpoint=RerankEndpoint(rerank_url, api_key, model_id), **rerank_options),
     }
+
+
+@dataclass(frozen=True)
+class DemoServices:
+    site_url: str
+    rerank: LocalRerankService
+    resources: dict[str, dg.ConfigurableResource]
+
+
+@contextmanager
+def demo_services(data_dir: Path) -> Iterator[DemoServices]:
+    """The demo site and a local rerank service on loopback, and the pipeline's resources on them: the
+    site as the one source (``user-guide``), the demo queries, state and indexes under ``data_dir``."""
+    with (
+        serve_directory(site_dir()) as site_url,
+        LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as service,
+    ):
+        sources = write_sources(
+            data_dir / "sources.yaml",
+            [{"name": "user-guide", "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
+        )
+        yield DemoServices(site_url, service, make_resources(data_dir, sources, QUERIES_FILE, service.url))
 
 
 @dataclass

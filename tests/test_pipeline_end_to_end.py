@@ -12,12 +12,10 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from pipeline.cli import local_scorer
-from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
-from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.demo import QUERIES_FILE, site_dir
 from pipeline.queries import load_queries
 from pipeline.store.state import StateStore, sqlite_url
-from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
+from tests.support import PipelineRun, demo_services, materialization_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,17 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 def demo_run(tmp_path_factory):
     """Run the demo pipeline twice over unchanged input; yield both runs' results."""
     data_dir = tmp_path_factory.mktemp("data")
-    with (
-        serve_directory(site_dir()) as site_url,
-        LocalRerankService(ServiceConfig(api_key=TEST_KEY), scorer=local_scorer()) as service,
-    ):
-        sources = write_sources(
-            data_dir / "sources.yaml",
-            [{"name": "user-guide", "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],
-        )
-        resources = make_resources(data_dir, sources, QUERIES_FILE, service.url)
+    with demo_services(data_dir) as demo:
+        service = demo.rerank
         with dg.DagsterInstance.ephemeral() as instance:
-            run = PipelineRun(resources, instance)
+            run = PipelineRun(demo.resources, instance)
             first_ingest = run.ingest("user-guide")
             first_downstream = run.downstream()
             store = StateStore(sqlite_url(data_dir))
@@ -46,7 +37,7 @@ def demo_run(tmp_path_factory):
             second_ingest = run.ingest("user-guide")
             second_downstream = run.downstream()
             yield {
-                "site_url": site_url,
+                "site_url": demo.site_url,
                 "data_dir": data_dir,
                 "store": store,
                 "first_ingest": first_ingest,

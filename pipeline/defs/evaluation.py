@@ -18,8 +18,8 @@ from pipeline.defs.resources import (
 from pipeline.defs.retrieve import CandidatesConfig, synced_indexes
 from pipeline.evaluation.labels import LabelFileError, load_labelled_set
 from pipeline.evaluation.metrics import METRICS
-from pipeline.evaluation.pipeline import GAIN_METRIC, GAINS, RANKINGS, EvaluationPlan, evaluate_pipeline
-from pipeline.ranking import StoreRerankCache
+from pipeline.evaluation.pipeline import GAIN_METRIC, GAINS, RANKINGS, evaluate_pipeline
+from pipeline.ranking import RankingPlan, StoreRerankCache
 from pipeline.rerank.client import RerankConfigurationError, RerankSettingRejected
 
 GROUP = "evaluate"
@@ -74,7 +74,7 @@ def retrieval_evaluation(
     store = state_store.get()
     model = embedder.get()
     indexes = synced_indexes(context, store, files, chroma, model)
-    plan = EvaluationPlan(
+    plan = RankingPlan(
         top_k=config.top_k,
         fusion=config.fusion(),
         token_budget=config.token_budget,

@@ -1,6 +1,5 @@
 """Retrieve assets: the queries and each query's top-k candidate chunks (hybrid dense + BM25 by default)."""
 
-from dataclasses import dataclass
 from typing import Literal
 
 import dagster as dg
@@ -10,13 +9,17 @@ from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, ONCE_WHEN_MISSING, STEP_RETRY_POLICY
 from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import Embedder
-from pipeline.ingest.vectors import sync_vectors
 from pipeline.inputs import InputUnavailable, display_location
 from pipeline.queries import QueriesFileError, load_queries
-from pipeline.retrieve import Fusion, candidate_rankings, lexical_candidates, retrieve_candidates
-from pipeline.store.lexical import LexicalIndex, sync_lexical
+from pipeline.retrieve import (
+    Fusion,
+    SearchIndexes,
+    candidate_rankings,
+    lexical_candidates,
+    retrieve_candidates,
+    synced_search_indexes,
+)
 from pipeline.store.state import StateStore
-from pipeline.store.vectors import VectorIndex
 from pipeline.tables import markdown_table
 
 GROUP = "retrieve"
@@ -75,14 +78,6 @@ class RetrieveConfig(CandidatesConfig):
     )
 
 
-@dataclass(frozen=True)
-class SearchIndexes:
-    vectors: VectorIndex
-    lexical: LexicalIndex
-    vectors_restored: int
-    lexical_rebuilt: bool
-
-
 def synced_indexes(
     context: dg.AssetExecutionContext,
     store: StateStore,
@@ -90,17 +85,8 @@ def synced_indexes(
     chroma: ChromaResource,
     model: Embedder,
 ) -> SearchIndexes:
-    """The embedding model's Chroma collection and the lexical index, restored from the state store first: a
-    fresh dyno starts with both empty."""
-    vectors = chroma.get(model)
-    lexical = files.lexical_index()
-    deleted, restored, _ = sync_vectors(store, vectors)
-    if deleted or restored:
-        context.log.info(f"vector index synced with the state store: {restored} restored, {deleted} deleted")
-    lexical_sync = sync_lexical(store, lexical)
-    if lexical_sync.rebuilt:
-        context.log.info(f"lexical index rebuilt from the state store: {lexical_sync.metadata()}")
-    return SearchIndexes(vectors, lexical, restored, lexical_sync.rebuilt)
+    """The embedding model's Chroma collection and the lexical index, restored from the state store first."""
+    return synced_search_indexes(store, chroma.get(model), files.lexical_index(), context.log.info)
 
 
 @dg.asset(

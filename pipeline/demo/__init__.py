@@ -18,6 +18,8 @@ DEMO_DIR = Path(__file__).parent
 SOURCES_FILE = DEMO_DIR / "sources.yaml"
 QUERIES_FILE = DEMO_DIR / "queries.yaml"
 LABELLED_QUERIES_FILE = DEMO_DIR / "labelled_queries.yaml"
+# Questions the demo site does not answer: the abstention half of the answer evaluation.
+UNANSWERABLE_QUERIES_FILE = DEMO_DIR / "unanswerable_queries.yaml"
 # The port the bundled sources.yaml points at.
 SITE_PORT = 8764
 

@@ -26,9 +26,9 @@ from pipeline.context_sets import diversify_pages, pack_passages
 from pipeline.embedding import Embedder
 from pipeline.evaluation.labels import LabelledSet, pages_in_order
 from pipeline.evaluation.metrics import METRICS, Evaluation, evaluate_rankings
-from pipeline.ranking import ranked_passage
+from pipeline.ranking import RankingPlan, ranked_passage
 from pipeline.rerank.client import RerankCache, RerankClient, RerankRequest, RerankStats
-from pipeline.retrieve import Fusion, dense_candidates, lexical_candidates, retrieve_candidates
+from pipeline.retrieve import dense_candidates, lexical_candidates, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.records import Query, StoredChunk
 from pipeline.store.state import StateStore
@@ -51,20 +51,10 @@ GAIN_METRIC = "ndcg@10"
 ChunkRankings = dict[str, list[str]]
 
 
-@dataclass(frozen=True)
-class EvaluationPlan:
-    """The run's retrieval and packing knobs, as the retrieve and context assets would use them."""
-
-    top_k: int = 50
-    fusion: Fusion = Fusion()
-    token_budget: int = 3000
-    max_passages_per_page: int | None = 2
-
-
 @dataclass
 class PipelineEvaluation:
     labels: LabelledSet
-    plan: EvaluationPlan
+    plan: RankingPlan
     model: str
     embedding_model: str  # whose vectors the dense and hybrid retrievals searched
     page_rankings: dict[str, dict[str, list[str]]]  # ranking name → query ID → labelled page paths
@@ -128,7 +118,7 @@ def evaluate_pipeline(
     lexical: LexicalIndex,
     embedder: Embedder,
     client: RerankClient,
-    plan: EvaluationPlan = EvaluationPlan(),
+    plan: RankingPlan = RankingPlan(),
     *,
     cache: RerankCache | None = None,
     max_workers: int = 8,

@@ -1,0 +1,81 @@
+"""One question now, against the current index: the context set ``pipeline ask`` answers from, without a run.
+
+The question takes the assets' code paths with their default knobs (:class:`~pipeline.ranking.RankingPlan`):
+hybrid retrieval (``retrieve_candidates``), the rerank client through the durable rerank cache
+(``rerank_candidates``; a question of the queries file whose candidates are unchanged bills nothing), and
+the per-page cap and token-budget packing (``query_context_set``). It is kept in memory: nothing is
+written to the queries, candidates, rankings or context-set tables, so the next run publishes exactly
+what it would have. Only the rerank cache may gain an entry, as it would from a run asking the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.embedding import Embedder
+from pipeline.queries import query_entry_problem
+from pipeline.ranking import RankingPlan, RerankRunReport, StoreRerankCache, query_context_set, rerank_candidates
+from pipeline.rerank.client import RerankClient
+from pipeline.retrieve import SearchIndexes, retrieve_candidates
+from pipeline.store.records import Candidate, ContextSet, Query
+from pipeline.store.state import StateStore
+
+# The query ID of the asked question in its context set (and in rerank requests and errors).
+ASK_QUERY_ID = "ask"
+
+
+class QuestionError(ValueError):
+    """The question cannot be asked (empty, too long, a control character); the message says why."""
+
+
+@dataclass(frozen=True)
+class AskedContextSet:
+    context_set: ContextSet
+    rerank: RerankRunReport  # what reranking billed (nothing on a cache hit) and, when it failed, why
+
+
+@dataclass(frozen=True)
+class Asker:
+    """The handles a question is asked through: those of the assets (resources set up outside a run)."""
+
+    store: StateStore
+    indexes: SearchIndexes
+    embedder: Embedder
+    client: RerankClient
+    plan: RankingPlan = RankingPlan()
+
+    def context_set(self, question: str) -> AskedContextSet:
+        """The question's context set, as a run would publish it were the question in the queries file.
+
+        Raises :class:`QuestionError` for a question the queries file would refuse, and the rerank
+        client's configuration errors (a refused key or model) as a run would fail on them.
+        """
+        problem = query_entry_problem(ASK_QUERY_ID, question)
+        if problem:
+            raise QuestionError(problem.replace(f" (id {ASK_QUERY_ID!r})", "").replace("'query'", "the question"))
+        query = Query(ASK_QUERY_ID, question.strip())
+        plan = self.plan
+        hits = retrieve_candidates(
+            [query], self.indexes.vectors, self.embedder, plan.top_k, lexical=self.indexes.lexical, fusion=plan.fusion
+        )[query.query_id]
+        candidates = [Candidate(rank, hit.chunk_id, hit.score) for rank, hit in enumerate(hits, start=1)]
+        chunk_rows = self.store.chunks.by_id(candidate.chunk_id for candidate in candidates)
+        rankings, report = rerank_candidates(
+            {query.query_id: query.query},
+            {query.query_id: candidates},
+            chunk_rows,
+            self.client,
+            top_n=None,
+            max_workers=1,
+            cache=StoreRerankCache(self.store),
+        )
+        context_set = query_context_set(
+            query,
+            candidates,
+            rankings[0] if rankings else None,
+            chunk_rows,
+            embedding_model=self.indexes.vectors.model,
+            token_budget=plan.token_budget,
+            max_passages_per_page=plan.max_passages_per_page,
+        )
+        return AskedContextSet(context_set, report)
