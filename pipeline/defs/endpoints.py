@@ -83,3 +83,20 @@ class RerankEndpoint(InferenceEndpoint):
     @classmethod
     def from_settings(cls) -> "RerankEndpoint":
         return cls(settings.string("RERANK_URL"), settings.string("RERANK_KEY"), settings.string("RERANK_MODEL_ID"))
+
+
+@dataclass(frozen=True, repr=False)
+class ChatEndpoint(InferenceEndpoint):
+    """INFERENCE_URL, INFERENCE_KEY and INFERENCE_MODEL_ID: the chat model attached ``--as INFERENCE``."""
+
+    @classmethod
+    def from_settings(cls) -> "ChatEndpoint | None":
+        """The endpoint the environment names; None (the local extractive answerer) when none of the three is set.
+
+        Some but not all of them is a SettingError naming the missing ones, as for the embeddings endpoint.
+        """
+        if not settings.all_or_none("INFERENCE_URL", "INFERENCE_KEY", "INFERENCE_MODEL_ID"):
+            return None
+        return cls(
+            settings.string("INFERENCE_URL"), settings.string("INFERENCE_KEY"), settings.string("INFERENCE_MODEL_ID")
+        )
