@@ -1,7 +1,7 @@
-"""Dagster resources: typed configuration for the stores, the embedder and the rerank endpoint.
+"""Dagster resources: typed configuration for the stores, the embedder, the rerank endpoint and the chat model.
 
 :func:`build_resources` is the one place that wires environment variables into
-resources. Where requests go and the credentials they carry (``RERANK_*``, ``EMBEDDING_*``
+resources. Where requests go and the credentials they carry (``RERANK_*``, ``EMBEDDING_*``, ``INFERENCE_*``
 (:mod:`pipeline.defs.endpoints`), ``DATABASE_URL``, the ``CHROMA_*`` server settings) are
 resource dependencies read from the environment, not config fields: anyone who may launch a run
 could otherwise point ``resources.rerank.config.url`` at another host while the key still came
@@ -34,8 +34,9 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from pipeline import settings
+from pipeline.answer.protocol import ChatModel, GenerationSettings
 from pipeline.credentials import check_secret
-from pipeline.defs.endpoints import EmbeddingEndpoint, InferenceClientConfig, RerankEndpoint
+from pipeline.defs.endpoints import ChatEndpoint, EmbeddingEndpoint, InferenceClientConfig, RerankEndpoint
 from pipeline.embedding import DEFAULT_BATCH_SIZE, Embedder, MiniLMEmbedder
 from pipeline.embedding.contract import MAX_INPUTS_PER_REQUEST
 from pipeline.embedding.remote import DEFAULT_CONCURRENT_REQUESTS, HerokuEmbedder
@@ -316,6 +317,50 @@ class RerankResource(InferenceClientConfig):
             self._client = None
 
 
+class ChatResource(InferenceClientConfig):
+    """The chat model questions are answered with: the chat endpoint attached ``--as INFERENCE`` when
+    ``endpoint`` is set, else the local extractive answerer.
+
+    ``endpoint`` comes from the environment only; the fields tune the client and the generation, set
+    in a run's ``resources.chat.config``. The generation settings are part of every cached answer's key.
+    """
+
+    # A dependency, not config: from the environment only (see the module docstring).
+    # ResourceDependency is a descriptor to the type checker; pydantic takes None as the field's default.
+    endpoint: dg.ResourceDependency[ChatEndpoint | None] = None  # type: ignore[assignment]
+    max_completion_tokens: int = Field(
+        default=GenerationSettings.max_completion_tokens, ge=1, description="Longest answer, in completion tokens."
+    )
+    temperature: float = Field(
+        default=GenerationSettings.temperature, ge=0, le=1, description="Sampling temperature; 0 answers alike."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="The model's token limit (default: the published one); paced at 98%."
+    )
+
+    _chat: ChatModel | None = PrivateAttr(default=None)
+
+    def __repr__(self) -> str:
+        if self.endpoint is None:
+            return "ChatResource(local)"
+        return f"ChatResource(url={self.endpoint.url!r}, model_id={self.endpoint.model_id!r})"
+
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(max_completion_tokens=self.max_completion_tokens, temperature=self.temperature)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        raise RuntimeError(
+            "ChatResource has no chat model to build: neither the local extractive answerer nor the chat "
+            "endpoint client is part of this build"
+        )
+
+    def get(self) -> ChatModel:
+        """The chat model answers are completed by."""
+        if self._chat is None:
+            raise _not_set_up(self)
+        return self._chat
+
+
 class PipelineFilesResource(dg.ConfigurableResource):
     """Where the pipeline reads its inputs and writes its output files and the lexical index."""
 
@@ -368,4 +413,5 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "chroma": ChromaResource(data_dir=data_dir, server=ChromaServer.from_settings()),
         "embedder": EmbedderResource(endpoint=EmbeddingEndpoint.from_settings()),
         "rerank": RerankResource(endpoint=RerankEndpoint.from_settings()),
+        "chat": ChatResource(endpoint=ChatEndpoint.from_settings()),
     }

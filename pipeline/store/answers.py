@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.records import Answer, AnswerRun
 from pipeline.store.schema import ANSWER_FIELDS, answer_cache, answers, latest_answers_view
-from pipeline.store.sql import aware, replace_run, upsert, utcnow
+from pipeline.store.sql import kept_runs, replace_run, upsert, utcnow
 
 
 class AnswerStore:
@@ -50,21 +50,7 @@ class AnswerStore:
 
     def runs(self) -> list[AnswerRun]:
         """The runs whose answers are kept, newest first."""
-        query = (
-            sa.select(
-                answers.c.run_id,
-                sa.func.max(answers.c.created_at).label("created_at"),
-                sa.func.count().label("queries"),
-                sa.func.sum(sa.case((answers.c.answered, 1), else_=0)).label("answered"),
-            )
-            .group_by(answers.c.run_id)
-            .order_by(sa.desc("created_at"), answers.c.run_id.desc())
-        )
-        with self._engine.connect() as connection:
-            return [
-                AnswerRun(row.run_id, aware(row.created_at), row.queries, int(row.answered))
-                for row in connection.execute(query)
-            ]
+        return [AnswerRun(*run) for run in kept_runs(self._engine, answers, answers.c.answered)]
 
     def cached_completion(self, cache_key: str) -> dict | None:
         with self._engine.connect() as connection:

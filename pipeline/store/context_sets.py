@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.records import ContextSet, ContextSetRun
 from pipeline.store.schema import CONTEXT_SET_FIELDS, context_sets, latest_context_sets_view
-from pipeline.store.sql import aware, replace_run, utcnow
+from pipeline.store.sql import kept_runs, replace_run, utcnow
 
 
 class ContextSetStore:
@@ -49,21 +49,7 @@ class ContextSetStore:
 
     def runs(self) -> list[ContextSetRun]:
         """The runs whose context sets are kept, newest first."""
-        query = (
-            sa.select(
-                context_sets.c.run_id,
-                sa.func.max(context_sets.c.created_at).label("created_at"),
-                sa.func.count().label("queries"),
-                sa.func.sum(sa.case((context_sets.c.reranked, 1), else_=0)).label("reranked"),
-            )
-            .group_by(context_sets.c.run_id)
-            .order_by(sa.desc("created_at"), context_sets.c.run_id.desc())
-        )
-        with self._engine.connect() as connection:
-            return [
-                ContextSetRun(row.run_id, aware(row.created_at), row.queries, int(row.reranked))
-                for row in connection.execute(query)
-            ]
+        return [ContextSetRun(*run) for run in kept_runs(self._engine, context_sets, context_sets.c.reranked)]
 
 
 def _context_set(row: sa.Row) -> ContextSet:

@@ -94,3 +94,19 @@ def replace_run(
     if deleted:
         connection.execute(sa.delete(table).where(table.c.run_id.not_in(kept)))
     return deleted
+
+
+def kept_runs(engine: Engine, table: sa.Table, flag: sa.Column[bool]) -> list[tuple[str, datetime, int, int]]:
+    """(run_id, published at, rows, rows with ``flag`` set) of each run kept in a published table, newest first."""
+    query = (
+        sa.select(
+            table.c.run_id,
+            sa.func.max(table.c.created_at).label("created_at"),
+            sa.func.count(),
+            sa.func.sum(sa.case((flag, 1), else_=0)),
+        )
+        .group_by(table.c.run_id)
+        .order_by(sa.desc("created_at"), table.c.run_id.desc())
+    )
+    with engine.connect() as connection:
+        return [(run_id, aware(at), int(rows), int(flagged)) for run_id, at, rows, flagged in connection.execute(query)]
