@@ -19,10 +19,17 @@ from pipeline.demo import SITE_PORT, SOURCES_FILE, serve_directory, site_dir
 
 if TYPE_CHECKING:
     from pipeline.embedding import MiniLMEmbedder
-    from pipeline.local import EmbeddingServiceConfig, HashedVectors, LocalRelevanceScorer, ServiceConfig
+    from pipeline.local import (
+        ChatServiceConfig,
+        EmbeddingServiceConfig,
+        HashedVectors,
+        LocalRelevanceScorer,
+        ServiceConfig,
+    )
 
 RERANK_PORT = 8765
 EMBEDDING_PORT = 8766
+CHAT_PORT = 8767
 # The key the local embeddings stand-in checks when EMBEDDING_KEY is unset.
 LOCAL_EMBEDDING_KEY = "local-dev-key"
 # The model the demo's embeddings stand-in plays: the one app.json attaches as EMBEDDING.
@@ -49,26 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rerank-port", type=int, default=RERANK_PORT)
     serve.add_argument("--embedding-port", type=int, default=EMBEDDING_PORT)
 
-    service = commands.add_parser(
+    service = add_service_command(
+        commands,
         "rerank-service",
+        RERANK_PORT,
         help="Serve the local /v1/rerank service.",
         description="Serve the local /v1/rerank service (bearer token: RERANK_KEY), optionally misbehaving on purpose.",
     )
-    service.add_argument("--host", default="127.0.0.1")
-    service.add_argument("--port", type=int, default=RERANK_PORT)
     add_fault_arguments(service).add_argument(
         "--max-documents", type=int, metavar="N", help="Documents accepted per request, past it 400 [1000]."
     )
 
-    embeddings = commands.add_parser(
+    embeddings = add_service_command(
+        commands,
         "embedding-service",
+        EMBEDDING_PORT,
         help="Serve the local /v1/embeddings stand-in.",
         description="Serve a local stand-in for Heroku Inference /v1/embeddings (bearer token: EMBEDDING_KEY): "
         "all-MiniLM-L6-v2 vectors (384 dimensions), or hashed ones with --fast, whatever model a request names; "
         "optionally misbehaving on purpose.",
     )
-    embeddings.add_argument("--host", default="127.0.0.1")
-    embeddings.add_argument("--port", type=int, default=EMBEDDING_PORT)
     embeddings.add_argument(
         "--fast",
         action="store_true",
@@ -76,12 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(for scale and pacing benchmarks).",
     )
     embeddings.add_argument("--dimensions", type=int, metavar="N", help="With --fast: numbers per hashed vector [384].")
-    add_fault_arguments(embeddings).add_argument(
-        "--tokens-per-minute",
-        type=int,
-        metavar="N",
-        help="Per model over a sliding minute, counted by the service (tiktoken cl100k); past it, 429 [unlimited].",
+    add_tokens_per_minute(add_fault_arguments(embeddings))
+
+    chat = add_service_command(
+        commands,
+        "chat-service",
+        CHAT_PORT,
+        help="Serve the local /v1/chat/completions stand-in.",
+        description="Serve a local stand-in for Heroku Inference /v1/chat/completions (bearer token: INFERENCE_KEY): "
+        "extractive answers (the passages' best-matching sentences, each cited), whatever model a request names; "
+        "optionally misbehaving on purpose.",
     )
+    add_tokens_per_minute(add_fault_arguments(chat))
 
     # The Procfile's process types (docs/deploy.md).
     commands.add_parser(
@@ -105,15 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_demo(arguments.site_port, arguments.rerank_port, arguments.embedding_port)
     if arguments.command in ("release", "web", "worker"):
         return run_process(arguments)
+    vectors = None
     try:
         config = service_config(arguments)
         if arguments.command == "embedding-service":
             vectors = stand_in_vectors(fast=arguments.fast, dimensions=arguments.dimensions)
     except ValueError as error:
         parser.error(f"{arguments.command}: {error}")
-    if arguments.command == "embedding-service":
-        return serve_embeddings(arguments.host, arguments.port, config, vectors)
-    return serve_rerank(arguments.host, arguments.port, config)
+    return serve_stand_in(arguments.host, arguments.port, stand_in(arguments.command, config, vectors))
 
 
 def run_process(arguments: argparse.Namespace) -> int:
@@ -149,7 +161,16 @@ FAULT_FLAGS = {
 SERVICE_FLAGS = {
     "rerank-service": {"max_documents": "--max-documents"},
     "embedding-service": {"tokens_per_minute": "--tokens-per-minute"},
+    "chat-service": {"tokens_per_minute": "--tokens-per-minute"},
 }
+
+
+def add_service_command(commands, name: str, port: int, **texts: str) -> argparse.ArgumentParser:
+    """A ``*-service`` command serving a stand-in on ``--host`` and ``--port`` (default ``port``)."""
+    command = commands.add_parser(name, **texts)
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=int, default=port)
+    return command
 
 
 def add_fault_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -194,14 +215,29 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     return faults
 
 
+def add_tokens_per_minute(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--tokens-per-minute",
+        type=int,
+        metavar="N",
+        help="Per model over a sliding minute, counted by the service (tiktoken cl100k); past it, 429 [unlimited].",
+    )
+
+
 def embedding_key() -> str:
     """The bearer token the local embeddings stand-in checks: EMBEDDING_KEY, else the local default."""
     return settings.value("EMBEDDING_KEY") or LOCAL_EMBEDDING_KEY
 
 
-def service_config(arguments: argparse.Namespace) -> ServiceConfig | EmbeddingServiceConfig:
+def chat_key() -> str:
+    """The bearer token the local chat stand-in checks: INFERENCE_KEY, else the local default."""
+    known = "INFERENCE_KEY" in settings.SETTINGS
+    return (settings.value("INFERENCE_KEY") if known else None) or LOCAL_EMBEDDING_KEY
+
+
+def service_config(arguments: argparse.Namespace) -> ServiceConfig | EmbeddingServiceConfig | ChatServiceConfig:
     """The config of the stand-in the command serves, from its flags; a bad value raises ValueError naming its flag."""
-    from pipeline.local import EmbeddingServiceConfig, ServiceConfig
+    from pipeline.local import ChatServiceConfig, EmbeddingServiceConfig, ServiceConfig
 
     flags = {**FAULT_FLAGS, **SERVICE_FLAGS[arguments.command]}
     values = {field: getattr(arguments, field) for field in flags}
@@ -217,6 +253,8 @@ def service_config(arguments: argparse.Namespace) -> ServiceConfig | EmbeddingSe
     try:
         if arguments.command == "embedding-service":
             return EmbeddingServiceConfig(api_key=embedding_key(), **options)
+        if arguments.command == "chat-service":
+            return ChatServiceConfig(api_key=chat_key(), **options)
         return ServiceConfig(api_key=settings.string("RERANK_KEY"), **options)
     except ValueError as error:
         message = str(error)
@@ -308,21 +346,24 @@ def serve_demo(site_port: int, rerank_port: int, embedding_port: int) -> int:
     return 0
 
 
-def serve_rerank(host: str, port: int, config) -> int:
-    from pipeline.local import RerankService, run_service
+def stand_in(command: str, config, vectors):
+    """The stand-in service a ``*-service`` command serves, given what the pipeline lends it."""
+    from pipeline.answer.extractive import ExtractiveChatModel
+    from pipeline.local import ChatService, EmbeddingService, RerankService
 
-    # One line per request from the service (status, model, documents, fault; never the token).
+    if command == "embedding-service":
+        return EmbeddingService(config, vectors)
+    if command == "chat-service":
+        return ChatService(config, ExtractiveChatModel())
+    return RerankService(config, _stored_vectors_scorer())
+
+
+def serve_stand_in(host: str, port: int, service) -> int:
+    from pipeline.local import run_service
+
+    # One line per request from the service (status, model, counts, fault; never the token or the texts).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_service(RerankService(config, _stored_vectors_scorer()), host=host, port=port)
-    return 0
-
-
-def serve_embeddings(host: str, port: int, config, vectors) -> int:
-    from pipeline.local import EmbeddingService, run_service
-
-    # One line per request from the service (status, model, inputs, input_type, tokens, fault; never the token).
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_service(EmbeddingService(config, vectors), host=host, port=port)
+    run_service(service, host=host, port=port)
     return 0
 
 

@@ -19,6 +19,8 @@ WIRING = {PACKAGE / "cli.py"}
 STAND_IN_MAY_IMPORT = (
     "pipeline.local",
     "pipeline.rerank.contract",
+    "pipeline.answer.contract",
+    "pipeline.answer.protocol",
     "pipeline.embedding",
     "pipeline.credentials",
     "pipeline.settings",

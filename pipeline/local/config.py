@@ -6,6 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pipeline.answer.contract import KNOWN_MODELS as CHAT_MODELS
 from pipeline.credentials import check_secret
 from pipeline.embedding.contract import KNOWN_MODELS as EMBEDDING_MODELS
 from pipeline.rerank.contract import KNOWN_MODELS as RERANK_MODELS
@@ -79,11 +80,8 @@ class ServiceConfig(StandInConfig):
 
 
 @dataclass(frozen=True)
-class EmbeddingServiceConfig(StandInConfig):
-    """The local ``/v1/embeddings`` service."""
-
-    key_setting = "EMBEDDING_KEY"
-    known_models = EMBEDDING_MODELS
+class TokenLimitedConfig(StandInConfig):
+    """A stand-in whose endpoint Heroku also limits in tokens per minute."""
 
     # Per model, over a sliding 60 s window, counted by the service's own tokenizer; None: unlimited.
     tokens_per_minute: int | None = None
@@ -91,6 +89,22 @@ class EmbeddingServiceConfig(StandInConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "tokens_per_minute")
+
+
+@dataclass(frozen=True)
+class EmbeddingServiceConfig(TokenLimitedConfig):
+    """The local ``/v1/embeddings`` service."""
+
+    key_setting = "EMBEDDING_KEY"
+    known_models = EMBEDDING_MODELS
+
+
+@dataclass(frozen=True)
+class ChatServiceConfig(TokenLimitedConfig):
+    """The local ``/v1/chat/completions`` service."""
+
+    key_setting = "INFERENCE_KEY"
+    known_models = CHAT_MODELS
 
 
 def _check_positive(config: StandInConfig, field: str) -> None:

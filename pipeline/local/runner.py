@@ -10,7 +10,8 @@ from typing import Any, Generic, Self, TypeVar
 
 import uvicorn
 
-from pipeline.local.config import EmbeddingServiceConfig, ServiceConfig
+from pipeline.local.chat_service import Answerer, ChatService, LoggedChatRequest
+from pipeline.local.config import ChatServiceConfig, EmbeddingServiceConfig, ServiceConfig
 from pipeline.local.embedding_service import EmbeddingService, LoggedEmbeddingRequest, VectorSource
 from pipeline.local.faults import FaultPlan
 from pipeline.local.rerank_service import LoggedRequest, RerankService, Scorer
@@ -114,6 +115,13 @@ class LocalEmbeddingService(LocalService[LoggedEmbeddingRequest]):
 
     def __init__(self, config: EmbeddingServiceConfig, *, vectors: VectorSource, **options: Any) -> None:
         super().__init__(EmbeddingService(config, vectors), **options)
+
+
+class LocalChatService(LocalService[LoggedChatRequest]):
+    """The ``/v1/chat/completions`` stand-in in a background thread."""
+
+    def __init__(self, config: ChatServiceConfig, *, answerer: Answerer, **options: Any) -> None:
+        super().__init__(ChatService(config, answerer), **options)
 
 
 def run_service(service: StandInService[Any, Any], *, host: str = "127.0.0.1", port: int, warm: bool = True) -> None:

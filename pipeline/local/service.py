@@ -30,6 +30,9 @@ from pipeline.local.faults import FAULT_HEADER, FaultInjector, FaultPlan
 from pipeline.local.rate_limits import LargerThanLimit, Quota, RateLimiter, RateLimitExceeded
 from pipeline.local.responses import Rejection, rate_limited
 
+# On every answer of a stand-in that plays a Heroku model with something else: what it really is.
+STAND_IN_HEADER = "X-Local-Stand-In"
+
 
 @dataclass
 class Seen:
