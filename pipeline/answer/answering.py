@@ -6,9 +6,10 @@ One answer per context set, in the context sets' order:
 - otherwise the prompt (:func:`~pipeline.answer.prompt.build_messages`, every configured secret
   redacted) goes to the chat model, unless the durable cache holds the completion for the same
   chat model, prompt version, generation settings and context-set content, which spends 0 tokens;
-- a query whose completion fails (after the client's own retries) is recorded as failed with the
-  error's code and no text: nothing is invented in its place, and failures are never cached, so
-  the next run asks only for them. A configuration error (rejected key, unknown model) would fail
+- a query whose completion fails (after the client's own retries), or whose conversation the chat
+  model cannot read (a ValueError), is recorded as failed with the error's code and no text:
+  nothing is invented in its place, and failures are never cached, so the next run asks only for
+  them. A configuration error (rejected key, unknown model) would fail
   every query the same way: it stops the queries not yet sent and is raised.
 
 An answer carries the content hash of the context set it was computed from, which is how the
@@ -37,6 +38,8 @@ from pipeline.store.state import StateStore
 log = logging.getLogger(__name__)
 
 NO_PASSAGES = f"{NOT_IN_THE_DOCS} no documentation passage was found for this question."
+# The published error of a query whose conversation the chat model could not read.
+UNREADABLE_CONVERSATION = "unreadable_conversation"
 
 
 class StoreAnswerCache:
@@ -225,8 +228,11 @@ def answer_context_sets(
                 result = future.result()
             except InferenceConfigurationError:
                 raise
-            except InferenceError as error:
-                answer = _unanswered(context_set, content_hash, chat.model, text=None, error=error.code)
+            except (InferenceError, ValueError) as error:
+                # A ValueError is a chat model that cannot read the conversation (the extractive answerer's
+                # NotACitedAnswerPrompt): that query fails, the others go on.
+                code = error.code if isinstance(error, InferenceError) else UNREADABLE_CONVERSATION
+                answer = _unanswered(context_set, content_hash, chat.model, text=None, error=code)
                 outcomes[position] = AnswerOutcome(answer, called=True, detail=f"{type(error).__name__}: {error}")
                 continue
             if result is None:

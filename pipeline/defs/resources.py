@@ -12,15 +12,15 @@ newline fails the run with a message naming the variable. The other paths are pa
 offline defaults declared in ``pipeline/settings.py``.
 
 One vocabulary for every resource. ``get()`` is the one accessor: it returns the handle the
-resource holds (``StateStore``, ``VectorIndex``, an ``Embedder``, ``RerankClient``). One
+resource holds (``StateStore``, ``VectorIndex``, an ``Embedder``, ``RerankClient``, a ``ChatModel``). One
 lifecycle: the handle is a ``PrivateAttr`` built in ``setup_for_execution`` (after the
 credentials are checked) and released in ``teardown_after_execution``. Handles that are
 expensive to build and safe to share (the MiniLM session takes about a second to load, the
 state store runs its schema check on open, the BM25 index loads from disk) come from
 :func:`_shared`, one cache per process, because Dagster may set a resource up more than once per
 step; teardown drops the resource's reference to them but leaves them open for the next step.
-Handles a resource owns alone (the rerank client, the remote embedder and their connection
-pools) are closed in teardown. ``PipelineFilesResource`` is about the files under the data
+Handles a resource owns alone (the rerank client, the remote embedder, the chat endpoint
+client and their connection pools) are closed in teardown. ``PipelineFilesResource`` is about the files under the data
 directory: besides ``write_output`` its one handle, the BM25 index stored there, has the clearly named accessor
 ``lexical_index()`` rather than ``get()``, since the resource is not that index.
 """
@@ -34,6 +34,8 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from pipeline import settings
+from pipeline.answer.client import HerokuChatModel
+from pipeline.answer.extractive import ExtractiveChatModel
 from pipeline.answer.protocol import ChatModel, GenerationSettings
 from pipeline.credentials import check_secret
 from pipeline.defs.endpoints import ChatEndpoint, EmbeddingEndpoint, InferenceClientConfig, RerankEndpoint
@@ -349,9 +351,20 @@ class ChatResource(InferenceClientConfig):
         return GenerationSettings(max_completion_tokens=self.max_completion_tokens, temperature=self.temperature)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        raise RuntimeError(
-            "ChatResource has no chat model to build: neither the local extractive answerer nor the chat "
-            "endpoint client is part of this build"
+        endpoint = self.endpoint
+        if endpoint is None:
+            self._chat = ExtractiveChatModel()
+            return
+        # Building the client checks INFERENCE_KEY: a bad key fails here, naming it, before any request.
+        self._chat = HerokuChatModel(
+            endpoint.url,
+            endpoint.api_key,
+            endpoint.model_id,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            timeout=self.timeout(),
+            max_attempts=self.max_attempts,
+            max_total_seconds=self.max_total_seconds,
         )
 
     def get(self) -> ChatModel:
@@ -359,6 +372,13 @@ class ChatResource(InferenceClientConfig):
         if self._chat is None:
             raise _not_set_up(self)
         return self._chat
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # The endpoint client is this resource's own (its connection pool is closed); the extractive
+        # answerer holds nothing to release.
+        if isinstance(self._chat, HerokuChatModel):
+            self._chat.close()
+        self._chat = None
 
 
 class PipelineFilesResource(dg.ConfigurableResource):

@@ -6,8 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.answer.answering import NO_PASSAGES, StoreAnswerCache, answer_cache_key, answer_context_sets
-from pipeline.answer.prompt import PROMPT_VERSION
+from pipeline.answer.answering import (
+    NO_PASSAGES,
+    UNREADABLE_CONVERSATION,
+    StoreAnswerCache,
+    answer_cache_key,
+    answer_context_sets,
+)
+from pipeline.answer.extractive import ExtractiveChatModel
+from pipeline.answer.prompt import NOT_IN_THE_DOCS, PROMPT_VERSION
 from pipeline.answer.protocol import GenerationSettings
 from pipeline.answer.reports import citation_account, markdown_preview, publication_account
 from pipeline.credentials import Redactor
@@ -123,6 +130,33 @@ def test_a_failed_question_is_recorded_as_failed_never_invented_and_asked_again_
     retried = _answer(SETS, chat, cache)
     [(_system, user)] = chat.requests  # the failed question alone
     assert POOL.query in user["content"] and retried.answers[0].answered
+
+
+class LosesTheQuestion:
+    """The extractive answerer behind a channel that drops the user message of the ``lost`` questions."""
+
+    def __init__(self, *lost: str) -> None:
+        self.lost = lost
+        self.extractive = ExtractiveChatModel()
+
+    @property
+    def model(self) -> str:
+        return self.extractive.model
+
+    def complete(self, messages, settings):
+        if any(question in messages[-1]["content"] for question in self.lost):
+            messages = messages[:1]
+        return self.extractive.complete(messages, settings)
+
+
+def test_a_conversation_the_chat_model_cannot_read_fails_that_question_only():
+    report = _answer(SETS, LosesTheQuestion(POOL.query))
+
+    pool, colour, _empty = report.answers
+    assert (pool.failed, pool.error, pool.answer) == (True, UNREADABLE_CONVERSATION, None)
+    [failure] = report.failed
+    assert failure.detail.startswith("NotACitedAnswerPrompt: the conversation has no <question> block")
+    assert not colour.failed and colour.answer.startswith(NOT_IN_THE_DOCS)
 
 
 def test_a_rejected_key_stops_the_run_and_is_raised():
