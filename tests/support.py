@@ -13,8 +13,8 @@ import dagster as dg
 import yaml
 
 from pipeline.defs import answers, context_sets, evaluation, ingest, removal, rerank, retrieve
-from pipeline.defs.partitions import register_sources
 from pipeline.defs.endpoints import ChatEndpoint
+from pipeline.defs.partitions import register_sources
 from pipeline.defs.resources import (
     ChatResource,
     ChromaResource,
