@@ -6,6 +6,7 @@ fields are config, shared by every inference resource through :class:`InferenceC
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -43,6 +44,15 @@ class InferenceClientConfig(dg.ConfigurableResource):
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds)
+
+    def client_options(self) -> dict[str, Any]:
+        """These fields as the keyword arguments every inference client takes."""
+        return {
+            "requests_per_minute": self.requests_per_minute,
+            "timeout": self.timeout(),
+            "max_attempts": self.max_attempts,
+            "max_total_seconds": self.max_total_seconds,
+        }
 
 
 @dataclass(frozen=True)

@@ -233,11 +233,8 @@ class EmbedderResource(InferenceClientConfig):
             endpoint.model_id,
             inputs_per_request=self.inputs_per_request,
             concurrent_requests=self.concurrent_requests,
-            requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,
-            timeout=self.timeout(),
-            max_attempts=self.max_attempts,
-            max_total_seconds=self.max_total_seconds,
+            **self.client_options(),
         )
 
     def get(self) -> Embedder:
@@ -300,11 +297,8 @@ class RerankResource(InferenceClientConfig):
             self.endpoint.url,
             self.endpoint.api_key,
             self.endpoint.model_id,
-            timeout=self.timeout(),
-            requests_per_minute=self.requests_per_minute,
-            max_attempts=self.max_attempts,
-            max_total_seconds=self.max_total_seconds,
             max_document_tokens=self.max_document_tokens,
+            **self.client_options(),
         )
 
     def get(self) -> RerankClient:
@@ -360,11 +354,8 @@ class ChatResource(InferenceClientConfig):
             endpoint.url,
             endpoint.api_key,
             endpoint.model_id,
-            requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,
-            timeout=self.timeout(),
-            max_attempts=self.max_attempts,
-            max_total_seconds=self.max_total_seconds,
+            **self.client_options(),
         )
 
     def get(self) -> ChatModel:

@@ -27,7 +27,7 @@ def print_materializations(result: dg.ExecuteInProcessResult) -> None:
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() == asset:
+        if event.materialization.asset_key.to_user_string() == asset:
             return {key: value.value for key, value in event.materialization.metadata.items()}
     return {}
 
