@@ -4,7 +4,6 @@ local stand-ins."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -31,10 +30,13 @@ if TYPE_CHECKING:
 RERANK_PORT = 8765
 EMBEDDING_PORT = 8766
 CHAT_PORT = 8767
-# The key the local embeddings stand-in checks when EMBEDDING_KEY is unset.
-LOCAL_EMBEDDING_KEY = "local-dev-key"
+# The key the local embeddings and chat stand-ins check when EMBEDDING_KEY or INFERENCE_KEY is unset.
+LOCAL_DEV_KEY = "local-dev-key"
 # The model the demo's embeddings stand-in plays: the one app.json attaches as EMBEDDING.
 DEMO_EMBEDDING_MODEL_ID = "cohere-embed-multilingual"
+# The model ID the demo's chat requests name: the one the README attaches as INFERENCE. The stand-in answers
+# extractively whatever a request names, and its answers say so (model extractive-answerer).
+DEMO_CHAT_MODEL_ID = "claude-4-5-haiku"
 # The demo prints its own summary; Dagster's per-step debug events would bury it.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -247,13 +249,12 @@ def add_tokens_per_minute(group: argparse._ArgumentGroup) -> None:
 
 def embedding_key() -> str:
     """The bearer token the local embeddings stand-in checks: EMBEDDING_KEY, else the local default."""
-    return settings.value("EMBEDDING_KEY") or LOCAL_EMBEDDING_KEY
+    return settings.value("EMBEDDING_KEY") or LOCAL_DEV_KEY
 
 
 def chat_key() -> str:
     """The bearer token the local chat stand-in checks: INFERENCE_KEY, else the local default."""
-    known = "INFERENCE_KEY" in settings.SETTINGS
-    return (settings.value("INFERENCE_KEY") if known else None) or LOCAL_EMBEDDING_KEY
+    return settings.value("INFERENCE_KEY") or LOCAL_DEV_KEY
 
 
 def service_config(arguments: argparse.Namespace) -> ServiceConfig | EmbeddingServiceConfig | ChatServiceConfig:
@@ -346,6 +347,24 @@ def _local_embedding_service(stack: ExitStack, port: int, embedder: MiniLMEmbedd
     return service.url
 
 
+def _local_chat_service(stack: ExitStack, port: int) -> str:
+    """The chat stand-in answering with the extractive answerer, playing a chat model attached --as INFERENCE."""
+    from pipeline.answer.extractive import ExtractiveChatModel
+    from pipeline.local import ChatServiceConfig, LocalChatService
+
+    config = ChatServiceConfig(api_key=chat_key())
+    service = stack.enter_context(LocalChatService(config, answerer=ExtractiveChatModel(), port=port, warm=True))
+    return service.url
+
+
+def _attach_stand_in(name: str, url: str, key: str, model_id: str) -> None:
+    """Point ``<name>_URL``, ``<name>_KEY`` and ``<name>_MODEL_ID`` (unless set) at a stand-in, as attaching a
+    model ``--as <name>`` sets them."""
+    os.environ[f"{name}_URL"] = url
+    os.environ[f"{name}_KEY"] = key
+    os.environ.setdefault(f"{name}_MODEL_ID", model_id)
+
+
 def serve_demo(site_port: int, rerank_port: int, embedding_port: int) -> int:
     from pipeline.embedding import MiniLMEmbedder
 
@@ -357,7 +376,7 @@ def serve_demo(site_port: int, rerank_port: int, embedding_port: int) -> int:
         embedding_url = _local_embedding_service(stack, embedding_port, embedder)
         print(f"demo docs site:           {site_url}")
         print(f"local rerank service:     {rerank_url}  (RERANK_KEY={settings.SETTINGS['RERANK_KEY'].default})")
-        print(f"local embeddings service: {embedding_url}  (EMBEDDING_KEY={LOCAL_EMBEDDING_KEY})")
+        print(f"local embeddings service: {embedding_url}  (EMBEDDING_KEY={LOCAL_DEV_KEY})")
         print("Ctrl-C to stop")
         try:
             while True:
@@ -389,12 +408,13 @@ def serve_stand_in(host: str, port: int, service) -> int:
 
 
 def start_missing_stand_ins(stack: ExitStack, *, local_embeddings: bool) -> None:
-    """Start the local rerank and embeddings stand-ins for the endpoints the environment does not name.
+    """Start the local rerank, embeddings and chat stand-ins for the endpoints the environment does not name.
 
     Without RERANK_URL the rerank stand-in serves the default one. Without EMBEDDING_URL (and unless
-    ``local_embeddings``) the embeddings stand-in plays the EMBEDDING add-on and the EMBEDDING_* variables
-    are set to it, so resources built afterwards take the remote embedding path as a deploy with the
-    add-on does. They stop when ``stack`` closes.
+    ``local_embeddings``) the embeddings stand-in plays the EMBEDDING add-on, and without INFERENCE_URL
+    the chat stand-in plays a chat model attached --as INFERENCE: their variables are set to them, so
+    resources built afterwards take the remote paths as a deploy with those models does. They stop
+    when ``stack`` closes.
     """
     from pipeline.embedding import MiniLMEmbedder
 
@@ -403,9 +423,10 @@ def start_missing_stand_ins(stack: ExitStack, *, local_embeddings: bool) -> None
     if not settings.is_set("RERANK_URL"):
         _local_rerank_service(stack, RERANK_PORT, embedder)
     if not local_embeddings and not settings.is_set("EMBEDDING_URL"):
-        os.environ["EMBEDDING_URL"] = _local_embedding_service(stack, EMBEDDING_PORT, embedder)
-        os.environ["EMBEDDING_KEY"] = embedding_key()
-        os.environ.setdefault("EMBEDDING_MODEL_ID", DEMO_EMBEDDING_MODEL_ID)
+        url = _local_embedding_service(stack, EMBEDDING_PORT, embedder)
+        _attach_stand_in("EMBEDDING", url, embedding_key(), DEMO_EMBEDDING_MODEL_ID)
+    if not settings.is_set("INFERENCE_URL"):
+        _attach_stand_in("INFERENCE", _local_chat_service(stack, CHAT_PORT), chat_key(), DEMO_CHAT_MODEL_ID)
 
 
 def _demo_instance():
@@ -422,6 +443,7 @@ def run_demo(top: int, local_embeddings: bool = False) -> int:
     from pipeline.crawl.sources import load_sources
     from pipeline.defs.jobs import context_sets_job, ingest_source_job
     from pipeline.defs.partitions import register_sources
+    from pipeline.demo import report
     from pipeline.inputs import is_url
 
     started = time.perf_counter()
@@ -431,7 +453,7 @@ def run_demo(top: int, local_embeddings: bool = False) -> int:
         if not is_url(sources_location) and Path(sources_location).resolve() == SOURCES_FILE.resolve():
             stack.enter_context(serve_directory(site_dir(), port=SITE_PORT))
         start_missing_stand_ins(stack, local_embeddings=local_embeddings)
-        # Loaded now: its resources read the EMBEDDING_* settings just given.
+        # Loaded now: its resources read the EMBEDDING_* and INFERENCE_* settings just given.
         from pipeline.definitions import defs
 
         instance = stack.enter_context(_demo_instance())
@@ -442,47 +464,17 @@ def run_demo(top: int, local_embeddings: bool = False) -> int:
             result = defs.resolve_job_def(ingest_source_job.name).execute_in_process(
                 instance=instance, partition_key=source.name, run_config=QUIET_RUN_CONFIG
             )
-            _report(result)
-        print("retrieving, reranking and packing context sets ...", flush=True)
+            report.print_materializations(result)
+        print("retrieving, reranking, packing and answering ...", flush=True)
         result = defs.resolve_job_def(context_sets_job.name).execute_in_process(
             instance=instance, run_config=QUIET_RUN_CONFIG
         )
-        _report(result)
-        _print_context_sets(data_dir / "ranked_context_sets.jsonl", result, top)
+        report.print_materializations(result)
+        context_sets = data_dir / "ranked_context_sets.jsonl"
+        report.print_context_sets(context_sets, result, top)
+        report.print_answers(data_dir / "answers.jsonl", context_sets, result)
     print(f"demo finished in {time.perf_counter() - started:.1f}s; Dagster home: {os.environ['DAGSTER_HOME']}")
     return 0
-
-
-def _report(result) -> None:
-    for event in result.get_asset_materialization_events():
-        materialization = event.materialization
-        counts = {
-            key: value.value
-            for key, value in materialization.metadata.items()
-            if isinstance(value.value, int) and not isinstance(value.value, bool)
-        }
-        partition = f"[{materialization.partition}]" if materialization.partition else ""
-        print(f"  {materialization.asset_key.to_user_string()}{partition}: {json.dumps(counts)}")
-
-
-def _print_context_sets(path: Path, result, top: int) -> None:
-    billed = 0
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() == "reranked_candidates":
-            billed = event.materialization.metadata["billed_search_units"].value
-    print()
-    embedding_models = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        context_set = json.loads(line)
-        embedding_models.add(context_set["embedding_model"])
-        status = f"reranked by {context_set['model']}" if context_set["reranked"] else "NOT reranked"
-        print(f"{context_set['query_id']}: {context_set['query']}  ({status})")
-        for passage in context_set["passages"][:top]:
-            heading = " > ".join(passage["heading_path"]) or passage["title"]
-            print(f"   {passage['rank']}. [{passage['rerank_score'] or 0:.3f}] {heading}  <{passage['url']}>")
-    print(f"\nretrieved with embedding model: {', '.join(sorted(embedding_models))}")
-    print(f"billed search units this run: {billed}")
-    print(f"context sets: {path.resolve()}")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 import dagster as dg
 
-from pipeline.defs import automation, context_sets, evaluation, ingest, removal, rerank, retrieve
+from pipeline.defs import answers, automation, context_sets, evaluation, ingest, removal, rerank, retrieve
 from pipeline.defs.jobs import context_sets_job, evaluation_job, ingest_source_job
 from pipeline.defs.removal import remove_sources_job
 from pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, evaluation]),
-    asset_checks=dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context_sets, evaluation]),
+    assets=dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, answers, evaluation]),
+    asset_checks=dg.load_asset_checks_from_modules(
+        [ingest, removal, retrieve, rerank, context_sets, answers, evaluation]
+    ),
     jobs=[
         ingest_source_job,
         context_sets_job,

@@ -49,6 +49,11 @@ _SETTINGS = [
         "PIPELINE_FRESHNESS_MAX_AGE_HOURS", "26", "Hours after which a source's last successful refresh is overdue."
     ),
     Setting("PIPELINE_RERANK_UNITS_BUDGET", "1000", "Rerank search units one run may bill before its check fails."),
+    Setting(
+        "PIPELINE_ANSWER_TOKENS_BUDGET",
+        "200000",
+        "Chat tokens (prompt and completion) one answers run may spend before its check warns.",
+    ),
     Setting("PIPELINE_MIN_TEXT_SHARE", "0.9", "Share of a source's fetched pages that must yield text (0-1)."),
     Setting(
         "PIPELINE_TEMPORARY_REDIRECT_DAYS",
@@ -77,6 +82,14 @@ _SETTINGS = [
     ),
     Setting("EMBEDDING_KEY", None, "Bearer token for the embeddings service (Heroku Inference key).", secret=True),
     Setting("EMBEDDING_MODEL_ID", None, "Embedding model of the embeddings service, e.g. cohere-embed-multilingual."),
+    Setting(
+        "INFERENCE_URL",
+        None,
+        "Base URL of the chat model attached --as INFERENCE; POST {INFERENCE_URL}/v1/chat/completions. With "
+        "INFERENCE_KEY and INFERENCE_MODEL_ID, questions are answered there; unset, by the local extractive answerer.",
+    ),
+    Setting("INFERENCE_KEY", None, "Bearer token for the chat model (Heroku Inference key).", secret=True),
+    Setting("INFERENCE_MODEL_ID", None, "Chat model of the chat endpoint, e.g. claude-4-5-haiku."),
     Setting("CHROMA_HOST", None, "Chroma server host; when set, an HttpClient replaces the local PersistentClient."),
     Setting("CHROMA_PORT", "8000", "Chroma server port (with CHROMA_HOST)."),
     Setting("CHROMA_SSL", "false", "Use HTTPS to reach the Chroma server (with CHROMA_HOST)."),
@@ -167,6 +180,11 @@ def all_or_none(*names: str) -> bool:
         f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set, but {' and '.join(given)} "
         f"{'is' if len(given) == 1 else 'are'}: set all of {', '.join(names)} or none of them"
     )
+
+
+def secret_values() -> list[str]:
+    """The values of every secret setting that has one (set, or its default): what nothing published may hold."""
+    return [text for name, setting in SETTINGS.items() if setting.secret and (text := value(name))]
 
 
 def _known(name: str) -> Setting:

@@ -14,9 +14,11 @@ import dagster as dg
 import yaml
 
 from pipeline.cli import local_scorer
-from pipeline.defs import context_sets, evaluation, ingest, removal, rerank, retrieve
+from pipeline.defs import answers, context_sets, evaluation, ingest, removal, rerank, retrieve
+from pipeline.defs.endpoints import ChatEndpoint
 from pipeline.defs.partitions import register_sources
 from pipeline.defs.resources import (
+    ChatResource,
     ChromaResource,
     EmbedderResource,
     PipelineFilesResource,
@@ -29,11 +31,11 @@ from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.store.state import StateStore
 
 ALL_ASSETS = [
-    *dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, evaluation]),
-    *dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context_sets, evaluation]),
+    *dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, answers, evaluation]),
+    *dg.load_asset_checks_from_modules([ingest, removal, retrieve, rerank, context_sets, answers, evaluation]),
 ]
 INGEST = dg.AssetSelection.groups("ingest")
-DOWNSTREAM = dg.AssetSelection.groups("retrieve", "rerank", "context")
+DOWNSTREAM = dg.AssetSelection.groups("retrieve", "rerank", "context", "answer")
 EVALUATE = dg.AssetSelection.groups("evaluate")
 TEST_KEY = "test-rerank-key-5f1d0c"
 
@@ -53,9 +55,12 @@ def make_resources(
     model_id: str = "cohere-rerank-3-5",
     database_url: str | None = None,
     labelled_queries_path: Path = LABELLED_QUERIES_FILE,
+    chat_endpoint: ChatEndpoint | None = None,
     **rerank_options: object,
 ) -> dict[str, dg.ConfigurableResource]:
-    """The pipeline's resources on these paths; ``rerank_options`` are further RerankResource fields."""
+    """The pipeline's resources on these paths; ``rerank_options`` are further RerankResource fields.
+
+    Answers come from the extractive answerer in process unless ``chat_endpoint`` names a chat endpoint."""
     return {
         "files": PipelineFilesResource(
             data_dir=str(data_dir),
@@ -67,6 +72,7 @@ def make_resources(
         "chroma": ChromaResource(data_dir=str(data_dir)),
         "embedder": EmbedderResource(),
         "rerank": RerankResource(endpoint=RerankEndpoint(rerank_url, api_key, model_id), **rerank_options),
+        "chat": ChatResource(endpoint=chat_endpoint),
     }
 
 

@@ -33,7 +33,7 @@ from tests.support import make_resources
 from tests.tiny_site import QUERIES, tiny_site_on_a_persistent_instance
 
 REPO = Path(__file__).resolve().parents[1]
-DOWNSTREAM = ["retrieved_candidates", "reranked_candidates", "ranked_context_sets"]
+DOWNSTREAM = ["retrieved_candidates", "reranked_candidates", "ranked_context_sets", "answers"]
 QUERIES_ASSET = dg.AssetSelection.assets("queries")
 
 

@@ -145,6 +145,23 @@ def test_the_context_sets_table_holds_every_run_and_its_view_the_jsonl_output(de
     assert metadata["table"] == "pipeline_context_sets (newest run: pipeline_latest_context_sets)"
 
 
+def test_every_context_set_is_answered_from_its_own_passages_and_an_unchanged_refresh_spends_no_tokens(demo_run):
+    context_sets = {c["query_id"]: c for c in _context_sets(demo_run["data_dir"])}
+    lines = (demo_run["data_dir"] / "answers.jsonl").read_text().splitlines()
+    answers = [json.loads(line) for line in lines]
+    assert [answer["query_id"] for answer in answers] == list(context_sets)
+    answered = [answer for answer in answers if answer["answered"]]
+    assert len(answered) > len(answers) / 2 and not any(answer["error"] for answer in answers)
+    for answer in answered:
+        own = {passage["chunk_id"] for passage in context_sets[answer["query_id"]]["passages"]}
+        assert answer["citations"] and {citation["chunk_id"] for citation in answer["citations"]} <= own
+    first = materialization_metadata(demo_run["first_downstream"], "answers")
+    second = materialization_metadata(demo_run["second_downstream"], "answers")
+    assert first["tokens_spent"] > 0 and (second["tokens_spent"], second["cache_hits"]) == (0, 12)
+    checks = [c for c in demo_run["second_downstream"].get_asset_check_evaluations() if c.asset_key.path == ["answers"]]
+    assert len(checks) == 3 and all(check.passed for check in checks)
+
+
 def test_definitions_validate():
     completed = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],

@@ -286,6 +286,7 @@ def test_a_context_sets_table_of_the_old_shape_is_replaced(store):
     url = store.engine.url.render_as_string(hide_password=False)
     with store.transaction() as connection:
         connection.execute(sa.text("DROP TABLE pipeline_alembic_version"))  # as written before migrations
+        connection.execute(sa.text("DROP VIEW pipeline_latest_answers"))  # which reads the context sets' view
         connection.execute(sa.text("DROP VIEW pipeline_latest_context_sets"))
         connection.execute(sa.text("DROP TABLE pipeline_context_sets"))
         connection.execute(

@@ -116,12 +116,12 @@ knowledge_base_refresh = build_refresh_schedule(
 
 context_sets_automation = dg.AutomationConditionSensorDefinition(
     "context_sets_automation",
-    target=dg.AssetSelection.groups("retrieve", "rerank", "context"),
+    target=dg.AssetSelection.groups("retrieve", "rerank", "context", "answer"),
     run_tags=WRITES_CONTEXT_SETS,
     default_status=SENSOR_RUNNING,
     description=(
-        "Runs retrieval, rerank and context sets once after the index changed and no ingest run is queued or in "
-        "progress any more (the daily refresh, a new source, a re-executed source)."
+        "Runs retrieval, rerank, context sets and answers once after the index changed and no ingest run is queued "
+        "or in progress any more (the daily refresh, a new source, a re-executed source)."
     ),
 )
 
@@ -200,7 +200,7 @@ def source_partitions_sensor(
     minimum_interval_seconds=60,
     default_status=SENSOR_RUNNING,
     description=(
-        "Launches build_context_sets (retrieval, rerank, context sets; no crawl) when the queries file "
+        "Launches build_context_sets (retrieval, rerank, context sets, answers; no crawl) when the queries file "
         "(PIPELINE_QUERIES) changes. The cursor is a hash of the (id, query) pairs, so reformatting changes "
         "nothing; an unreadable or invalid file launches nothing. While no chunk has been ingested it launches "
         "nothing either (there is nothing to retrieve); a change made meanwhile is launched once chunks exist."

@@ -6,6 +6,7 @@ fields are config, shared by every inference resource through :class:`InferenceC
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -43,6 +44,15 @@ class InferenceClientConfig(dg.ConfigurableResource):
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds)
+
+    def client_options(self) -> dict[str, Any]:
+        """These fields as the keyword arguments every inference client takes."""
+        return {
+            "requests_per_minute": self.requests_per_minute,
+            "timeout": self.timeout(),
+            "max_attempts": self.max_attempts,
+            "max_total_seconds": self.max_total_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -83,3 +93,20 @@ class RerankEndpoint(InferenceEndpoint):
     @classmethod
     def from_settings(cls) -> "RerankEndpoint":
         return cls(settings.string("RERANK_URL"), settings.string("RERANK_KEY"), settings.string("RERANK_MODEL_ID"))
+
+
+@dataclass(frozen=True, repr=False)
+class ChatEndpoint(InferenceEndpoint):
+    """INFERENCE_URL, INFERENCE_KEY and INFERENCE_MODEL_ID: the chat model attached ``--as INFERENCE``."""
+
+    @classmethod
+    def from_settings(cls) -> "ChatEndpoint | None":
+        """The endpoint the environment names; None (the local extractive answerer) when none of the three is set.
+
+        Some but not all of them is a SettingError naming the missing ones, as for the embeddings endpoint.
+        """
+        if not settings.all_or_none("INFERENCE_URL", "INFERENCE_KEY", "INFERENCE_MODEL_ID"):
+            return None
+        return cls(
+            settings.string("INFERENCE_URL"), settings.string("INFERENCE_KEY"), settings.string("INFERENCE_MODEL_ID")
+        )

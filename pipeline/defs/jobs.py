@@ -1,4 +1,5 @@
-"""Jobs over the asset graph: refresh one source's index, rebuild the context sets, evaluate retrieval quality.
+"""Jobs over the asset graph: refresh one source's index, rebuild the context sets and their answers, evaluate
+retrieval quality.
 
 Runs carry the ``pipeline/writes`` tag of :mod:`pipeline.run_tags`.
 """
@@ -18,8 +19,8 @@ ingest_source_job = dg.define_asset_job(
 
 context_sets_job = dg.define_asset_job(
     "build_context_sets",
-    selection=dg.AssetSelection.groups("retrieve", "rerank", "context"),
-    description="Retrieve, rerank and pack context sets for every query from the current index.",
+    selection=dg.AssetSelection.groups("retrieve", "rerank", "context", "answer"),
+    description="Retrieve, rerank and pack context sets for every query from the current index, and answer them.",
     run_tags=WRITES_CONTEXT_SETS,
 )
 

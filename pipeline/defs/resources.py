@@ -1,7 +1,7 @@
-"""Dagster resources: typed configuration for the stores, the embedder and the rerank endpoint.
+"""Dagster resources: typed configuration for the stores, the embedder, the rerank endpoint and the chat model.
 
 :func:`build_resources` is the one place that wires environment variables into
-resources. Where requests go and the credentials they carry (``RERANK_*``, ``EMBEDDING_*``
+resources. Where requests go and the credentials they carry (``RERANK_*``, ``EMBEDDING_*``, ``INFERENCE_*``
 (:mod:`pipeline.defs.endpoints`), ``DATABASE_URL``, the ``CHROMA_*`` server settings) are
 resource dependencies read from the environment, not config fields: anyone who may launch a run
 could otherwise point ``resources.rerank.config.url`` at another host while the key still came
@@ -12,15 +12,15 @@ newline fails the run with a message naming the variable. The other paths are pa
 offline defaults declared in ``pipeline/settings.py``.
 
 One vocabulary for every resource. ``get()`` is the one accessor: it returns the handle the
-resource holds (``StateStore``, ``VectorIndex``, an ``Embedder``, ``RerankClient``). One
+resource holds (``StateStore``, ``VectorIndex``, an ``Embedder``, ``RerankClient``, a ``ChatModel``). One
 lifecycle: the handle is a ``PrivateAttr`` built in ``setup_for_execution`` (after the
 credentials are checked) and released in ``teardown_after_execution``. Handles that are
 expensive to build and safe to share (the MiniLM session takes about a second to load, the
 state store runs its schema check on open, the BM25 index loads from disk) come from
 :func:`_shared`, one cache per process, because Dagster may set a resource up more than once per
 step; teardown drops the resource's reference to them but leaves them open for the next step.
-Handles a resource owns alone (the rerank client, the remote embedder and their connection
-pools) are closed in teardown. ``PipelineFilesResource`` is about the files under the data
+Handles a resource owns alone (the rerank client, the remote embedder, the chat endpoint
+client and their connection pools) are closed in teardown. ``PipelineFilesResource`` is about the files under the data
 directory: besides ``write_output`` its one handle, the BM25 index stored there, has the clearly named accessor
 ``lexical_index()`` rather than ``get()``, since the resource is not that index.
 """
@@ -34,8 +34,11 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from pipeline import settings
+from pipeline.answer.client import HerokuChatModel
+from pipeline.answer.extractive import ExtractiveChatModel
+from pipeline.answer.protocol import ChatModel, GenerationSettings
 from pipeline.credentials import check_secret
-from pipeline.defs.endpoints import EmbeddingEndpoint, InferenceClientConfig, RerankEndpoint
+from pipeline.defs.endpoints import ChatEndpoint, EmbeddingEndpoint, InferenceClientConfig, RerankEndpoint
 from pipeline.embedding import DEFAULT_BATCH_SIZE, Embedder, MiniLMEmbedder
 from pipeline.embedding.contract import MAX_INPUTS_PER_REQUEST
 from pipeline.embedding.remote import DEFAULT_CONCURRENT_REQUESTS, HerokuEmbedder
@@ -230,11 +233,8 @@ class EmbedderResource(InferenceClientConfig):
             endpoint.model_id,
             inputs_per_request=self.inputs_per_request,
             concurrent_requests=self.concurrent_requests,
-            requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,
-            timeout=self.timeout(),
-            max_attempts=self.max_attempts,
-            max_total_seconds=self.max_total_seconds,
+            **self.client_options(),
         )
 
     def get(self) -> Embedder:
@@ -297,11 +297,8 @@ class RerankResource(InferenceClientConfig):
             self.endpoint.url,
             self.endpoint.api_key,
             self.endpoint.model_id,
-            timeout=self.timeout(),
-            requests_per_minute=self.requests_per_minute,
-            max_attempts=self.max_attempts,
-            max_total_seconds=self.max_total_seconds,
             max_document_tokens=self.max_document_tokens,
+            **self.client_options(),
         )
 
     def get(self) -> RerankClient:
@@ -314,6 +311,65 @@ class RerankResource(InferenceClientConfig):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class ChatResource(InferenceClientConfig):
+    """The chat model questions are answered with: the chat endpoint attached ``--as INFERENCE`` when
+    ``endpoint`` is set, else the local extractive answerer.
+
+    ``endpoint`` comes from the environment only; the fields tune the client and the generation, set
+    in a run's ``resources.chat.config``. The generation settings are part of every cached answer's key.
+    """
+
+    # A dependency, not config: from the environment only (see the module docstring).
+    # ResourceDependency is a descriptor to the type checker; pydantic takes None as the field's default.
+    endpoint: dg.ResourceDependency[ChatEndpoint | None] = None  # type: ignore[assignment]
+    max_completion_tokens: int = Field(
+        default=GenerationSettings.max_completion_tokens, ge=1, description="Longest answer, in completion tokens."
+    )
+    temperature: float = Field(
+        default=GenerationSettings.temperature, ge=0, le=1, description="Sampling temperature; 0 answers alike."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="The model's token limit (default: the published one); paced at 98%."
+    )
+
+    _chat: ChatModel | None = PrivateAttr(default=None)
+
+    def __repr__(self) -> str:
+        if self.endpoint is None:
+            return "ChatResource(local)"
+        return f"ChatResource(url={self.endpoint.url!r}, model_id={self.endpoint.model_id!r})"
+
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(max_completion_tokens=self.max_completion_tokens, temperature=self.temperature)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            self._chat = ExtractiveChatModel()
+            return
+        # Building the client checks INFERENCE_KEY: a bad key fails here, naming it, before any request.
+        self._chat = HerokuChatModel(
+            endpoint.url,
+            endpoint.api_key,
+            endpoint.model_id,
+            tokens_per_minute=self.tokens_per_minute,
+            **self.client_options(),
+        )
+
+    def get(self) -> ChatModel:
+        """The chat model answers are completed by."""
+        if self._chat is None:
+            raise _not_set_up(self)
+        return self._chat
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        # The endpoint client is this resource's own (its connection pool is closed); the extractive
+        # answerer holds nothing to release.
+        if isinstance(self._chat, HerokuChatModel):
+            self._chat.close()
+        self._chat = None
 
 
 class PipelineFilesResource(dg.ConfigurableResource):
@@ -368,4 +424,5 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "chroma": ChromaResource(data_dir=data_dir, server=ChromaServer.from_settings()),
         "embedder": EmbedderResource(endpoint=EmbeddingEndpoint.from_settings()),
         "rerank": RerankResource(endpoint=RerankEndpoint.from_settings()),
+        "chat": ChatResource(endpoint=ChatEndpoint.from_settings()),
     }

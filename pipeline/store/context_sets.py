@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.records import ContextSet, ContextSetRun
 from pipeline.store.schema import CONTEXT_SET_FIELDS, context_sets, latest_context_sets_view
-from pipeline.store.sql import aware, utcnow
+from pipeline.store.sql import kept_runs, replace_run, utcnow
 
 
 class ContextSetStore:
@@ -26,8 +26,6 @@ class ContextSetStore:
     def save(self, run_id: str, sets: Sequence[ContextSet], *, keep_runs: int) -> int:
         """Store one run's context sets (replacing any of the same run) and keep only the newest
         ``keep_runs`` runs; returns how many older runs were deleted."""
-        if keep_runs < 1:
-            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}")
         now = utcnow()
         rows = [
             {
@@ -35,27 +33,12 @@ class ContextSetStore:
                 "position": position,
                 "created_at": now,
                 **context_set.published(),
+                "content_hash": context_set.content_hash(),
             }
             for position, context_set in enumerate(sets)
         ]
-        newest_runs = (
-            sa.select(context_sets.c.run_id)
-            .group_by(context_sets.c.run_id)
-            .order_by(sa.func.max(context_sets.c.created_at).desc(), context_sets.c.run_id.desc())
-            .limit(keep_runs)
-        )
         with self._transaction() as connection:
-            connection.execute(sa.delete(context_sets).where(context_sets.c.run_id == run_id))
-            if rows:
-                connection.execute(sa.insert(context_sets), rows)
-            kept = list(connection.scalars(newest_runs))
-            older = sa.select(sa.func.count(sa.distinct(context_sets.c.run_id))).where(
-                context_sets.c.run_id.not_in(kept)
-            )
-            deleted = int(connection.scalar(older))
-            if deleted:
-                connection.execute(sa.delete(context_sets).where(context_sets.c.run_id.not_in(kept)))
-        return deleted
+            return replace_run(connection, context_sets, run_id, rows, keep_runs=keep_runs)
 
     def latest(self) -> dict[str, ContextSet]:
         """The newest run's context set of each query (the ``pipeline_latest_context_sets`` view), in file order."""
@@ -66,21 +49,7 @@ class ContextSetStore:
 
     def runs(self) -> list[ContextSetRun]:
         """The runs whose context sets are kept, newest first."""
-        query = (
-            sa.select(
-                context_sets.c.run_id,
-                sa.func.max(context_sets.c.created_at).label("created_at"),
-                sa.func.count().label("queries"),
-                sa.func.sum(sa.case((context_sets.c.reranked, 1), else_=0)).label("reranked"),
-            )
-            .group_by(context_sets.c.run_id)
-            .order_by(sa.desc("created_at"), context_sets.c.run_id.desc())
-        )
-        with self._engine.connect() as connection:
-            return [
-                ContextSetRun(row.run_id, aware(row.created_at), row.queries, int(row.reranked))
-                for row in connection.execute(query)
-            ]
+        return [ContextSetRun(*run) for run in kept_runs(self._engine, context_sets, context_sets.c.reranked)]
 
 
 def _context_set(row: sa.Row) -> ContextSet:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -209,3 +211,75 @@ class ContextSet:
             "tokens": self.tokens,
             "passages": [dict(passage) for passage in self.passages],
         }
+
+    def content_hash(self) -> str:
+        """sha256 over the published dict, keys sorted: what an answer computed from this set was computed from."""
+        return content_hash(self.published())
+
+
+def content_hash(published: dict[str, Any]) -> str:
+    payload = json.dumps(published, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# -- answering: cited answers ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A query's cited answer, computed from the context set whose content hash is ``context_set_hash``.
+
+    ``answered`` is False for an abstention and for a failure; a failure has an ``error`` code and
+    no ``answer`` text (nothing is invented in its place). ``citations`` are {number, chunk_id, url}
+    of the passages cited. Tokens are what the completion billed, when it was computed; ``cached``
+    says an earlier run spent them.
+    """
+
+    query_id: str
+    query: str
+    answered: bool
+    answer: str | None
+    citations: tuple[dict[str, Any], ...]
+    model: str
+    prompt_version: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+    context_set_hash: str
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    @property
+    def tokens_spent(self) -> int:
+        """Tokens this run billed for the answer: none when it came from the cache."""
+        return 0 if self.cached else self.prompt_tokens + self.completion_tokens
+
+    def published(self) -> dict[str, Any]:
+        """The JSON-ready dict the JSONL line and the table row publish, fields in their published order."""
+        return {
+            "query_id": self.query_id,
+            "query": self.query,
+            "answered": self.answered,
+            "answer": self.answer,
+            "citations": [dict(citation) for citation in self.citations],
+            "model": self.model,
+            "prompt_version": self.prompt_version,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached": self.cached,
+            "context_set_hash": self.context_set_hash,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class AnswerRun:
+    """A run whose answers are kept: when it published, for how many queries, how many answered."""
+
+    run_id: str
+    created_at: datetime
+    queries: int
+    answered: int

@@ -208,6 +208,9 @@ context_sets = sa.Table(
     # The embedding model of the retrieval behind the passages; None: BM25 alone, or published
     # before the model was recorded.
     sa.Column("embedding_model", sa.Text),
+    # ContextSet.content_hash() of the row: an answer is published only beside the context set it
+    # was computed from (see LATEST_ANSWERS_VIEW).
+    sa.Column("content_hash", sa.Text),
 )
 CONTEXT_SET_FIELDS = (
     "query_id",
@@ -228,4 +231,67 @@ CONTEXT_SET_FIELDS = (
 LATEST_CONTEXT_SETS_VIEW = "pipeline_latest_context_sets"
 latest_context_sets_view = sa.table(
     LATEST_CONTEXT_SETS_VIEW, *[sa.column(column.name, column.type) for column in context_sets.columns]
+)
+
+# The cited answers, one row per run and query, beside the context sets they answer. Each column
+# but run_id, position and created_at is a field of ``pipeline.store.records.Answer``, as
+# ``Answer.published`` writes it.
+ANSWERS_TABLE = "pipeline_answers"
+answers = sa.Table(
+    ANSWERS_TABLE,
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("query_id", sa.Text, primary_key=True),
+    # The query's place in the context sets the run answered.
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("query", sa.Text, nullable=False),
+    # False for an abstention ("NOT IN THE DOCS: ...") and for a failed answer.
+    sa.Column("answered", sa.Boolean, nullable=False),
+    # None when the answer failed: nothing is invented in its place.
+    sa.Column("answer", sa.Text),
+    # [{number, chunk_id, url}, ...]: the passages the answer cites, in order of first mention.
+    sa.Column("citations", sa.JSON, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("prompt_version", sa.Text, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    # From the answer cache: its tokens were spent by an earlier run.
+    sa.Column("cached", sa.Boolean, nullable=False),
+    # The content hash of the context set the answer was computed from.
+    sa.Column("context_set_hash", sa.Text, nullable=False),
+    # The failure's code (http_500, timeout, ...) when the answer failed; None otherwise.
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+ANSWER_FIELDS = (
+    "query_id",
+    "query",
+    "answered",
+    "answer",
+    "citations",
+    "model",
+    "prompt_version",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached",
+    "context_set_hash",
+    "error",
+)
+
+# The newest run's answers whose context set is still the newest one of its query, with the same
+# content: an answer is never published beside a context set it was not computed from. Created by
+# the migrations, like the context sets' view.
+LATEST_ANSWERS_VIEW = "pipeline_latest_answers"
+latest_answers_view = sa.table(
+    LATEST_ANSWERS_VIEW, *[sa.column(column.name, column.type) for column in answers.columns]
+)
+
+# Completions by chat model, prompt version, generation settings and context-set content, so an
+# unchanged refresh spends no tokens; failures are never cached.
+answer_cache = sa.Table(
+    "pipeline_answer_cache",
+    metadata,
+    sa.Column("cache_key", sa.Text, primary_key=True),
+    sa.Column("completion", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

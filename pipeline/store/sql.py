@@ -1,5 +1,5 @@
 """Small SQL helpers every stage store shares: timestamps, upserts on SQLite and PostgreSQL, row counts,
-reading a large result a batch at a time."""
+reading a large result a batch at a time, publishing a run's rows while keeping the newest runs."""
 
 from __future__ import annotations
 
@@ -70,3 +70,43 @@ def in_batches(engine: Engine, query: sa.Select, key: sa.ColumnElement[str], siz
             return
         yield rows
         after = getattr(rows[-1], key.name)
+
+
+def replace_run(
+    connection: Connection, table: sa.Table, run_id: str, rows: Sequence[Mapping[str, Any]], *, keep_runs: int
+) -> int:
+    """Store one run's rows of a published table keyed by ``run_id`` and ``created_at`` (replacing any of the
+    same run) and keep only the newest ``keep_runs`` runs; returns how many older runs were deleted."""
+    if keep_runs < 1:
+        raise ValueError(f"keep_runs must be at least 1, got {keep_runs}")
+    newest_runs = (
+        sa.select(table.c.run_id)
+        .group_by(table.c.run_id)
+        .order_by(sa.func.max(table.c.created_at).desc(), table.c.run_id.desc())
+        .limit(keep_runs)
+    )
+    connection.execute(sa.delete(table).where(table.c.run_id == run_id))
+    if rows:
+        connection.execute(sa.insert(table), list(rows))
+    kept = list(connection.scalars(newest_runs))
+    older = sa.select(sa.func.count(sa.distinct(table.c.run_id))).where(table.c.run_id.not_in(kept))
+    deleted = int(connection.scalar(older) or 0)
+    if deleted:
+        connection.execute(sa.delete(table).where(table.c.run_id.not_in(kept)))
+    return deleted
+
+
+def kept_runs(engine: Engine, table: sa.Table, flag: sa.Column[bool]) -> list[tuple[str, datetime, int, int]]:
+    """(run_id, published at, rows, rows with ``flag`` set) of each run kept in a published table, newest first."""
+    query = (
+        sa.select(
+            table.c.run_id,
+            sa.func.max(table.c.created_at).label("created_at"),
+            sa.func.count(),
+            sa.func.sum(sa.case((flag, 1), else_=0)),
+        )
+        .group_by(table.c.run_id)
+        .order_by(sa.desc("created_at"), table.c.run_id.desc())
+    )
+    with engine.connect() as connection:
+        return [(run_id, aware(at), int(rows), int(flagged)) for run_id, at, rows, flagged in connection.execute(query)]

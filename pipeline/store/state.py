@@ -3,13 +3,14 @@
 The state store is the source of truth for everything the pipeline has learned:
 crawled pages (with validators for conditional GET), extracted documents, chunks,
 their vectors of each embedding model, queries, candidates, rerank results and cache,
-and the published context sets. Each stage has a small store of its own on the
+the published context sets, and the answers and their cache. Each stage has a small store of its own on the
 :class:`StateStore`: ``pages`` (:mod:`pipeline.store.pages`), ``chunks``
 (:mod:`pipeline.store.chunks`), ``chunk_sizes`` (:mod:`pipeline.store.chunk_sizes`),
-``embeddings`` (:mod:`pipeline.store.embeddings`), ``rankings`` (:mod:`pipeline.store.rankings`)
-and ``context_sets`` (:mod:`pipeline.store.context_sets`); the records they hand out are in
-:mod:`pipeline.store.records`. Chroma and the lexical index are derived from the chunks and
-vectors tables and can be rebuilt from them without re-crawling or re-embedding.
+``embeddings`` (:mod:`pipeline.store.embeddings`), ``rankings`` (:mod:`pipeline.store.rankings`),
+``context_sets`` (:mod:`pipeline.store.context_sets`) and ``answers`` (:mod:`pipeline.store.answers`);
+the records they hand out are in :mod:`pipeline.store.records`. Chroma and the lexical index are
+derived from the chunks and vectors tables and can be rebuilt from them without re-crawling or
+re-embedding.
 
 Every stage reconciles its own table with the one upstream of it, inside
 transactions, so a run killed at any point is finished by simply running again.
@@ -26,6 +27,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.store.answers import AnswerStore
 from pipeline.store.chunk_sizes import ChunkSizeStore
 from pipeline.store.chunks import ChunkStore
 from pipeline.store.context_sets import ContextSetStore
@@ -84,6 +86,7 @@ class StateStore:
         self.chunk_sizes = ChunkSizeStore(self.engine, self.transaction)
         self.rankings = RankingStore(self.engine, self.transaction)
         self.context_sets = ContextSetStore(self.engine, self.transaction)
+        self.answers = AnswerStore(self.engine, self.transaction)
 
     @property
     def dialect(self) -> str:
