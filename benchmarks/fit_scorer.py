@@ -23,11 +23,11 @@ import numpy as np
 from corpora import Corpus, ensure_demo_data, open_corpus
 from quality import retrieval
 
-from pipeline.cli import local_scorer
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.local import StoredEmbeddings
 from pipeline.local.scoring import FEATURES, WEIGHTS
 from pipeline.retrieve import Fusion
+from pipeline.stand_ins import local_scorer
 
 FOLDS = 5
 GRID = [round(0.1 * step, 1) for step in range(21)]

@@ -32,7 +32,6 @@ from pathlib import Path
 
 from corpora import Corpus, ensure_demo_data, open_corpus
 
-from pipeline.cli import local_scorer
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation.metrics import METRICS
@@ -43,6 +42,7 @@ from pipeline.local.scoring import FEATURES, WEIGHTS, LocalRelevanceScorer, lexi
 from pipeline.ranking import RankingPlan
 from pipeline.rerank.client import InMemoryRerankCache, RerankClient
 from pipeline.retrieve import Fusion, lexical_candidates, retrieve_candidates
+from pipeline.stand_ins import local_scorer
 from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.tables import markdown_table
 

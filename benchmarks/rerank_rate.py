@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.chunking import chunk_document, header_line
-from pipeline.cli import local_scorer
 from pipeline.demo import QUERIES_FILE, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.extract import extract_document
@@ -51,6 +50,7 @@ from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.queries import load_queries
 from pipeline.ranking import StoreRerankCache
 from pipeline.rerank import RerankClient, RerankRequest, RerankStats
+from pipeline.stand_ins import local_scorer
 from pipeline.store.state import StateStore, sqlite_url
 
 KEY = "benchmark-rerank-key"

@@ -31,8 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline.cli import local_scorer
 from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.stand_ins import local_scorer
 from tests.crawl.site_server import SiteServer
 from tests.soak.nights import FAULTS, deployment_env, schedule
 

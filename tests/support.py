@@ -13,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from pipeline.cli import local_scorer
 from pipeline.defs import answers, context_sets, evaluation, ingest, removal, rerank, retrieve
 from pipeline.defs.endpoints import ChatEndpoint
 from pipeline.defs.partitions import register_sources
@@ -28,6 +27,7 @@ from pipeline.defs.resources import (
 )
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.stand_ins import local_scorer
 from pipeline.store.state import StateStore
 
 ALL_ASSETS = [

@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 
 from pipeline.chunking import header_line
-from pipeline.cli import local_scorer
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.evaluation.labels import load_labelled_set, pages_in_order
 from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
+from pipeline.stand_ins import local_scorer
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex

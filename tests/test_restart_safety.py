@@ -21,10 +21,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline.cli import local_scorer
 from pipeline.demo import serve_directory, site_dir
 from pipeline.embedding import MODEL_NAME
 from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.stand_ins import local_scorer
 from pipeline.store.records import Candidate, ContextSet
 from pipeline.store.state import StateStore
 from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex, collection_name

@@ -14,10 +14,10 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from pipeline.cli import local_scorer
 from pipeline.defs.jobs import context_sets_job, ingest_source_job
 from pipeline.defs.removal import remove_sources_job
 from pipeline.local import LocalRerankService, ServiceConfig
+from pipeline.stand_ins import local_scorer
 from tests.crawl.site_server import SiteServer
 from tests.support import ALL_ASSETS, TEST_KEY, PipelineRun, make_resources
 

@@ -3,10 +3,10 @@
 
 They are the offline default (``pipeline demo``, ``pipeline rerank-service``,
 ``pipeline embedding-service``, ``pipeline chat-service``) and the tests' doubles, not part of the product: nothing
-under ``pipeline/`` imports them except the CLI, and they import nothing from the
-pipeline's stages. What they need from the pipeline (its text analyzer, how it writes
-header lines, the vectors it stored at ingest, its embedding model) is passed in by the
-CLI (``pipeline.cli.local_scorer``, ``pipeline.cli.stand_in_vectors``, the extractive answerer).
+under ``pipeline/`` imports them except the CLI and its wiring of them (``pipeline.stand_ins``), and they import
+nothing from the pipeline's stages. What they need from the pipeline (its text analyzer, how it writes
+header lines, the vectors it stored at ingest, its embedding model) is passed in by that wiring
+(``pipeline.stand_ins.local_scorer``, ``pipeline.stand_ins.stand_in_vectors``, the extractive answerer).
 
 - :mod:`pipeline.local.rerank_service`: the ``/v1/rerank`` app and its contract checks;
 - :mod:`pipeline.local.embedding_service`: the ``/v1/embeddings`` app and its contract checks;

@@ -7,8 +7,9 @@ import sys
 
 import httpx
 
-from pipeline.cli import build_parser, chat_key, service_config
+from pipeline.cli import build_parser, service_config
 from pipeline.local import ChatServiceConfig
+from pipeline.stand_ins import chat_key
 from tests.answer.passages import ANSWERED, NOT_COVERED, messages
 from tests.chat_stand_in import MODEL
 from tests.commands import free_port, start_service_command, stop_service_command

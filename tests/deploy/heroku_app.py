@@ -23,7 +23,6 @@ import dagster as dg
 import httpx
 import yaml
 
-from pipeline.cli import local_scorer
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding.contract import MODEL_DIMENSIONS
 from pipeline.instance import POSTGRES_URL_VARIABLE
@@ -35,6 +34,7 @@ from pipeline.local import (
     ServiceConfig,
     StoredEmbeddings,
 )
+from pipeline.stand_ins import local_scorer
 from pipeline.store.state import StateStore
 
 REPO = Path(__file__).resolve().parents[2]

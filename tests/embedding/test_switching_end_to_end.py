@@ -13,13 +13,13 @@ import json
 import dagster as dg
 import pytest
 
-from pipeline.cli import local_scorer
 from pipeline.defs.endpoints import EmbeddingEndpoint
 from pipeline.defs.resources import EmbedderResource
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MODEL_NAME, MiniLMEmbedder
 from pipeline.embedding.contract import SEARCH_DOCUMENT, SEARCH_QUERY
 from pipeline.local import EmbeddingServiceConfig, LocalEmbeddingService, LocalRerankService, ServiceConfig
+from pipeline.stand_ins import local_scorer
 from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 

@@ -10,10 +10,11 @@ import httpx
 import numpy as np
 import pytest
 
-from pipeline.cli import build_parser, embedding_key, main, service_config, stand_in_vectors
+from pipeline.cli import build_parser, main, service_config
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.local import EmbeddingServiceConfig, HashedVectors
 from pipeline.local.embedding_service import count_tokens
+from pipeline.stand_ins import embedding_key, stand_in_vectors
 from tests.commands import free_port, start_service_command, stop_service_command
 from tests.embedding_service.conftest import MODEL, vectors_of
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from pipeline.cli import local_scorer
 from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig
 from pipeline.rerank import RerankClient
+from pipeline.stand_ins import local_scorer
 from tests.clock import FakeClock
 
 # Distinctive so that a leak is unmistakable when logs and messages are searched for it.

@@ -24,11 +24,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from pipeline.cli import local_scorer
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.inference import client as client_module
 from pipeline.local import LocalRelevanceScorer, LocalRerankService, ServiceConfig, StoredEmbeddings
 from pipeline.queries import load_queries
+from pipeline.stand_ins import local_scorer
 from pipeline.store.schema import CONTEXT_SETS_TABLE
 from pipeline.store.state import StateStore, sqlite_url
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from pipeline.chunking import header_line
-from pipeline.cli import local_scorer
 from pipeline.embedding import MODEL_NAME
 from pipeline.local import StoredEmbeddings
 from pipeline.local.scoring import (
@@ -20,6 +19,7 @@ from pipeline.local.scoring import (
     page_support,
     text_key,
 )
+from pipeline.stand_ins import local_scorer
 from pipeline.store.chunks import text_hash
 from pipeline.store.lexical import analyze
 from pipeline.store.records import StoredChunk
