@@ -14,28 +14,23 @@ A 401, 403 or 404 is a configuration error raised at once, naming ``INFERENCE_KE
 from __future__ import annotations
 
 import math
-import random
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from pipeline.answer.contract import CHAT_COMPLETIONS_PATH, KNOWN_MODELS, requests_per_minute_for, tokens_per_minute_for
 from pipeline.answer.protocol import Completion, GenerationSettings
 from pipeline.inference import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_TOTAL_SECONDS,
-    DEFAULT_TIMEOUT,
     CallTally,
+    ClientOptions,
     EndpointClient,
     EndpointContract,
     InferenceClient,
     InferenceError,
     InferenceProtocolError,
-    RetryPolicy,
 )
 from pipeline.tokens import count_tokens
 
@@ -107,13 +102,7 @@ class HerokuChatModel(EndpointClient):
         *,
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_total_seconds: float = DEFAULT_MAX_TOTAL_SECONDS,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         self._inference = InferenceClient(
             CHAT,
@@ -122,18 +111,13 @@ class HerokuChatModel(EndpointClient):
             model_id,
             requests_per_minute=requests_per_minute or requests_per_minute_for(model_id),
             tokens_per_minute=tokens_per_minute or tokens_per_minute_for(model_id),
-            timeout=timeout,
-            retry=RetryPolicy(max_attempts=max_attempts, max_total_seconds=max_total_seconds),
             rejection=self._rejection,
-            transport=transport,
-            sleep=sleep,
-            clock=clock,
-            rng=rng,
+            **options,
         )
         self.base_url = self._inference.base_url
         self.model_id = model_id
         self._model = f"{model_id}@{httpx.URL(self.base_url).netloc.decode('ascii')}"
-        self._clock = clock
+        self._clock = self._inference.clock
         self._stats = ChatStats()
         self._lock = threading.Lock()
 

@@ -13,15 +13,13 @@ hands on every batch that succeeded and then raises one :class:`EmbeddingBatches
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import numpy as np
@@ -41,16 +39,13 @@ from pipeline.embedding.contract import (
 from pipeline.embedding.errors import EMBEDDING_ERRORS, BatchFailure, EmbeddingBatchesFailed, InputTooLong
 from pipeline.embedding.wire import EmbeddedBatch, parse_answer, rejection, request_body
 from pipeline.inference import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_TOTAL_SECONDS,
-    DEFAULT_TIMEOUT,
     CallTally,
+    ClientOptions,
     EndpointClient,
     EndpointContract,
     InferenceClient,
     InferenceConfigurationError,
     InferenceError,
-    RetryPolicy,
 )
 
 EMBEDDINGS = EndpointContract(
@@ -105,13 +100,7 @@ class HerokuEmbedder(EndpointClient):
         tokens_per_minute: int | None = None,
         concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
         encoding_format: str = DEFAULT_ENCODING_FORMAT,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_total_seconds: float = DEFAULT_MAX_TOTAL_SECONDS,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         if not 1 <= inputs_per_request <= MAX_INPUTS_PER_REQUEST:
             raise ValueError(
@@ -129,13 +118,8 @@ class HerokuEmbedder(EndpointClient):
             requests_per_minute=requests_per_minute
             or MODEL_REQUESTS_PER_MINUTE.get(model_id, FALLBACK_REQUESTS_PER_MINUTE),
             tokens_per_minute=tokens_per_minute or MODEL_TOKENS_PER_MINUTE.get(model_id, FALLBACK_TOKENS_PER_MINUTE),
-            timeout=timeout,
-            retry=RetryPolicy(max_attempts=max_attempts, max_total_seconds=max_total_seconds),
             rejection=self._rejection,
-            transport=transport,
-            sleep=sleep,
-            clock=clock,
-            rng=rng,
+            **options,
         )
         self.base_url = self._inference.base_url
         self.model_id = model_id

@@ -1,4 +1,4 @@
-"""The Heroku Inference client core: what every endpoint's client (rerank now; embeddings and chat next) shares.
+"""The Heroku Inference client core: what every endpoint's client (rerank, embeddings, chat) shares.
 
 Split along the data flow, one concern per module:
 
@@ -21,6 +21,7 @@ from pipeline.inference.client import (
     DEFAULT_READ_TIMEOUT_SECONDS,
     DEFAULT_TIMEOUT,
     CallTally,
+    ClientOptions,
     EndpointClient,
     InferenceClient,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT_SECONDS",
     "DEFAULT_TIMEOUT",
     "CallTally",
+    "ClientOptions",
     "EndpointClient",
     "EndpointContract",
     "ErrorClasses",

@@ -7,7 +7,7 @@ one logical request: it waits for a slot, retries transient failures (429, 5xx, 
 refused connections, a 200 whose body is cut off) within the :class:`RetryPolicy`, follows
 ``Retry-After`` and ``x-ratelimit-*`` headers, and raises at once what would recur on every
 request (401, 403, 404: :class:`~pipeline.inference.errors.InferenceConfigurationError`) with a
-message that names the config var to fix. The endpoint layer (rerank, embeddings; chat next)
+message that names the config var to fix. The endpoint layer (rerank, embeddings, chat)
 builds the body, estimates its tokens, parses the answer and classifies a 400. Under a
 tokens-per-minute limit the pacing ledger follows the server's count: a request's estimate is
 replaced by the tokens its answer reports (``counted``), and the ``x-ratelimit-*-tokens``
@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypedDict, TypeVar
 
 import httpx
 
@@ -36,7 +36,7 @@ from pipeline.inference.errors import TIMEOUT, InferenceError, InferenceProtocol
 from pipeline.inference.headers import exhausted_quota_delay, rate_limit_hint, tokens_used_in_window
 from pipeline.inference.pacing import RateLimitWaitExceeded, RequestRateLimiter
 from pipeline.inference.redaction import quoted, server_message
-from pipeline.inference.retry import RetryPolicy
+from pipeline.inference.retry import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_TOTAL_SECONDS, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,22 @@ class _Attempt:
     delay: float
 
 
+class ClientOptions(TypedDict, total=False):
+    """How a client waits, retries and reaches its server: every endpoint layer's client takes these keyword
+    arguments and hands them to its :class:`InferenceClient` unchanged (defaults: the core's)."""
+
+    timeout: httpx.Timeout | float
+    max_attempts: int
+    max_total_seconds: float
+    transport: httpx.BaseTransport | None
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    rng: random.Random | None
+
+
 class EndpointClient:
-    """What an endpoint layer's client (rerank, embeddings) shares: one :class:`InferenceClient`, closed with it."""
+    """What an endpoint layer's client (rerank, embeddings, chat) shares: one :class:`InferenceClient`, closed
+    with it."""
 
     _inference: InferenceClient
 
@@ -110,9 +124,10 @@ class InferenceClient:
         *,
         requests_per_minute: int,
         tokens_per_minute: int | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
         rejection: Rejection | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_total_seconds: float = DEFAULT_MAX_TOTAL_SECONDS,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -130,10 +145,11 @@ class InferenceClient:
         # Credentials in the URL would otherwise show in messages and cache keys.
         self.base_url = endpoint_of(base_url)
         self.model = model
-        self.retry = retry or RetryPolicy()
+        self.retry = RetryPolicy(max_attempts=max_attempts, max_total_seconds=max_total_seconds)
         self._rejection = rejection
         self._sleep = sleep
-        self._clock = clock
+        # The clock requests are paced and timed by (the endpoint layer times its calls by it too).
+        self.clock = clock
         self._rng = rng or random.Random()
         self._redactor = Redactor(api_key)
         http_log_redaction.register(self._redactor)
@@ -170,7 +186,7 @@ class InferenceClient:
         :meth:`invalid_response` errors for a body that is not the contract's.
         """
         request = _Request(body, parse, tally, tokens, counted)
-        started = self._clock()
+        started = self.clock()
         deadline = started + self.retry.max_total_seconds
         failed: _Attempt | None = None
         attempt_number = 0
@@ -178,7 +194,7 @@ class InferenceClient:
             try:
                 slot = self.limiter.acquire(deadline, tokens=tokens)
             except RateLimitWaitExceeded as held:
-                elapsed = self._clock() - started
+                elapsed = self.clock() - started
                 if failed is not None:
                     raise self._gave_up(failed.error, attempt_number, elapsed) from None
                 raise self.errors.rate_limited(
@@ -194,7 +210,7 @@ class InferenceClient:
             failed = outcome
             if not failed.error.retryable:
                 raise failed.error
-            elapsed = self._clock() - started
+            elapsed = self.clock() - started
             if self.retry.gives_up(attempt_number, elapsed, failed.delay):
                 raise self._gave_up(failed.error, attempt_number, elapsed)
             log.warning(

@@ -13,27 +13,20 @@ a message.
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from pipeline.inference import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_TOTAL_SECONDS,
-    DEFAULT_TIMEOUT,
     CallTally,
+    ClientOptions,
     EndpointClient,
     EndpointContract,
     InferenceClient,
     InferenceError,
     InMemoryResultCache,
     ResultCache,
-    RetryPolicy,
 )
 from pipeline.rerank.contract import KNOWN_MODELS, MAX_DOCUMENTS_PER_REQUEST, RERANK_PATH, requests_per_minute_for
 from pipeline.rerank.errors import RERANK_ERRORS, RerankConfigurationError, RerankError, RerankSettingRejected
@@ -93,37 +86,25 @@ class RerankClient(EndpointClient):
         api_key: str,
         model: str,
         *,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         requests_per_minute: int | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_total_seconds: float = DEFAULT_MAX_TOTAL_SECONDS,
         max_document_tokens: int | None = DEFAULT_MAX_DOCUMENT_TOKENS,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         if max_document_tokens is not None and max_document_tokens < 1:
             raise ValueError(f"max_document_tokens must be at least 1, got {max_document_tokens}")
-        retry = RetryPolicy(max_attempts=max_attempts, max_total_seconds=max_total_seconds)
         self._inference = InferenceClient(
             RERANK,
             base_url,
             api_key,
             model,
             requests_per_minute=requests_per_minute or requests_per_minute_for(model),
-            timeout=timeout,
-            retry=retry,
             rejection=self._rejection,
-            transport=transport,
-            sleep=sleep,
-            clock=clock,
-            rng=rng,
+            **options,
         )
         self.base_url = self._inference.base_url
         self.model = model
         self.max_document_tokens = max_document_tokens
-        self._clock = clock
+        self._clock = self._inference.clock
 
     def __repr__(self) -> str:
         return f"RerankClient(base_url={self.base_url!r}, model={self.model!r})"
