@@ -5,8 +5,9 @@ An endpoint (URL, key, model) is a resource dependency built from the environmen
 fields are config, shared by every inference resource through :class:`InferenceClientConfig`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import httpx
@@ -19,6 +20,8 @@ from pipeline.inference import (
     DEFAULT_MAX_TOTAL_SECONDS,
     DEFAULT_READ_TIMEOUT_SECONDS,
 )
+
+Client = TypeVar("Client")
 
 
 class InferenceClientConfig(dg.ConfigurableResource):
@@ -45,14 +48,21 @@ class InferenceClientConfig(dg.ConfigurableResource):
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout_seconds, connect=self.connect_timeout_seconds)
 
-    def client_options(self) -> dict[str, Any]:
-        """These fields as the keyword arguments every inference client takes."""
-        return {
-            "requests_per_minute": self.requests_per_minute,
-            "timeout": self.timeout(),
-            "max_attempts": self.max_attempts,
-            "max_total_seconds": self.max_total_seconds,
-        }
+    def build_client(self, client: Callable[..., Client], endpoint: "InferenceEndpoint", **options: Any) -> Client:
+        """A ``client`` of ``endpoint``, tuned by these fields and the client's own ``options``.
+
+        Building it checks the endpoint's key: a bad one fails here, naming its variable, before any request.
+        """
+        return client(
+            endpoint.url,
+            endpoint.api_key,
+            endpoint.model_id,
+            requests_per_minute=self.requests_per_minute,
+            timeout=self.timeout(),
+            max_attempts=self.max_attempts,
+            max_total_seconds=self.max_total_seconds,
+            **options,
+        )
 
 
 @dataclass(frozen=True)

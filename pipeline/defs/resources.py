@@ -226,15 +226,12 @@ class EmbedderResource(InferenceClientConfig):
         if endpoint is None:
             self._embedder = self._minilm
             return
-        # Building the client checks EMBEDDING_KEY: a bad key fails here, naming it, before any request.
-        self._embedder = HerokuEmbedder(
-            endpoint.url,
-            endpoint.api_key,
-            endpoint.model_id,
+        self._embedder = self.build_client(
+            HerokuEmbedder,
+            endpoint,
             inputs_per_request=self.inputs_per_request,
             concurrent_requests=self.concurrent_requests,
             tokens_per_minute=self.tokens_per_minute,
-            **self.client_options(),
         )
 
     def get(self) -> Embedder:
@@ -292,14 +289,7 @@ class RerankResource(InferenceClientConfig):
         return self.endpoint.model_id
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Building the client checks RERANK_KEY: a bad key fails here, naming it, before any request.
-        self._client = RerankClient(
-            self.endpoint.url,
-            self.endpoint.api_key,
-            self.endpoint.model_id,
-            max_document_tokens=self.max_document_tokens,
-            **self.client_options(),
-        )
+        self._client = self.build_client(RerankClient, self.endpoint, max_document_tokens=self.max_document_tokens)
 
     def get(self) -> RerankClient:
         if self._client is None:
@@ -349,14 +339,7 @@ class ChatResource(InferenceClientConfig):
         if endpoint is None:
             self._chat = ExtractiveChatModel()
             return
-        # Building the client checks INFERENCE_KEY: a bad key fails here, naming it, before any request.
-        self._chat = HerokuChatModel(
-            endpoint.url,
-            endpoint.api_key,
-            endpoint.model_id,
-            tokens_per_minute=self.tokens_per_minute,
-            **self.client_options(),
-        )
+        self._chat = self.build_client(HerokuChatModel, endpoint, tokens_per_minute=self.tokens_per_minute)
 
     def get(self) -> ChatModel:
         """The chat model answers are completed by."""
