@@ -1,17 +1,22 @@
-"""One question now, against the current index: the context set ``pipeline ask`` answers from, without a run.
+"""One question now, against the current index: its context set and cited answer, without a run.
 
 The question takes the assets' code paths with their default knobs (:class:`~pipeline.ranking.RankingPlan`):
 hybrid retrieval (``retrieve_candidates``), the rerank client through the durable rerank cache
-(``rerank_candidates``; a question of the queries file whose candidates are unchanged bills nothing), and
-the per-page cap and token-budget packing (``query_context_set``). It is kept in memory: nothing is
-written to the queries, candidates, rankings or context-set tables, so the next run publishes exactly
-what it would have. Only the rerank cache may gain an entry, as it would from a run asking the same.
+(``rerank_candidates``; a question of the queries file whose candidates are unchanged bills nothing),
+the per-page cap and token-budget packing (``query_context_set``), and the answers asset's
+``answer_context_sets`` through the chat model and the durable answer cache (the same question on the
+same context set spends no tokens the second time). Both are kept in memory: nothing is written to the
+queries, candidates, rankings, context-set or answers tables, so the next run publishes exactly what it
+would have. Only the rerank and answer caches may gain an entry, as they would from a run asking the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.answer.answering import AnswerOutcome, AnswerStats, StoreAnswerCache, answer_context_sets
+from pipeline.answer.protocol import ChatModel, GenerationSettings
 from pipeline.embedding import Embedder
 from pipeline.queries import query_entry_problem
 from pipeline.ranking import RankingPlan, RerankRunReport, StoreRerankCache, query_context_set, rerank_candidates
@@ -35,6 +40,19 @@ class AskedContextSet:
 
 
 @dataclass(frozen=True)
+class AskedQuestion:
+    """A question's context set and the answer written from it."""
+
+    context: AskedContextSet
+    answer: AnswerOutcome  # a failed answer has an error code and no text; ``detail`` says why
+
+    @property
+    def answer_stats(self) -> AnswerStats:
+        """What the answer spent: no tokens and one cache hit when it came from the answer cache."""
+        return AnswerStats.from_outcomes([self.answer])
+
+
+@dataclass(frozen=True)
 class Asker:
     """The handles a question is asked through: those of the assets (resources set up outside a run)."""
 
@@ -42,6 +60,9 @@ class Asker:
     indexes: SearchIndexes
     embedder: Embedder
     client: RerankClient
+    chat: ChatModel
+    generation: GenerationSettings
+    redact: Callable[[str], str]  # every configured secret out of the prompt, as in a run
     plan: RankingPlan = RankingPlan()
 
     def context_set(self, question: str) -> AskedContextSet:
@@ -79,3 +100,20 @@ class Asker:
             max_passages_per_page=plan.max_passages_per_page,
         )
         return AskedContextSet(context_set, report)
+
+    def ask(self, question: str) -> AskedQuestion:
+        """The question's context set (see :meth:`context_set`) answered as the answers asset would answer it.
+
+        A failed completion is an answer with an error and no text, as in a run; a rejected key or chat
+        model raises :class:`~pipeline.inference.InferenceConfigurationError`.
+        """
+        asked = self.context_set(question)
+        report = answer_context_sets(
+            [asked.context_set],
+            self.chat,
+            self.generation,
+            cache=StoreAnswerCache(self.store),
+            redact=self.redact,
+            max_workers=1,
+        )
+        return AskedQuestion(asked, report.outcomes[0])
