@@ -2,6 +2,7 @@
 labelled query set, plotted over time."""
 
 import json
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -61,13 +62,19 @@ def _labelled_set(files: PipelineFilesResource) -> LabelledSet:
         raise dg.Failure(f"{error} (PIPELINE_LABELLED_QUERIES)", allow_retries=False) from None
 
 
+# Both evaluation assets read the indexes and call the paid endpoints (rerank; answers also chat).
+EVALUATION_ASSET: dict[str, Any] = {
+    "group_name": GROUP,
+    "deps": [vector_index, lexical_index],
+    "kinds": {"python", "heroku"},
+    "retry_policy": STEP_RETRY_POLICY,
+}
+
+
 @dg.asset(
     name=ASSET_NAME,
-    group_name=GROUP,
-    deps=[vector_index, lexical_index],
-    kinds={"python", "heroku"},
     pool="rerank",
-    retry_policy=STEP_RETRY_POLICY,
+    **EVALUATION_ASSET,
     description=(
         "Page-level nDCG@10, MRR@10 and Recall@50 of the labelled questions (PIPELINE_LABELLED_QUERIES) at each "
         "stage: BM25 alone, dense alone, hybrid retrieval, after rerank (the rerank endpoint, through the durable "
@@ -152,11 +159,8 @@ def retrieval_evaluation(
 
 
 @dg.asset(
-    group_name=GROUP,
-    deps=[vector_index, lexical_index],
-    kinds={"python", "heroku"},
     pool="chat",
-    retry_policy=STEP_RETRY_POLICY,
+    **EVALUATION_ASSET,
     description=(
         "Cited answers to the labelled questions (PIPELINE_LABELLED_QUERIES) and to questions their docs do not "
         "answer (PIPELINE_UNANSWERABLE_QUERIES), each asked as `pipeline ask` asks it: retrieve, rerank, pack and "
