@@ -23,7 +23,6 @@ from pipeline.stand_ins import (
     serve_stand_in,
     stand_in,
     stand_in_vectors,
-    start_missing_stand_ins,  # noqa: F401 - pipeline.ask_command imports it from here
 )
 
 if TYPE_CHECKING:
@@ -46,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser(
         "ask",
         help="Answer one question now from the current index, without a run.",
-        description="Retrieve, rerank and pack one question's context set from the current index through the "
-        "pipeline's resources and caches, without a Dagster run and without writing to the published tables. "
-        "Starts the local stand-ins for the endpoints RERANK_URL and EMBEDDING_URL leave unset, as the demo does.",
+        description="Retrieve, rerank, pack and answer one question from the current index through the pipeline's "
+        "resources and caches, without a Dagster run and without writing to the published tables; prints the answer, "
+        "its cited sources and what it billed. Starts the local stand-ins for the endpoints RERANK_URL, EMBEDDING_URL "
+        "and INFERENCE_URL leave unset, as the demo does.",
     )
     ask.add_argument("question", help="The question, as a user would ask it.")
     ask.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")

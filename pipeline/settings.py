@@ -43,6 +43,12 @@ _SETTINGS = [
         str(_DEMO_DIR / "labelled_queries.yaml"),
         "YAML file of labelled queries (id, query, relevant pages with grades) for the retrieval_evaluation asset.",
     ),
+    Setting(
+        "PIPELINE_UNANSWERABLE_QUERIES",
+        str(_DEMO_DIR / "unanswerable_queries.yaml"),
+        "YAML file of questions the labelled set's corpus does not answer (id, query), for the answer_evaluation "
+        "asset's abstention rate.",
+    ),
     Setting("PIPELINE_REFRESH_CRON", "0 4 * * *", "Cron expression of the daily knowledge-base refresh schedule."),
     Setting("PIPELINE_REFRESH_TIMEZONE", "UTC", "IANA time zone the refresh cron is read in (e.g. Europe/Berlin)."),
     Setting(

@@ -25,7 +25,7 @@ from pipeline.defs.resources import (
     RerankResource,
     StateStoreResource,
 )
-from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
+from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, UNANSWERABLE_QUERIES_FILE, serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.stand_ins import local_scorer
 from pipeline.store.state import StateStore
@@ -55,6 +55,7 @@ def make_resources(
     model_id: str = "cohere-rerank-3-5",
     database_url: str | None = None,
     labelled_queries_path: Path = LABELLED_QUERIES_FILE,
+    unanswerable_queries_path: Path = UNANSWERABLE_QUERIES_FILE,
     chat_endpoint: ChatEndpoint | None = None,
     **rerank_options: object,
 ) -> dict[str, dg.ConfigurableResource]:
@@ -67,6 +68,7 @@ def make_resources(
             sources_path=str(sources_path),
             queries_path=str(queries_path),
             labelled_queries_path=str(labelled_queries_path),
+            unanswerable_queries_path=str(unanswerable_queries_path),
         ),
         "state_store": StateStoreResource(data_dir=str(data_dir), database_url=database_url),
         "chroma": ChromaResource(data_dir=str(data_dir)),

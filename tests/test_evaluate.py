@@ -1,18 +1,21 @@
-"""The retrieval_evaluation asset on the demo site: real Chroma, BM25 index and rerank service on loopback."""
+"""The evaluation assets on the demo site: real Chroma, BM25 index and rerank service on loopback, and the
+extractive answerer in process."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from pipeline.chunking import header_line
-from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, serve_directory, site_dir
+from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, UNANSWERABLE_QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
-from pipeline.evaluation.labels import load_labelled_set, pages_in_order
+from pipeline.evaluation.labels import load_labelled_set, page_path, pages_in_order
 from pipeline.local import LocalRerankService, ServiceConfig, StoredEmbeddings
+from pipeline.queries import load_queries
 from pipeline.stand_ins import local_scorer
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url
@@ -20,7 +23,11 @@ from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.support import TEST_KEY, PipelineRun, make_resources, materialization_metadata, write_sources
 
 LABELS = load_labelled_set(LABELLED_QUERIES_FILE)
+UNANSWERABLE = load_queries(UNANSWERABLE_QUERIES_FILE)
 RANKINGS = ("bm25", "dense", "hybrid", "reranked", "context_sets")
+RETRIEVAL = dg.AssetSelection.assets("retrieval_evaluation")
+ANSWERS = dg.AssetSelection.assets("answer_evaluation")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +47,10 @@ def evaluated(tmp_path_factory):
         with dg.DagsterInstance.ephemeral() as instance:
             run = PipelineRun(make_resources(data_dir, sources, QUERIES_FILE, service.url), instance)
             run.ingest("user-guide")
-            first = run.evaluate()
+            first = run.downstream(selection=RETRIEVAL)
             output = json.loads((data_dir / "retrieval_evaluation.json").read_text())
             requests_first = len(service.requests)
-            second = run.evaluate()
+            second = run.downstream(selection=RETRIEVAL)
             requests_second = len(service.requests) - requests_first
             broken_labels = data_dir / "broken_labels.yaml"
             broken_labels.write_text("corpus: demo\nqueries:\n  - {id: x1, query: 'no relevant list'}\n")
@@ -51,7 +58,26 @@ def evaluated(tmp_path_factory):
                 make_resources(data_dir, sources, QUERIES_FILE, service.url, labelled_queries_path=broken_labels),
                 instance,
             )
-            broken = broken_run.evaluate(raise_on_error=False)
+            broken = broken_run.downstream(raise_on_error=False, selection=RETRIEVAL)
+            output_after_broken = json.loads((data_dir / "retrieval_evaluation.json").read_text())
+            # The answers: the labelled questions rerank from the cache retrieval_evaluation filled.
+            requests_before_answers = len(service.requests)
+            answers_first = run.downstream(selection=ANSWERS)
+            answers_output = json.loads((data_dir / "answer_evaluation.json").read_text())
+            answers_requests = [len(service.requests) - requests_before_answers]
+            answers_second = run.downstream(selection=ANSWERS)
+            answers_requests.append(len(service.requests) - requests_before_answers - answers_requests[0])
+            other_corpus = PipelineRun(
+                make_resources(
+                    data_dir,
+                    sources,
+                    QUERIES_FILE,
+                    service.url,
+                    unanswerable_queries_path=REPO / "benchmarks/labels/unanswerable/postgresql15.yaml",
+                ),
+                instance,
+            )
+            answers_other_corpus = other_corpus.downstream(raise_on_error=False, selection=ANSWERS)
             yield {
                 "data_dir": data_dir,
                 "first": first,
@@ -60,7 +86,12 @@ def evaluated(tmp_path_factory):
                 "output": output,
                 "requests_first": requests_first,
                 "requests_second": requests_second,
-                "output_after_broken": json.loads((data_dir / "retrieval_evaluation.json").read_text()),
+                "output_after_broken": output_after_broken,
+                "answers_first": answers_first,
+                "answers_second": answers_second,
+                "answers_output": answers_output,
+                "answers_requests": answers_requests,
+                "answers_other_corpus": answers_other_corpus,
             }
     store.dispose()
 
@@ -160,3 +191,75 @@ def test_ingest_embedded_every_header_line_for_the_scorer(evaluated):
     headers = {header_line(text) for text in store.chunks.iter_embedding_texts()} - {None}
     assert len(headers) > 20 and store.embeddings.embedded_headers() == headers
     store.dispose()
+
+
+def _rates_from_the_answers(answers: list[dict]) -> dict[str, float]:
+    """The three rates, computed here from the published answers and the label files alone."""
+    grades = {query.query_id: dict(query.relevant) for query in LABELS.queries}
+    by_id = {answer["query_id"]: answer for answer in answers}
+    cited, relevant, from_relevant = 0, 0, 0
+    for query_id, page_grades in grades.items():
+        answer = by_id[query_id]
+        urls = [citation["url"] for citation in answer["citations"]] if answer["answered"] else []
+        pages = {page_path(url, LABELS.base_url) for url in urls}
+        cited += len(pages)
+        relevant += sum(1 for page in pages if page_grades.get(page, 0) >= 1)
+        from_relevant += any(page_grades.get(page, 0) == 2 for page in pages)
+    declined = sum(not by_id[query.query_id]["answered"] for query in UNANSWERABLE)
+    return {
+        "citation_precision": relevant / cited,
+        "answered_from_relevant": from_relevant / len(grades),
+        "abstention_rate": declined / len(UNANSWERABLE),
+    }
+
+
+def test_answer_metrics_match_a_computation_from_the_answers_themselves(evaluated):
+    metadata = materialization_metadata(evaluated["answers_first"], "answer_evaluation")
+    output = evaluated["answers_output"]
+    answers = output["answers"]
+    assert [answer["query_id"] for answer in answers] == [
+        *(query.query_id for query in LABELS.queries),
+        *(query.query_id for query in UNANSWERABLE),
+    ]
+    assert not any(answer["error"] for answer in answers)
+    assert all(answer["model"] == "extractive-answerer" for answer in answers)
+    expected = _rates_from_the_answers(answers)
+    for name, value in expected.items():
+        assert isinstance(metadata[name], float)
+        assert metadata[name] == pytest.approx(value, abs=1e-9), name
+        assert output[name] == metadata[name]
+    assert metadata["labelled_questions"] == len(LABELS.queries) and metadata["labelled_failed"] == 0
+    assert metadata["unanswerable_questions"] == len(UNANSWERABLE) and metadata["unanswerable_failed"] == 0
+    assert metadata["chat_model"] == "extractive-answerer" and metadata["corpus"] == LABELS.corpus
+    assert "| citation precision (cited pages of grade ≥ 1) |" in metadata["table"]
+    assert metadata["preview"].startswith(f"**{LABELS.queries[0].query_id}**: {LABELS.queries[0].query}")
+
+
+def test_answer_evaluation_reranks_only_the_new_questions_then_spends_nothing(evaluated):
+    first = materialization_metadata(evaluated["answers_first"], "answer_evaluation")
+    second = materialization_metadata(evaluated["answers_second"], "answer_evaluation")
+    questions = len(LABELS.queries) + len(UNANSWERABLE)
+    # The labelled questions' candidates were reranked (and cached) by retrieval_evaluation.
+    assert evaluated["answers_requests"] == [len(UNANSWERABLE), 0]
+    assert (first["billed_search_units"], first["rerank_cache_hits"]) == (len(UNANSWERABLE), len(LABELS.queries))
+    assert first["prompt_tokens"] > 0 and first["completion_tokens"] > 0 and first["answer_cache_hits"] == 0
+    assert (second["billed_search_units"], second["rerank_cache_hits"]) == (0, questions)
+    assert (second["prompt_tokens"], second["completion_tokens"], second["answer_cache_hits"]) == (0, 0, questions)
+    for name in ("citation_precision", "answered_from_relevant", "abstention_rate"):
+        assert second[name] == first[name]
+
+
+def test_answer_evaluation_publishes_nothing(evaluated):
+    store = StateStore(sqlite_url(evaluated["data_dir"]))
+    assert store.answers.latest() == {} and store.context_sets.latest() == {}
+    assert not (evaluated["data_dir"] / "answers.jsonl").exists()
+    store.dispose()
+
+
+def test_unanswerable_questions_of_another_corpus_fail_the_answer_evaluation(evaluated):
+    result = evaluated["answers_other_corpus"]
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "'postgresql-doc-15'" in message and "'demo-user-guide'" in message
+    assert "PIPELINE_UNANSWERABLE_QUERIES" in message

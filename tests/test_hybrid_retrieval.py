@@ -181,7 +181,11 @@ def test_consistency_check_names_what_differs(indexed):
 def _materialise_lexical_index(tmp_path, source: str = "docs") -> dg.ExecuteInProcessResult:
     resources = {
         "files": PipelineFilesResource(
-            data_dir=str(tmp_path), sources_path="unused", queries_path="unused", labelled_queries_path="unused"
+            data_dir=str(tmp_path),
+            sources_path="unused",
+            queries_path="unused",
+            labelled_queries_path="unused",
+            unanswerable_queries_path="unused",
         ),
         "state_store": StateStoreResource(data_dir=str(tmp_path)),
         "chroma": ChromaResource(data_dir=str(tmp_path)),

@@ -48,11 +48,11 @@ def test_run_tags_and_the_instance_configuration_load_without_the_dagster_defini
 
 
 def test_file_defaults_are_the_bundled_demo_files(monkeypatch):
-    for name in ("PIPELINE_SOURCES", "PIPELINE_QUERIES", "PIPELINE_LABELLED_QUERIES"):
+    names = ("PIPELINE_SOURCES", "PIPELINE_QUERIES", "PIPELINE_LABELLED_QUERIES", "PIPELINE_UNANSWERABLE_QUERIES")
+    for name in names:
         monkeypatch.delenv(name, raising=False)
-    from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, SOURCES_FILE
+    from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, SOURCES_FILE, UNANSWERABLE_QUERIES_FILE
 
-    assert settings.value("PIPELINE_SOURCES") == str(SOURCES_FILE)
-    assert settings.value("PIPELINE_QUERIES") == str(QUERIES_FILE)
-    assert settings.value("PIPELINE_LABELLED_QUERIES") == str(LABELLED_QUERIES_FILE)
-    assert all(path.is_file() for path in (SOURCES_FILE, QUERIES_FILE, LABELLED_QUERIES_FILE))
+    files = (SOURCES_FILE, QUERIES_FILE, LABELLED_QUERIES_FILE, UNANSWERABLE_QUERIES_FILE)
+    assert [settings.value(name) for name in names] == [str(path) for path in files]
+    assert all(path.is_file() for path in files)

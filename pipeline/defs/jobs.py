@@ -1,5 +1,5 @@
 """Jobs over the asset graph: refresh one source's index, rebuild the context sets and their answers, evaluate
-retrieval quality.
+retrieval and answer quality.
 
 Runs carry the ``pipeline/writes`` tag of :mod:`pipeline.run_tags`.
 """
@@ -27,5 +27,6 @@ context_sets_job = dg.define_asset_job(
 evaluation_job = dg.define_asset_job(
     "evaluate_retrieval",
     selection=dg.AssetSelection.groups("evaluate"),
-    description="Measure every ranking stage on the labelled questions (PIPELINE_LABELLED_QUERIES).",
+    description="Measure every ranking stage and the cited answers on the labelled questions "
+    "(PIPELINE_LABELLED_QUERIES), and abstention on questions the docs do not answer (PIPELINE_UNANSWERABLE_QUERIES).",
 )

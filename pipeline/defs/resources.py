@@ -362,6 +362,7 @@ class PipelineFilesResource(dg.ConfigurableResource):
     sources_path: str
     queries_path: str
     labelled_queries_path: str
+    unanswerable_queries_path: str
 
     _lexical_index: LexicalIndex | None = PrivateAttr(default=None)
 
@@ -402,6 +403,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             sources_path=from_env("PIPELINE_SOURCES"),
             queries_path=from_env("PIPELINE_QUERIES"),
             labelled_queries_path=from_env("PIPELINE_LABELLED_QUERIES"),
+            unanswerable_queries_path=from_env("PIPELINE_UNANSWERABLE_QUERIES"),
         ),
         "state_store": StateStoreResource(data_dir=data_dir, database_url=settings.value("DATABASE_URL")),
         "chroma": ChromaResource(data_dir=data_dir, server=ChromaServer.from_settings()),

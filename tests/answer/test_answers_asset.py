@@ -99,7 +99,11 @@ def deployment(request, tmp_path, chat_service, monkeypatch) -> Iterator[Deploym
     attach_chat_model(monkeypatch, chat_service.url)
     resources = {
         "files": PipelineFilesResource(
-            data_dir=str(tmp_path), sources_path="unused", queries_path="unused", labelled_queries_path="unused"
+            data_dir=str(tmp_path),
+            sources_path="unused",
+            queries_path="unused",
+            labelled_queries_path="unused",
+            unanswerable_queries_path="unused",
         ),
         "state_store": StateStoreResource(
             data_dir=str(tmp_path), database_url=None if request.param == "sqlite" else url
