@@ -72,7 +72,8 @@ def print_answers(path: Path, context_sets_path: Path, result: dg.ExecuteInProce
             print(f"   [{citation['number']}] {heading}<{citation['url']}>")
     spent = _metadata(result, "answers")
     writers = ", ".join(sorted({answer["model"] for answer in answers}))
-    print(f"\nchat model: {spent.get('model')} (answers written by {writers})")
+    # The stand-in takes the model ID a deploy attaches, but it is not that model: say who wrote the answers first.
+    print(f"\nanswers written by {writers}, requested as {spent.get('model')}")
     print(
         f"{spent.get('answered')} answered, {spent.get('not_answered')} not in the docs, {spent.get('failed')} failed; "
         f"chat tokens this run: {spent.get('tokens_spent')} ({spent.get('cache_hits')} answers from the cache)"
