@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from pipeline.answer.client import HerokuChatModel
 from pipeline.local import LocalChatService
 from tests.chat_stand_in import API_KEY, MODEL, chat_service_fixture, shared_chat_service_fixture  # noqa: F401
-from tests.clock import FakeClock
+from tests.clock import FakeClock, clients_on_clock
 
 
 @pytest.fixture
@@ -21,26 +20,13 @@ def fake_clock() -> FakeClock:
 @pytest.fixture
 def make_client(chat_service: LocalChatService, fake_clock: FakeClock) -> Iterator[Callable[..., HerokuChatModel]]:
     """Clients of ``chat_service`` that sleep on ``fake_clock`` (waits are recorded, not waited); closed after."""
-    made: list[HerokuChatModel] = []
-
-    def make(**overrides) -> HerokuChatModel:
-        options = {
-            "url": chat_service.url,
-            "api_key": API_KEY,
-            "model_id": MODEL,
-            "timeout": 5.0,
-            "sleep": fake_clock.sleep,
-            "clock": fake_clock,
-            "rng": random.Random(1),
-            # Limits high enough that pacing adds nothing unless a test sets its own.
-            "requests_per_minute": 60_000,
-            "tokens_per_minute": 100_000_000,
-            **overrides,
-        }
-        client = HerokuChatModel(**options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+    # Limits high enough that pacing adds nothing unless a test sets its own.
+    yield from clients_on_clock(
+        HerokuChatModel,
+        fake_clock,
+        url=chat_service.url,
+        api_key=API_KEY,
+        model_id=MODEL,
+        requests_per_minute=60_000,
+        tokens_per_minute=100_000_000,
+    )

@@ -30,7 +30,7 @@ from pipeline.embedding.contract import (
     MAX_INPUTS_PER_REQUEST,
 )
 from pipeline.embedding.remote import HerokuEmbedder
-from tests.clock import FakeClock
+from tests.clock import FakeClock, clients_on_clock
 
 # Distinctive so that a leak is unmistakable when logs and messages are searched for it.
 API_KEY = "emb-test-5d2a9f3c7e1b48a6"
@@ -217,27 +217,14 @@ def contract_server(fake_clock: FakeClock) -> Iterator[ContractServer]:
 @pytest.fixture
 def make_embedder(contract_server: ContractServer, fake_clock: FakeClock) -> Iterator[Callable[..., HerokuEmbedder]]:
     """Embedders of ``contract_server`` that sleep on ``fake_clock`` (backoffs and pacing are recorded, not waited)."""
-    made: list[HerokuEmbedder] = []
-
-    def make(**overrides: Any) -> HerokuEmbedder:
-        options: dict[str, Any] = {
-            "base_url": contract_server.url,
-            "api_key": API_KEY,
-            "model_id": MODEL,
-            "timeout": 5.0,
-            "sleep": fake_clock.sleep,
-            "clock": fake_clock,
-            "rng": random.Random(1),
-            # Limits far above what these tests send, so fake_clock.sleeps holds the retry delays
-            # alone; the pacing tests set their own.
-            "requests_per_minute": 600_000,
-            "tokens_per_minute": 100_000_000,
-            **overrides,
-        }
-        embedder = HerokuEmbedder(**options)
-        made.append(embedder)
-        return embedder
-
-    yield make
-    for embedder in made:
-        embedder.close()
+    # Limits far above what these tests send, so fake_clock.sleeps holds the retry delays alone;
+    # the pacing tests set their own.
+    yield from clients_on_clock(
+        HerokuEmbedder,
+        fake_clock,
+        base_url=contract_server.url,
+        api_key=API_KEY,
+        model_id=MODEL,
+        requests_per_minute=600_000,
+        tokens_per_minute=100_000_000,
+    )
