@@ -1,6 +1,6 @@
 """Ingest the PostgreSQL 15 manual (Debian ``postgresql-doc-15``), then refresh it twice, all in one run.
 
-    uv run python benchmarks/ingest_postgresql.py DATA_DIR
+    uv run python benchmarks/ingest_postgresql.py DATA_DIR [--cold-only]
 
 Serves a copy of ``/usr/share/doc/postgresql-doc-15/html`` on 127.0.0.1:18900 (the base URL
 the labelled set's paths are relative to) and runs the ``ingest_source`` job for one source,
@@ -59,6 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir", type=Path, help="An empty or new directory: the first ingest must be cold.")
     parser.add_argument("--max-pages", type=int, default=2000, help="Cap the crawl (a quick trial of the script).")
+    parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="Stop after the cold ingest: a data directory for benchmarks/answer_quality.py and quality.py.",
+    )
     parser.add_argument("--embed-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     data_dir = arguments.data_dir.resolve()
@@ -135,6 +140,8 @@ def main() -> None:
                 f"lexical index {lexical:.1f} s = {100 * lexical / chunk_seconds:.2f} % of it; "
                 f"header lines {headers:.1f} s = {100 * headers / chunk_seconds:.2f} % of it"
             )
+            if arguments.cold_only:
+                return
 
             store = StateStore(sqlite_url(data_dir))
             before = {chunk.chunk_id: chunk.url for chunk in store.chunks.iterate("postgresql")}

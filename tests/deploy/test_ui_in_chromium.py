@@ -24,8 +24,15 @@ from tests.deploy.heroku_app import HerokuApp
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ASSETS = ("crawled_pages", "vector_index", "retrieved_candidates", "reranked_candidates", "ranked_context_sets")
-GROUPS = ("Global asset lineage", "ingest", "retrieve", "rerank", "context", "evaluate")
+ASSETS = (
+    "crawled_pages",
+    "vector_index",
+    "retrieved_candidates",
+    "reranked_candidates",
+    "ranked_context_sets",
+    "answers",
+)
+GROUPS = ("Global asset lineage", "ingest", "retrieve", "rerank", "context", "answer", "evaluate")
 # The UI loads its code and then its data over GraphQL; on a loaded 2-core machine that can take a while.
 UI_TIMEOUT_SECONDS = 120
 
