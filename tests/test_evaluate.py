@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pipeline.answer.extractive import ExtractiveChatModel
 from pipeline.chunking import header_line
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, UNANSWERABLE_QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MiniLMEmbedder
@@ -230,7 +231,7 @@ def test_answer_metrics_match_a_computation_from_the_answers_themselves(evaluate
         assert output[name] == metadata[name]
     assert metadata["labelled_questions"] == len(LABELS.queries) and metadata["labelled_failed"] == 0
     assert metadata["unanswerable_questions"] == len(UNANSWERABLE) and metadata["unanswerable_failed"] == 0
-    assert metadata["chat_model"] == "extractive-answerer" and metadata["corpus"] == LABELS.corpus
+    assert metadata["chat_model"] == ExtractiveChatModel().model and metadata["corpus"] == LABELS.corpus
     assert "| citation precision (cited pages of grade ≥ 1) |" in metadata["table"]
     assert metadata["preview"].startswith(f"**{LABELS.queries[0].query_id}**: {LABELS.queries[0].query}")
 

@@ -32,6 +32,9 @@ from pipeline.answer.protocol import Completion, GenerationSettings
 from pipeline.tokens import count_tokens, truncate_to_tokens
 
 EXTRACTIVE_MODEL = "extractive-answerer"
+# Part of the answerer's cache identity (``model``): bump it when the answering rules change, so the
+# answer cache does not keep serving what the old rules wrote.
+EXTRACTIVE_RULES_VERSION = 2
 # The passages must hold at least this share of the question's weight to be answered from. A
 # question about something the passages never name misses its rarest, heaviest words, so it stays
 # below 0.6 even when it shares the common words of the site; a question the passages answer holds
@@ -120,7 +123,7 @@ class ExtractiveChatModel:
 
     @property
     def model(self) -> str:
-        return EXTRACTIVE_MODEL
+        return f"{EXTRACTIVE_MODEL}@rules-{EXTRACTIVE_RULES_VERSION}"
 
     def complete(self, messages: Sequence[Mapping[str, str]], settings: GenerationSettings) -> Completion:
         """The answer to the prompt's question; raises :class:`NotACitedAnswerPrompt` for any other conversation."""

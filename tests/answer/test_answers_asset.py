@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline.answer.extractive import EXTRACTIVE_MODEL
+from pipeline.answer.extractive import EXTRACTIVE_MODEL, ExtractiveChatModel
 from pipeline.answer.prompt import NOT_IN_THE_DOCS, build_messages, numbered_passages
 from pipeline.defs import answers as answers_module
 from pipeline.defs.endpoints import ChatEndpoint
@@ -178,7 +178,11 @@ def test_without_a_chat_model_attached_the_extractive_answerer_answers_in_proces
     result = deployment.answer()
 
     metadata = _metadata(result)
-    assert (metadata["model"], metadata["answered"], metadata["completions_requested"]) == (EXTRACTIVE_MODEL, 1, 2)
+    assert (metadata["model"], metadata["answered"], metadata["completions_requested"]) == (
+        ExtractiveChatModel().model,
+        1,
+        2,
+    )
     assert metadata["tokens_spent"] > 0 and deployment.chat.requests == []
     assert deployment.store.answers.latest()["pool"].answer == f"{SESSIONS.passages[1]['text']} [2]"
     assert all(check.passed for check in _checks(result).values())

@@ -8,6 +8,7 @@ from pipeline.answer.citations import Citation, is_abstention, parse_answer
 from pipeline.answer.extractive import (
     DEFAULT_THRESHOLD,
     EXTRACTIVE_MODEL,
+    EXTRACTIVE_RULES_VERSION,
     ExtractiveChatModel,
     NotACitedAnswerPrompt,
 )
@@ -78,7 +79,8 @@ def test_a_conversation_not_built_as_our_prompt_is_refused_clearly():
 def test_a_threshold_outside_its_range_is_refused():
     with pytest.raises(ValueError, match="threshold must be within"):
         ExtractiveChatModel(threshold=0)
-    assert ExtractiveChatModel().model == "extractive-answerer"
+    # Its cache identity names the rules, so answers cached under other rules are not served.
+    assert ExtractiveChatModel().model == f"extractive-answerer@rules-{EXTRACTIVE_RULES_VERSION}"
 
 
 def _answer(question: str, *texts: str, threshold: float = DEFAULT_THRESHOLD) -> str:
