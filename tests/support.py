@@ -14,17 +14,10 @@ import dagster as dg
 import yaml
 
 from pipeline.defs import answers, context_sets, evaluation, ingest, removal, rerank, retrieve
-from pipeline.defs.endpoints import ChatEndpoint
+from pipeline.defs.endpoints import ChatEndpoint, RerankEndpoint
+from pipeline.defs.inference_resources import ChatResource, EmbedderResource, RerankResource
 from pipeline.defs.partitions import register_sources
-from pipeline.defs.resources import (
-    ChatResource,
-    ChromaResource,
-    EmbedderResource,
-    PipelineFilesResource,
-    RerankEndpoint,
-    RerankResource,
-    StateStoreResource,
-)
+from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, UNANSWERABLE_QUERIES_FILE, serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.stand_ins import local_scorer

@@ -8,8 +8,9 @@ import shutil
 import dagster as dg
 import pytest
 
+from pipeline.defs.inference_resources import EmbedderResource
 from pipeline.defs.ingest import indexes_match_stored_chunks, lexical_index
-from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.ingest.consistency import check_index_consistency
 from pipeline.ingest.vectors import index_chunks

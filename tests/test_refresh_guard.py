@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.definitions import defs
+from pipeline.defs.inference_resources import EmbedderResource
 from pipeline.defs.partitions import register_sources
-from pipeline.defs.resources import EmbedderResource
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.state import StateStore, sqlite_url

@@ -5,13 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from pipeline.defs.resources import (
-    ChromaResource,
-    ChromaServer,
-    RerankEndpoint,
-    StateStoreResource,
-    build_resources,
-)
+from pipeline.defs.endpoints import RerankEndpoint
+from pipeline.defs.resources import ChromaResource, ChromaServer, StateStoreResource, build_resources
 
 DATABASE_URL = "postgresql://pipeline:db-pw-0a9c7e@127.0.0.1:5432/test"
 CHROMA_TOKEN = "chroma-tok-4e2b81"

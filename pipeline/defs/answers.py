@@ -13,8 +13,9 @@ from pipeline.answer.reports import citation_account, markdown_preview, publicat
 from pipeline.credentials import Redactor
 from pipeline.defs.check_results import must_act_result, ui_metadata
 from pipeline.defs.context_sets import ranked_context_sets
+from pipeline.defs.inference_resources import ChatResource
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
-from pipeline.defs.resources import ChatResource, PipelineFilesResource, StateStoreResource
+from pipeline.defs.resources import PipelineFilesResource, StateStoreResource
 from pipeline.inference import InferenceConfigurationError
 from pipeline.store.records import Answer
 from pipeline.store.schema import ANSWERS_TABLE, LATEST_ANSWERS_VIEW

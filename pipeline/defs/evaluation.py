@@ -12,16 +12,10 @@ from pipeline.answer.reports import markdown_preview
 from pipeline.ask import Asker
 from pipeline.credentials import Redactor
 from pipeline.defs.context_sets import ContextConfig
+from pipeline.defs.inference_resources import ChatResource, EmbedderResource, RerankResource
 from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.policies import STEP_RETRY_POLICY
-from pipeline.defs.resources import (
-    ChatResource,
-    ChromaResource,
-    EmbedderResource,
-    PipelineFilesResource,
-    RerankResource,
-    StateStoreResource,
-)
+from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.defs.retrieve import CandidatesConfig, synced_indexes
 from pipeline.evaluation.answer_run import load_unanswerable_set, run_answer_evaluation
 from pipeline.evaluation.labels import LabelFileError, LabelledSet, load_labelled_set

@@ -14,9 +14,10 @@ from pipeline.chunking import ChunkingConfig
 from pipeline.crawl.crawler import DEFAULT_USER_AGENT, KnownPage, crawl
 from pipeline.crawl.sources import Source, load_sources
 from pipeline.defs.check_results import must_act_result
+from pipeline.defs.inference_resources import EmbedderResource
 from pipeline.defs.partitions import SOURCE_PARTITIONS, source_partitions
 from pipeline.defs.policies import STEP_RETRY_POLICY
-from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import MAX_WORD_PIECES, MODEL_NAME
 from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.ingest.chunks import chunk_documents

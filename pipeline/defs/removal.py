@@ -14,10 +14,11 @@ from pipeline import settings
 from pipeline.check_reports import orphaned_sources
 from pipeline.crawl.sources import load_sources
 from pipeline.defs.check_results import ui_metadata
+from pipeline.defs.inference_resources import EmbedderResource
 from pipeline.defs.ingest import lexical_index
 from pipeline.defs.partitions import SOURCE_PARTITIONS
 from pipeline.defs.policies import STEP_RETRY_POLICY
-from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.run_tags import WRITES_INDEX
 from pipeline.source_sync import remove_sources
 from pipeline.tables import markdown_table

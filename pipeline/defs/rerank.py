@@ -5,8 +5,9 @@ from pydantic import Field
 
 from pipeline import settings
 from pipeline.defs.check_results import must_act_result
+from pipeline.defs.inference_resources import RerankResource
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, STEP_RETRY_POLICY
-from pipeline.defs.resources import RerankResource, StateStoreResource
+from pipeline.defs.resources import StateStoreResource
 from pipeline.defs.retrieve import retrieved_candidates
 from pipeline.ranking import failed_rankings, rerank_stored_candidates
 from pipeline.rerank.errors import RerankConfigurationError, RerankSettingRejected

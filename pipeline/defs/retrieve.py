@@ -5,9 +5,10 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from pipeline.defs.inference_resources import EmbedderResource
 from pipeline.defs.ingest import lexical_index, vector_index
 from pipeline.defs.policies import AFTER_UPSTREAM_SETTLES, ONCE_WHEN_MISSING, STEP_RETRY_POLICY
-from pipeline.defs.resources import ChromaResource, EmbedderResource, PipelineFilesResource, StateStoreResource
+from pipeline.defs.resources import ChromaResource, PipelineFilesResource, StateStoreResource
 from pipeline.embedding import Embedder
 from pipeline.inputs import InputUnavailable, display_location
 from pipeline.queries import QueriesFileError, load_queries

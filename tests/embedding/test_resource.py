@@ -6,9 +6,10 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from pipeline.defs import resources as resources_module
+from pipeline.defs import resource_handles
 from pipeline.defs.endpoints import EmbeddingEndpoint
-from pipeline.defs.resources import EmbedderResource, build_resources
+from pipeline.defs.inference_resources import EmbedderResource
+from pipeline.defs.resources import build_resources
 from pipeline.embedding import MiniLMEmbedder
 from pipeline.embedding.contract import SEARCH_DOCUMENT, SEARCH_QUERY
 from pipeline.embedding.remote import HerokuEmbedder
@@ -73,7 +74,7 @@ def test_remote_mode_embeds_through_the_endpoint_and_never_builds_the_onnx_sessi
 
     np.testing.assert_allclose(vectors[0], expected_vector("a passage", SEARCH_DOCUMENT), atol=1e-6)
     np.testing.assert_allclose(question, expected_vector("a question", SEARCH_QUERY), atol=1e-6)
-    minilm = resources_module._SHARED[("embedder", 3, 0)]
+    minilm = resource_handles._SHARED[("embedder", 3, 0)]
     assert isinstance(minilm, MiniLMEmbedder) and not minilm.session_loaded
 
 
@@ -85,7 +86,7 @@ def test_local_mode_embeds_with_the_shared_minilm_model():
         vectors = embedder.embed_queries(["a question"])
 
     assert vectors.shape == (1, 384)
-    assert resources_module._SHARED[("embedder", 5, 0)].session_loaded
+    assert resource_handles._SHARED[("embedder", 5, 0)].session_loaded
 
 
 @dg.asset

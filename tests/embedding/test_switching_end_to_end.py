@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from pipeline.defs.endpoints import EmbeddingEndpoint
-from pipeline.defs.resources import EmbedderResource
+from pipeline.defs.inference_resources import EmbedderResource
 from pipeline.demo import QUERIES_FILE, serve_directory, site_dir
 from pipeline.embedding import MODEL_NAME, MiniLMEmbedder
 from pipeline.embedding.contract import SEARCH_DOCUMENT, SEARCH_QUERY
