@@ -1,0 +1,157 @@
+"""Alternative chunk representations for the chunk representation study (``benchmarks/chunk_study.py``).
+
+The shipped chunker (``pipeline.chunking``) cuts each heading section on its own and embeds
+``Title > heading path`` above the passage. The study compares what retrieval gets from
+other shapes of the same extracted documents:
+
+- ``current``: the shipped chunker, unchanged;
+- ``prefix-title`` / ``prefix-path`` / ``prefix-none``: the shipped chunks, embedding only
+  the page title, only the heading path, or the bare passage above the text;
+- ``naive-window``: the page title, then a fixed window of the page's text (headings
+  ignored), ``window_tokens`` cl100k tokens every ``stride_tokens``;
+- ``merged-80``: the shipped chunker over sections merged while a section has fewer than
+  ``min_tokens`` tokens, so a one-line note keeps the text around it.
+
+Every embedded text passes the same ``fits`` check as the shipped chunks (MiniLM's 256 word
+pieces, the embeddings endpoint's 2,048 characters).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pipeline import tokens
+from pipeline.chunking import MAX_HEADER_TOKENS, ChunkingConfig, chunk_document, context_header
+from pipeline.extract import Document, Section
+
+Fits = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class VariantChunk:
+    url: str
+    embedding_text: str
+
+
+def current_chunks(document: Document, fits: Fits) -> list[VariantChunk]:
+    return [VariantChunk(c.url, c.embedding_text) for c in chunk_document(document, fits=fits)]
+
+
+def prefixed_chunks(document: Document, fits: Fits, prefix: str) -> list[VariantChunk]:
+    """The shipped chunks with another line above the passage: ``title``, ``path`` or ``none``.
+
+    A prefix the passage cannot carry within ``fits`` is dropped for that chunk (never seen with
+    these prefixes: each is at most as long as the shipped header, cut to the same token limit).
+    """
+    chunks = []
+    for chunk in chunk_document(document, fits=fits):
+        header = _prefix(prefix, chunk.title, chunk.heading_path)
+        text = f"{header}\n{chunk.text}" if header else chunk.text
+        chunks.append(VariantChunk(chunk.url, text if fits(text) else chunk.text))
+    return chunks
+
+
+def _prefix(prefix: str, title: str, heading_path: tuple[str, ...]) -> str:
+    if prefix == "title":
+        return context_header(title, ())
+    if prefix == "path":
+        return context_header("", heading_path[1:] if heading_path and heading_path[0] == title else heading_path)
+    if prefix == "none":
+        return ""
+    raise ValueError(f"unknown prefix {prefix!r}: title, path or none")
+
+
+def window_chunks(
+    document: Document, fits: Fits, window_tokens: int = 200, stride_tokens: int = 170
+) -> list[VariantChunk]:
+    """The page title, a newline, then ``window_tokens`` of the page text every ``stride_tokens``.
+
+    Windows are cut on cl100k token boundaries that start a UTF-8 character, so each is an exact
+    slice of the text. A window that fails ``fits`` is shortened from its end until it passes; the
+    next window then starts no later than where the shortened one ended, so no text is skipped.
+    """
+    if not 0 < stride_tokens <= window_tokens:
+        raise ValueError(f"stride_tokens must be between 1 and window_tokens, got {stride_tokens}")
+    title = tokens.truncate_to_tokens(document.title, MAX_HEADER_TOKENS)
+    text = document.text.strip()
+    if not text:
+        return []
+    data = text.encode("utf-8")
+    offsets = [0]
+    for token in tokens.encoding().decode_tokens_bytes(tokens.encode(text)):
+        offsets.append(offsets[-1] + len(token))
+    boundaries = [index for index, offset in enumerate(offsets) if _is_char_start(data, offset)]
+    last = len(offsets) - 1
+    chunks = []
+    start = 0
+    while start < last:
+        end = _snap(boundaries, min(start + window_tokens, last))
+        while True:
+            body = data[offsets[start] : offsets[end]].decode("utf-8").strip()
+            embedded = f"{title}\n{body}" if title else body
+            if fits(embedded) or end - start <= 1:
+                break
+            end = _snap(boundaries, start + (end - start) * 3 // 4, minimum=start + 1)
+        if body:
+            chunks.append(VariantChunk(document.url, embedded))
+        if end >= last:
+            break
+        start = _snap(boundaries, min(start + stride_tokens, end), minimum=start + 1)
+    return chunks
+
+
+def _snap(boundaries: Sequence[int], index: int, minimum: int = 0) -> int:
+    """The largest character-start token index at most ``index`` (but at least ``minimum``)."""
+    position = bisect_right(boundaries, index) - 1
+    while position + 1 < len(boundaries) and boundaries[position] < minimum:
+        position += 1
+    return boundaries[max(position, 0)]
+
+
+def _is_char_start(data: bytes, offset: int) -> bool:
+    return offset == len(data) or data[offset] & 0xC0 != 0x80
+
+
+def merge_small_sections(
+    sections: Sequence[Section], min_tokens: int = 80, max_tokens: int = ChunkingConfig().max_tokens - MAX_HEADER_TOKENS
+) -> tuple[Section, ...]:
+    """Sections with fewer than ``min_tokens`` tokens joined to their neighbours.
+
+    A run of sections is grown while it is under ``min_tokens``, and a small section joins the run
+    before it, as long as the joined text stays within ``max_tokens`` (one chunk's passage). A merged
+    run keeps its first section's heading path; each later section's own heading leads its text, so
+    what it was about is still embedded.
+    """
+    merged: list[tuple[tuple[str, ...], str, int]] = []  # (heading path, text, tokens)
+    for section in sections:
+        text = section.text.strip()
+        if not text:
+            continue
+        count = tokens.count_tokens(text)
+        if merged:
+            path, previous, previous_count = merged[-1]
+            heading = section.heading_path[-1] if section.heading_path and section.heading_path != path else ""
+            joined = f"{previous}\n\n{heading}\n\n{text}" if heading else f"{previous}\n\n{text}"
+            joined_count = tokens.count_tokens(joined)
+            if (previous_count < min_tokens or count < min_tokens) and joined_count <= max_tokens:
+                merged[-1] = (path, joined, joined_count)
+                continue
+        merged.append((section.heading_path, text, count))
+    return tuple(Section(path, text) for path, text, _ in merged)
+
+
+def merged_chunks(document: Document, fits: Fits, min_tokens: int = 80) -> list[VariantChunk]:
+    merged = Document(document.url, document.title, merge_small_sections(document.sections, min_tokens))
+    return current_chunks(merged, fits)
+
+
+VARIANTS: dict[str, Callable[[Document, Fits], list[VariantChunk]]] = {
+    "current": current_chunks,
+    "naive-window": window_chunks,
+    "merged-80": merged_chunks,
+    "prefix-title": lambda document, fits: prefixed_chunks(document, fits, "title"),
+    "prefix-path": lambda document, fits: prefixed_chunks(document, fits, "path"),
+    "prefix-none": lambda document, fits: prefixed_chunks(document, fits, "none"),
+}
