@@ -37,9 +37,11 @@ def test_it_says_it_is_a_stand_in_and_never_claims_the_requested_model(post):
     response = post(body())
 
     assert response.json()["model"] == "extractive-answerer"
+    # The header names the answerer with its rules version.
     assert response.headers["x-local-stand-in"] == (
-        "local chat stand-in, not Heroku Inference; answers: extractive-answerer"
+        f"local chat stand-in, not Heroku Inference; answers: {ExtractiveChatModel().model}"
     )
+    assert ExtractiveChatModel().model.startswith("extractive-answerer@")
 
 
 def test_max_tokens_is_taken_as_max_completion_tokens(post, chat_service):
