@@ -235,6 +235,8 @@ def vector_index(
         save_every=config.save_every,
         on_progress=progress,
     )
+    # Nothing after this step embeds, and the worker's memory peaks in the next one (lexical_index).
+    embedder.release_memory()
     metadata = {**report.metadata(), "collection": vectors.name, "collection_count": vectors.count()}
     if not report.complete:
         raise dg.Failure(

@@ -12,9 +12,14 @@ small batches padded only to the longest text in each batch (dynamic padding):
 padding tokens cost as much compute as real ones.
 
 A batch is also capped in padded word pieces (rows x width), which bounds memory: this
-export's attention allocates about 60 MB per row of 256 word pieces within one run, and
-onnxruntime's arena keeps the largest run's memory for the life of the session. Short texts
+export's attention allocates about 60 MB per row of 256 word pieces within one run. Short texts
 still go many to a batch.
+
+The session runs without onnxruntime's CPU arena and memory patterns: the arena keeps the
+largest run's memory for the life of the session, and with both off a run's buffers go back to
+the allocator (about 75 MB lower peak over 800 texts, at the same speed: docs/benchmarks.md,
+"Local embedding memory"). Graph optimisations stay on: without them embedding takes twice as
+long. :meth:`MiniLMEmbedder.release_session` drops the session once a step is done embedding.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.process_memory import release_free_memory
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
@@ -91,6 +98,8 @@ class MiniLMEmbedder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
         session = onnxruntime.InferenceSession(str(_model_path()), options, providers=["CPUExecutionProvider"])
         self._input_names = {model_input.name for model_input in session.get_inputs()}
         return session
@@ -103,6 +112,16 @@ class MiniLMEmbedder:
     def session_loaded(self) -> bool:
         """Whether the ONNX session (the model's weights, some hundred MB) is in memory: built by the first embed."""
         return "_session" in vars(self)
+
+    def release_session(self) -> None:
+        """Drop the ONNX session and hand its memory back to the operating system; the next embed builds it again.
+
+        An ingest run embeds in one step and goes on to build the lexical index in the same process:
+        without this, the session's few hundred MB stay resident through the worker's peak.
+        """
+        if self.session_loaded:
+            del self._session
+            release_free_memory()
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Questions and passages are embedded alike: the model has no query/document distinction."""

@@ -71,6 +71,7 @@ def test_remote_mode_embeds_through_the_endpoint_and_never_builds_the_onnx_sessi
         [question] = embedder.embed_queries(["a question"])
         # The chunker's word pieces come from the MiniLM tokenizer in this mode too: [CLS] a passage [SEP].
         assert built.embedder.minilm_word_piece_counts(["a passage"]) == [4]
+        built.embedder.release_memory()
 
     np.testing.assert_allclose(vectors[0], expected_vector("a passage", SEARCH_DOCUMENT), atol=1e-6)
     np.testing.assert_allclose(question, expected_vector("a question", SEARCH_QUERY), atol=1e-6)
@@ -87,6 +88,18 @@ def test_local_mode_embeds_with_the_shared_minilm_model():
 
     assert vectors.shape == (1, 384)
     assert resource_handles._SHARED[("embedder", 5, 0)].session_loaded
+
+
+def test_releasing_memory_drops_the_local_session_until_the_next_embed():
+    resource = EmbedderResource(batch_size=6)
+    with dg.build_resources({"embedder": resource}) as built:
+        embedder = built.embedder.get()
+        first = embedder.embed_queries(["a question"])
+        built.embedder.release_memory()
+        minilm = resource_handles._SHARED[("embedder", 6, 0)]
+        assert not minilm.session_loaded
+        np.testing.assert_allclose(embedder.embed_queries(["a question"]), first, atol=1e-6)
+        assert minilm.session_loaded
 
 
 @dg.asset
