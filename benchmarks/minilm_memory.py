@@ -5,9 +5,11 @@
 Chunks every 8th page of ``/usr/share/doc/postgresql-doc-15/html`` the way ingest does
 (extract, then chunk with the default settings and the MiniLM window), takes ``--chunks`` of
 them at random (seeded), and embeds them once per setting, each in a fresh process: rows per
-batch and padded word pieces per batch (rows x the batch's widest text). Prints the process's
-peak resident memory (VmHWM) with the session loaded and after embedding, and the wall and CPU
-seconds of embedding. CPU seconds are the steadier figure on a shared machine.
+batch and padded word pieces per batch (rows x the batch's widest text), then the default batch
+with onnxruntime's CPU arena and memory patterns on (as before they were turned off). Prints the
+process's peak resident memory (VmHWM) with the session loaded and after embedding, its resident
+memory after embedding and after ``release_session``, and the wall and CPU seconds of embedding.
+CPU seconds are the steadier figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.ingest_postgresql import CORPUS_DIR  # noqa: E402
 
 PAGE_STRIDE = 8
-# (rows, padded word pieces): the plain batches of 8 used before, then capped ones.
-SETTINGS = [(8, 8 * 256), (4, 4 * 256), (2, 2 * 256), (16, 1024), (16, 512)]
+# (rows, padded word pieces, onnxruntime arena): the plain batches of 8 used before, then capped ones,
+# then the default with the arena and memory patterns on.
+SETTINGS = [(8, 8 * 256, False), (4, 4 * 256, False), (2, 2 * 256, False), (16, 1024, False), (16, 512, False)]
+SETTINGS += [(16, 512, True)]
 
 
 def _memory_mb() -> tuple[float, float]:
@@ -51,40 +55,46 @@ def chunk_texts(count: int) -> list[str]:
     return random.Random(0).sample(texts, min(count, len(texts)))
 
 
-def embed_once(rows: int, word_pieces: int, threads: int, texts: list[str]) -> dict[str, float]:
+def embed_once(rows: int, word_pieces: int, arena: bool, threads: int, texts: list[str]) -> dict[str, float]:
     from pipeline.embedding import MiniLMEmbedder
 
-    embedder = MiniLMEmbedder(batch_size=rows, threads=threads, batch_word_pieces=word_pieces)
+    embedder = MiniLMEmbedder(batch_size=rows, threads=threads, batch_word_pieces=word_pieces, memory_arena=arena)
     embedder.embed(["load the session"])
     _, loaded_peak = _memory_mb()
     wall, cpu = time.perf_counter(), time.process_time()
     embedder.embed(texts)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rss, peak = _memory_mb()
-    return {"loaded_peak": loaded_peak, "peak": peak, "rss": rss, "wall": wall, "cpu": cpu}
+    embedder.release_session()
+    released, _ = _memory_mb()
+    return {"loaded_peak": loaded_peak, "peak": peak, "rss": rss, "released": released, "wall": wall, "cpu": cpu}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads [2, as on a dyno].")
-    parser.add_argument("--one", nargs=2, type=int, metavar=("ROWS", "WORD_PIECES"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, type=int, metavar=("ROWS", "WORD_PIECES", "ARENA"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.one:
         texts = json.loads(sys.stdin.read())
-        print(json.dumps(embed_once(*arguments.one, arguments.threads, texts)))
+        rows, word_pieces, arena = arguments.one
+        print(json.dumps(embed_once(rows, word_pieces, bool(arena), arguments.threads, texts)))
         return
     if not CORPUS_DIR.is_dir():
         parser.error(f"{CORPUS_DIR} is missing: install Debian's postgresql-doc-15")
     texts = json.dumps(chunk_texts(arguments.chunks))
     print(f"{len(json.loads(texts))} chunks, {arguments.threads} threads")
-    print(f"{'rows':>4} {'word pieces':>11} {'loaded MB':>9} {'peak MB':>8} {'after MB':>8} {'wall s':>7} {'CPU s':>6}")
-    for rows, word_pieces in SETTINGS:
-        command = [sys.executable, __file__, "--threads", str(arguments.threads), "--one", str(rows), str(word_pieces)]
+    print("| rows | word pieces | arena | loaded peak MB | peak MB | after MB | released MB | wall s | CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for rows, word_pieces, arena in SETTINGS:
+        command = [sys.executable, __file__, "--threads", str(arguments.threads), "--one"]
+        command += [str(rows), str(word_pieces), str(int(arena))]
         result = json.loads(subprocess.run(command, input=texts, capture_output=True, text=True, check=True).stdout)
         print(
-            f"{rows:4} {word_pieces:11} {result['loaded_peak']:9.0f} {result['peak']:8.0f} {result['rss']:8.0f} "
-            f"{result['wall']:7.1f} {result['cpu']:6.1f}"
+            f"| {rows} | {word_pieces} | {'on' if arena else 'off'} | {result['loaded_peak']:.0f} | "
+            f"{result['peak']:.0f} | {result['rss']:.0f} | {result['released']:.0f} | {result['wall']:.1f} | "
+            f"{result['cpu']:.1f} |"
         )
 
 

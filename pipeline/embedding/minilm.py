@@ -72,6 +72,7 @@ class MiniLMEmbedder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int | None = None,
         batch_word_pieces: int = DEFAULT_BATCH_WORD_PIECES,
+        memory_arena: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -80,6 +81,8 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self.batch_word_pieces = batch_word_pieces
         self.threads = threads or os.cpu_count() or 1
+        # onnxruntime's CPU arena and memory patterns (off by default: see the module docstring).
+        self.memory_arena = memory_arena
 
     @cached_property
     def _tokenizer(self):
@@ -98,10 +101,12 @@ class MiniLMEmbedder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False
-        options.enable_mem_pattern = False
+        options.enable_cpu_mem_arena = self.memory_arena
+        options.enable_mem_pattern = self.memory_arena
         session = onnxruntime.InferenceSession(str(_model_path()), options, providers=["CPUExecutionProvider"])
         self._input_names = {model_input.name for model_input in session.get_inputs()}
+        # Graph optimisation leaves some hundred MB freed but still resident.
+        release_free_memory()
         return session
 
     @property
