@@ -27,6 +27,10 @@ Embeddings (``--embeddings``):
   are measured, not a model's CPU;
 - ``remote``: whatever ``EMBEDDING_URL``, ``EMBEDDING_KEY`` and ``EMBEDDING_MODEL_ID`` the
   environment names.
+
+``--chroma-server`` puts the vectors in a Chroma server of their own on loopback (``chroma run``,
+named by ``CHROMA_HOST`` and ``CHROMA_PORT`` as on Heroku) instead of the embedded store: the run
+process then holds no index, and the server's own peak RSS and bytes on disk are recorded.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import sqlalchemy as sa
 
 from benchmarks.ingest_runs import embedding_mode, ingest_job, peak_rss_mb, write_sources
 from benchmarks.loopback import serve_in_child
-from tests.commands import free_port, start_service_command, stop_service_command
+from tests.commands import chroma_server_on_loopback, free_port, start_service_command, stop_service_command
 from tests.conftest import fresh_postgres_database
 from tests.scale.site import SyntheticDocsSite
 
@@ -101,7 +105,21 @@ def fast_embeddings(limits_multiplier: int) -> Iterator[None]:
         stop_service_command(service)
 
 
-def one_size(pages: int, refreshes: int, mode: str, limits_multiplier: int) -> dict:
+def _chroma_server_peak_rss_mb(directory: Path) -> float:
+    """VmHWM of the ``chroma run`` process storing in ``directory`` (``chroma_server_on_loopback``'s)."""
+    store = str(directory / "chroma-server").encode()
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = status.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"run" in command and store in command:
+            text = status.with_name("status").read_text()
+            return int(text.split("VmHWM:")[1].split()[0]) / 1024
+    raise RuntimeError(f"no chroma server process storing under {directory}")
+
+
+def one_size(pages: int, refreshes: int, mode: str, limits_multiplier: int, chroma_server: bool) -> dict:
     """Ingest a site of ``pages`` pages cold, refresh it, and measure (in this process)."""
     resources: dict[str, dict] = {}
     with ExitStack() as stack:
@@ -112,16 +130,23 @@ def one_size(pages: int, refreshes: int, mode: str, limits_multiplier: int) -> d
                 "requests_per_minute": FAST_REQUESTS_PER_MINUTE * limits_multiplier,
                 "tokens_per_minute": FAST_TOKENS_PER_MINUTE * limits_multiplier,
             }
-        result = _measure(pages, refreshes, "local" if mode == "local" else "remote", resources)
+        result = _measure(pages, refreshes, "local" if mode == "local" else "remote", resources, chroma_server)
         return {**result, "limits_multiplier": limits_multiplier if mode == "fast" else None}
 
 
-def _measure(pages: int, refreshes: int, mode: str, resources: dict[str, dict]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="scale-") as directory, fresh_postgres_database() as database_url:
+def _measure(pages: int, refreshes: int, mode: str, resources: dict[str, dict], chroma_server: bool) -> dict:
+    with (
+        tempfile.TemporaryDirectory(prefix="scale-") as directory,
+        fresh_postgres_database() as database_url,
+        ExitStack() as stack,
+    ):
         data_dir = Path(directory)
         os.environ.update(
             PIPELINE_DATA_DIR=str(data_dir), PIPELINE_SOURCES=str(data_dir / "sources.yaml"), DATABASE_URL=database_url
         )
+        if chroma_server:
+            port = stack.enter_context(chroma_server_on_loopback(data_dir))
+            os.environ.update(CHROMA_HOST="127.0.0.1", CHROMA_PORT=str(port))
         embeddings = embedding_mode(mode)
         with serve_in_child(partial(SyntheticDocsSite, pages, SEED)) as base:
             site = SyntheticDocsSite(pages, SEED, base)
@@ -131,6 +156,7 @@ def _measure(pages: int, refreshes: int, mode: str, resources: dict[str, dict]) 
                 cold = run()
                 cold_rss = peak_rss_mb()
                 refreshed = [run() for _ in range(refreshes)]
+        server_rss = _chroma_server_peak_rss_mb(data_dir) if chroma_server else None
         crawl, vectors = cold.metadata["crawled_pages"], cold.metadata["vector_index"]
         chunks = vectors["collection_count"]
         postgres = _postgres_bytes(database_url)
@@ -149,7 +175,9 @@ def _measure(pages: int, refreshes: int, mode: str, resources: dict[str, dict]) 
             "peak_rss_mb": peak_rss_mb(),
             "postgres_bytes": postgres,
             "postgres_bytes_per_chunk": postgres / chunks if chunks else 0.0,
-            "chroma_bytes": _directory_bytes(data_dir / "chroma"),
+            "chroma_server": chroma_server,
+            "chroma_server_peak_rss_mb": server_rss,
+            "chroma_bytes": _directory_bytes(data_dir / ("chroma-server" if chroma_server else "chroma")),
             "lexical_bytes": _directory_bytes(data_dir / "lexical"),
         }
 
@@ -162,6 +190,7 @@ def _row(result: dict) -> str:
         f"{refresh:.1f} s ({1000 * refresh / pages:.2f} ms/page) | {result['peak_rss_mb']:.0f} MB | "
         f"{result['postgres_bytes'] / 1e6:.1f} MB ({result['postgres_bytes_per_chunk']:,.0f} B/chunk) | "
         f"{result['chroma_bytes'] / 1e6:.1f} MB | {result['lexical_bytes'] / 1e6:.1f} MB |"
+        + (f" {server_rss:.0f} MB |" if (server_rss := result.get("chroma_server_peak_rss_mb")) else "")
     )
 
 
@@ -177,20 +206,32 @@ def main() -> None:
         help="fast: the stand-in's and the client's limits are Heroku's times this, so that the pipeline, "
         "not the pacing, is measured [1]",
     )
+    parser.add_argument(
+        "--chroma-server", action="store_true", help="Vectors in a Chroma server on loopback (CHROMA_HOST)."
+    )
     parser.add_argument("--json", type=Path, help="Write every size's measurements here.")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.one_size:
-        result = one_size(arguments.one_size, arguments.refreshes, arguments.embeddings, arguments.limits_multiplier)
+        result = one_size(
+            arguments.one_size,
+            arguments.refreshes,
+            arguments.embeddings,
+            arguments.limits_multiplier,
+            arguments.chroma_server,
+        )
         print("RESULT " + json.dumps(result), flush=True)
         return
     results = []
-    print("| pages | chunks | cold ingest | no-change refresh (best) | peak RSS | PostgreSQL | Chroma | lexical |")
-    print("|---|---|---|---|---|---|---|---|")
+    server = " Chroma server peak RSS |" if arguments.chroma_server else ""
+    columns = "| pages | chunks | cold ingest | no-change refresh (best) | peak RSS | PostgreSQL | Chroma | lexical |"
+    print(columns + server)
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if server else ""))
     for size in arguments.sizes:
         command = [sys.executable, "-W", "ignore", "-m", "benchmarks.scale", "--one-size", str(size)]
         command += ["--refreshes", str(arguments.refreshes), "--embeddings", arguments.embeddings]
         command += ["--limits-multiplier", str(arguments.limits_multiplier)]
+        command += ["--chroma-server"] if arguments.chroma_server else []
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
         results.append(result)
