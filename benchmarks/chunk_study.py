@@ -8,14 +8,17 @@
 re-chunked under each variant (``pipeline.evaluation.chunk_variants``), every embedded
 text is embedded with the local MiniLM through a vector cache in ``--cache`` keyed by the
 sha256 of the exact text (seeded from the data directory's stored MiniLM vectors, so the
-shipped chunker costs nothing), and each variant is ranked three ways:
-
-- dense: exact cosine search over the variant's vectors (numpy, not Chroma's HNSW);
-- BM25: the pipeline's lexical index built over the variant's embedded texts;
-- hybrid: the two fused as the pipeline fuses them (``pipeline.retrieve.fuse``, default ``Fusion``).
+shipped chunker costs nothing), and each variant is ranked by
+``pipeline.evaluation.chunk_rankings``: dense (exact cosine search, numpy, not Chroma's HNSW),
+BM25 (the pipeline's lexical index over the variant's embedded texts), hybrid (the two fused as
+the pipeline fuses them), dense and hybrid with a page signal at three weights (each chunk's
+page vector: the mean of its chunk vectors, or the embedding of the page's title and lead), the
+hybrid candidates reranked in-process by the local rerank stand-in's scorer (header lines
+embedded through the same cache), and the final context-set order made from them.
 
 Page-level nDCG@10, MRR@10 and Recall@50 (``pipeline.evaluation.metrics``) are printed on two
 seeded halves of the questions: pick a variant on the selection half, report it on the other.
+Each page-signal family's weight is chosen on the selection half and reported on the other.
 The cache is written batch by batch, so a killed run resumes where it stopped.
 """
 
@@ -29,25 +32,39 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from corpora import LABELS
 
+from pipeline.chunking import header_line
 from pipeline.embedding import MODEL_NAME, MiniLMEmbedder
-from pipeline.evaluation.chunk_variants import VARIANTS, VariantChunk
+from pipeline.evaluation.chunk_rankings import (
+    RETRIEVAL,
+    ChunkRankings,
+    chosen,
+    final_orders,
+    page_families,
+    reranked,
+    retrieval_rankings,
+)
+from pipeline.evaluation.chunk_variants import VARIANTS, Fits, VariantChunk
 from pipeline.evaluation.labels import LabelledSet, load_labelled_set, pages_in_order
 from pipeline.evaluation.metrics import METRICS, evaluate_rankings
+from pipeline.evaluation.page_signal import lead_text, mean_page_vectors, page_vectors_by_url
 from pipeline.extract import Document, Section
 from pipeline.ingest.chunks import chunk_fits
-from pipeline.retrieve import Fusion, fuse
+from pipeline.local.scoring import LocalRelevanceScorer, header_of
+from pipeline.stand_ins import local_scorer
 from pipeline.store.chunks import text_hash
 from pipeline.store.embeddings import pack_embedding, unpack_embedding
 from pipeline.store.lexical import LexicalIndex
 from pipeline.tables import markdown_table
 
-K = 50
-RANKINGS = ("dense", "bm25", "hybrid")
+PAGE_VECTORS = ("mean", "lead")
+HALVES = ("selection", "report", "all")
+Metrics = dict[str, float]
 
 
 def read_only(database: Path) -> sqlite3.Connection:
@@ -106,29 +123,16 @@ class VectorCache:
         return np.stack([found[digest] for digest in hashes]), len(missing), seconds
 
 
-def rankings(
-    chunks: Sequence[VariantChunk], vectors: np.ndarray, labels: LabelledSet, embedder: MiniLMEmbedder
-) -> dict[str, dict[str, list[str]]]:
-    """ranking name → query ID → chunk positions (as strings), best first."""
-    questions = [query.query for query in labels.queries]
-    ids = [str(position) for position in range(len(chunks))]
-    scores = embedder.embed_queries(questions) @ vectors.T
-    depth = 2 * K  # what hybrid retrieval takes from each retriever by default
-    with tempfile.TemporaryDirectory() as scratch:
-        lexical = LexicalIndex(scratch)
-        with lexical.locked():
-            lexical.rebuild(
-                (chunk_id, "study", chunk.embedding_text) for chunk_id, chunk in zip(ids, chunks, strict=True)
-            )
-        result: dict[str, dict[str, list[str]]] = {name: {} for name in RANKINGS}
-        for query, row in zip(labels.queries, scores, strict=True):
-            top = np.argsort(-row, kind="stable")[:depth]
-            dense = [ids[position] for position in top]
-            bm25 = [hit.chunk_id for hit in lexical.search(query.query, depth)]
-            result["dense"][query.query_id] = dense[:K]
-            result["bm25"][query.query_id] = bm25[:K]
-            result["hybrid"][query.query_id] = [hit.chunk_id for hit in fuse(dense, bm25, K, Fusion())]
-    return result
+class CachedVectors:
+    """The vector cache as the local scorer's known vectors: every text it asks for, embedded once if new."""
+
+    def __init__(self, cache: VectorCache, embedder: MiniLMEmbedder) -> None:
+        self.cache = cache
+        self.embedder = embedder
+
+    def lookup(self, texts: Mapping[bytes, str]) -> dict[bytes, np.ndarray]:
+        vectors, _, _ = self.cache.vectors(list(texts.values()), self.embedder)
+        return dict(zip(texts, vectors, strict=True))
 
 
 def halves(labels: LabelledSet, seed: int) -> dict[str, set[str]]:
@@ -141,7 +145,7 @@ def halves(labels: LabelledSet, seed: int) -> dict[str, set[str]]:
 
 def page_metrics(
     chunks: Sequence[VariantChunk], ranked: Mapping[str, Sequence[str]], labels: LabelledSet, questions: set[str]
-) -> dict[str, float]:
+) -> Metrics:
     pages = {
         query_id: pages_in_order((chunks[int(c)].url for c in ranking), labels.base_url)
         for query_id, ranking in ranked.items()
@@ -149,6 +153,101 @@ def page_metrics(
     }
     qrels = {query_id: grades for query_id, grades in labels.qrels.items() if query_id in questions}
     return evaluate_rankings(qrels, pages).mean
+
+
+def lead_vectors(
+    documents: Sequence[Document], fits: Fits, cache: VectorCache, embedder: MiniLMEmbedder
+) -> tuple[dict[str, np.ndarray], int, float]:
+    """URL → the embedding of the page's title and lead, texts embedded now, seconds."""
+    leads = {document.url: text for document in documents if (text := lead_text(document, fits)) is not None}
+    vectors, embedded, seconds = cache.vectors(list(leads.values()), embedder)
+    return dict(zip(leads, vectors, strict=True)), embedded, seconds
+
+
+@dataclass
+class VariantRun:
+    chunks: list[VariantChunk]
+    rankings: dict[str, ChunkRankings]
+    embedded: int  # chunk texts embedded now
+    seconds: float
+    headers_embedded: int  # header lines the scorer needed, embedded now
+    header_seconds: float
+
+
+def run_variant(
+    chunks: list[VariantChunk],
+    labels: LabelledSet,
+    cache: VectorCache,
+    embedder: MiniLMEmbedder,
+    scorer: LocalRelevanceScorer,
+    leads: Mapping[str, np.ndarray],
+) -> VariantRun:
+    vectors, embedded, seconds = cache.vectors([chunk.embedding_text for chunk in chunks], embedder)
+    queries = {query.query_id: query.query for query in labels.queries}
+    urls = [chunk.url for chunk in chunks]
+    page_vectors = {
+        "mean": mean_page_vectors(urls, vectors),
+        "lead": page_vectors_by_url(urls, leads, vectors.shape[1]),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        lexical = LexicalIndex(scratch)
+        with lexical.locked():
+            lexical.rebuild((str(position), "study", chunk.embedding_text) for position, chunk in enumerate(chunks))
+        ranked = retrieval_rankings(
+            queries,
+            embedder.embed_queries(list(queries.values())),
+            vectors,
+            lambda query, depth: [hit.chunk_id for hit in lexical.search(query, depth)],
+            page_vectors,
+        )
+    # The scorer's heading_dense feature embeds each candidate's header line: embed them in one batch.
+    candidates = {chunk_id for ranking in ranked["hybrid"].values() for chunk_id in ranking}
+    headers = sorted({header_of(chunks[int(chunk_id)].embedding_text, header_line) for chunk_id in candidates})
+    _, headers_embedded, header_seconds = cache.vectors(headers, embedder)
+    ranked["reranked"], scores = reranked(queries, ranked["hybrid"], chunks, scorer.score)
+    ranked["final"] = final_orders(ranked["reranked"], scores, chunks)
+    return VariantRun(chunks, ranked, embedded, seconds, headers_embedded, header_seconds)
+
+
+def print_tables(
+    results: Mapping[str, Mapping[str, Mapping[str, Metrics]]], costs: Mapping[str, list[str]], split: dict[str, set]
+) -> None:
+    """results: variant → ranking → half → metrics; costs: variant → its chunks and embedding columns."""
+    columns = ["variant", "chunks", "embedded / s", "ranking", *METRICS]
+    for half in HALVES:
+        table = [
+            [variant, *costs[variant], ranking, *(f"{value:.3f}" for value in by_half[half].values())]
+            for variant, by_ranking in results.items()
+            for ranking, by_half in by_ranking.items()
+        ]
+        title = f"{half} half ({len(split[half])} questions)" if half != "all" else f"all {len(split[half])} questions"
+        print(f"\n{title}:")
+        print(markdown_table(columns, table, right_aligned=["chunks", "embedded / s", *METRICS]))
+    rows = []
+    for variant, by_ranking in results.items():
+        for family, members in page_families(PAGE_VECTORS).items():
+            best = chosen({name: by_ranking[name]["selection"]["ndcg@10"] for name in members}, members)
+            plain = by_ranking[family.split("+")[0]]["report"]
+            report = by_ranking[best]["report"]
+            rows.append(
+                [
+                    variant,
+                    family,
+                    best.partition("@")[2],
+                    f"{by_ranking[best]['selection']['ndcg@10']:.3f}",
+                    *(f"{value:.3f}" for value in report.values()),
+                    f"{report['ndcg@10'] - plain['ndcg@10']:+.3f}",
+                ]
+            )
+    print("\npage signal, weight chosen on the selection half (nDCG@10), reported on the report half:")
+    report_columns = [f"report {metric}" for metric in METRICS]
+    print(
+        markdown_table(
+            ["variant", "family", "weight", "selection ndcg@10", *report_columns, "report ndcg@10 vs plain"],
+            rows,
+            right_aligned=["weight", "selection ndcg@10", *report_columns, "report ndcg@10 vs plain"],
+        )
+    )
 
 
 def main() -> None:
@@ -169,6 +268,7 @@ def main() -> None:
     fits = chunk_fits(embedder.word_piece_counts)
     cache = VectorCache(arguments.cache)
     seeded = cache.seed(arguments.data)
+    scorer = local_scorer(embedder, known_vectors=CachedVectors(cache, embedder))
     documents = list(stored_documents(arguments.data))
     print(
         f"{arguments.labels}: {len(documents)} documents, {len(labels.queries)} questions "
@@ -176,31 +276,28 @@ def main() -> None:
         f"cache {cache.count()} vectors, {seeded} new from the data directory",
         flush=True,
     )
-    rows = []
+    leads, embedded, seconds = lead_vectors(documents, fits, cache, embedder)
+    print(f"page leads: {len(leads)} pages, {embedded} texts embedded in {seconds:.0f} s", flush=True)
+    results: dict[str, dict[str, dict[str, Metrics]]] = {}
+    costs: dict[str, list[str]] = {}
     for name in names:
         started = time.perf_counter()
         chunks = [chunk for document in documents for chunk in VARIANTS[name](document, fits)]
         chunking_seconds = time.perf_counter() - started
-        vectors, embedded, seconds = cache.vectors([chunk.embedding_text for chunk in chunks], embedder)
-        ranked = rankings(chunks, vectors, labels, embedder)
+        run = run_variant(chunks, labels, cache, embedder, scorer, leads)
         print(
             f"{name}: {len(chunks)} chunks (chunked in {chunking_seconds:.0f} s), "
-            f"{embedded} texts embedded in {seconds:.0f} s",
+            f"{run.embedded} texts embedded in {run.seconds:.0f} s, "
+            f"{run.headers_embedded} header lines for the scorer in {run.header_seconds:.0f} s",
             flush=True,
         )
-        for half in ("selection", "report", "all"):
-            for ranking in RANKINGS:
-                mean = page_metrics(chunks, ranked[ranking], labels, split[half])
-                rows.append([name, str(len(chunks)), f"{embedded} / {seconds:.0f}", half, ranking, *mean.values()])
-    columns = ["variant", "chunks", "embedded / s", "ranking", *METRICS]
-    for half in ("selection", "report", "all"):
-        table = [[*row[:3], row[4], *(f"{value:.3f}" for value in row[5:])] for row in rows if row[3] == half]
-        print(
-            f"\n{half} half ({len(split[half])} questions):"
-            if half != "all"
-            else f"\nall {len(split[half])} questions:"
-        )
-        print(markdown_table(columns, table, right_aligned=["chunks", "embedded / s", *METRICS]))
+        costs[name] = [str(len(chunks)), f"{run.embedded} / {run.seconds:.0f}"]
+        order = [*RETRIEVAL, "reranked", "final", *(r for f in page_families(PAGE_VECTORS).values() for r in f)]
+        results[name] = {
+            ranking: {half: page_metrics(chunks, run.rankings[ranking], labels, split[half]) for half in HALVES}
+            for ranking in order
+        }
+    print_tables(results, costs, split)
 
 
 if __name__ == "__main__":

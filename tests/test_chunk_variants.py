@@ -1,7 +1,9 @@
 from itertools import pairwise
 
+import pytest
+
 from pipeline import tokens
-from pipeline.evaluation.chunk_variants import merge_small_sections, prefixed_chunks, window_chunks
+from pipeline.evaluation.chunk_variants import VARIANTS, merge_small_sections, prefixed_chunks, window_chunks
 from pipeline.extract import Document, Section
 
 URL = "https://docs.example.com/guide/limits.html"
@@ -16,15 +18,18 @@ def always(_: str) -> bool:
     return True
 
 
-def test_naive_windows_are_the_title_and_200_tokens_every_170():
+@pytest.mark.parametrize(("variant", "window", "stride"), [("naive-window", 200, 170), ("window-128", 128, 100)])
+def test_windows_are_the_title_and_a_fixed_number_of_tokens_every_stride(variant, window, stride):
     page = Document(URL, "Limits", (Section(("Limits",), TEXT[:900]), Section(("Limits", "Retries"), TEXT[900:])))
-    chunks = window_chunks(page, always)
+    chunks = VARIANTS[variant](page, always)
     ids = tokens.encode(page.text)
-    expected = [tokens.decode(ids[start : start + 200]).strip() for start in range(0, len(ids), 170)]
-    if len(ids) - 170 * (len(expected) - 1) <= 30:  # the last window already reached the end
+    expected = [tokens.decode(ids[start : start + window]).strip() for start in range(0, len(ids), stride)]
+    if len(ids) - stride * (len(expected) - 1) <= window - stride:  # the last window already reached the end
         expected.pop()
     assert len(expected) >= 3
     assert [chunk.embedding_text for chunk in chunks] == [f"Limits\n{body}" for body in expected]
+    assert [chunk.text for chunk in chunks] == expected
+    assert {(chunk.title, chunk.heading_path) for chunk in chunks} == {("Limits", ())}
     assert not any("Retries" in chunk.embedding_text for chunk in chunks)
 
 
@@ -72,3 +77,25 @@ def test_prefix_variants_embed_the_title_the_heading_path_or_nothing_above_the_p
         "Rate limits\nRequests wait a second.",
         "Requests wait a second.",
     ]
+
+
+def test_merged_40_and_merged_120_merge_below_their_own_minimum():
+    sections = (
+        Section(("A",), words(50, "alpha")),
+        Section(("B",), words(90, "beta")),
+        Section(("C",), words(30, "gamma")),
+    )
+    page = Document(URL, "Limits", sections)
+    # Under 40 only C is small: it joins B. Under 120 A joins B (140 tokens); C would overflow the passage.
+    assert [chunk.heading_path for chunk in VARIANTS["merged-40"](page, always)] == [("A",), ("B",)]
+    assert [chunk.heading_path for chunk in VARIANTS["merged-120"](page, always)] == [("A",), ("C",)]
+    merged = VARIANTS["merged-120"](page, always)[0]
+    assert merged.text == "\n\n".join([words(50, "alpha"), "B", words(90, "beta")])
+    assert merged.embedding_text == f"Limits > A\n{merged.text}"
+
+
+def test_a_variant_chunk_is_stored_with_its_passage_and_embedded_text():
+    chunk = prefixed_chunks(Document(URL, "Limits", (Section(("Limits", "Rates"), "Wait."),)), always, "none")[0]
+    stored = chunk.stored("7", 7)
+    assert (stored.chunk_id, stored.url, stored.title, stored.heading_path) == ("7", URL, "Limits", ("Limits", "Rates"))
+    assert (stored.text, stored.embedding_text, stored.token_count) == ("Wait.", "Wait.", tokens.count_tokens("Wait."))

@@ -8,9 +8,14 @@ other shapes of the same extracted documents:
 - ``prefix-title`` / ``prefix-path`` / ``prefix-none``: the shipped chunks, embedding only
   the page title, only the heading path, or the bare passage above the text;
 - ``naive-window``: the page title, then a fixed window of the page's text (headings
-  ignored), ``window_tokens`` cl100k tokens every ``stride_tokens``;
+  ignored), ``window_tokens`` cl100k tokens every ``stride_tokens`` (200 every 170);
+  ``window-128``: 128 every 100;
 - ``merged-80``: the shipped chunker over sections merged while a section has fewer than
-  ``min_tokens`` tokens, so a one-line note keeps the text around it.
+  ``min_tokens`` tokens, so a one-line note keeps the text around it; ``merged-40`` and
+  ``merged-120`` merge below 40 and 120 tokens.
+
+A window's passage (what a context set shows) is the window without the title, under the
+page title and no heading path; the other variants show the shipped chunk's passage.
 
 Every embedded text passes the same ``fits`` check as the shipped chunks (MiniLM's 256 word
 pieces, the embeddings endpoint's 2,048 characters).
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from pipeline import tokens
 from pipeline.chunking import MAX_HEADER_TOKENS, ChunkingConfig, chunk_document, context_header
 from pipeline.extract import Document, Section
+from pipeline.store.records import StoredChunk
 
 Fits = Callable[[str], bool]
 
@@ -32,11 +38,31 @@ Fits = Callable[[str], bool]
 @dataclass(frozen=True)
 class VariantChunk:
     url: str
-    embedding_text: str
+    embedding_text: str  # what is embedded and indexed
+    title: str
+    heading_path: tuple[str, ...]
+    text: str  # the passage a context set shows and packs
+
+    def stored(self, chunk_id: str, position: int) -> StoredChunk:
+        """This chunk as the state store would hold it, for the pipeline's context-set functions."""
+        return StoredChunk(
+            chunk_id=chunk_id,
+            source="study",
+            url=self.url,
+            title=self.title,
+            heading_path=self.heading_path,
+            text=self.text,
+            embedding_text=self.embedding_text,
+            token_count=tokens.count_tokens(self.embedding_text),
+            position=position,
+        )
 
 
 def current_chunks(document: Document, fits: Fits) -> list[VariantChunk]:
-    return [VariantChunk(c.url, c.embedding_text) for c in chunk_document(document, fits=fits)]
+    return [
+        VariantChunk(c.url, c.embedding_text, c.title, c.heading_path, c.text)
+        for c in chunk_document(document, fits=fits)
+    ]
 
 
 def prefixed_chunks(document: Document, fits: Fits, prefix: str) -> list[VariantChunk]:
@@ -49,7 +75,8 @@ def prefixed_chunks(document: Document, fits: Fits, prefix: str) -> list[Variant
     for chunk in chunk_document(document, fits=fits):
         header = _prefix(prefix, chunk.title, chunk.heading_path)
         text = f"{header}\n{chunk.text}" if header else chunk.text
-        chunks.append(VariantChunk(chunk.url, text if fits(text) else chunk.text))
+        embedded = text if fits(text) else chunk.text
+        chunks.append(VariantChunk(chunk.url, embedded, chunk.title, chunk.heading_path, chunk.text))
     return chunks
 
 
@@ -95,7 +122,7 @@ def window_chunks(
                 break
             end = _snap(boundaries, start + (end - start) * 3 // 4, minimum=start + 1)
         if body:
-            chunks.append(VariantChunk(document.url, embedded))
+            chunks.append(VariantChunk(document.url, embedded, document.title, (), body))
         if end >= last:
             break
         start = _snap(boundaries, min(start + stride_tokens, end), minimum=start + 1)
@@ -150,7 +177,10 @@ def merged_chunks(document: Document, fits: Fits, min_tokens: int = 80) -> list[
 VARIANTS: dict[str, Callable[[Document, Fits], list[VariantChunk]]] = {
     "current": current_chunks,
     "naive-window": window_chunks,
+    "window-128": lambda document, fits: window_chunks(document, fits, window_tokens=128, stride_tokens=100),
+    "merged-40": lambda document, fits: merged_chunks(document, fits, min_tokens=40),
     "merged-80": merged_chunks,
+    "merged-120": lambda document, fits: merged_chunks(document, fits, min_tokens=120),
     "prefix-title": lambda document, fits: prefixed_chunks(document, fits, "title"),
     "prefix-path": lambda document, fits: prefixed_chunks(document, fits, "path"),
     "prefix-none": lambda document, fits: prefixed_chunks(document, fits, "none"),

@@ -1,0 +1,119 @@
+"""The rankings the chunk representation study measures for one chunk variant (``benchmarks/chunk_study.py``).
+
+A chunk's ID is its position in the variant's chunk list, as a string. Every ranking is built
+with the pipeline's own pieces, so a variant's figures are the pipeline's as far as retrieval goes:
+
+- ``dense``: exact cosine search over the variant's vectors;
+- ``bm25``: the lexical search it is given (the pipeline's index over the variant's embedded texts);
+- ``hybrid``: dense and BM25, each ``2·K`` deep, fused by ``pipeline.retrieve.fuse``;
+- ``dense+mean@w`` / ``dense+lead@w``: dense with the page signal of ``pipeline.evaluation.page_signal``
+  (mean of the page's chunk vectors, or its lead's embedding) at weight ``w``; ``hybrid+mean@w`` /
+  ``hybrid+lead@w``: that dense ranking fused with BM25 as ``hybrid`` is;
+- ``reranked``: ``hybrid``'s candidates ordered by a scorer (the local rerank stand-in's), as the
+  stand-in orders them: by score, ties in candidate order;
+- ``final``: the context set ``reranked`` makes (per-page cap, token budget), as the
+  ``retrieval_evaluation`` asset measures it (``pipeline.evaluation.pipeline.context_order``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from pipeline.evaluation.chunk_variants import VariantChunk
+from pipeline.evaluation.page_signal import PageVectors, page_fused_scores
+from pipeline.evaluation.pipeline import context_order
+from pipeline.ranking import RankingPlan
+from pipeline.retrieve import Fusion, fuse
+
+K = 50
+DEPTH = 2 * K  # what hybrid retrieval takes from each retriever by default
+PAGE_WEIGHTS = (0.25, 0.5, 1.0)
+RETRIEVAL = ("dense", "bm25", "hybrid")
+
+ChunkRankings = dict[str, list[str]]  # query ID → chunk IDs, best first
+# (query text, depth) → chunk IDs, best first.
+LexicalSearch = Callable[[str, int], list[str]]
+# (query, documents) → one score per document, in input order.
+Score = Callable[[str, Sequence[str]], list[float]]
+
+
+def page_ranking(stage: str, page_vector: str, weight: float) -> str:
+    return f"{stage}+{page_vector}@{weight:g}"
+
+
+def page_families(page_vectors: Iterable[str], weights: Sequence[float] = PAGE_WEIGHTS) -> dict[str, list[str]]:
+    """``dense+mean`` → its rankings, one per weight (and so on per stage and page vector), in weight order."""
+    return {
+        f"{stage}+{name}": [page_ranking(stage, name, weight) for weight in weights]
+        for name in page_vectors
+        for stage in ("dense", "hybrid")
+    }
+
+
+def retrieval_rankings(
+    queries: Mapping[str, str],
+    query_vectors: np.ndarray,
+    chunk_vectors: np.ndarray,
+    lexical: LexicalSearch,
+    page_vectors: Mapping[str, PageVectors],
+    weights: Sequence[float] = PAGE_WEIGHTS,
+) -> dict[str, ChunkRankings]:
+    """Ranking name → query ID → the ``K`` best chunk IDs; ``queries`` (query ID → text) in ``query_vectors`` order."""
+    ids = [str(position) for position in range(len(chunk_vectors))]
+    bm25 = {query_id: lexical(text, DEPTH) for query_id, text in queries.items()}
+    result: dict[str, ChunkRankings] = {"bm25": {query_id: found[:K] for query_id, found in bm25.items()}}
+    chunk_scores = query_vectors @ chunk_vectors.T
+    dense_scores = {"": chunk_scores} | {
+        f"+{name}@{weight:g}": page_fused_scores(chunk_scores, query_vectors, pages, weight)
+        for name, pages in page_vectors.items()
+        for weight in weights
+    }
+    for suffix, scores in dense_scores.items():
+        dense_name, hybrid_name = f"dense{suffix}", f"hybrid{suffix}"
+        result[dense_name], result[hybrid_name] = {}, {}
+        for query_id, row in zip(queries, scores, strict=True):
+            dense = [ids[position] for position in np.argsort(-row, kind="stable")[:DEPTH]]
+            result[dense_name][query_id] = dense[:K]
+            result[hybrid_name][query_id] = [hit.chunk_id for hit in fuse(dense, bm25[query_id], K, Fusion())]
+    return result
+
+
+def reranked(
+    queries: Mapping[str, str], candidates: ChunkRankings, chunks: Sequence[VariantChunk], score: Score
+) -> tuple[ChunkRankings, dict[str, list[float]]]:
+    """Each query's candidates ordered by ``score`` of their embedded texts (as sent to the rerank endpoint),
+    and the scores in that order."""
+    order: ChunkRankings = {}
+    scores: dict[str, list[float]] = {}
+    for query_id, ranking in candidates.items():
+        found = score(queries[query_id], [chunks[int(chunk_id)].embedding_text for chunk_id in ranking])
+        best_first = sorted(range(len(ranking)), key=lambda index: (-found[index], index))
+        order[query_id] = [ranking[index] for index in best_first]
+        scores[query_id] = [found[index] for index in best_first]
+    return order, scores
+
+
+def final_orders(
+    ranked: ChunkRankings,
+    scores: Mapping[str, Sequence[float]],
+    chunks: Sequence[VariantChunk],
+    plan: RankingPlan = RankingPlan(),
+) -> ChunkRankings:
+    """The chunk IDs of each query's context set, in order, made from its ``ranked`` chunks with the plan's
+    per-page cap and token budget."""
+    return {
+        query_id: context_order(
+            [chunks[int(chunk_id)].stored(chunk_id, int(chunk_id)) for chunk_id in ranking],
+            scores.get(query_id),
+            plan.token_budget,
+            plan.max_passages_per_page,
+        )
+        for query_id, ranking in ranked.items()
+    }
+
+
+def chosen(selection_scores: Mapping[str, float], family: Sequence[str]) -> str:
+    """The ranking of ``family`` with the best selection-half score; a tie goes to the earlier (smaller weight)."""
+    return max(family, key=lambda name: (selection_scores[name], -family.index(name)))
