@@ -63,6 +63,8 @@ from pipeline.store.lexical import LexicalIndex
 from pipeline.tables import markdown_table
 
 PAGE_VECTORS = ("mean", "lead")
+# Candidate rankings reranked by the local scorer and packed: plain hybrid, then hybrid with the mean page signal.
+RERANKED = ("hybrid", *page_families(("mean",))["hybrid+mean"])
 HALVES = ("selection", "report", "all")
 Metrics = dict[str, float]
 
@@ -201,11 +203,13 @@ def run_variant(
             page_vectors,
         )
     # The scorer's heading_dense feature embeds each candidate's header line: embed them in one batch.
-    candidates = {chunk_id for ranking in ranked["hybrid"].values() for chunk_id in ranking}
+    candidates = {chunk_id for stage in RERANKED for ranking in ranked[stage].values() for chunk_id in ranking}
     headers = sorted({header_of(chunks[int(chunk_id)].embedding_text, header_line) for chunk_id in candidates})
     _, headers_embedded, header_seconds = cache.vectors(headers, embedder)
-    ranked["reranked"], scores = reranked(queries, ranked["hybrid"], chunks, scorer.score)
-    ranked["final"] = final_orders(ranked["reranked"], scores, chunks)
+    for stage in RERANKED:
+        suffix = "" if stage == "hybrid" else f" ({stage})"
+        ranked[f"reranked{suffix}"], scores = reranked(queries, ranked[stage], chunks, scorer.score)
+        ranked[f"final{suffix}"] = final_orders(ranked[f"reranked{suffix}"], scores, chunks)
     return VariantRun(chunks, ranked, embedded, seconds, headers_embedded, header_seconds)
 
 
@@ -293,6 +297,7 @@ def main() -> None:
         )
         costs[name] = [str(len(chunks)), f"{run.embedded} / {run.seconds:.0f}"]
         order = [*RETRIEVAL, "reranked", "final", *(r for f in page_families(PAGE_VECTORS).values() for r in f)]
+        order += [f"{stage} ({candidates})" for candidates in RERANKED[1:] for stage in ("reranked", "final")]
         results[name] = {
             ranking: {half: page_metrics(chunks, run.rankings[ranking], labels, split[half]) for half in HALVES}
             for ranking in order
