@@ -15,11 +15,12 @@ A batch is also capped in padded word pieces (rows x width), which bounds memory
 export's attention allocates about 60 MB per row of 256 word pieces within one run. Short texts
 still go many to a batch.
 
-The session runs without onnxruntime's CPU arena and memory patterns: the arena keeps the
-largest run's memory for the life of the session, and with both off a run's buffers go back to
-the allocator (about 75 MB lower peak over 800 texts, at the same speed: docs/benchmarks.md,
-"Local embedding memory"). Graph optimisations stay on: without them embedding takes twice as
-long. :meth:`MiniLMEmbedder.release_session` drops the session once a step is done embedding.
+The session runs without onnxruntime's CPU arena and memory patterns, which keep the largest
+run's buffers for the life of the session; with them off a run's buffers go back to the
+allocator, at no cost in CPU time (docs/benchmarks.md, "Local embedding memory"). Graph
+optimisations stay on: without them embedding takes twice as long. What the session holds is
+mostly its optimised graph, so :meth:`MiniLMEmbedder.release_session` drops it once a step is
+done embedding.
 """
 
 from __future__ import annotations
