@@ -74,11 +74,19 @@ def open_corpus(name: str, data_dir: str | Path, embedder: MiniLMEmbedder) -> Co
 
 
 def ensure_demo_data(data_dir: Path) -> Path:
-    """Run the offline demo into ``data_dir`` unless it was already ingested there."""
+    """Run the offline demo into ``data_dir`` unless it was already ingested there.
+
+    It embeds in process (``--local-embeddings``): the benchmarks search the all-MiniLM-L6-v2
+    collection, which a demo through the embeddings stand-in leaves empty.
+    """
     if not (data_dir / "state.db").is_file():
         env = {**os.environ, "PIPELINE_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home")}
         env.pop("RERANK_URL", None)
         subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "demo"], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL
+            [sys.executable, "-m", "pipeline.cli", "demo", "--local-embeddings"],
+            env=env,
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
         )
     return data_dir
