@@ -1,10 +1,12 @@
 """What one more vector costs an embedded Chroma collection as it grows: the part of a cold ingest that is not linear.
 
     uv run python benchmarks/chroma_inserts.py [--vectors 60000] [--dimensions 1024] [--step 5120]
+        [--ef-construction 100]
 
 Upserts ``--vectors`` seeded random unit vectors of ``--dimensions`` numbers, with an 800-character
 document and two metadata fields each (the shape ``vector_index`` upserts), into a fresh
-``PersistentClient`` collection (cosine space, Chroma's default HNSW settings), 256 at a time as
+``PersistentClient`` collection (cosine space, HNSW ``ef_construction`` as given, Chroma's default
+100 unless told, and the pipeline's ``ef_search``), 256 at a time as
 ``vector_index`` does, and prints the seconds each ``--step`` vectors took and their ratio to the
 first step's. Every figure comes from the same run, so the ratios hold on a noisy machine.
 
@@ -22,6 +24,8 @@ import time
 import chromadb
 import numpy as np
 
+from pipeline.store.vectors import HNSW_EF_SEARCH
+
 BATCH = 256
 
 
@@ -30,12 +34,16 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=60_000)
     parser.add_argument("--dimensions", type=int, default=1024)
     parser.add_argument("--step", type=int, default=5120, help="Vectors per printed row (a multiple of 256).")
+    parser.add_argument("--ef-construction", type=int, default=100, help="HNSW ef_construction [Chroma's 100].")
     arguments = parser.parse_args()
     rng = np.random.default_rng(16)
     with tempfile.TemporaryDirectory(prefix="chroma-inserts-") as directory:
         client = chromadb.PersistentClient(path=directory)
-        collection = client.create_collection("inserts", embedding_function=None, metadata={"hnsw:space": "cosine"})
-        print(f"{arguments.dimensions} dimensions, {BATCH} vectors an upsert")
+        hnsw = {"space": "cosine", "ef_construction": arguments.ef_construction, "ef_search": HNSW_EF_SEARCH}
+        collection = client.create_collection("inserts", embedding_function=None, configuration={"hnsw": hnsw})
+        print(
+            f"{arguments.dimensions} dimensions, {BATCH} vectors an upsert, ef_construction {arguments.ef_construction}"
+        )
         print("| vectors in the collection | seconds for the last step | ratio to the first step |")
         print("|---|---|---|")
         first, started = None, time.perf_counter()

@@ -27,7 +27,14 @@ from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.stand_ins import local_scorer
 from pipeline.store.records import Candidate, ContextSet
 from pipeline.store.state import StateStore
-from pipeline.store.vectors import DEFAULT_COLLECTION, HNSW_EF_SEARCH, ChromaConnection, VectorIndex, collection_name
+from pipeline.store.vectors import (
+    DEFAULT_COLLECTION,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    ChromaConnection,
+    VectorIndex,
+    collection_name,
+)
 from tests.commands import chroma_server_on_loopback
 from tests.conftest import fresh_postgres_database
 from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
@@ -233,3 +240,11 @@ def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
     SharedSystemClient.clear_system_cache()
     reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), MODEL_NAME)
     assert reopened.collection.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
+    # Fixed at creation: the earlier collection keeps Chroma's default.
+    assert reopened.collection.configuration["hnsw"]["ef_construction"] == 100
+
+
+def test_a_new_collection_is_built_with_the_pipelines_hnsw_settings(tmp_path):
+    index = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), MODEL_NAME)
+    hnsw = index.collection.configuration["hnsw"]
+    assert (hnsw["ef_construction"], hnsw["ef_search"]) == (HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH)
