@@ -14,11 +14,9 @@ Caches are in memory, so every run answers afresh.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 
-from corpora import REPO, Corpus, ensure_demo_data, open_corpus
+from corpora import REPO, Corpus, demo_data, open_corpus
 
 from pipeline.answer.extractive import ExtractiveChatModel
 from pipeline.answer.protocol import GenerationSettings
@@ -75,13 +73,10 @@ def main() -> None:
     parser.add_argument("--postgresql-data", type=Path, help="an ingested PostgreSQL 15 manual (optional)")
     arguments = parser.parse_args()
     embedder = MiniLMEmbedder()
-    scratch = Path(tempfile.mkdtemp(prefix="answer-quality-"))
-    try:
-        measure(open_corpus("demo", arguments.demo_data or ensure_demo_data(scratch / "data"), embedder), embedder)
+    with demo_data(arguments.demo_data) as demo_dir:
+        measure(open_corpus("demo", demo_dir, embedder), embedder)
         if arguments.postgresql_data:
             measure(open_corpus("postgresql", arguments.postgresql_data, embedder), embedder)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

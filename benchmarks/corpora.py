@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +92,14 @@ def ensure_demo_data(data_dir: Path) -> Path:
             stdout=subprocess.DEVNULL,
         )
     return data_dir
+
+
+@contextmanager
+def demo_data(given: Path | None) -> Iterator[Path]:
+    """The demo data directory a benchmark was given, or else the offline demo run into a temporary
+    one (:func:`ensure_demo_data`), removed when the block ends."""
+    if given is not None:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="demo-data-", ignore_cleanup_errors=True) as scratch:
+        yield ensure_demo_data(Path(scratch) / "data")

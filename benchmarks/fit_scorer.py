@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from corpora import Corpus, ensure_demo_data, open_corpus
+from corpora import Corpus, demo_data, open_corpus
 from quality import retrieval
 
 from pipeline.embedding import MiniLMEmbedder
@@ -105,9 +103,7 @@ def main() -> None:
         parser.error(f"unknown features {unknown}; choose among {', '.join(FEATURES[1:])}")
     free = [FEATURES.index(name) for name in chosen]
     embedder = MiniLMEmbedder()
-    scratch = Path(tempfile.mkdtemp(prefix="fit-demo-"))
-    try:
-        demo_dir = arguments.demo_data or ensure_demo_data(scratch / "data")
+    with demo_data(arguments.demo_data) as demo_dir:
         tables = [
             FeatureTable(open_corpus("demo", demo_dir, embedder), embedder),
             FeatureTable(open_corpus("postgresql", arguments.postgresql_data, embedder), embedder),
@@ -135,8 +131,6 @@ def main() -> None:
             )
         final = coordinate_ascent(tables, all_ids, free)
         print("fitted on all queries: " + ", ".join(f'"{n}": {w:g}' for n, w in zip(FEATURES, final, strict=True)))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from corpora import Corpus, ensure_demo_data, open_corpus
+from corpora import Corpus, demo_data, open_corpus
 
 from pipeline.defs.context_sets import ContextConfig
 from pipeline.embedding import MiniLMEmbedder
@@ -215,9 +214,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write each set's stage metrics here (for plot_evaluation.py)")
     arguments = parser.parse_args()
     embedder = MiniLMEmbedder()
-    scratch = Path(tempfile.mkdtemp(prefix="quality-demo-"))
-    try:
-        demo_dir = arguments.demo_data or ensure_demo_data(scratch / "data")
+    with demo_data(arguments.demo_data) as demo_dir:
         corpora = {
             "demo": open_corpus("demo", demo_dir, embedder),
             "postgresql": open_corpus("postgresql", arguments.postgresql_data, embedder),
@@ -253,8 +250,6 @@ def main() -> None:
             f"lexical index, {len(postgresql.chunks)} chunks: rebuild from the state store {rebuild:.2f} s, "
             f"sync of an unchanged index {1000 * unchanged:.0f} ms"
         )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
