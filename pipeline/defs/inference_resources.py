@@ -20,7 +20,6 @@ from pipeline.defs.resource_handles import not_set_up_error, shared_handle
 from pipeline.embedding import DEFAULT_BATCH_SIZE, Embedder, MiniLMEmbedder
 from pipeline.embedding.contract import MAX_INPUTS_PER_REQUEST
 from pipeline.embedding.remote import DEFAULT_CONCURRENT_REQUESTS, HerokuEmbedder
-from pipeline.process_memory import release_free_memory
 from pipeline.rerank.client import DEFAULT_MAX_DOCUMENT_TOKENS, RerankClient
 
 
@@ -103,10 +102,7 @@ class EmbedderResource(InferenceClientConfig):
         again), and hand the heap's free memory back to the OS."""
         if self._minilm is None:
             raise not_set_up_error(self)
-        if self._minilm.session_loaded:
-            self._minilm.release_session()
-        else:
-            release_free_memory()
+        self._minilm.release_session()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         # The remote embedder is this resource's own (its connection pool is closed); the MiniLM

@@ -120,14 +120,15 @@ class MiniLMEmbedder:
         return "_session" in vars(self)
 
     def release_session(self) -> None:
-        """Drop the ONNX session and hand its memory back to the operating system; the next embed builds it again.
+        """Drop the ONNX session, if built, and hand the heap's free memory back to the operating system;
+        the next embed builds the session again.
 
         An ingest run embeds in one step and goes on to build the lexical index in the same process:
         without this, the session's few hundred MB stay resident through the worker's peak.
         """
         if self.session_loaded:
             del self._session
-            release_free_memory()
+        release_free_memory()
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Questions and passages are embedded alike: the model has no query/document distinction."""
