@@ -13,8 +13,9 @@ shipped chunker costs nothing), and each variant is ranked by
 BM25 (the pipeline's lexical index over the variant's embedded texts), hybrid (the two fused as
 the pipeline fuses them), dense and hybrid with a page signal at three weights (each chunk's
 page vector: the mean of its chunk vectors, or the embedding of the page's title and lead), the
-hybrid candidates reranked in-process by the local rerank stand-in's scorer (header lines
-embedded through the same cache), and the final context-set order made from them.
+hybrid candidates (plain, and with the mean page signal at each weight) reranked in-process by
+the local rerank stand-in's scorer (header lines embedded through the same cache), and the final
+context-set order made from each.
 
 Page-level nDCG@10, MRR@10 and Recall@50 (``pipeline.evaluation.metrics``) are printed on two
 seeded halves of the questions: pick a variant on the selection half, report it on the other.
