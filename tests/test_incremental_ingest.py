@@ -140,9 +140,11 @@ class Site:
             result = PipelineRun(resources, instance).ingest(SOURCE)
         assert result.success
         # vector_index dropped the ONNX session before the rest of the run, where the worker's memory peaks.
-        assert not any(
-            handle.session_loaded for handle in resource_handles._SHARED.values() if isinstance(handle, MiniLMEmbedder)
-        )
+        # Only this run's handle counts: other tests in the process leave theirs (other settings) loaded.
+        embedder = resources["embedder"]
+        minilm = resource_handles._SHARED[("embedder", embedder.batch_size, embedder.threads)]
+        assert isinstance(minilm, MiniLMEmbedder)
+        assert not minilm.session_loaded
         return {name: materialization_metadata(result, name) for name in ("crawled_pages", "vector_index")}
 
     def refresh(self, **source: object) -> dict[str, dict]:
