@@ -61,7 +61,7 @@ def local_scorer(embedder: MiniLMEmbedder | None = None, **options: Any) -> Loca
     from pipeline.chunking import header_line
     from pipeline.embedding import MiniLMEmbedder
     from pipeline.local import LocalRelevanceScorer
-    from pipeline.store.lexical import analyze
+    from pipeline.store.bm25 import analyze
 
     return LocalRelevanceScorer(embedder or MiniLMEmbedder(), analyze=analyze, header_line=header_line, **options)
 

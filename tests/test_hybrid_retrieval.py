@@ -15,7 +15,7 @@ from pipeline.embedding import MiniLMEmbedder
 from pipeline.ingest.consistency import check_index_consistency
 from pipeline.ingest.vectors import index_chunks
 from pipeline.retrieve import Fusion, fuse, lexical_candidates, reciprocal_rank_fusion, retrieve_candidates
-from pipeline.store.lexical import LexicalIndex, analyze, sync_lexical
+from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.store.records import Query, StoredChunk
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
@@ -75,10 +75,6 @@ def indexed(store, tmp_path, embedder):
     lexical = LexicalIndex(tmp_path)
     sync_lexical(store, lexical)
     return store, vectors, lexical
-
-
-def test_analysis_lowercases_stems_and_drops_stopwords():
-    assert analyze("The Connections of max_connections, pg_hba.conf") == ["connect", "max_connect", "pg_hba", "conf"]
 
 
 def test_search_ranks_by_bm25_and_leaves_out_chunks_without_query_terms(tmp_path):

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from pipeline.embedding import MODEL_NAME
 from pipeline.ingest.vectors import sync_header_embeddings
 from pipeline.store.chunks import text_hash
+from pipeline.store.sql import BATCH
 from pipeline.store.records import (
     Candidate,
     ChunkChanges,
@@ -127,6 +128,32 @@ def test_replacing_chunks_keeps_embeddings_of_surviving_ids(store):
     assert set(embedded) == {"c1"}
     np.testing.assert_array_equal(embedded["c1"].embedding, vector)
     assert embedded["c1"].chunk == stored["c1"]
+
+
+def test_chunks_are_read_back_a_batch_at_a_time_in_chunk_id_order(store):
+    # More chunks than one read fetches, over two sources and pages, stored out of ID order.
+    expected = {}
+    for source in ("docs", "other"):
+        for page in range(3):
+            url = f"http://d/{source}/{page}"
+            save_page(store, url, f"h-{url}", source=source)
+            chunk_ids = [f"{n * 7919 % 600:04}-{source}" for n in range(page * 200, page * 200 + 200)]
+            new_chunks = [_chunk(chunk_id, url=url, source=source) for chunk_id in chunk_ids]
+            store.chunks.replace(source=source, url=url, new_chunks=new_chunks, chunked_key=f"{page}:cfg")
+            expected.update({chunk.chunk_id: chunk for chunk in new_chunks})
+    assert len(expected) == 1200 > BATCH
+
+    rows = list(store.chunks.iter_index_rows())
+    assert rows == [
+        (chunk_id, expected[chunk_id].source, expected[chunk_id].embedding_text) for chunk_id in sorted(expected)
+    ]
+    assert list(store.chunks.iterate()) == [expected[chunk_id] for chunk_id in sorted(expected)]
+    assert [chunk.chunk_id for chunk in store.chunks.iterate("other")] == sorted(
+        c for c in expected if c.endswith("other")
+    )
+    assert list(store.chunks.iter_embedding_texts()) == [
+        expected[chunk_id].embedding_text for chunk_id in sorted(expected)
+    ]
 
 
 def test_deletions_cascade_through_reconciliation(store):

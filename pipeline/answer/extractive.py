@@ -7,7 +7,7 @@ and either abstains with a line starting ``NOT IN THE DOCS:``, as the prompt ask
 answers with the one to three passage sentences that match the question best, each followed by
 the number of the passage it comes from.
 
-Words are the pipeline's lexical terms (:func:`pipeline.store.lexical.analyze`: lower-cased,
+Words are the pipeline's lexical terms (:func:`pipeline.store.bm25.analyze`: lower-cased,
 stemmed) without the function words of a question (:data:`STOP_WORDS`), contraction fragments and
 single characters. Each question term weighs its inverse sentence frequency over the passages, so a
 term that most sentences share ("rerank" in a guide to reranking) counts for little and a term that
@@ -112,7 +112,7 @@ class ExtractiveChatModel:
         if analyze is None:
             # Imported here: the lexical module brings the state store with it, which a caller passing
             # its own analyzer does not need.
-            from pipeline.store.lexical import analyze as lexical_terms
+            from pipeline.store.bm25 import analyze as lexical_terms
 
             analyze = lexical_terms
         self.threshold = threshold

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline.store.records import ChunkChanges, StoredChunk
 from pipeline.store.schema import chunks, documents
-from pipeline.store.sql import BATCH, count_rows, upsert
+from pipeline.store.sql import BATCH, count_rows, in_batches, upsert
 
 if TYPE_CHECKING:
     from pipeline.store.state import StateStore
@@ -81,21 +81,26 @@ class ChunkStore:
         return {row.chunk_id: stored_chunk(row) for row in self._rows(columns, chunk_ids)}
 
     def iterate(self, source: str | None = None) -> Iterator[StoredChunk]:
-        """Every stored chunk (of ``source``), in chunk ID order."""
-        query = sa.select(*[chunks.c[name] for name in CHUNK_FIELDS]).order_by(chunks.c.chunk_id)
+        """Every stored chunk (of ``source``), in chunk ID order, read a batch at a time."""
+        query = sa.select(*[chunks.c[name] for name in CHUNK_FIELDS])
         if source is not None:
             query = query.where(chunks.c.source == source)
-        with self._database.engine.connect() as connection:
-            for row in connection.execute(query):
-                yield stored_chunk(row)
+        for rows in in_batches(self._database.engine, query, chunks.c.chunk_id, BATCH):
+            yield from map(stored_chunk, rows)
+
+    def iter_index_rows(self) -> Iterator[tuple[str, str, str]]:
+        """``(chunk_id, source, embedding_text)`` of every stored chunk, in chunk ID order, a batch at a time:
+        what the lexical index is built from, without the rest of each row."""
+        query = sa.select(chunks.c.chunk_id, chunks.c.source, chunks.c.embedding_text)
+        for rows in in_batches(self._database.engine, query, chunks.c.chunk_id, BATCH):
+            yield from ((row.chunk_id, row.source, row.embedding_text) for row in rows)
 
     def count(self, source: str | None = None) -> int:
         return count_rows(self._database.engine, chunks, source)
 
     def iter_embedding_texts(self) -> Iterator[str]:
-        """Every stored chunk's embedding_text (all sources)."""
-        with self._database.engine.connect() as connection:
-            yield from connection.scalars(sa.select(chunks.c.embedding_text))
+        """Every stored chunk's embedding_text (all sources), a batch at a time."""
+        return (text for _, _, text in self.iter_index_rows())
 
     def _rows(self, columns: list[Any], chunk_ids: Iterable[str]) -> Iterator[Any]:
         wanted = list(dict.fromkeys(chunk_ids))

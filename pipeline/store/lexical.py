@@ -9,7 +9,9 @@ bm25s keeps BM25 as a sparse document-term matrix whose weights depend on corpus
 statistics (IDF, average length), so adding or removing one chunk changes every
 column: there is no exact in-place update. A rebuild costs about two seconds for the
 12,700 chunks of the PostgreSQL manual (``benchmarks/quality.py`` measures it), next to
-10-15 minutes of embedding them, so each refresh that changed anything rebuilds.
+10-15 minutes of embedding them, so each refresh that changed anything rebuilds. The
+matrix is built by :mod:`pipeline.store.bm25` from the chunks as the store streams them,
+and saved in bm25s's format, which loads and searches it.
 
 On disk: ``<data_dir>/lexical/CURRENT`` names the live ``index-<digest>/`` directory
 (bm25s files plus ``chunks.json``). A rebuild writes a new directory, then replaces
@@ -23,17 +25,16 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.store.bm25 import PostingsBuilder, ScoreMatrix, analyze
 from pipeline.store.state import StateStore
 
 # Bump when analysis (tokenising, stemming, stopwords) or BM25 parameters change.
@@ -43,31 +44,6 @@ BM25_B = 0.75
 LEXICAL_DIR = "lexical"
 _CURRENT = "CURRENT"
 _CHUNKS_FILE = "chunks.json"
-
-# Runs of letters, digits and underscores keep identifiers such as pg_hba or
-# max_wal_size whole; dots and dashes split (pg_hba.conf → pg_hba, conf).
-_WORD = re.compile(r"\w+")
-
-
-@lru_cache(maxsize=1)
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-@lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
-
-
-def analyze(text: str) -> list[str]:
-    """Lower-cased words without English stopwords, Snowball-stemmed (``connections`` → ``connect``)."""
-    stopwords = _stopwords()
-    words = [word for word in _WORD.findall(text.lower()) if word not in stopwords]
-    return _stemmer().stemWords(words)
 
 
 @dataclass(frozen=True)
@@ -136,22 +112,39 @@ class LexicalIndex:
         k = min(k, int(np.count_nonzero(scores)))
         if k == 0:
             return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        # Ties broken by chunk ID so results do not depend on index order.
-        top = sorted(top, key=lambda position: (-scores[position], self._chunk_ids[position]))
+        cut = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        # Ties broken by chunk ID so results do not depend on index order, at the cut too: every chunk
+        # scoring the k-th best score competes for the last places, not those argpartition happened to pick.
+        tied_or_better = np.flatnonzero(scores >= cut)
+        top = sorted(tied_or_better, key=lambda position: (-scores[position], self._chunk_ids[position]))[:k]
         return [LexicalHit(self._chunk_ids[position], float(scores[position])) for position in top]
 
     def rebuild(self, chunks: Iterable[tuple[str, str, str]]) -> None:
-        """Replace the index with ``(chunk_id, source, text)`` rows, atomically; call it under :meth:`locked`."""
-        import bm25s
+        """Replace the index with ``(chunk_id, source, text)`` rows, atomically; call it under :meth:`locked`.
 
-        rows = sorted(chunks)
+        Each row is analysed as it arrives and only its term counts are kept, so a rebuild holds
+        neither the texts nor their token lists (the store hands the rows over a batch at a time).
+        """
+        postings = PostingsBuilder()
+        chunk_ids: list[str] = []
+        sources: list[str] = []
+        names: dict[str, str] = {}  # one string per source name, not one per chunk
+        for chunk_id, source, text in chunks:
+            chunk_ids.append(chunk_id)
+            sources.append(names.setdefault(source, source))
+            postings.add(analyze(text))
+        order = sorted(range(len(chunk_ids)), key=chunk_ids.__getitem__)
+        row_of_chunk = np.empty(len(order), dtype=np.int32)
+        row_of_chunk[order] = np.arange(len(order), dtype=np.int32)
+        chunk_ids = [chunk_ids[position] for position in order]
+        sources = [sources[position] for position in order]
+        del order
         self.directory.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256(
+        digest = hashlib.sha256(json.dumps([ANALYZER_VERSION, BM25_K1, BM25_B]).encode())
+        for chunk_id, source in zip(chunk_ids, sources, strict=True):
             # Owners included: a source taking over another's chunks gets a new listing.
-            json.dumps([ANALYZER_VERSION, BM25_K1, BM25_B, [row[:2] for row in rows]]).encode()
-        ).hexdigest()[:16]
-        name = f"index-{digest}"
+            digest.update(f"{chunk_id}\0{source}\n".encode())
+        name = f"index-{digest.hexdigest()[:16]}"
         target = self.directory / name
         # Rebuilds are serialised (``locked``), so any staging directory left is from a crashed one.
         for leftover in self.directory.glob(".staging-*"):
@@ -159,13 +152,10 @@ class LexicalIndex:
         if not target.is_dir():
             staging = self.directory / f".staging-{name}-{os.getpid()}"
             staging.mkdir()
-            if rows:
-                retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
-                retriever.index([analyze(text) for _, _, text in rows], show_progress=False)
-                retriever.save(str(staging), show_progress=False)
-            (staging / _CHUNKS_FILE).write_text(
-                json.dumps({"chunk_ids": [row[0] for row in rows], "sources": [row[1] for row in rows]})
-            )
+            if chunk_ids:
+                _save_in_bm25s_format(postings.build(row_of_chunk, k1=BM25_K1, b=BM25_B), staging)
+            with (staging / _CHUNKS_FILE).open("w") as listing:
+                json.dump({"chunk_ids": chunk_ids, "sources": sources}, listing)
             staging.rename(target)
         pointer = self.directory / f".{_CURRENT}.{os.getpid()}"
         pointer.write_text(name)
@@ -209,6 +199,23 @@ class LexicalIndex:
             self._retriever = bm25s.BM25.load(str(path), show_progress=False)
 
 
+def _save_in_bm25s_format(matrix: ScoreMatrix, directory: Path) -> None:
+    """Save ``matrix`` as bm25s saves an index it built with ``method="lucene"``, for ``BM25.load``."""
+    import bm25s
+
+    retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
+    retriever.scores = {
+        "data": matrix.data,
+        "indices": matrix.indices,
+        "indptr": matrix.indptr,
+        "num_docs": matrix.num_docs,
+    }
+    # bm25s's index() appends the empty token last; a query of no known terms scores nothing.
+    retriever.vocab_dict = {**matrix.vocabulary, "": len(matrix.vocabulary)}
+    retriever.nonoccurrence_array = None  # Lucene's BM25 has no non-occurrence term
+    retriever.save(str(directory), show_progress=False)
+
+
 def sync_lexical(store: StateStore, index: LexicalIndex) -> LexicalSyncReport:
     """Make the lexical index hold exactly the stored chunks (every source) under their owners;
     rebuild only when they differ (a source that took over an orphaned one's pages changes owners only)."""
@@ -220,7 +227,7 @@ def sync_lexical(store: StateStore, index: LexicalIndex) -> LexicalSyncReport:
         moved = any(indexed.get(chunk_id, source) != source for chunk_id, source in stored.items())
         rebuilt = bool(added or removed or moved)
         if rebuilt:
-            index.rebuild((chunk.chunk_id, chunk.source, chunk.embedding_text) for chunk in store.chunks.iterate())
+            index.rebuild(store.chunks.iter_index_rows())
         return LexicalSyncReport(
             added=added, removed=removed, total=index.count(), rebuilt=rebuilt, seconds=time.perf_counter() - started
         )
