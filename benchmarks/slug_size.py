@@ -23,6 +23,7 @@ Target: at most 150 MB compressed (Heroku's limit is 1 GB, 500 MB until March 20
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import io
 import os
 import shutil
@@ -104,10 +105,10 @@ def main() -> int:
         distributions = {}
         for info in site_packages.glob("*.dist-info"):
             name = info.name.split("-")[0].lower().replace("_", "-")
-            files = [line.split(",")[0] for line in (info / "RECORD").read_text().splitlines() if line]
-            distributions[name] = sum(
-                (site_packages / file).stat().st_size for file in files if (site_packages / file).is_file()
-            )
+            files = [site_packages / line.split(",")[0] for line in (info / "RECORD").read_text().splitlines() if line]
+            # RECORD lists the sources, not the bytecode uv compiled from them.
+            files += [Path(importlib.util.cache_from_source(str(file))) for file in files if file.suffix == ".py"]
+            distributions[name] = sum(file.stat().st_size for file in files if file.is_file())
         installed = directory_size(app)
         bytecode = sum(file.stat().st_size for file in site_packages.rglob("*.pyc"))
         slug = Path(temporary) / "slug.tgz"
@@ -124,10 +125,10 @@ def main() -> int:
         )
     print(f".slugignore removed {len(removed)} paths")
     if hook_output:
-        print(f"{hook_output.strip()}: {pruned / 1e6:.1f} MB installed")
+        print(hook_output.strip(), f"  removed {pruned / 1e6:.1f} MB installed", sep="\n")
     print(f"installed (app + .venv): {installed / 1e6:.1f} MB, of which bytecode {bytecode / 1e6:.1f} MB")
     print(f"compressed slug (tar.gz): {compressed / 1e6:.1f} MB  (target <= {TARGET_MB} MB)")
-    print("largest installed distributions:")
+    print("largest installed distributions (with their bytecode):")
     for name, size in sorted(distributions.items(), key=lambda item: -item[1])[:15]:
         print(f"  {name:28} {size / 1e6:7.1f} MB")
     print(f"tests/lean_runtime.py in the slug's environment: {'ok' if runtime.returncode == 0 else 'FAILED'}")
