@@ -207,7 +207,9 @@ def test_post_compile_removes_only_what_the_runtime_never_loads(tmp_path):
     # What it is for: numpy's test suite, ONNX Runtime's C API library (35 MB) and tools, the UI's source maps.
     assert any(path.startswith("numpy/_core/tests/") for path in removed)
     assert any(path.startswith("onnxruntime/capi/libonnxruntime.so.") for path in removed)
-    assert any(path.startswith("onnxruntime/quantization/") for path in removed)
+    assert {"tools", "transformers", "quantization"} <= {
+        path.split("/")[1] for path in removed if path.startswith("onnxruntime/")
+    }
     # Of the UI's files only the source maps go: everything the browser loads is still served.
     webapp = {path for path in before if path.startswith("dagster_webserver/webapp/")}
     assert webapp & removed == {path for path in webapp if path.endswith(".map")} != set()
