@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from benchmarks.step_memory import StepMemory, execute_in_process
+
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Variables that switch the pipeline to remote embeddings (issue: Heroku Inference embeddings).
 EMBEDDING_VARIABLES = ("EMBEDDING_URL", "EMBEDDING_KEY", "EMBEDDING_MODEL_ID")
@@ -28,6 +30,7 @@ class IngestRun:
     steps: dict[str, float]  # step key -> seconds
     metadata: dict[str, dict[str, Any]]  # asset -> its materialization's metadata
     checks: dict[str, bool]  # check name -> passed
+    memory: dict[str, StepMemory]  # step key -> the process's peak RSS while it ran, RSS at its end
 
     def line(self, pages: int) -> str:
         steps = ", ".join(f"{step} {seconds:.2f}" for step, seconds in self.steps.items())
@@ -69,7 +72,7 @@ def ingest_job(source: str, resources: dict[str, Any] | None = None) -> Iterator
 
         def run() -> IngestRun:
             started = time.perf_counter()
-            result = job.execute_in_process(instance=instance, partition_key=source, run_config=run_config)
+            result, memory = execute_in_process(job, instance, partition_key=source, run_config=run_config)
             seconds = time.perf_counter() - started
             if not result.success:
                 raise RuntimeError(f"the ingest_source run for {source} failed")
@@ -83,14 +86,7 @@ def ingest_job(source: str, resources: dict[str, Any] | None = None) -> Iterator
                     for event in result.get_asset_materialization_events()
                 },
                 {check.check_name: check.passed for check in result.get_asset_check_evaluations()},
+                memory,
             )
 
         yield run
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), where the run executes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")

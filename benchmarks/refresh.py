@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ingest_runs import IngestRun, embedding_mode, ingest_job, peak_rss_mb, write_sources
+from benchmarks.ingest_runs import IngestRun, embedding_mode, ingest_job, write_sources
 from benchmarks.loopback import directory_site, serve_in_child
+from benchmarks.step_memory import peak_rss_mb
 
 CORPUS_DIR = Path("/usr/share/doc/postgresql-doc-15/html")
 PORT = 18901

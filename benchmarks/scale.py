@@ -15,7 +15,10 @@ For each size, in a fresh process (so its peak RSS is that size's alone):
 Recorded per size: cold and refresh wall time (and per page), peak RSS of the process the run
 executes in (VmHWM; Dagster, the run and, with local embeddings, the ONNX session), PostgreSQL
 bytes (``pg_total_relation_size`` of every ``pipeline_`` table: rows, TOAST and indexes) per
-chunk, Chroma and lexical index bytes on disk. ``--json FILE`` keeps the rows.
+chunk, Chroma and lexical index bytes on disk. Per step of the cold ingest and of each refresh:
+its seconds, the process's peak RSS while it ran and its RSS when it ended
+(``benchmarks/step_memory.py``), printed for the cold ingest and the first refresh after the
+sizes' table. ``--json FILE`` keeps the rows.
 
 Embeddings (``--embeddings``):
 
@@ -48,8 +51,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from benchmarks.ingest_runs import embedding_mode, ingest_job, peak_rss_mb, write_sources
+from benchmarks.ingest_runs import IngestRun, embedding_mode, ingest_job, write_sources
 from benchmarks.loopback import serve_in_child
+from benchmarks.step_memory import peak_rss_mb
 from tests.commands import chroma_server_on_loopback, free_port, start_service_command, stop_service_command
 from tests.conftest import fresh_postgres_database
 from tests.scale.site import SyntheticDocsSite
@@ -166,8 +170,10 @@ def _measure(pages: int, refreshes: int, mode: str, resources: dict[str, dict], 
             "embeddings": embeddings,
             "cold_seconds": cold.seconds,
             "cold_steps": cold.steps,
+            "cold_step_memory": _step_memory(cold),
             "refresh_seconds": [refresh.seconds for refresh in refreshed],
             "refresh_steps": [refresh.steps for refresh in refreshed],
+            "refresh_step_memory": [_step_memory(refresh) for refresh in refreshed],
             "refresh_pages_not_modified": [r.metadata["crawled_pages"]["pages_not_modified"] for r in refreshed],
             "refresh_chunks_embedded": [r.metadata["vector_index"]["chunks_embedded"] for r in refreshed],
             "checks_passed": all(cold.checks.values()) and all(all(r.checks.values()) for r in refreshed),
@@ -180,6 +186,33 @@ def _measure(pages: int, refreshes: int, mode: str, resources: dict[str, dict], 
             "chroma_bytes": _directory_bytes(data_dir / ("chroma-server" if chroma_server else "chroma")),
             "lexical_bytes": _directory_bytes(data_dir / "lexical"),
         }
+
+
+def _step_memory(run: IngestRun) -> dict[str, dict[str, float]]:
+    """Step key -> its peak RSS and RSS at its end (MB), in the order the steps ran."""
+    return {step: {"peak_rss_mb": m.peak_rss_mb, "end_rss_mb": m.end_rss_mb} for step, m in run.memory.items()}
+
+
+def _step_table(result: dict) -> list[str]:
+    """Per step: seconds, peak RSS while it ran and RSS at its end, cold and in the first refresh."""
+    cold, refresh = result["cold_step_memory"], (result["refresh_step_memory"] or [{}])[0]
+    refresh_seconds = (result["refresh_steps"] or [{}])[0]
+    lines = [
+        f"{result['pages']:,} pages, {result['chunks']:,} chunks: steps in the order they ran (MB: the run process)",
+        "| step | cold s | cold peak MB | cold end MB | refresh s | refresh peak MB | refresh end MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for step, memory in cold.items():
+        again = refresh.get(step)
+        lines.append(
+            f"| {step} | {result['cold_steps'][step]:.1f} | {memory['peak_rss_mb']:.0f} | {memory['end_rss_mb']:.0f} | "
+            + (
+                f"{refresh_seconds[step]:.1f} | {again['peak_rss_mb']:.0f} | {again['end_rss_mb']:.0f} |"
+                if again
+                else "| | |"
+            )
+        )
+    return lines
 
 
 def _row(result: dict) -> str:
@@ -240,6 +273,8 @@ def main() -> None:
             arguments.json.write_text(json.dumps(results, indent=1))
     multiplier = f", at {arguments.limits_multiplier}x Heroku's limits" if arguments.embeddings == "fast" else ""
     print(f"embeddings: {results[0]['embeddings']}{multiplier}")
+    for result in results:
+        print("\n" + "\n".join(_step_table(result)))
 
 
 if __name__ == "__main__":
