@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.process_memory import release_free_memory
 from pipeline.store.bm25 import PostingsBuilder, ScoreMatrix, analyze
 from pipeline.store.state import StateStore
 
@@ -103,12 +104,13 @@ class LexicalIndex:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         self._refresh()
-        if self._retriever is None:
+        retriever = self._loaded_retriever()
+        if retriever is None:
             return []
-        token_ids = self._retriever.get_tokens_ids(analyze(query))
+        token_ids = retriever.get_tokens_ids(analyze(query))
         if not token_ids:
             return []
-        scores = self._retriever.get_scores(token_ids)
+        scores = retriever.get_scores(token_ids)
         k = min(k, int(np.count_nonzero(scores)))
         if k == 0:
             return []
@@ -125,6 +127,8 @@ class LexicalIndex:
         Each row is analysed as it arrives and only its term counts are kept, so a rebuild holds
         neither the texts nor their token lists (the store hands the rows over a batch at a time).
         """
+        # The listing loaded so far describes the index being replaced.
+        self._loaded_name, self._retriever, self._chunk_ids, self._sources = None, None, [], []
         postings = PostingsBuilder()
         chunk_ids: list[str] = []
         sources: list[str] = []
@@ -163,7 +167,6 @@ class LexicalIndex:
         for stale in self.directory.glob("index-*"):
             if stale.name != name:
                 shutil.rmtree(stale, ignore_errors=True)
-        self._loaded_name = None
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -177,7 +180,9 @@ class LexicalIndex:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _refresh(self) -> None:
-        """Load the live index if it changed on disk since it was last loaded."""
+        """Load the live index's chunk listing if it changed on disk since it was last loaded; the BM25
+        matrix only when a search needs it (:meth:`_loaded_retriever`), so ingest, which lists and
+        counts, never holds it."""
         try:
             name = (self.directory / _CURRENT).read_text().strip()
         except FileNotFoundError:
@@ -190,13 +195,16 @@ class LexicalIndex:
         self._loaded_name = name
         if name is None:
             return
-        import bm25s
-
-        path = self.directory / name
-        listing = json.loads((path / _CHUNKS_FILE).read_text())
+        listing = json.loads((self.directory / name / _CHUNKS_FILE).read_text())
         self._chunk_ids, self._sources = listing["chunk_ids"], listing["sources"]
-        if self._chunk_ids:
-            self._retriever = bm25s.BM25.load(str(path), show_progress=False)
+
+    def _loaded_retriever(self):
+        """The BM25 matrix of the listing :meth:`_refresh` loaded, loaded once; None for an empty index."""
+        if self._retriever is None and self._loaded_name is not None and self._chunk_ids:
+            import bm25s
+
+            self._retriever = bm25s.BM25.load(str(self.directory / self._loaded_name), show_progress=False)
+        return self._retriever
 
 
 def _save_in_bm25s_format(matrix: ScoreMatrix, directory: Path) -> None:
@@ -226,8 +234,11 @@ def sync_lexical(store: StateStore, index: LexicalIndex) -> LexicalSyncReport:
         added, removed = len(stored.keys() - indexed.keys()), len(indexed.keys() - stored.keys())
         moved = any(indexed.get(chunk_id, source) != source for chunk_id, source in stored.items())
         rebuilt = bool(added or removed or moved)
+        del stored, indexed  # a listing each of every chunk: not to be held through the rebuild
         if rebuilt:
             index.rebuild(store.chunks.iter_index_rows())
+            # The rebuild's arrays are freed; give their pages back rather than keep them for the run.
+            release_free_memory()
         return LexicalSyncReport(
             added=added, removed=removed, total=index.count(), rebuilt=rebuilt, seconds=time.perf_counter() - started
         )
