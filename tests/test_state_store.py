@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from pipeline.embedding import MODEL_NAME
 from pipeline.ingest.vectors import sync_header_embeddings
 from pipeline.store.chunks import text_hash
-from pipeline.store.sql import BATCH
 from pipeline.store.records import (
     Candidate,
     ChunkChanges,
@@ -22,6 +21,7 @@ from pipeline.store.records import (
     StoredChunk,
     VectorPruning,
 )
+from pipeline.store.sql import BATCH
 from pipeline.store.state import StateStore, normalize_database_url
 from tests.support import save_page
 
