@@ -10,6 +10,7 @@ bill no rerank search units, and publish the same context sets from the same ran
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
@@ -238,6 +239,9 @@ def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
     # The collection came from an earlier deploy: its process is gone before this one opens the store.
     del client
     SharedSystemClient.clear_system_cache()
+    # The old client's SQLite connections close when its bindings are collected; until then the
+    # reopened store's first write can find the database locked.
+    gc.collect()
     reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), MODEL_NAME)
     assert reopened.collection.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
     # Fixed at creation: the earlier collection keeps Chroma's default.

@@ -39,7 +39,17 @@ pytestmark = pytest.mark.timeout(600)
 def soak(tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("soak") / "soak.json"
     finished = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "benchmarks.soak", f"--plan={PLAN}", f"--json={output}"],
+        [
+            sys.executable,
+            "-X",
+            "faulthandler",
+            "-W",
+            "ignore",
+            "-m",
+            "benchmarks.soak",
+            f"--plan={PLAN}",
+            f"--json={output}",
+        ],
         cwd=REPO,
         env=worker_env(),
         capture_output=True,
@@ -47,7 +57,8 @@ def soak(tmp_path_factory) -> dict:
         timeout=540,
     )
     print(finished.stdout)
-    assert output.exists(), finished.stderr[-4000:]
+    # The exit status says how a soak that wrote nothing ended (a signal is negative); then its last words.
+    assert output.exists(), f"the soak exited with {finished.returncode}: {finished.stderr[-4000:]}"
     return {**json.loads(output.read_text()), "returncode": finished.returncode}
 
 
