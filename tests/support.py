@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from chromadb.api.shared_system_client import SharedSystemClient
 
 from pipeline.defs import answers, context_sets, evaluation, ingest, removal, rerank, retrieve
 from pipeline.defs.endpoints import ChatEndpoint, RerankEndpoint
@@ -178,3 +180,11 @@ def save_page(store: StateStore, url: str, content_hash: str, html: str = "<p>x<
         html=html,
         fetched_at=datetime.now(UTC),
     )
+
+
+def forget_chroma_clients() -> None:
+    """Drop the process's cached Chroma clients, so the next one reads what another process wrote, and
+    collect their bindings now: until collected they keep their SQLite connections and the HNSW index,
+    and a second client on the same path can then find the database locked."""
+    SharedSystemClient.clear_system_cache()
+    gc.collect()

@@ -24,7 +24,6 @@ import dagster as dg
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from chromadb.api.shared_system_client import SharedSystemClient
 
 from pipeline.defs import resource_handles
 from pipeline.embedding import MODEL_NAME, MiniLMEmbedder
@@ -33,6 +32,7 @@ from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.crawl.site_server import Reply, SiteServer
 from tests.support import (
     PipelineRun,
+    forget_chroma_clients,
     make_resources,
     materialization_metadata,
     run_materializations,
@@ -91,7 +91,7 @@ class Stored:
 
 def chroma_contents(data_dir: Path) -> dict[str, Stored]:
     # Chroma caches one client per path and process; another process (the worker) may have written since.
-    SharedSystemClient.clear_system_cache()
+    forget_chroma_clients()
     collection = VectorIndex(ChromaConnection(data_dir=str(data_dir)), MODEL_NAME).collection
     got = collection.get(include=["documents", "metadatas", "embeddings"])
     return {

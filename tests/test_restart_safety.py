@@ -10,7 +10,6 @@ bill no rerank search units, and publish the same context sets from the same ran
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import subprocess
@@ -38,7 +37,7 @@ from pipeline.store.vectors import (
 )
 from tests.commands import chroma_server_on_loopback
 from tests.conftest import fresh_postgres_database
-from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
+from tests.support import TEST_KEY, forget_chroma_clients, run_materializations, worker_env, write_sources
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "user-guide"
@@ -229,7 +228,6 @@ def test_with_chroma_host_a_restart_keeps_the_server_collection_and_rebuilds_not
 
 def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
     import chromadb
-    from chromadb.api.shared_system_client import SharedSystemClient
     from chromadb.config import Settings
 
     client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
@@ -238,10 +236,7 @@ def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
     assert client.get_collection(name).configuration["hnsw"]["ef_search"] == 100
     # The collection came from an earlier deploy: its process is gone before this one opens the store.
     del client
-    SharedSystemClient.clear_system_cache()
-    # The old client's SQLite connections close when its bindings are collected; until then the
-    # reopened store's first write can find the database locked.
-    gc.collect()
+    forget_chroma_clients()
     reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), MODEL_NAME)
     assert reopened.collection.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
     # Fixed at creation: the earlier collection keeps Chroma's default.

@@ -35,7 +35,6 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 import yaml
-from chromadb.api.shared_system_client import SharedSystemClient
 
 from pipeline.embedding import MODEL_NAME
 from pipeline.heroku import fail_interrupted_runs
@@ -46,6 +45,7 @@ from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.crawl.site_server import SiteServer
 from tests.soak.site import SECTIONS, EvolvingSite
+from tests.support import forget_chroma_clients
 
 REPO = Path(__file__).resolve().parents[2]
 SITE_FAULTS = ("maintenance_redirects", "unavailable_503", "not_found_storm", "robots_disallow_all")
@@ -296,7 +296,7 @@ class Soak:
 
     def wipe_chroma(self) -> None:
         shutil.rmtree(self.data_dir / "chroma", ignore_errors=True)
-        SharedSystemClient.clear_system_cache()
+        forget_chroma_clients()
 
     def kill_an_ingest_midway(self, source: str) -> int:
         """Run the source's ingest as a worker process and SIGKILL it while it embeds; returns what it embedded."""
@@ -315,7 +315,7 @@ class Soak:
                 time.sleep(0.05)
             worker.send_signal(signal.SIGKILL)
             worker.wait()
-        SharedSystemClient.clear_system_cache()
+        forget_chroma_clients()
         return self.embedded_texts() - before
 
     # Measurements ----------------------------------------------------------------------------------
@@ -354,7 +354,7 @@ class Soak:
 
     def measure(self, report: NightReport) -> None:
         store = self.store()
-        SharedSystemClient.clear_system_cache()
+        forget_chroma_clients()
         vectors = VectorIndex(ChromaConnection(data_dir=str(self.data_dir)), MODEL_NAME)
         stored = vectors.collection.get(include=["metadatas"])
         chroma_urls = {metadata["url"] for metadata in stored["metadatas"]}
