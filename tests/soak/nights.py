@@ -139,6 +139,7 @@ class Soak:
         self.seen_texts: set[str] = set()
         self.run_ids: list[str] = []
         self._store: StateStore | None = None
+        self._poll_engine: sa.Engine | None = None
         self.indexed_before: set[str] = set()  # pages the site serves that were in both indexes some night
         self.text_of: dict[str, str] = {}  # chunk ID -> embedded text, of every chunk ever stored
         # (query, documents) -> {document: relevance score}, as the rerank stand-in answered them
@@ -325,12 +326,13 @@ class Soak:
         return self._store
 
     def embedded_texts(self) -> int:
-        engine = sa.create_engine(sqlite_url(self.data_dir))
-        try:
-            with engine.connect() as connection:
-                return connection.scalar(sa.text(EMBEDDED_TEXTS)) or 0
-        finally:
-            engine.dispose()
+        # One engine for the soak's life, its connection kept: the killed night polls this every 50 ms
+        # while a worker process writes the database, and an engine opened and disposed per poll mapped
+        # and unmapped SQLite's WAL index each time (the soak died there of SIGBUS under CI).
+        if self._poll_engine is None:
+            self._poll_engine = sa.create_engine(sqlite_url(self.data_dir), pool_size=1)
+        with self._poll_engine.connect() as connection:
+            return connection.scalar(sa.text(EMBEDDED_TEXTS)) or 0
 
     def age_state(self, by: timedelta) -> None:
         """Move every stored timestamp of the state store back by ``by``."""
