@@ -37,7 +37,7 @@ from pipeline.store.vectors import (
 )
 from tests.commands import chroma_server_on_loopback
 from tests.conftest import fresh_postgres_database
-from tests.support import TEST_KEY, forget_chroma_clients, run_materializations, worker_env, write_sources
+from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "user-guide"
@@ -227,16 +227,18 @@ def test_with_chroma_host_a_restart_keeps_the_server_collection_and_rebuilds_not
 
 
 def test_a_collection_created_before_the_ef_search_setting_gets_it(tmp_path):
-    import chromadb
-    from chromadb.config import Settings
-
-    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
+    # The collection came from an earlier deploy, made in a process that is gone before this one opens
+    # the store (as on Heroku: in this process, Chroma's client would still hold the SQLite file).
     name = collection_name(DEFAULT_COLLECTION, MODEL_NAME)
-    client.create_collection(name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
-    assert client.get_collection(name).configuration["hnsw"]["ef_search"] == 100
-    # The collection came from an earlier deploy: its process is gone before this one opens the store.
-    del client
-    forget_chroma_clients()
+    earlier_deploy = f"""
+import chromadb
+from chromadb.config import Settings
+client = chromadb.PersistentClient(path={str(tmp_path / "chroma")!r}, settings=Settings(anonymized_telemetry=False))
+client.create_collection({name!r}, configuration={{"hnsw": {{"space": "cosine"}}}}, embedding_function=None)
+print(client.get_collection({name!r}).configuration["hnsw"]["ef_search"])
+"""
+    made = subprocess.run([sys.executable, "-c", earlier_deploy], capture_output=True, text=True, check=True)
+    assert made.stdout.split() == ["100"]
     reopened = VectorIndex(ChromaConnection(data_dir=str(tmp_path)), MODEL_NAME)
     assert reopened.collection.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
     # Fixed at creation: the earlier collection keeps Chroma's default.
