@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from benchmarks.step_memory import reset_peak, status_kb
 from pipeline.chunking import chunk_document
 from pipeline.extract import extract_document
 
@@ -54,13 +55,6 @@ def _rows(path: Path, copies: int) -> Iterator[tuple[str, str, str]]:
                 yield f"{copy:02}-{chunk_id}", "docs", text
 
 
-def _kilobytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def measure(build: str, path: Path, copies: int) -> None:
     """In this process: build once and print {"peak_kb", "seconds", "chunks"} as JSON."""
     import bm25s
@@ -70,8 +64,8 @@ def measure(build: str, path: Path, copies: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="lexical-rebuild-") as directory:
         index = LexicalIndex(directory)
-        before = _kilobytes("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from the current RSS
+        before = status_kb("VmRSS")
+        reset_peak()  # VmHWM restarts from the current RSS
         started = time.perf_counter()
         if build == "bm25s":
             rows = sorted(_rows(path, copies))
@@ -84,7 +78,7 @@ def measure(build: str, path: Path, copies: int) -> None:
                 index.rebuild(_rows(path, copies))
             chunks = index.count()
         seconds = time.perf_counter() - started
-        print(json.dumps({"peak_kb": _kilobytes("VmHWM") - before, "seconds": seconds, "chunks": chunks}))
+        print(json.dumps({"peak_kb": status_kb("VmHWM") - before, "seconds": seconds, "chunks": chunks}))
 
 
 def main() -> None:

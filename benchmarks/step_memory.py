@@ -28,7 +28,8 @@ _ENDS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.
 _peak_before_resets_kb = 0
 
 
-def _status_kb(field: str) -> int:
+def status_kb(field: str) -> int:
+    """A kB field of /proc/self/status (VmRSS, VmHWM)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -37,12 +38,13 @@ def _status_kb(field: str) -> int:
 
 def peak_rss_mb() -> float:
     """This process's peak resident set (VmHWM) since it started, across the per-step resets."""
-    return max(_peak_before_resets_kb, _status_kb("VmHWM")) / 1024
+    return max(_peak_before_resets_kb, status_kb("VmHWM")) / 1024
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
+    """Restart VmHWM from the current RSS, keeping the peak so far for :func:`peak_rss_mb`."""
     global _peak_before_resets_kb
-    _peak_before_resets_kb = max(_peak_before_resets_kb, _status_kb("VmHWM"))
+    _peak_before_resets_kb = max(_peak_before_resets_kb, status_kb("VmHWM"))
     Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -66,14 +68,12 @@ class _StepMemoryRecorder:
         if kind in _STARTS:
             if self._running is not None:
                 raise RuntimeError(f"step {step} started while {self._running} ran: one peak cannot tell them apart")
-            _reset_peak()
+            reset_peak()
             self._running = step
         elif kind in _ENDS and step is not None:
-            peak = _status_kb("VmHWM") / 1024
+            peak = status_kb("VmHWM") / 1024
             earlier = self.steps.get(step)
-            self.steps[step] = StepMemory(
-                max(peak, earlier.peak_rss_mb if earlier else 0.0), _status_kb("VmRSS") / 1024
-            )
+            self.steps[step] = StepMemory(max(peak, earlier.peak_rss_mb if earlier else 0.0), status_kb("VmRSS") / 1024)
             self._running = None
 
 
