@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from pipeline.answer.prompt import NOT_IN_THE_DOCS, PromptData, read_prompt_data
 from pipeline.answer.protocol import Completion, GenerationSettings
+from pipeline.store.bm25 import analyze as lexical_terms
 from pipeline.tokens import count_tokens, truncate_to_tokens
 
 EXTRACTIVE_MODEL = "extractive-answerer"
@@ -109,14 +110,8 @@ class ExtractiveChatModel:
     ) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be within (0, 1], got {threshold}")
-        if analyze is None:
-            # Imported here: the lexical module brings the state store with it, which a caller passing
-            # its own analyzer does not need.
-            from pipeline.store.bm25 import analyze as lexical_terms
-
-            analyze = lexical_terms
         self.threshold = threshold
-        self._analyze: Callable[[str], list[str]] = analyze
+        self._analyze: Callable[[str], list[str]] = analyze or lexical_terms
 
     def __repr__(self) -> str:
         return f"ExtractiveChatModel(threshold={self.threshold:g})"
