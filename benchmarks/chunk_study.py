@@ -31,12 +31,14 @@ import random
 import sqlite3
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from bs4 import BeautifulSoup
 from corpora import LABELS
 
 from pipeline.chunking import header_line
@@ -50,11 +52,11 @@ from pipeline.evaluation.chunk_rankings import (
     reranked,
     retrieval_rankings,
 )
-from pipeline.evaluation.chunk_variants import VARIANTS, Fits, VariantChunk
+from pipeline.evaluation.chunk_variants import VARIANTS, WHOLE_PAGE_VARIANTS, Fits, VariantChunk
 from pipeline.evaluation.labels import LabelledSet, load_labelled_set, pages_in_order
 from pipeline.evaluation.metrics import METRICS, evaluate_rankings
 from pipeline.evaluation.page_signal import lead_text, mean_page_vectors, page_vectors_by_url
-from pipeline.extract import Document, Section
+from pipeline.extract import Document, Section, extract_document
 from pipeline.ingest.chunks import chunk_fits
 from pipeline.local.scoring import LocalRelevanceScorer, header_of
 from pipeline.stand_ins import local_scorer
@@ -74,13 +76,25 @@ def read_only(database: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{database}?mode=ro", uri=True)
 
 
-def stored_documents(data_dir: Path) -> Iterator[Document]:
-    """The data directory's extracted documents, in URL order."""
+def stored_documents(data_dir: Path) -> Iterator[tuple[Document, str]]:
+    """The data directory's documents, in URL order, extracted again from the stored pages, each with
+    the whole page's text (navigation included, as ``get_text`` gives it).
+
+    Extracting again reads what the stored documents may predate (the parent page's title); the
+    sections must come out as stored, or the study would not be measuring the pipeline's text.
+    """
     with closing(read_only(data_dir / "state.db")) as connection:
-        rows = connection.execute("SELECT url, title, sections FROM pipeline_documents ORDER BY url")
-        for url, title, sections in rows:
-            parsed = json.loads(sections)
-            yield Document(url, title, tuple(Section(tuple(s["heading_path"]), s["text"]) for s in parsed))
+        rows = connection.execute(
+            "SELECT d.url, d.title, d.sections, p.html_zlib FROM pipeline_documents d"
+            " JOIN pipeline_pages p ON p.url = d.url ORDER BY d.url"
+        )
+        for url, title, sections, html_zlib in rows:
+            html = zlib.decompress(html_zlib).decode("utf-8")
+            document = extract_document(html, url)
+            stored = tuple(Section(tuple(s["heading_path"]), s["text"]) for s in json.loads(sections))
+            if (document.title, document.sections) != (title, stored):
+                raise SystemExit(f"{url}: extracting the stored page again does not give the stored document")
+            yield document, BeautifulSoup(html, "lxml").get_text(" ", strip=True)
 
 
 class VectorCache:
@@ -274,7 +288,10 @@ def main() -> None:
     cache = VectorCache(arguments.cache)
     seeded = cache.seed(arguments.data)
     scorer = local_scorer(embedder, known_vectors=CachedVectors(cache, embedder))
-    documents = list(stored_documents(arguments.data))
+    pages = list(stored_documents(arguments.data))
+    documents = [document for document, _ in pages]
+    # Variants over the whole page's text see one section: the page's text as a browser's select-all copies it.
+    whole_pages = [replace(document, sections=(Section((), text),)) for document, text in pages]
     print(
         f"{arguments.labels}: {len(documents)} documents, {len(labels.queries)} questions "
         f"(selection {len(split['selection'])}, report {len(split['report'])}, seed {arguments.seed}); "
@@ -287,7 +304,8 @@ def main() -> None:
     costs: dict[str, list[str]] = {}
     for name in names:
         started = time.perf_counter()
-        chunks = [chunk for document in documents for chunk in VARIANTS[name](document, fits)]
+        inputs = whole_pages if name in WHOLE_PAGE_VARIANTS else documents
+        chunks = [chunk for document in inputs for chunk in VARIANTS[name](document, fits)]
         chunking_seconds = time.perf_counter() - started
         run = run_variant(chunks, labels, cache, embedder, scorer, leads)
         print(
