@@ -80,8 +80,8 @@ def stored_documents(data_dir: Path) -> Iterator[tuple[Document, str]]:
     """The data directory's documents, in URL order, extracted again from the stored pages, each with
     the whole page's text (navigation included, as ``get_text`` gives it).
 
-    Extracting again reads what the stored documents may predate (the parent page's title); the
-    sections must come out as stored, or the study would not be measuring the pipeline's text.
+    Extracting again gives what the stored documents do not keep (a variant may read more of the
+    page); the sections must come out as stored, or the study would not be measuring the pipeline's text.
     """
     with closing(read_only(data_dir / "state.db")) as connection:
         rows = connection.execute(

@@ -32,8 +32,7 @@ from pipeline import tokens
 from pipeline.extract import Document
 
 # Bump when chunk output changes for the same input and config.
-# 2: the parent page's title leads the context header.
-CHUNKER_VERSION = "2"
+CHUNKER_VERSION = "1"
 
 # The context header ("Title > Heading > Subheading") is cut to this many tokens so
 # a deep or verbose heading path cannot starve the passage of room.
@@ -50,12 +49,11 @@ class Chunk:
     text: str  # the passage body, what downstream QA reads
     token_count: int  # cl100k tokens of embedding_text
     position: int  # order within the document
-    parent_title: str = ""  # the page above this chunk's page, when the site names one
 
     @property
     def embedding_text(self) -> str:
         """What gets embedded: the context header, a newline, then the passage."""
-        return _with_header(context_header(self.title, self.heading_path, self.parent_title), self.text)
+        return _with_header(context_header(self.title, self.heading_path), self.text)
 
 
 @dataclass(frozen=True)
@@ -96,26 +94,14 @@ class ChunkingConfig:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def context_header(title: str, heading_path: tuple[str, ...], parent_title: str = "") -> str:
-    """``Parent > Title > H2 > H3``; a first heading that repeats the title is not repeated.
-
-    The parent page's title leads only when the whole header fits in ``MAX_HEADER_TOKENS``:
-    the page and section say more about a passage than the chapter around them.
-    """
+def context_header(title: str, heading_path: tuple[str, ...]) -> str:
+    """``Title > H2 > H3``; a first heading that repeats the title is not repeated."""
     path = heading_path[1:] if heading_path and heading_path[0] == title else heading_path
     header = _HEADER_SEPARATOR.join(part for part in (title, *path) if part)
-    if parent_title and parent_title != title:
-        with_parent = _HEADER_SEPARATOR.join(part for part in (parent_title, header) if part)
-        if _within_header_limit(with_parent):
-            return with_parent
-    if not _within_header_limit(header):
+    # A token is at least one byte, so short headers skip the encode.
+    if len(header.encode("utf-8")) > MAX_HEADER_TOKENS:
         header = tokens.truncate_to_tokens(header, MAX_HEADER_TOKENS)
     return header
-
-
-def _within_header_limit(header: str) -> bool:
-    # A token is at least one byte, so short headers skip the encode.
-    return len(header.encode("utf-8")) <= MAX_HEADER_TOKENS or tokens.count_tokens(header) <= MAX_HEADER_TOKENS
 
 
 def _with_header(header: str, text: str) -> str:
@@ -141,34 +127,30 @@ def chunk_document(
     for section in document.sections:
         if not section.text.strip():
             continue
-        header = context_header(document.title, section.heading_path, document.parent_title)
+        header = context_header(document.title, section.heading_path)
         packer = _SectionPacker(header, config, fits)
         for text, token_count in packer.pack(section.text):
             chunks.append(
                 Chunk(
-                    chunk_id=_chunk_id(document, section.heading_path, text, occurrences),
+                    chunk_id=_chunk_id(document.url, document.title, section.heading_path, text, occurrences),
                     url=document.url,
                     title=document.title,
                     heading_path=section.heading_path,
                     text=text,
                     token_count=token_count,
                     position=len(chunks),
-                    parent_title=document.parent_title,
                 )
             )
     return chunks
 
 
-def _chunk_id(document: Document, heading_path: tuple[str, ...], text: str, occurrences: Counter[str]) -> str:
+def _chunk_id(url: str, title: str, heading_path: tuple[str, ...], text: str, occurrences: Counter[str]) -> str:
     """Hash of everything that shapes the stored chunk (URL and embedding text).
 
     A passage repeated verbatim under the same heading gets an occurrence number;
-    only repeats carry one, so every other ID is independent of its neighbours. The parent
-    title joins the key only when there is one, so a page without a parent keeps the IDs
-    it had before parents were read.
+    only repeats carry one, so every other ID is independent of its neighbours.
     """
-    parts = [document.url, document.title, "\x1f".join(heading_path), text]
-    key = "\n".join([*parts, f"parent:{document.parent_title}"] if document.parent_title else parts)
+    key = "\n".join([url, title, "\x1f".join(heading_path), text])
     seen = occurrences[key]
     occurrences[key] += 1
     if seen:

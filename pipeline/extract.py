@@ -23,8 +23,7 @@ from urllib.parse import unquote, urlsplit
 from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
 
 # Bump when extraction output changes so stored documents get re-extracted.
-# 2: the parent page's title.
-EXTRACTOR_VERSION = "2"
+EXTRACTOR_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -38,23 +37,18 @@ class Document:
     url: str
     title: str
     sections: tuple[Section, ...]
-    # The title of the page above this one in the site's own hierarchy ("Chapter 20. Server
-    # Configuration" above "20.4. Resource Consumption"); "" when the page names none.
-    parent_title: str = ""
 
     @property
     def text(self) -> str:
         return "\n\n".join(section.text for section in self.sections)
 
     def content_hash(self) -> str:
-        """sha256 over title, heading paths, texts and the parent title; the URL is not part of it.
-
-        The parent title is hashed only when there is one, so a page without one keeps the hash
-        (and so its chunks) it had before parents were read."""
-        content: list = [self.title, [[list(s.heading_path), s.text] for s in self.sections]]
-        if self.parent_title:
-            content.append(self.parent_title)
-        payload = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        """sha256 over title, heading paths and texts; the URL is not part of it."""
+        payload = json.dumps(
+            [self.title, [[list(s.heading_path), s.text] for s in self.sections]],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -111,40 +105,7 @@ def extract_document(html: str, url: str) -> Document:
     walker = _Walker()
     walker.walk(_find_content_root(soup))
     title = walker.first_h1 or _page_title(soup) or _title_from_url(url)
-    return Document(url=url, title=title, sections=tuple(walker.sections), parent_title=_parent_title(soup))
-
-
-def _parent_title(soup: BeautifulSoup) -> str:
-    """The title of the page one level up, from the page's own "Up" link.
-
-    DocBook, Texinfo and Sphinx all mark the link to the enclosing page, with ``rel="up"`` or the
-    ``u`` access key; DocBook puts the parent's title in the link's ``title`` ("Up" is its text),
-    Sphinx in the text. An Up link to the site's home page names the whole site, not a topic: "".
-    """
-    up = soup.find(_is_up_link)
-    if up is None:
-        return ""
-    home = soup.find(_is_home_link)
-    if home is not None and home.get("href") == up.get("href"):
-        return ""
-    label = up.get("title")
-    text = label if isinstance(label, str) and label.strip() else up.get_text()
-    return " ".join(text.split())
-
-
-def _is_up_link(tag: Tag) -> bool:
-    return tag.name in ("a", "link") and _marked(tag, rels={"up"}, access_key="u")
-
-
-def _is_home_link(tag: Tag) -> bool:
-    return tag.name in ("a", "link") and _marked(tag, rels={"home", "start"}, access_key="h")
-
-
-def _marked(tag: Tag, rels: set[str], access_key: str) -> bool:
-    # Both attributes hold space-separated tokens; BeautifulSoup splits them into lists.
-    rel = tag.get("rel") or ()
-    keys = tag.get("accesskey") or ()
-    return not rels.isdisjoint(token.lower() for token in rel) or access_key in (key.lower() for key in keys)
+    return Document(url=url, title=title, sections=tuple(walker.sections))
 
 
 def _find_content_root(soup: BeautifulSoup) -> Tag:

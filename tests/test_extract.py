@@ -1,6 +1,3 @@
-import hashlib
-import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -223,58 +220,3 @@ def test_real_postgresql_pages_extract(name):
     document = extract_document((POSTGRES_DOCS / name).read_text(encoding="utf-8"), f"https://pg/{name}")
     assert document.sections and all(section.text.strip() for section in document.sections)
     assert "Prev" not in document.text.splitlines()
-
-
-def test_the_parent_title_comes_from_the_manuals_up_link():
-    """DocBook names the parent in the Up link's title ("Up" is its text); the page's title stays its own."""
-    page = (POSTGRES_DOCS / "runtime-config-resource.html").read_text(encoding="utf-8")
-    document = extract_document(page, "https://www.postgresql.org/docs/15/runtime-config-resource.html")
-    assert (document.title, document.parent_title) == ("20.4. Resource Consumption", "Chapter 20. Server Configuration")
-    assert "Server Configuration" not in document.text
-
-
-def test_an_up_link_to_the_home_page_names_no_parent():
-    # The manual's parts link Up to the same page as Home: the whole manual, not a topic.
-    page = (POSTGRES_DOCS / "admin.html").read_text(encoding="utf-8")
-    assert extract_document(page, "https://www.postgresql.org/docs/15/admin.html").parent_title == ""
-
-
-SPHINX_RELATED = """<html><head><title>Caching — Flask</title><link rel="index" title="Index" href="../genindex.html" />
-</head><body><div class="related" role="navigation"><ul>
-<li class="right"><a href="viewdecorators.html" title="View Decorators" accesskey="N">next</a></li>
-<li class="nav-item nav-item-0"><a href="../index.html">Flask Documentation (2.2.x)</a> &#187;</li>
-<li class="nav-item nav-item-1"><a href="index.html" accesskey="U">Patterns   for Flask</a> &#187;</li>
-<li class="nav-item nav-item-this"><a href="">Caching</a></li></ul></div>
-<div class="body" role="main"><section><h1>Caching</h1><p>Cache views.</p></section></div></body></html>"""
-
-
-@pytest.mark.parametrize(
-    ("html", "parent"),
-    [
-        (SPHINX_RELATED, "Patterns for Flask"),
-        (SPHINX_RELATED.replace(' accesskey="U"', ""), ""),
-        (
-            '<html><head><link rel="up" href="guide.html" title="User Guide"></head>'
-            "<body><h1>T</h1><p>x</p></body></html>",
-            "User Guide",
-        ),
-        ('<html><body><a rel="home up" href="/">Docs</a><h1>T</h1><p>x</p></body></html>', ""),
-    ],
-    ids=["sphinx-access-key", "no-up-link", "link-rel-up", "up-is-home"],
-)
-def test_the_parent_title_is_read_from_the_pages_up_link(html, parent):
-    document = extract_document(html, URL)
-    assert document.parent_title == parent
-    assert "Flask Documentation" not in document.text
-
-
-def test_a_parent_title_changes_the_content_hash_and_no_parent_keeps_the_earlier_one():
-    document = Document(URL, "Rate limits", (Section(("Rate limits",), "Requests are limited per key."),))
-    # The hash as it was computed before parents were read: JSON of [title, [[path, text], ...]].
-    payload = json.dumps(
-        [document.title, [[["Rate limits"], "Requests are limited per key."]]],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    assert document.content_hash() == hashlib.sha256(payload.encode("utf-8")).hexdigest()
-    assert replace(document, parent_title="Guide").content_hash() != document.content_hash()

@@ -59,12 +59,6 @@ class VariantChunk:
 
 
 def current_chunks(document: Document, fits: Fits) -> list[VariantChunk]:
-    """The chunker as shipped before parent titles were read: no parent in the header."""
-    return parent_chunks(replace(document, parent_title=""), fits)
-
-
-def parent_chunks(document: Document, fits: Fits) -> list[VariantChunk]:
-    """The chunker with the parent page's title leading the header (``Parent > Title > path``)."""
     return [
         VariantChunk(c.url, c.embedding_text, c.title, c.heading_path, c.text)
         for c in chunk_document(document, fits=fits)
@@ -78,7 +72,7 @@ def prefixed_chunks(document: Document, fits: Fits, prefix: str) -> list[Variant
     these prefixes: each is at most as long as the shipped header, cut to the same token limit).
     """
     chunks = []
-    for chunk in chunk_document(replace(document, parent_title=""), fits=fits):
+    for chunk in chunk_document(document, fits=fits):
         header = _prefix(prefix, chunk.title, chunk.heading_path)
         text = f"{header}\n{chunk.text}" if header else chunk.text
         embedded = text if fits(text) else chunk.text
@@ -175,9 +169,9 @@ def merge_small_sections(
     return tuple(Section(path, text) for path, text, _ in merged)
 
 
-def merged_chunks(document: Document, fits: Fits, min_tokens: int = 80, parent: bool = False) -> list[VariantChunk]:
+def merged_chunks(document: Document, fits: Fits, min_tokens: int = 80) -> list[VariantChunk]:
     merged = replace(document, sections=merge_small_sections(document.sections, min_tokens))
-    return parent_chunks(merged, fits) if parent else current_chunks(merged, fits)
+    return current_chunks(merged, fits)
 
 
 VARIANTS: dict[str, Callable[[Document, Fits], list[VariantChunk]]] = {
@@ -191,8 +185,6 @@ VARIANTS: dict[str, Callable[[Document, Fits], list[VariantChunk]]] = {
     "prefix-path": lambda document, fits: prefixed_chunks(document, fits, "path"),
     "prefix-none": lambda document, fits: prefixed_chunks(document, fits, "none"),
     "page-window": window_chunks,
-    "parent": parent_chunks,
-    "merged-80-parent": lambda document, fits: merged_chunks(document, fits, parent=True),
 }
 # Variants given the whole page's text (navigation included) as the document's one section.
 WHOLE_PAGE_VARIANTS = frozenset({"page-window"})

@@ -69,7 +69,6 @@ def chunk_documents(
             url=stored_document.url,
             title=stored_document.title,
             sections=tuple(Section(tuple(s["heading_path"]), s["text"]) for s in stored_document.sections),
-            parent_title=stored_document.parent_title,
         )
         stored = [
             StoredChunk(

@@ -13,7 +13,6 @@ from pipeline.store.state import StateStore
 class ExtractReport:
     extracted: int = 0
     empty: int = 0
-    with_parent_title: int = 0
     deleted: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     total_documents: int = 0
@@ -22,7 +21,6 @@ class ExtractReport:
         return {
             "documents_extracted": self.extracted,
             "documents_without_text": self.empty,
-            "documents_with_parent_title": self.with_parent_title,
             "documents_deleted": self.deleted,
             "extraction_errors": len(self.errors),
             "documents_total": self.total_documents,
@@ -41,15 +39,12 @@ def extract_pages(store: StateStore, source: str) -> ExtractReport:
             continue
         if not document.text.strip():
             report.empty += 1
-        if document.parent_title:
-            report.with_parent_title += 1
         store.pages.save_document(
             url=url,
             source=source,
             page_hash=body.content_hash,
             extractor_version=EXTRACTOR_VERSION,
             title=document.title,
-            parent_title=document.parent_title,
             sections=[{"heading_path": list(s.heading_path), "text": s.text} for s in document.sections],
             content_hash=document.content_hash(),
         )

@@ -209,7 +209,6 @@ class PageStore:
         title: str,
         sections: list[dict[str, Any]],
         content_hash: str,
-        parent_title: str = "",
     ) -> None:
         row = {
             "url": url,
@@ -217,7 +216,6 @@ class PageStore:
             "page_hash": page_hash,
             "extractor_version": extractor_version,
             "title": title,
-            "parent_title": parent_title,
             "sections": sections,
             "content_hash": content_hash,
             "has_text": any(section["text"].strip() for section in sections),
@@ -238,21 +236,12 @@ class PageStore:
         grow the run's memory with the size of the site."""
         key = documents.c.content_hash + ":" + chunker_fingerprint
         query = (
-            sa.select(
-                documents.c.url,
-                documents.c.title,
-                documents.c.parent_title,
-                documents.c.sections,
-                documents.c.content_hash,
-            )
+            sa.select(documents.c.url, documents.c.title, documents.c.sections, documents.c.content_hash)
             .where(documents.c.source == source)
             .where(sa.or_(documents.c.chunked_key.is_(None), documents.c.chunked_key != key))
         )
         for rows in in_batches(self._database.engine, query, documents.c.url, _DOCUMENTS_BATCH):
-            yield from (
-                StoredDocument(row.url, row.title, tuple(row.sections), row.content_hash, row.parent_title or "")
-                for row in rows
-            )
+            yield from (StoredDocument(row.url, row.title, tuple(row.sections), row.content_hash) for row in rows)
 
     def document_count(self, source: str | None = None) -> int:
         return count_rows(self._database.engine, documents, source)

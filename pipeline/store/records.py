@@ -54,7 +54,6 @@ class StoredDocument:
     title: str
     sections: tuple[dict[str, Any], ...]  # {"heading_path": [...], "text": ...}, in page order
     content_hash: str
-    parent_title: str = ""
 
 
 @dataclass(frozen=True)

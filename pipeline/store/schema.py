@@ -44,8 +44,6 @@ documents = sa.Table(
     sa.Column("page_hash", sa.Text, nullable=False),
     sa.Column("extractor_version", sa.Text, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
-    # The page above this one, when the site names it ("" when not; NULL: extracted before it was read).
-    sa.Column("parent_title", sa.Text),
     sa.Column("sections", sa.JSON, nullable=False),
     sa.Column("content_hash", sa.Text, nullable=False),
     # Whether any section has text, so the pages_yield_text check counts without reading every section.
