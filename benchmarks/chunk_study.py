@@ -1,7 +1,7 @@
 """Chunk representation study (issue 18): the same labelled questions over other chunk shapes.
 
     uv run python benchmarks/chunk_study.py --data DIR --labels demo|postgresql --cache DIR
-        [--variants current,naive-window,...] [--seed 18]
+        [--variants sections,merged-80,...] [--seed 18]
 
 ``--data`` is an ingested data directory (``scripts/demo``'s ``data/``, or
 ``benchmarks/ingest_postgresql.py``'s); it is only read. Its extracted documents are

@@ -1,10 +1,12 @@
 """Document → token-bounded, overlapping chunks with stable IDs.
 
-Each section is chunked on its own, so a chunk never spans two headings and its
-heading path is exact. Small neighbouring sections are deliberately not merged:
-a merged chunk would carry only the first section's path, and a short section
-(a reference page's one-line summary, a "See Also" list) retrieves well on its
-own because the header gives it context.
+Heading sections shorter than ``merge_below_tokens`` are first joined to their
+neighbours (``pipeline.sections``): embedded alone, a one-line note or parameter
+description loses the text around it, and the chunk representation study measured
+the join as better at every retrieval stage (docs/evaluation.md). A merged run
+carries its first section's heading path; the later sections' headings stay in its
+text. Every other section is chunked on its own, so its chunks never span two
+headings and their heading path is exact.
 
 Within a section the text is cut at the coarsest boundary that yields pieces
 within budget: paragraphs, then lines (list items, table rows, code lines), then
@@ -30,9 +32,11 @@ from dataclasses import dataclass
 
 from pipeline import tokens
 from pipeline.extract import Document
+from pipeline.sections import merge_short_sections
 
 # Bump when chunk output changes for the same input and config.
-CHUNKER_VERSION = "1"
+# 2: short heading sections are merged with their neighbours (merge_below_tokens).
+CHUNKER_VERSION = "2"
 
 # The context header ("Title > Heading > Subheading") is cut to this many tokens so
 # a deep or verbose heading path cannot starve the passage of room.
@@ -70,6 +74,8 @@ class ChunkingConfig:
     max_tokens: int = 200
     overlap_tokens: int = 30
     min_tokens: int = 20
+    # Heading sections with fewer tokens are joined to their neighbours (pipeline.sections); 0: never.
+    merge_below_tokens: int = 80
 
     def __post_init__(self) -> None:
         if self.max_tokens < MAX_HEADER_TOKENS + 20:
@@ -80,6 +86,8 @@ class ChunkingConfig:
             )
         if not 0 <= self.min_tokens < self.max_tokens:
             raise ValueError(f"min_tokens must be between 0 and max_tokens, got {self.min_tokens}")
+        if self.merge_below_tokens < 0:
+            raise ValueError(f"merge_below_tokens must be at least 0, got {self.merge_below_tokens}")
 
     def fingerprint(self) -> str:
         """Identifies the settings and chunker version, so a change triggers re-chunking."""
@@ -89,6 +97,7 @@ class ChunkingConfig:
             "max_tokens": self.max_tokens,
             "overlap_tokens": self.overlap_tokens,
             "min_tokens": self.min_tokens,
+            "merge_below_tokens": self.merge_below_tokens,
             "max_header_tokens": MAX_HEADER_TOKENS,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -124,7 +133,9 @@ def chunk_document(
     ``config.max_tokens`` tokens and, when given, satisfies ``fits``."""
     chunks: list[Chunk] = []
     occurrences: Counter[str] = Counter()
-    for section in document.sections:
+    # A merged run must still fit one passage beside the longest header.
+    passage_room = config.max_tokens - MAX_HEADER_TOKENS
+    for section in merge_short_sections(document.sections, config.merge_below_tokens, passage_room):
         if not section.text.strip():
             continue
         header = context_header(document.title, section.heading_path)

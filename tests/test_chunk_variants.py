@@ -3,7 +3,7 @@ from itertools import pairwise
 import pytest
 
 from pipeline import tokens
-from pipeline.evaluation.chunk_variants import VARIANTS, merge_small_sections, prefixed_chunks, window_chunks
+from pipeline.evaluation.chunk_variants import VARIANTS, prefixed_chunks, window_chunks
 from pipeline.extract import Document, Section
 
 URL = "https://docs.example.com/guide/limits.html"
@@ -44,30 +44,6 @@ def test_a_window_that_does_not_fit_is_shortened_and_no_text_is_skipped():
         spans.append((start, start + len(body)))
     assert spans[0][0] == 0 and spans[-1][1] == len(TEXT)
     assert all(following[0] <= previous[1] + 1 for previous, following in pairwise(spans))
-
-
-def test_sections_under_80_tokens_merge_with_their_neighbours():
-    sections = [
-        Section(("A",), words(10, "alpha")),
-        Section(("A", "B"), words(100, "beta")),
-        Section(("A", "C"), words(30, "gamma")),
-        Section(("D",), words(120, "delta")),
-        Section(("D", "E"), words(5, "epsilon")),
-    ]
-    merged = merge_small_sections(sections)
-    assert [section.heading_path for section in merged] == [("A",), ("D",)]
-    first, second = (section.text for section in merged)
-    assert first == "\n\n".join([words(10, "alpha"), "B", words(100, "beta"), "C", words(30, "gamma")])
-    assert second == "\n\n".join([words(120, "delta"), "E", words(5, "epsilon")])
-
-
-def test_a_small_section_stays_alone_when_merging_would_exceed_one_passage():
-    sections = [
-        Section(("P",), words(150, "pi")),
-        Section(("Q",), words(20, "rho")),
-        Section(("R",), words(150, "sigma")),
-    ]
-    assert merge_small_sections(sections) == tuple(sections)
 
 
 def test_prefix_variants_embed_the_title_the_heading_path_or_nothing_above_the_passage():

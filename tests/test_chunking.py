@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 
 from pipeline import tokens
-from pipeline.chunking import Chunk, ChunkingConfig, chunk_document, context_header
+from pipeline.chunking import MAX_HEADER_TOKENS, Chunk, ChunkingConfig, chunk_document, context_header
 from pipeline.embedding import MAX_WORD_PIECES, MiniLMEmbedder
 from pipeline.embedding.contract import MAX_INPUT_CHARACTERS
 from pipeline.extract import Document, Section, extract_document
 from pipeline.ingest.chunks import chunk_fits
+from pipeline.sections import merge_short_sections
 
 URL = "https://docs.example.com/guide/limits.html"
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
@@ -36,6 +37,10 @@ def document(*sections: Section, url: str = URL, title: str = "Limits") -> Docum
 LONG_SECTION = Section(("Limits", "Rate limits"), paragraphs(12, "rate"))
 # Dense JSON: about 1.6 MiniLM word pieces per cl100k token.
 CODE = "\n".join(f'    {{"k{n}":[{n},{n + 1},{n + 2}],"v":{{"a":null,"b":[]}}}},' for n in range(120))
+
+
+# Every heading section on its own, for the properties of cutting one section.
+APART = ChunkingConfig(merge_below_tokens=0)
 
 
 def assert_within_limits(chunks: list[Chunk], config: ChunkingConfig) -> None:
@@ -89,7 +94,7 @@ def test_chunks_follow_sections_and_carry_heading_context():
         Section(("Limits",), "Overview text."),
         Section(("Limits", "Rate limits", "Bursts"), "Burst text."),
     )
-    chunks = chunk_document(doc)
+    chunks = chunk_document(doc, APART)
     assert [(chunk.heading_path, chunk.text) for chunk in chunks] == [
         ((), "Intro before any heading."),
         (("Limits",), "Overview text."),
@@ -190,32 +195,32 @@ def test_ids_are_stable_and_change_only_with_their_section():
     first = document(
         Section(("A",), paragraphs(6, "alpha")), Section(("B",), paragraphs(6, "beta")), Section(("C",), "Gamma.")
     )
-    ids = [chunk.chunk_id for chunk in chunk_document(first)]
-    assert ids == [chunk.chunk_id for chunk in chunk_document(first)]
+    ids = [chunk.chunk_id for chunk in chunk_document(first, APART)]
+    assert ids == [chunk.chunk_id for chunk in chunk_document(first, APART)]
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"[0-9a-f]{32}", chunk_id) for chunk_id in ids)
 
     edited = replace(first, sections=(first.sections[0], Section(("B",), "Beta was rewritten."), first.sections[2]))
-    before = {chunk.heading_path: [] for chunk in chunk_document(first)}
-    for chunk in chunk_document(first):
+    before = {chunk.heading_path: [] for chunk in chunk_document(first, APART)}
+    for chunk in chunk_document(first, APART):
         before[chunk.heading_path].append(chunk.chunk_id)
     after = {path: [] for path in before}
-    for chunk in chunk_document(edited):
+    for chunk in chunk_document(edited, APART):
         after[chunk.heading_path].append(chunk.chunk_id)
     assert after[("A",)] == before[("A",)]
     assert after[("C",)] == before[("C",)]
     assert not set(after[("B",)]) & set(before[("B",)])
 
-    moved = chunk_document(replace(first, url="https://docs.example.com/other.html"))
+    moved = chunk_document(replace(first, url="https://docs.example.com/other.html"), APART)
     assert not {chunk.chunk_id for chunk in moved} & set(ids)
 
 
 def test_duplicate_passages_get_distinct_ids_without_disturbing_others():
     repeated = Section(("Note",), "Requests are retried automatically.")
     with_duplicates = document(repeated, Section(("Body",), "Body text."), repeated, repeated)
-    chunks = chunk_document(with_duplicates)
+    chunks = chunk_document(with_duplicates, APART)
     assert len({chunk.chunk_id for chunk in chunks}) == 4
-    single = chunk_document(document(repeated, Section(("Body",), "Body text.")))
+    single = chunk_document(document(repeated, Section(("Body",), "Body text.")), APART)
     assert [chunk.chunk_id for chunk in chunks[:2]] == [chunk.chunk_id for chunk in single]
 
 
@@ -246,10 +251,14 @@ def test_real_postgresql_page_chunks(embedder):
     doc = extract_document(page, "https://www.postgresql.org/docs/15/sql-createindex.html")
     chunks = chunk_document(doc, fits=lambda text: embedder.word_piece_counts([text])[0] <= MAX_WORD_PIECES)
     assert_within_limits(chunks, ChunkingConfig())
-    texts = {section.heading_path: section.text for section in doc.sections}
+    merged = merge_short_sections(doc.sections, ChunkingConfig().merge_below_tokens, 200 - MAX_HEADER_TOKENS)
+    texts = {section.heading_path: section.text for section in merged}
+    assert len(merged) < len(doc.sections)  # the page has sections short enough to join
     assert all(chunk.text in texts[chunk.heading_path] for chunk in chunks)
-    synopsis = [chunk for chunk in chunks if chunk.heading_path == ("Synopsis",)]
-    assert synopsis[0].embedding_text.startswith("CREATE INDEX > Synopsis\nCREATE [ UNIQUE ] INDEX")
+    # The one-line summary is too short to stand alone: the synopsis joins it, under its own heading.
+    assert chunks[0].embedding_text.startswith(
+        "CREATE INDEX\nCREATE INDEX — define a new index\n\nSynopsis\n\nCREATE [ UNIQUE ] INDEX"
+    )
     assert {chunk.heading_path for chunk in chunks} == set(texts)
 
 

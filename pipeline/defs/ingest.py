@@ -156,6 +156,11 @@ class ChunkConfig(dg.Config):
         default=ChunkingConfig().max_tokens, ge=32, description="cl100k tokens per chunk, header included."
     )
     overlap_tokens: int = Field(default=ChunkingConfig().overlap_tokens, ge=0)
+    merge_below_tokens: int = Field(
+        default=ChunkingConfig().merge_below_tokens,
+        ge=0,
+        description="Heading sections with fewer cl100k tokens are joined to their neighbours; 0 keeps each apart.",
+    )
 
 
 @dg.asset(
@@ -165,7 +170,8 @@ class ChunkConfig(dg.Config):
     deps=[extracted_documents],
     kinds={"python"},
     description=(
-        "Heading-aware chunks of at most max_tokens cl100k tokens with overlap, each within the local embedding "
+        "Heading-aware chunks of at most max_tokens cl100k tokens with overlap (sections under merge_below_tokens "
+        "joined to their neighbours), each within the local embedding "
         "model's 256 word-piece window and the embeddings endpoint's 2,048 characters per input, whichever model "
         "embeds them. IDs hash the URL and content, so unchanged input keeps its IDs."
     ),
@@ -176,7 +182,11 @@ def document_chunks(
     state_store: StateStoreResource,
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
-    chunking = ChunkingConfig(max_tokens=config.max_tokens, overlap_tokens=config.overlap_tokens)
+    chunking = ChunkingConfig(
+        max_tokens=config.max_tokens,
+        overlap_tokens=config.overlap_tokens,
+        merge_below_tokens=config.merge_below_tokens,
+    )
     store = state_store.get()
     report = chunk_documents(store, context.partition_key, chunking, embedder.minilm_word_piece_counts)
     return dg.MaterializeResult(metadata={**report.metadata(), "dagster/row_count": report.total_chunks})

@@ -1,18 +1,18 @@
 """Alternative chunk representations for the chunk representation study (``benchmarks/chunk_study.py``).
 
-The shipped chunker (``pipeline.chunking``) cuts each heading section on its own and embeds
-``Title > heading path`` above the passage. The study compares what retrieval gets from
-other shapes of the same extracted documents:
+The shipped chunker (``pipeline.chunking``) joins heading sections under 80 tokens to their
+neighbours, cuts each (merged) section on its own and embeds ``Title > heading path`` above the
+passage. The study compares what retrieval gets from other shapes of the same extracted documents:
 
-- ``current``: the shipped chunker, unchanged;
-- ``prefix-title`` / ``prefix-path`` / ``prefix-none``: the shipped chunks, embedding only
+- ``sections``: every heading section on its own, the chunker before issue 18;
+- ``merged-80``: the shipped chunker; ``merged-40`` and ``merged-120`` join sections under 40
+  and 120 tokens instead;
+- ``prefix-title`` / ``prefix-path`` / ``prefix-none``: ``sections``' chunks, embedding only
   the page title, only the heading path, or the bare passage above the text;
 - ``naive-window``: the page title, then a fixed window of the page's text (headings
   ignored), ``window_tokens`` cl100k tokens every ``stride_tokens`` (200 every 170);
-  ``window-128``: 128 every 100;
-- ``merged-80``: the shipped chunker over sections merged while a section has fewer than
-  ``min_tokens`` tokens, so a one-line note keeps the text around it; ``merged-40`` and
-  ``merged-120`` merge below 40 and 120 tokens.
+  ``window-128``: 128 every 100; ``page-window``: ``naive-window`` over the whole page's text,
+  navigation included.
 
 A window's passage (what a context set shows) is the window without the title, under the
 page title and no heading path; the other variants show the shipped chunk's passage.
@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pipeline import tokens
 from pipeline.chunking import MAX_HEADER_TOKENS, ChunkingConfig, chunk_document, context_header
-from pipeline.extract import Document, Section
+from pipeline.extract import Document
 from pipeline.store.records import StoredChunk
 
 Fits = Callable[[str], bool]
@@ -58,21 +58,23 @@ class VariantChunk:
         )
 
 
-def current_chunks(document: Document, fits: Fits) -> list[VariantChunk]:
+def merged_chunks(document: Document, fits: Fits, min_tokens: int) -> list[VariantChunk]:
+    """The shipped chunker with another ``merge_below_tokens`` (0: every heading section on its own)."""
+    config = ChunkingConfig(merge_below_tokens=min_tokens)
     return [
         VariantChunk(c.url, c.embedding_text, c.title, c.heading_path, c.text)
-        for c in chunk_document(document, fits=fits)
+        for c in chunk_document(document, config, fits=fits)
     ]
 
 
 def prefixed_chunks(document: Document, fits: Fits, prefix: str) -> list[VariantChunk]:
-    """The shipped chunks with another line above the passage: ``title``, ``path`` or ``none``.
+    """``sections``' chunks with another line above the passage: ``title``, ``path`` or ``none``.
 
     A prefix the passage cannot carry within ``fits`` is dropped for that chunk (never seen with
     these prefixes: each is at most as long as the shipped header, cut to the same token limit).
     """
     chunks = []
-    for chunk in chunk_document(document, fits=fits):
+    for chunk in chunk_document(document, ChunkingConfig(merge_below_tokens=0), fits=fits):
         header = _prefix(prefix, chunk.title, chunk.heading_path)
         text = f"{header}\n{chunk.text}" if header else chunk.text
         embedded = text if fits(text) else chunk.text
@@ -141,46 +143,13 @@ def _is_char_start(data: bytes, offset: int) -> bool:
     return offset == len(data) or data[offset] & 0xC0 != 0x80
 
 
-def merge_small_sections(
-    sections: Sequence[Section], min_tokens: int = 80, max_tokens: int = ChunkingConfig().max_tokens - MAX_HEADER_TOKENS
-) -> tuple[Section, ...]:
-    """Sections with fewer than ``min_tokens`` tokens joined to their neighbours.
-
-    A run of sections is grown while it is under ``min_tokens``, and a small section joins the run
-    before it, as long as the joined text stays within ``max_tokens`` (one chunk's passage). A merged
-    run keeps its first section's heading path; each later section's own heading leads its text, so
-    what it was about is still embedded.
-    """
-    merged: list[tuple[tuple[str, ...], str, int]] = []  # (heading path, text, tokens)
-    for section in sections:
-        text = section.text.strip()
-        if not text:
-            continue
-        count = tokens.count_tokens(text)
-        if merged:
-            path, previous, previous_count = merged[-1]
-            heading = section.heading_path[-1] if section.heading_path and section.heading_path != path else ""
-            joined = f"{previous}\n\n{heading}\n\n{text}" if heading else f"{previous}\n\n{text}"
-            joined_count = tokens.count_tokens(joined)
-            if (previous_count < min_tokens or count < min_tokens) and joined_count <= max_tokens:
-                merged[-1] = (path, joined, joined_count)
-                continue
-        merged.append((section.heading_path, text, count))
-    return tuple(Section(path, text) for path, text, _ in merged)
-
-
-def merged_chunks(document: Document, fits: Fits, min_tokens: int = 80) -> list[VariantChunk]:
-    merged = replace(document, sections=merge_small_sections(document.sections, min_tokens))
-    return current_chunks(merged, fits)
-
-
 VARIANTS: dict[str, Callable[[Document, Fits], list[VariantChunk]]] = {
-    "current": current_chunks,
+    "sections": lambda document, fits: merged_chunks(document, fits, min_tokens=0),
+    "merged-40": lambda document, fits: merged_chunks(document, fits, min_tokens=40),
+    "merged-80": lambda document, fits: merged_chunks(document, fits, min_tokens=80),
+    "merged-120": lambda document, fits: merged_chunks(document, fits, min_tokens=120),
     "naive-window": window_chunks,
     "window-128": lambda document, fits: window_chunks(document, fits, window_tokens=128, stride_tokens=100),
-    "merged-40": lambda document, fits: merged_chunks(document, fits, min_tokens=40),
-    "merged-80": merged_chunks,
-    "merged-120": lambda document, fits: merged_chunks(document, fits, min_tokens=120),
     "prefix-title": lambda document, fits: prefixed_chunks(document, fits, "title"),
     "prefix-path": lambda document, fits: prefixed_chunks(document, fits, "path"),
     "prefix-none": lambda document, fits: prefixed_chunks(document, fits, "none"),

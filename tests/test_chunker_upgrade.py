@@ -1,0 +1,114 @@
+"""Upgrading a store chunked before short sections were merged (issue 18): one resumable re-embedding.
+
+The previous chunker cut every heading section on its own. Its chunks are what the chunker still
+makes with ``merge_below_tokens: 0`` (the same IDs: ``tests/test_sections.py``), so the store it
+left is made here by ingesting with that setting. The default chunker then re-chunks every
+document once (its fingerprint changed), and embeds only the merged chunks, in a run killed
+midway and finished by the next: nothing is fetched again, nothing saved before the kill is
+embedded again, and a page whose sections merge nothing keeps its chunk IDs and vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from pipeline.store.state import StateStore, sqlite_url
+from tests.crawl.site_server import SiteServer
+from tests.support import run_materializations, worker_env, write_sources
+from tests.test_incremental_ingest import SOURCE, Site, assert_same_contents, chroma_contents, page, section, serve
+
+REPO = Path(__file__).resolve().parents[1]
+TOPICS = 24
+MERGED_WITH_A_VECTOR = (
+    "SELECT count(*) FROM pipeline_chunks c WHERE instr(c.text, char(10) || 'Note' || char(10)) > 0"
+    " AND EXISTS (SELECT 1 FROM pipeline_vectors v WHERE v.text_hash = c.embedding_hash)"
+)
+
+
+def build(server: SiteServer) -> None:
+    """A handbook of one long section, and topic pages whose one-sentence note joins their overview."""
+    links = tuple(f"p{n}.html" for n in range(TOPICS))
+    serve(server, "/docs/index.html", page("Handbook", section("Start", "onboarding", 8), links=links))
+    for n in range(TOPICS):
+        serve(
+            server,
+            f"/docs/p{n}.html",
+            page(f"Topic {n}", section("Overview", f"topic{n}", 5), section("Note", f"note{n}", 1)),
+        )
+
+
+def merged_with_a_vector(data_dir: Path) -> int:
+    engine = sa.create_engine(sqlite_url(data_dir))
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(sa.text(MERGED_WITH_A_VECTOR)) or 0
+    finally:
+        engine.dispose()
+
+
+def run(command: list[str], env: dict[str, str]) -> str:
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    return json.loads(finished.stdout.strip().splitlines()[-1])[f"ingest:{SOURCE}"]
+
+
+@pytest.mark.timeout(300)
+def test_merging_short_sections_re_embeds_only_merged_chunks_once_across_a_kill(tmp_path: Path) -> None:
+    with SiteServer() as server:
+        build(server)
+        data_dir, dagster_home = tmp_path / "data", tmp_path / "dagster_home"
+        dagster_home.mkdir()
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        site = Site(server, tmp_path, None)
+        sources = write_sources(tmp_path / "sources.yaml", [site.source()])
+        env = worker_env(DAGSTER_HOME=str(dagster_home), PIPELINE_DATA_DIR=str(data_dir), PIPELINE_SOURCES=str(sources))
+        worker = [sys.executable, "-m", "tests.restart_worker"]
+        apart = {"ops": {"document_chunks": {"config": {"merge_below_tokens": 0}}}}
+        run([*worker, f"--run-config={json.dumps(apart)}", f"ingest:{SOURCE}"], env)
+        before = chroma_contents(data_dir)
+        handbook = {chunk_id for chunk_id, stored in before.items() if stored.metadata["url"].endswith("/index.html")}
+        assert len(before) == len(handbook) + 2 * TOPICS  # every topic: an overview chunk and a note chunk
+
+        save_often = {"ops": {"vector_index": {"config": {"save_every": 4}}}}
+        upgrade = [*worker, f"--run-config={json.dumps(save_often)}", f"ingest:{SOURCE}"]
+        killed = subprocess.Popen(upgrade, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while merged_with_a_vector(data_dir) < 8:
+            assert killed.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never started embedding the merged chunks"
+            time.sleep(0.05)
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        saved = merged_with_a_vector(data_dir)
+
+        run_id = run(upgrade, env)
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            metadata = run_materializations(instance, run_id)
+        cold = site.cold("merged")
+
+    after = chroma_contents(data_dir)
+    assert saved < TOPICS, "the kill must land midway through the re-embedding"
+    assert metadata["crawled_pages"]["pages_not_modified"] == TOPICS + 1  # nothing fetched in full again
+    # Nothing saved before the kill is embedded again; the handbook's chunks are not embedded at all.
+    assert metadata["vector_index"]["chunks_embedded"] == TOPICS - saved
+    for chunk_id in handbook:
+        assert after[chunk_id].document == before[chunk_id].document
+        np.testing.assert_array_equal(after[chunk_id].embedding, before[chunk_id].embedding)
+    merged = set(after) - handbook
+    assert len(merged) == TOPICS and not merged & set(before)
+    assert all("\nNote\n" in after[chunk_id].document for chunk_id in merged)
+    store = StateStore(sqlite_url(data_dir))
+    assert set(after) == store.chunks.ids(SOURCE)
+    store.dispose()
+    assert_same_contents(after, cold)
