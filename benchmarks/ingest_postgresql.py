@@ -1,6 +1,6 @@
 """Ingest the PostgreSQL 15 manual (Debian ``postgresql-doc-15``), then refresh it twice, all in one run.
 
-    uv run python benchmarks/ingest_postgresql.py DATA_DIR [--cold-only]
+    uv run python benchmarks/ingest_postgresql.py DATA_DIR [--cold-only | --upgrade]
 
 Serves a copy of ``/usr/share/doc/postgresql-doc-15/html`` on 127.0.0.1:18900 (the base URL
 the labelled set's paths are relative to) and runs the ``ingest_source`` job for one source,
@@ -64,13 +64,21 @@ def main() -> None:
         action="store_true",
         help="Stop after the cold ingest: a data directory for benchmarks/answer_quality.py and quality.py.",
     )
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="Refresh a directory an earlier release ingested, once, and print what the current code re-chunked "
+        "and re-embedded (a new chunker version re-chunks every page).",
+    )
     parser.add_argument("--embed-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     data_dir = arguments.data_dir.resolve()
     if arguments.embed_only:
         embed_only(data_dir)
         return
-    if (data_dir / "state.db").exists():
+    if arguments.upgrade and not (data_dir / "state.db").exists():
+        parser.error(f"{data_dir} holds no ingest (state.db) to upgrade")
+    if not arguments.upgrade and (data_dir / "state.db").exists():
         parser.error(f"{data_dir} already holds an ingest (state.db); pass a new directory for a cold run")
     data_dir.mkdir(parents=True, exist_ok=True)
     sources = data_dir / "sources.yaml"
@@ -121,6 +129,18 @@ def main() -> None:
                 }
                 return elapsed, metadata, steps
 
+            if arguments.upgrade:
+                seconds, metadata, _ = ingest()
+                chunks, index = metadata["document_chunks"], metadata["vector_index"]
+                extracted = metadata["extracted_documents"]["documents_extracted"]
+                print(
+                    f"upgrade refresh: {seconds:.1f} s; documents re-extracted {extracted}, "
+                    f"re-chunked {chunks['documents_chunked']}; chunks added {chunks['chunks_added']}, "
+                    f"removed {chunks['chunks_removed']}, now {chunks['chunks_total']}; "
+                    f"texts embedded {index['texts_embedded']} in {index['embed_seconds']:.1f} s; "
+                    f"pages not modified {metadata['crawled_pages']['pages_not_modified']}"
+                )
+                return
             cold, metadata, step_seconds = ingest()
             cold_rss = _peak_rss_mb()
             crawl, index = metadata["crawled_pages"], metadata["vector_index"]

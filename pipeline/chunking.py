@@ -2,8 +2,8 @@
 
 Heading sections shorter than ``merge_below_tokens`` are first joined to their
 neighbours (``pipeline.sections``): embedded alone, a one-line note or parameter
-description loses the text around it, and the chunk representation study measured
-the join as better at every retrieval stage (docs/evaluation.md). A merged run
+description loses the text around it (the chunk representation study in
+docs/evaluation.md measured the threshold). A merged run
 carries its first section's heading path; the later sections' headings stay in its
 text. Every other section is chunked on its own, so its chunks never span two
 headings and their heading path is exact.
@@ -75,7 +75,7 @@ class ChunkingConfig:
     overlap_tokens: int = 30
     min_tokens: int = 20
     # Heading sections with fewer tokens are joined to their neighbours (pipeline.sections); 0: never.
-    merge_below_tokens: int = 80
+    merge_below_tokens: int = 40
 
     def __post_init__(self) -> None:
         if self.max_tokens < MAX_HEADER_TOKENS + 20:

@@ -1,11 +1,11 @@
 """Alternative chunk representations for the chunk representation study (``benchmarks/chunk_study.py``).
 
-The shipped chunker (``pipeline.chunking``) joins heading sections under 80 tokens to their
+The shipped chunker (``pipeline.chunking``) joins heading sections under 40 tokens to their
 neighbours, cuts each (merged) section on its own and embeds ``Title > heading path`` above the
 passage. The study compares what retrieval gets from other shapes of the same extracted documents:
 
 - ``sections``: every heading section on its own, the chunker before issue 18;
-- ``merged-80``: the shipped chunker; ``merged-40`` and ``merged-120`` join sections under 40
+- ``merged-40``: the shipped chunker; ``merged-80`` and ``merged-120`` join sections under 80
   and 120 tokens instead;
 - ``prefix-title`` / ``prefix-path`` / ``prefix-none``: ``sections``' chunks, embedding only
   the page title, only the heading path, or the bare passage above the text;
