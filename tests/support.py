@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -188,3 +191,15 @@ def forget_chroma_clients() -> None:
     and a second client on the same path can then find the database locked."""
     SharedSystemClient.clear_system_cache()
     gc.collect()
+
+
+def kill_midway(command: list[str], env: dict[str, str], progress: Callable[[], int], at_least: int, cwd: Path) -> None:
+    """Start ``command`` and SIGKILL it once ``progress()`` reaches ``at_least``, as a dyno restart would."""
+    started = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while progress() < at_least:
+        assert started.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, f"the run never got to {at_least} of what it was to be killed during"
+        time.sleep(0.05)
+    os.kill(started.pid, signal.SIGKILL)
+    started.wait()

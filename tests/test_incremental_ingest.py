@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from tests.crawl.site_server import Reply, SiteServer
 from tests.support import (
     PipelineRun,
     forget_chroma_clients,
+    kill_midway,
     make_resources,
     materialization_metadata,
     run_materializations,
@@ -250,28 +248,28 @@ def test_pages_stored_before_links_were_kept_are_fetched_in_full_once(site: Site
     assert all(seen.status == 304 for seen in site.server.log[log_start:] if seen.path.endswith(".html"))
 
 
-def many_pages(server: SiteServer, count: int) -> None:
+def topic_sections(n: int) -> tuple[str, ...]:
+    return section("Overview", f"topic{n}"), section("Tuning", f"knob{n}")
+
+
+def many_pages(server: SiteServer, count: int, sections: Callable[[int], tuple[str, ...]] = topic_sections) -> None:
+    """A handbook (one section) linking to ``count`` topic pages, topic ``n`` made of ``sections(n)``."""
     links = tuple(f"p{n}.html" for n in range(count))
     serve(server, "/docs/index.html", page("Handbook", section("Start", "onboarding", 3), links=links))
     for n in range(count):
-        serve(
-            server,
-            f"/docs/p{n}.html",
-            page(f"Topic {n}", section("Overview", f"topic{n}"), section("Tuning", f"knob{n}")),
-        )
+        serve(server, f"/docs/p{n}.html", page(f"Topic {n}", *sections(n)))
 
 
-CHUNKS_WITH_A_VECTOR = (
-    "SELECT count(*) FROM pipeline_chunks c "
-    "WHERE EXISTS (SELECT 1 FROM pipeline_vectors v WHERE v.text_hash = c.embedding_hash)"
-)
-
-
-def embedded_so_far(data_dir: Path) -> int:
+def embedded_so_far(data_dir: Path, chunks: str = "1") -> int:
+    """How many stored chunks (those matching the SQL condition ``chunks`` on ``c``) have a vector."""
+    query = (
+        f"SELECT count(*) FROM pipeline_chunks c WHERE ({chunks}) "
+        "AND EXISTS (SELECT 1 FROM pipeline_vectors v WHERE v.text_hash = c.embedding_hash)"
+    )
     engine = sa.create_engine(sqlite_url(data_dir))
     try:
         with engine.connect() as connection:
-            return connection.scalar(sa.text(CHUNKS_WITH_A_VECTOR)) or 0
+            return connection.scalar(sa.text(query)) or 0
     except sa.exc.OperationalError:  # the schema is not created yet
         return 0
     finally:
@@ -290,14 +288,7 @@ def test_a_run_killed_while_embedding_is_finished_by_the_next_without_duplicates
         save_often = json.dumps({"ops": {"vector_index": {"config": {"save_every": 4}}}})
         command = [sys.executable, "-m", "tests.restart_worker", f"--run-config={save_often}", f"ingest:{SOURCE}"]
 
-        killed = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
-        while embedded_so_far(data_dir) < 12:
-            assert killed.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "the run never started embedding"
-            time.sleep(0.05)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait()
+        kill_midway(command, env, lambda: embedded_so_far(data_dir), 12, REPO)
         saved = embedded_so_far(data_dir)
         store = StateStore(sqlite_url(data_dir))
         total = store.chunks.count(SOURCE)
