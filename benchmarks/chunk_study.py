@@ -55,7 +55,7 @@ from pipeline.evaluation.chunk_rankings import (
 from pipeline.evaluation.chunk_variants import VARIANTS, WHOLE_PAGE_VARIANTS, Fits, VariantChunk
 from pipeline.evaluation.labels import LabelledSet, load_labelled_set, pages_in_order
 from pipeline.evaluation.metrics import METRICS, evaluate_rankings
-from pipeline.evaluation.page_signal import lead_text, mean_page_vectors, page_vectors_by_url
+from pipeline.evaluation.page_signal import PageVectors, lead_text, mean_page_vectors, page_rows, page_vectors_by_url
 from pipeline.extract import Document, Section, extract_document
 from pipeline.ingest.chunks import chunk_fits
 from pipeline.local.scoring import LocalRelevanceScorer, header_of
@@ -65,7 +65,8 @@ from pipeline.store.embeddings import pack_embedding, unpack_embedding
 from pipeline.store.lexical import LexicalIndex
 from pipeline.tables import markdown_table
 
-PAGE_VECTORS = ("mean", "lead")
+# Per-chunk second vectors fused into dense scores: the page's mean or lead vector, or the chunk's own header line.
+PAGE_VECTORS = ("mean", "lead", "head")
 # Candidate rankings reranked by the local scorer and packed: plain hybrid, then hybrid with the mean page signal.
 RERANKED = ("hybrid", *page_families(("mean",))["hybrid+mean"])
 HALVES = ("selection", "report", "all")
@@ -202,9 +203,14 @@ def run_variant(
     vectors, embedded, seconds = cache.vectors([chunk.embedding_text for chunk in chunks], embedder)
     queries = {query.query_id: query.query for query in labels.queries}
     urls = [chunk.url for chunk in chunks]
+    # A chunk's header line (``Title > H2 > H3``) as a vector of its own: the distinct lines take the
+    # place of pages in PageVectors, so the fusion is page_signal's with the header's similarity.
+    header_lines, header_rows = page_rows([header_of(chunk.embedding_text, header_line) for chunk in chunks])
+    header_vectors, _, _ = cache.vectors(list(header_lines), embedder)
     page_vectors = {
         "mean": mean_page_vectors(urls, vectors),
         "lead": page_vectors_by_url(urls, leads, vectors.shape[1]),
+        "head": PageVectors(header_lines, header_vectors, header_rows),
     }
     with tempfile.TemporaryDirectory() as scratch:
         lexical = LexicalIndex(scratch)
