@@ -20,6 +20,8 @@ the newest migration (:mod:`pipeline.store.migrate`).
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,15 +65,32 @@ def create_state_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
-            # WAL lets Dagster's step processes read while one of them writes.
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=60000")
+            _enter_wal_mode(cursor)
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+
+def _enter_wal_mode(cursor: sqlite3.Cursor, attempts: int = 20) -> None:
+    """WAL lets Dagster's step processes read while one of them writes.
+
+    Switching a new database to WAL takes an exclusive lock, and SQLite answers "database is
+    locked" at once, without waiting out the busy timeout, to a connection that would deadlock
+    waiting: processes opening a new database together (a first run's steps, or web, worker and
+    release after a deploy) can meet that. Once the database is in WAL mode the pragma only reads it.
+    """
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 class StateStore:

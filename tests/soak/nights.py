@@ -44,6 +44,7 @@ from pipeline.store.schema import metadata as state_metadata
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
 from tests.crawl.site_server import SiteServer
+from tests.soak.embedded_poll import EMBEDDED_TEXTS
 from tests.soak.site import SECTIONS, EvolvingSite
 from tests.support import forget_chroma_clients
 
@@ -60,10 +61,6 @@ FAULTS = (
 # The source that a rename renames (its URLs stay; only the name in the sources file changes).
 RENAMED = {"reference": "api-reference"}
 # Distinct texts of the stored chunks that have a vector (one model embeds in the soak).
-EMBEDDED_TEXTS = (
-    "SELECT count(DISTINCT c.embedding_hash) FROM pipeline_chunks c "
-    "WHERE EXISTS (SELECT 1 FROM pipeline_vectors v WHERE v.text_hash = c.embedding_hash)"
-)
 
 
 @dataclass
@@ -312,8 +309,12 @@ class Soak:
         with (self.workdir / "killed-worker.log").open("ab") as output:
             worker = subprocess.Popen(command, cwd=REPO, env=dict(os.environ), stdout=output, stderr=output)
             deadline = time.monotonic() + 300
-            while self.embedded_texts() < before + 8 and worker.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # Polled from child processes (tests/soak/embedded_poll.py), each for a second at most, so the
+            # worker's exit is noticed; one that dies, of SIGBUS inside SQLite as the soak once did, is replaced.
+            poll = [sys.executable, "-m", "tests.soak.embedded_poll", str(self.data_dir / "state.db"), str(before + 8)]
+            while worker.poll() is None and time.monotonic() < deadline:
+                if subprocess.run([*poll, "1"], cwd=REPO, capture_output=True).returncode == 0:
+                    break
             worker.send_signal(signal.SIGKILL)
             worker.wait()
         forget_chroma_clients()
@@ -326,9 +327,8 @@ class Soak:
         return self._store
 
     def embedded_texts(self) -> int:
-        # One engine for the soak's life, its connection kept: the killed night polls this every 50 ms
-        # while a worker process writes the database, and an engine opened and disposed per poll mapped
-        # and unmapped SQLite's WAL index each time (the soak died there of SIGBUS under CI).
+        # One engine for the soak's life, its connection kept. While a worker writes, the count is
+        # polled from child processes instead (kill_an_ingest_midway).
         if self._poll_engine is None:
             self._poll_engine = sa.create_engine(sqlite_url(self.data_dir), pool_size=1)
         with self._poll_engine.connect() as connection:
