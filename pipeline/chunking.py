@@ -3,10 +3,9 @@
 Heading sections shorter than ``merge_below_tokens`` are first joined to their
 neighbours (``pipeline.sections``): embedded alone, a one-line note or parameter
 description loses the text around it (the chunk representation study in
-docs/evaluation.md measured the threshold). A merged run
-carries its first section's heading path; the later sections' headings stay in its
-text. Every other section is chunked on its own, so its chunks never span two
-headings and their heading path is exact.
+docs/evaluation.md measured the threshold). A merged run carries its first section's
+heading path; the later sections' headings stay in its text. Every other section is
+chunked on its own, so its chunks never span two headings and their heading path is exact.
 
 Within a section the text is cut at the coarsest boundary that yields pieces
 within budget: paragraphs, then lines (list items, table rows, code lines), then
