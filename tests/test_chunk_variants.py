@@ -75,3 +75,26 @@ def test_a_variant_chunk_is_stored_with_its_passage_and_embedded_text():
     stored = chunk.stored("7", 7)
     assert (stored.chunk_id, stored.url, stored.title, stored.heading_path) == ("7", URL, "Limits", ("Limits", "Rates"))
     assert (stored.text, stored.embedding_text, stored.token_count) == ("Wait.", "Wait.", tokens.count_tokens("Wait."))
+
+
+BURSTS = "Bursts wait. " + words(50, "burst")
+
+
+def test_summary_variant_puts_the_pages_lead_between_header_and_passage_once():
+    page = Document(
+        URL,
+        "Limits",
+        (
+            Section(("Limits",), "Every key has limits. " + words(50, "lead")),
+            Section(("Limits", "Burst"), BURSTS),
+        ),
+    )
+    first, second = VARIANTS["summary-30"](page, always)
+    lead = tokens.truncate_to_tokens(page.sections[0].text, 30)
+    # The page's own first chunk already starts with the lead: not repeated.
+    assert first.embedding_text == f"Limits\n{page.sections[0].text}"
+    assert second.embedding_text == f"Limits > Burst\n{lead}\n{BURSTS}"
+    assert second.text == BURSTS
+    # A chunk that cannot carry the lead within fits() embeds without it.
+    without_room = VARIANTS["summary-30"](page, lambda text: not text.startswith("Limits > Burst\nEvery"))
+    assert without_room[1].embedding_text == f"Limits > Burst\n{BURSTS}"

@@ -12,7 +12,9 @@ passage. The study compares what retrieval gets from other shapes of the same ex
 - ``naive-window``: the page title, then a fixed window of the page's text (headings
   ignored), ``window_tokens`` cl100k tokens every ``stride_tokens`` (200 every 170);
   ``window-128``: 128 every 100; ``page-window``: ``naive-window`` over the whole page's text,
-  navigation included.
+  navigation included;
+- ``summary-30``: the shipped chunks, cut 30 tokens shorter, with the page's first 30 tokens of
+  text between the header and the passage.
 
 A window's passage (what a context set shows) is the window without the title, under the
 page title and no heading path; the other variants show the shipped chunk's passage.
@@ -143,6 +145,25 @@ def _is_char_start(data: bytes, offset: int) -> bool:
     return offset == len(data) or data[offset] & 0xC0 != 0x80
 
 
+def summary_chunks(document: Document, fits: Fits, summary_tokens: int = 30) -> list[VariantChunk]:
+    """The shipped chunks with the page's lead (its first text, cut to ``summary_tokens``) between header and passage.
+
+    Chunks are cut ``summary_tokens`` shorter so the lead fits beside them; a chunk that already starts
+    with the lead, or that cannot carry it within ``fits``, embeds without it.
+    """
+    lead = next((section.text.strip() for section in document.sections if section.text.strip()), "")
+    summary = " ".join(tokens.truncate_to_tokens(lead, summary_tokens).split())
+    config = ChunkingConfig(max_tokens=ChunkingConfig().max_tokens - summary_tokens)
+    chunks = []
+    for chunk in chunk_document(document, config, fits=fits):
+        header, _, passage = chunk.embedding_text.partition("\n")
+        with_summary = f"{header}\n{summary}\n{passage}"
+        starts_with_it = " ".join(passage.split()).startswith(summary)
+        embedded = with_summary if summary and not starts_with_it and fits(with_summary) else chunk.embedding_text
+        chunks.append(VariantChunk(chunk.url, embedded, chunk.title, chunk.heading_path, chunk.text))
+    return chunks
+
+
 VARIANTS: dict[str, Callable[[Document, Fits], list[VariantChunk]]] = {
     "sections": lambda document, fits: merged_chunks(document, fits, min_tokens=0),
     "merged-40": lambda document, fits: merged_chunks(document, fits, min_tokens=40),
@@ -154,6 +175,7 @@ VARIANTS: dict[str, Callable[[Document, Fits], list[VariantChunk]]] = {
     "prefix-path": lambda document, fits: prefixed_chunks(document, fits, "path"),
     "prefix-none": lambda document, fits: prefixed_chunks(document, fits, "none"),
     "page-window": window_chunks,
+    "summary-30": summary_chunks,
 }
 # Variants given the whole page's text (navigation included) as the document's one section.
 WHOLE_PAGE_VARIANTS = frozenset({"page-window"})
