@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,8 @@ from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, UNANSWERABLE_QUER
 from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.stand_ins import local_scorer
 from pipeline.store.state import StateStore
+
+REPO = Path(__file__).resolve().parents[1]
 
 ALL_ASSETS = [
     *dg.load_assets_from_modules([ingest, retrieve, rerank, context_sets, answers, evaluation]),
@@ -193,9 +197,9 @@ def forget_chroma_clients() -> None:
     gc.collect()
 
 
-def kill_midway(command: list[str], env: dict[str, str], progress: Callable[[], int], at_least: int, cwd: Path) -> None:
-    """Start ``command`` and SIGKILL it once ``progress()`` reaches ``at_least``, as a dyno restart would."""
-    started = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_midway(command: list[str], env: dict[str, str], progress: Callable[[], int], at_least: int) -> None:
+    """Start a :func:`worker_command`; SIGKILL it once ``progress()`` reaches ``at_least``, as a dyno restart would."""
+    started = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while progress() < at_least:
         assert started.poll() is None, "the run ended before it could be killed"
@@ -203,3 +207,25 @@ def kill_midway(command: list[str], env: dict[str, str], progress: Callable[[], 
         time.sleep(0.05)
     os.kill(started.pid, signal.SIGKILL)
     started.wait()
+
+
+def quiet_dagster_home(directory: Path) -> Path:
+    """A new DAGSTER_HOME for worker processes, telemetry off."""
+    directory.mkdir()
+    (directory / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return directory
+
+
+def worker_command(*runs: str, run_config: dict | None = None) -> list[str]:
+    """``tests/restart_worker.py`` running ``runs`` (``ingest:<source>``, ``context_sets``) in a new process."""
+    config = [f"--run-config={json.dumps(run_config)}"] if run_config else []
+    return [sys.executable, "-m", "tests.restart_worker", *config, *runs]
+
+
+def run_worker(command: list[str], env: dict[str, str], dagster_home: Path, timeout: float = 600) -> dict[str, dict]:
+    """Run a :func:`worker_command` to the end; returns each run's materialisation metadata by asset."""
+    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-6000:]
+    run_ids = json.loads(completed.stdout.strip().splitlines()[-1])
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        return {run: run_materializations(instance, run_id) for run, run_id in run_ids.items()}

@@ -10,19 +10,16 @@ embedded again, and a page whose sections merge nothing keeps its chunk IDs and 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pytest
 
 from pipeline.store.state import StateStore, sqlite_url
 from tests.crawl.site_server import SiteServer
-from tests.support import kill_midway, run_materializations, worker_env, write_sources
+from tests.support import kill_midway, quiet_dagster_home, run_worker, worker_command, worker_env, write_sources
 from tests.test_incremental_ingest import (
+    SAVE_OFTEN,
     SOURCE,
     Site,
     assert_same_contents,
@@ -32,7 +29,6 @@ from tests.test_incremental_ingest import (
     section,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 TOPICS = 24
 
 
@@ -46,37 +42,25 @@ def merged_with_a_vector(data_dir: Path) -> int:
     return embedded_so_far(data_dir, "instr(c.text, char(10) || 'Note' || char(10)) > 0")
 
 
-def run(command: list[str], env: dict[str, str]) -> str:
-    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    assert finished.returncode == 0, finished.stderr[-4000:]
-    return json.loads(finished.stdout.strip().splitlines()[-1])[f"ingest:{SOURCE}"]
-
-
 @pytest.mark.timeout(300)
 def test_merging_short_sections_re_embeds_only_merged_chunks_once_across_a_kill(tmp_path: Path) -> None:
     with SiteServer() as server:
         many_pages(server, TOPICS, overview_and_note)
-        data_dir, dagster_home = tmp_path / "data", tmp_path / "dagster_home"
-        dagster_home.mkdir()
-        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        data_dir, dagster_home = tmp_path / "data", quiet_dagster_home(tmp_path / "dagster_home")
         site = Site(server, tmp_path, None)
         sources = write_sources(tmp_path / "sources.yaml", [site.source()])
         env = worker_env(DAGSTER_HOME=str(dagster_home), PIPELINE_DATA_DIR=str(data_dir), PIPELINE_SOURCES=str(sources))
-        worker = [sys.executable, "-m", "tests.restart_worker"]
         apart = {"ops": {"document_chunks": {"config": {"merge_below_tokens": 0}}}}
-        run([*worker, f"--run-config={json.dumps(apart)}", f"ingest:{SOURCE}"], env)
+        run_worker(worker_command(f"ingest:{SOURCE}", run_config=apart), env, dagster_home, timeout=240)
         before = chroma_contents(data_dir)
         handbook = {chunk_id for chunk_id, stored in before.items() if stored.metadata["url"].endswith("/index.html")}
         assert len(before) == len(handbook) + 2 * TOPICS  # every topic: an overview chunk and a note chunk
 
-        save_often = {"ops": {"vector_index": {"config": {"save_every": 4}}}}
-        upgrade = [*worker, f"--run-config={json.dumps(save_often)}", f"ingest:{SOURCE}"]
-        kill_midway(upgrade, env, lambda: merged_with_a_vector(data_dir), 8, REPO)
+        upgrade = worker_command(f"ingest:{SOURCE}", run_config=SAVE_OFTEN)
+        kill_midway(upgrade, env, lambda: merged_with_a_vector(data_dir), 8)
         saved = merged_with_a_vector(data_dir)
 
-        run_id = run(upgrade, env)
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            metadata = run_materializations(instance, run_id)
+        metadata = run_worker(upgrade, env, dagster_home, timeout=240)[f"ingest:{SOURCE}"]
         cold = site.cold("merged")
 
     after = chroma_contents(data_dir)

@@ -10,9 +10,6 @@ orphans, and without embedding again what it had saved.
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +30,13 @@ from tests.support import (
     kill_midway,
     make_resources,
     materialization_metadata,
-    run_materializations,
+    quiet_dagster_home,
+    run_worker,
+    worker_command,
     worker_env,
     write_sources,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCE = "docs"
 # Ingest never calls the rerank endpoint; nothing listens here.
 UNUSED_RERANK_URL = "http://127.0.0.1:9"
@@ -260,6 +258,10 @@ def many_pages(server: SiteServer, count: int, sections: Callable[[int], tuple[s
         serve(server, f"/docs/p{n}.html", page(f"Topic {n}", *sections(n)))
 
 
+# Vectors saved every 4 texts, so a killed run leaves most of what it embedded.
+SAVE_OFTEN = {"ops": {"vector_index": {"config": {"save_every": 4}}}}
+
+
 def embedded_so_far(data_dir: Path, chunks: str = "1") -> int:
     """How many stored chunks (those matching the SQL condition ``chunks`` on ``c``) have a vector."""
     query = (
@@ -280,15 +282,12 @@ def embedded_so_far(data_dir: Path, chunks: str = "1") -> int:
 def test_a_run_killed_while_embedding_is_finished_by_the_next_without_duplicates_or_orphans(tmp_path: Path) -> None:
     with SiteServer() as server:
         many_pages(server, 16)
-        data_dir, dagster_home = tmp_path / "data", tmp_path / "dagster_home"
-        dagster_home.mkdir()
-        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        data_dir, dagster_home = tmp_path / "data", quiet_dagster_home(tmp_path / "dagster_home")
         sources = write_sources(tmp_path / "sources.yaml", [Site(server, tmp_path, None).source()])
         env = worker_env(DAGSTER_HOME=str(dagster_home), PIPELINE_DATA_DIR=str(data_dir), PIPELINE_SOURCES=str(sources))
-        save_often = json.dumps({"ops": {"vector_index": {"config": {"save_every": 4}}}})
-        command = [sys.executable, "-m", "tests.restart_worker", f"--run-config={save_often}", f"ingest:{SOURCE}"]
+        command = worker_command(f"ingest:{SOURCE}", run_config=SAVE_OFTEN)
 
-        kill_midway(command, env, lambda: embedded_so_far(data_dir), 12, REPO)
+        kill_midway(command, env, lambda: embedded_so_far(data_dir), 12)
         saved = embedded_so_far(data_dir)
         store = StateStore(sqlite_url(data_dir))
         total = store.chunks.count(SOURCE)
@@ -296,11 +295,7 @@ def test_a_run_killed_while_embedding_is_finished_by_the_next_without_duplicates
         assert 12 <= saved < total, "the kill must land midway through embedding"
         assert len(in_chroma) <= saved
 
-        finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-        assert finished.returncode == 0, finished.stderr[-4000:]
-        run_id = json.loads(finished.stdout.strip().splitlines()[-1])[f"ingest:{SOURCE}"]
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            metadata = run_materializations(instance, run_id)
+        metadata = run_worker(command, env, dagster_home, timeout=240)[f"ingest:{SOURCE}"]
 
         index = metadata["vector_index"]
         assert index["chunks_embedded"] == total - saved  # nothing saved before the kill is embedded again

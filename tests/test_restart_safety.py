@@ -10,7 +10,6 @@ bill no rerank search units, and publish the same context sets from the same ran
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from pipeline.demo import serve_directory, site_dir
@@ -37,9 +35,8 @@ from pipeline.store.vectors import (
 )
 from tests.commands import chroma_server_on_loopback
 from tests.conftest import fresh_postgres_database
-from tests.support import TEST_KEY, run_materializations, worker_env, write_sources
+from tests.support import TEST_KEY, quiet_dagster_home, run_worker, worker_command, worker_env, write_sources
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCE = "user-guide"
 INGEST = f"ingest:{SOURCE}"
 QUERIES = 12  # in pipeline/demo/queries.yaml
@@ -67,18 +64,7 @@ class Worker:
 
     def start(self, *runs: str) -> dict[str, dict[str, dict]]:
         """Run ``runs`` in a new process; returns each run's materialisation metadata by asset."""
-        completed = subprocess.run(
-            [sys.executable, "-m", "tests.restart_worker", *runs],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-6000:]
-        run_ids = json.loads(completed.stdout.strip().splitlines()[-1])
-        with dg.DagsterInstance.from_config(str(self.dagster_home)) as instance:
-            return {run: run_materializations(instance, run_id) for run, run_id in run_ids.items()}
+        return run_worker(worker_command(*runs), self.env, self.dagster_home)
 
     def wipe_disk(self) -> None:
         shutil.rmtree(self.data_dir)
@@ -101,9 +87,7 @@ def services() -> Iterator[tuple[str, LocalRerankService]]:
 
 
 def _worker(tmp_path: Path, database_url: str, site_url: str, rerank_url: str, **settings: str) -> Worker:
-    data_dir, dagster_home = tmp_path / "data", tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    data_dir, dagster_home = tmp_path / "data", quiet_dagster_home(tmp_path / "dagster_home")
     sources = write_sources(
         tmp_path / "sources.yaml",
         [{"name": SOURCE, "start_urls": [site_url], "allow_private_hosts": True, "max_pages": 200}],

@@ -60,7 +60,6 @@ FAULTS = (
 )
 # The source that a rename renames (its URLs stay; only the name in the sources file changes).
 RENAMED = {"reference": "api-reference"}
-# Distinct texts of the stored chunks that have a vector (one model embeds in the soak).
 
 
 @dataclass
