@@ -25,6 +25,8 @@ def merge_short_sections(sections: Sequence[Section], min_tokens: int, max_token
     was about is still embedded. A section that joins nothing is returned as it came, so its
     chunks (and their IDs) are the ones it had before merging existed.
     """
+    if min_tokens <= 0:
+        return tuple(sections)  # nothing is short: no section's tokens need counting
     runs: list[tuple[Section, int]] = []  # (section or merged run, its tokens)
     for section in sections:
         text = section.text.strip()
