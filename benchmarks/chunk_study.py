@@ -77,9 +77,9 @@ def read_only(database: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{database}?mode=ro", uri=True)
 
 
-def stored_documents(data_dir: Path) -> Iterator[tuple[Document, str]]:
+def stored_documents(data_dir: Path, page_text: bool) -> Iterator[tuple[Document, str | None]]:
     """The data directory's documents, in URL order, extracted again from the stored pages, each with
-    the whole page's text (navigation included, as ``get_text`` gives it).
+    the whole page's text (navigation included, as ``get_text`` gives it) when ``page_text``, else None.
 
     Extracting again gives what the stored documents do not keep (a variant may read more of the
     page); the sections must come out as stored, or the study would not be measuring the pipeline's text.
@@ -95,7 +95,7 @@ def stored_documents(data_dir: Path) -> Iterator[tuple[Document, str]]:
             stored = tuple(Section(tuple(s["heading_path"]), s["text"]) for s in json.loads(sections))
             if (document.title, document.sections) != (title, stored):
                 raise SystemExit(f"{url}: extracting the stored page again does not give the stored document")
-            yield document, BeautifulSoup(html, "lxml").get_text(" ", strip=True)
+            yield document, BeautifulSoup(html, "lxml").get_text(" ", strip=True) if page_text else None
 
 
 class VectorCache:
@@ -294,10 +294,11 @@ def main() -> None:
     cache = VectorCache(arguments.cache)
     seeded = cache.seed(arguments.data)
     scorer = local_scorer(embedder, known_vectors=CachedVectors(cache, embedder))
-    pages = list(stored_documents(arguments.data))
+    # Only a whole-page variant needs the page's text, which costs a second parse of every page.
+    pages = list(stored_documents(arguments.data, page_text=not WHOLE_PAGE_VARIANTS.isdisjoint(names)))
     documents = [document for document, _ in pages]
     # Variants over the whole page's text see one section: the page's text as a browser's select-all copies it.
-    whole_pages = [replace(document, sections=(Section((), text),)) for document, text in pages]
+    whole_pages = [replace(document, sections=(Section((), text),)) for document, text in pages if text is not None]
     print(
         f"{arguments.labels}: {len(documents)} documents, {len(labels.queries)} questions "
         f"(selection {len(split['selection'])}, report {len(split['report'])}, seed {arguments.seed}); "

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from pipeline import tokens
 from pipeline.chunking import MAX_HEADER_TOKENS, ChunkingConfig, chunk_document, context_header
+from pipeline.evaluation.page_signal import first_text
 from pipeline.extract import Document
 from pipeline.store.records import StoredChunk
 
@@ -151,8 +152,7 @@ def summary_chunks(document: Document, fits: Fits, summary_tokens: int = 30) -> 
     Chunks are cut ``summary_tokens`` shorter so the lead fits beside them; a chunk that already starts
     with the lead, or that cannot carry it within ``fits``, embeds without it.
     """
-    lead = next((section.text.strip() for section in document.sections if section.text.strip()), "")
-    summary = " ".join(tokens.truncate_to_tokens(lead, summary_tokens).split())
+    summary = " ".join(tokens.truncate_to_tokens(first_text(document), summary_tokens).split())
     config = ChunkingConfig(max_tokens=ChunkingConfig().max_tokens - summary_tokens)
     chunks = []
     for chunk in chunk_document(document, config, fits=fits):

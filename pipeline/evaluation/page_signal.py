@@ -77,6 +77,11 @@ def page_fused_scores(
     return chunk_scores + weight * page_scores[:, pages.chunk_pages]
 
 
+def first_text(document: Document) -> str:
+    """The page's first non-blank section text, stripped; "" when it has none."""
+    return next((section.text.strip() for section in document.sections if section.text.strip()), "")
+
+
 def lead_text(document: Document, fits: Callable[[str], bool]) -> str | None:
     """The page title, a newline, then its first section's text, cut (in cl100k tokens) until the whole ``fits``.
 
@@ -84,7 +89,7 @@ def lead_text(document: Document, fits: Callable[[str], bool]) -> str | None:
     text. A lead that cannot fit even at one token leaves the title alone.
     """
     title = tokens.truncate_to_tokens(document.title, MAX_HEADER_TOKENS)
-    lead = next((section.text.strip() for section in document.sections if section.text.strip()), "")
+    lead = first_text(document)
     if not lead:
         return None
     budget = ChunkingConfig().max_tokens - MAX_HEADER_TOKENS
