@@ -12,8 +12,9 @@ shipped chunker costs nothing), and each variant is ranked by
 ``pipeline.evaluation.chunk_rankings``: dense (exact cosine search, numpy, not Chroma's HNSW),
 BM25 (the pipeline's lexical index over the variant's embedded texts), hybrid (the two fused as
 the pipeline fuses them), dense and hybrid with a page signal at three weights (each chunk's
-page vector: the mean of its chunk vectors, or the embedding of the page's title and lead), the
-hybrid candidates (plain, and with the mean page signal at each weight) reranked in-process by
+page vector: the mean of its chunk vectors, or the embedding of the page's title and lead; or the
+page's best two or three chunk scores among the query's candidates), the hybrid candidates (plain,
+and with the mean and best-three page signals at each weight) reranked in-process by
 the local rerank stand-in's scorer (header lines embedded through the same cache), and the final
 context-set order made from each.
 
@@ -55,7 +56,14 @@ from pipeline.evaluation.chunk_rankings import (
 from pipeline.evaluation.chunk_variants import VARIANTS, WHOLE_PAGE_VARIANTS, Fits, VariantChunk
 from pipeline.evaluation.labels import LabelledSet, load_labelled_set, pages_in_order
 from pipeline.evaluation.metrics import METRICS, evaluate_rankings
-from pipeline.evaluation.page_signal import PageVectors, lead_text, mean_page_vectors, page_rows, page_vectors_by_url
+from pipeline.evaluation.page_signal import (
+    PageSupport,
+    PageVectors,
+    lead_text,
+    mean_page_vectors,
+    page_rows,
+    page_vectors_by_url,
+)
 from pipeline.extract import Document, Section, extract_document
 from pipeline.ingest.chunks import chunk_fits
 from pipeline.local.scoring import LocalRelevanceScorer, header_of
@@ -65,10 +73,12 @@ from pipeline.store.embeddings import pack_embedding, unpack_embedding
 from pipeline.store.lexical import LexicalIndex
 from pipeline.tables import markdown_table
 
-# Per-chunk second vectors fused into dense scores: the page's mean or lead vector, or the chunk's own header line.
-PAGE_VECTORS = ("mean", "lead", "head")
-# Candidate rankings reranked by the local scorer and packed: plain hybrid, then hybrid with the mean page signal.
-RERANKED = ("hybrid", *page_families(("mean",))["hybrid+mean"])
+# Second scores fused into dense scores: the page's mean or lead vector, the chunk's own header line,
+# or the page's best two or three chunk scores among the candidates.
+PAGE_VECTORS = ("mean", "lead", "head", "top2", "top3")
+# Candidate rankings reranked by the local scorer and packed: plain hybrid, then hybrid with the mean
+# page signal and with the page's best three chunk scores.
+RERANKED = ("hybrid", *page_families(("mean",))["hybrid+mean"], *page_families(("top3",))["hybrid+top3"])
 HALVES = ("selection", "report", "all")
 Metrics = dict[str, float]
 
@@ -211,6 +221,8 @@ def run_variant(
         "mean": mean_page_vectors(urls, vectors),
         "lead": page_vectors_by_url(urls, leads, vectors.shape[1]),
         "head": PageVectors(header_lines, header_vectors, header_rows),
+        "top2": PageSupport(page_rows(urls)[1], best=2),
+        "top3": PageSupport(page_rows(urls)[1], best=3),
     }
     with tempfile.TemporaryDirectory() as scratch:
         lexical = LexicalIndex(scratch)

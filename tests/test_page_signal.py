@@ -4,6 +4,7 @@ import pytest
 from pipeline import tokens
 from pipeline.evaluation.chunk_rankings import retrieval_rankings
 from pipeline.evaluation.page_signal import (
+    PageSupport,
     lead_text,
     mean_page_vectors,
     page_fused_scores,
@@ -68,6 +69,29 @@ def test_a_page_without_a_given_vector_gets_no_page_signal():
     chunk_scores = QUERY @ VECTORS.T
     fused = page_fused_scores(chunk_scores, QUERY, pages, 1.0)
     np.testing.assert_allclose(fused - chunk_scores, [[0, 1, 0, 1, 0]], atol=1e-6)
+
+
+def test_page_support_is_the_mean_of_the_pages_best_chunk_scores():
+    # Scores: B 0.9, A 0.8, B 0, A 0.8, B 0. Best two per page: A (0.8 + 0.8) / 2, B (0.9 + 0) / 2.
+    chunk_scores = QUERY @ VECTORS.T
+    support = PageSupport(np.array([0, 1, 0, 1, 0]), best=2, pool=5).scores(QUERY, chunk_scores)
+    np.testing.assert_allclose(support, [[0.45, 0.8, 0.45, 0.8, 0.45]], atol=1e-3)
+    fused = page_fused_scores(chunk_scores, QUERY, PageSupport(np.array([0, 1, 0, 1, 0]), best=2, pool=5), 1.0)
+    assert np.argsort(-fused[0], kind="stable")[:2].tolist() == [1, 3]  # page A's chunks beat B's stray one
+
+
+def test_page_support_counts_the_pools_lowest_score_for_a_slot_outside_the_pool():
+    # A third page C of one chunk scoring 0.7. Pool of three: B's 0.9, A's 0.8 and 0.8; its lowest is 0.8.
+    chunk_scores = np.array([[0.9, 0.8, 0.0, 0.8, 0.0, 0.7]])
+    pages = np.array([0, 1, 0, 1, 0, 2])
+    support = PageSupport(pages, best=2, pool=3).scores(QUERY, chunk_scores)[0]
+    assert support[1] == support[3] == pytest.approx(0.8)  # both of A's chunks in the pool
+    assert support[0] == pytest.approx((0.9 + 0.8) / 2)  # B's second slot is outside the pool
+    assert support[[2, 4, 5]] == pytest.approx([0.8, 0.8, 0.8])  # outside the pool: its lowest score
+    # With the whole page in the pool, a one-chunk page is judged by its one chunk, not padded.
+    whole = PageSupport(pages, best=2, pool=6).scores(QUERY, chunk_scores)[0]
+    assert whole[5] == pytest.approx(0.7)
+    assert whole[0] == pytest.approx(0.45)
 
 
 def test_the_lead_is_the_title_and_the_first_section_with_text():

@@ -6,9 +6,10 @@ with the pipeline's own pieces, so a variant's figures are the pipeline's as far
 - ``dense``: exact cosine search over the variant's vectors;
 - ``bm25``: the lexical search it is given (the pipeline's index over the variant's embedded texts);
 - ``hybrid``: dense and BM25, each ``2·K`` deep, fused by ``pipeline.retrieve.fuse``;
-- ``dense+mean@w`` / ``dense+lead@w``: dense with the page signal of ``pipeline.evaluation.page_signal``
-  (mean of the page's chunk vectors, or its lead's embedding) at weight ``w``; ``hybrid+mean@w`` /
-  ``hybrid+lead@w``: that dense ranking fused with BM25 as ``hybrid`` is;
+- ``dense+mean@w`` / ``dense+lead@w`` / ``dense+top3@w``: dense with a page signal of
+  ``pipeline.evaluation.page_signal`` (mean of the page's chunk vectors, its lead's embedding, or its
+  best three chunk scores) at weight ``w``; ``hybrid+mean@w`` and so on: that dense ranking fused with
+  BM25 as ``hybrid`` is;
 - ``reranked``: ``hybrid``'s candidates ordered by a scorer (the local rerank stand-in's), as the
   stand-in orders them: by score, ties in candidate order;
 - ``final``: the context set ``reranked`` makes (per-page cap, token budget), as the
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pipeline.evaluation.chunk_variants import VariantChunk
-from pipeline.evaluation.page_signal import PageVectors, page_fused_scores
+from pipeline.evaluation.page_signal import PageSupport, PageVectors, page_fused_scores
 from pipeline.evaluation.pipeline import context_order
 from pipeline.ranking import RankingPlan
 from pipeline.retrieve import Fusion, fuse
@@ -57,7 +58,7 @@ def retrieval_rankings(
     query_vectors: np.ndarray,
     chunk_vectors: np.ndarray,
     lexical: LexicalSearch,
-    page_vectors: Mapping[str, PageVectors],
+    page_vectors: Mapping[str, PageVectors | PageSupport],
     weights: Sequence[float] = PAGE_WEIGHTS,
 ) -> dict[str, ChunkRankings]:
     """Ranking name → query ID → the ``K`` best chunk IDs; ``queries`` (query ID → text) in ``query_vectors`` order."""

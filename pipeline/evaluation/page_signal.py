@@ -5,12 +5,16 @@ match a question better than the page that answers it. Adding the similarity of 
 to the chunk's whole page lets a page that is about the question outrank a stray matching
 paragraph of another page:
 
-    score(chunk) = cos(query, chunk) + weight · cos(query, page vector of the chunk's page)
+    score(chunk) = cos(query, chunk) + weight · page score(query, the chunk's page)
 
-Two page vectors are compared (``benchmarks/chunk_study.py``):
+Three page scores are compared (``benchmarks/chunk_study.py``):
 
-- the mean of the page's chunk vectors, L2-normalised: costs no embedding;
-- the embedding of the page's lead (:func:`lead_text`): one text per page.
+- cosine to the mean of the page's chunk vectors, L2-normalised: costs no embedding;
+- cosine to the embedding of the page's lead (:func:`lead_text`): one text per page;
+- the page's support (:class:`PageSupport`): the mean of its best few chunk scores among the
+  query's dense candidates, so a page with several matching chunks beats one with a single
+  stray match; it needs no vector at all, and a service can compute it over the candidates
+  it already fetched.
 """
 
 from __future__ import annotations
@@ -32,6 +36,46 @@ class PageVectors:
     urls: tuple[str, ...]
     vectors: np.ndarray  # (pages, dimensions)
     chunk_pages: np.ndarray  # (chunks,) row of each chunk's page in ``vectors``
+
+    def scores(self, query_vectors: np.ndarray, chunk_scores: np.ndarray) -> np.ndarray:
+        """Queries × chunks: each query's cosine to the chunk's page vector."""
+        return (query_vectors @ self.vectors.T)[:, self.chunk_pages]
+
+
+@dataclass(frozen=True)
+class PageSupport:
+    """A page's score for a query: the mean of its ``best`` highest chunk scores among the query's ``pool``
+    best chunks.
+
+    A page has ``min(best, its chunk count)`` slots, so a one-chunk page is judged by that chunk alone;
+    a slot whose chunk is not in the pool counts the pool's lowest score. Chunks outside the pool get
+    that lowest score too: they rank below the pool whatever their page.
+    """
+
+    chunk_pages: np.ndarray  # (chunks,) each chunk's page row
+    best: int = 3
+    pool: int = 400
+
+    def scores(self, query_vectors: np.ndarray, chunk_scores: np.ndarray) -> np.ndarray:
+        pages = int(self.chunk_pages.max()) + 1 if len(self.chunk_pages) else 0
+        slots = np.minimum(np.bincount(self.chunk_pages, minlength=pages), self.best)
+        support = np.empty_like(chunk_scores)
+        for row, scores in enumerate(chunk_scores):
+            members = np.argsort(-scores, kind="stable")[: self.pool]
+            member_scores, member_pages = scores[members], self.chunk_pages[members]
+            floor = member_scores.min()
+            # Members by page, best first within a page; a member's rank within its page picks the best few.
+            order = np.lexsort((-member_scores, member_pages))
+            grouped = member_pages[order]
+            starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+            rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+            kept = rank < self.best
+            sums = np.bincount(grouped[kept], weights=member_scores[order][kept], minlength=pages)
+            counts = np.bincount(grouped[kept], minlength=pages)
+            page_scores = (sums + (slots - counts) * floor) / np.maximum(slots, 1)
+            support[row] = floor
+            support[row, members] = page_scores[member_pages]
+        return support
 
 
 def page_rows(chunk_urls: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
@@ -68,13 +112,12 @@ def page_vectors_by_url(
 
 
 def page_fused_scores(
-    chunk_scores: np.ndarray, query_vectors: np.ndarray, pages: PageVectors, weight: float
+    chunk_scores: np.ndarray, query_vectors: np.ndarray, pages: PageVectors | PageSupport, weight: float
 ) -> np.ndarray:
-    """``chunk_scores`` (queries × chunks, cosine) plus ``weight`` times each query's cosine to the chunk's page."""
+    """``chunk_scores`` (queries × chunks, cosine) plus ``weight`` times each query's score of the chunk's page."""
     if weight < 0:
         raise ValueError(f"weight must be non-negative, got {weight}")
-    page_scores = query_vectors @ pages.vectors.T
-    return chunk_scores + weight * page_scores[:, pages.chunk_pages]
+    return chunk_scores + weight * pages.scores(query_vectors, chunk_scores)
 
 
 def first_text(document: Document) -> str:
