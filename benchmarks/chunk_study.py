@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sqlite3
 import tempfile
 import time
@@ -37,6 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import fmean
 
 import numpy as np
 from bs4 import BeautifulSoup
@@ -47,15 +47,15 @@ from pipeline.embedding import MODEL_NAME, MiniLMEmbedder
 from pipeline.evaluation.chunk_rankings import (
     RETRIEVAL,
     ChunkRankings,
-    chosen,
     final_orders,
     page_families,
     reranked,
     retrieval_rankings,
 )
 from pipeline.evaluation.chunk_variants import VARIANTS, WHOLE_PAGE_VARIANTS, Fits, VariantChunk
+from pipeline.evaluation.held_out import chosen, halves, held_out_gain
 from pipeline.evaluation.labels import LabelledSet, load_labelled_set, pages_in_order
-from pipeline.evaluation.metrics import METRICS, evaluate_rankings
+from pipeline.evaluation.metrics import METRICS, Evaluation, evaluate_rankings
 from pipeline.evaluation.page_signal import (
     PageSupport,
     PageVectors,
@@ -163,24 +163,19 @@ class CachedVectors:
         return dict(zip(texts, vectors, strict=True))
 
 
-def halves(labels: LabelledSet, seed: int) -> dict[str, set[str]]:
-    """The question IDs split in two seeded halves: one to choose a variant on, one to report it on."""
-    ids = sorted(query.query_id for query in labels.queries)
-    random.Random(seed).shuffle(ids)
-    middle = len(ids) // 2
-    return {"selection": set(ids[:middle]), "report": set(ids[middle:]), "all": set(ids)}
-
-
-def page_metrics(
-    chunks: Sequence[VariantChunk], ranked: Mapping[str, Sequence[str]], labels: LabelledSet, questions: set[str]
-) -> Metrics:
+def page_evaluation(
+    chunks: Sequence[VariantChunk], ranked: Mapping[str, Sequence[str]], labels: LabelledSet
+) -> Evaluation:
+    """Every question's page-level metrics of the chunk rankings."""
     pages = {
         query_id: pages_in_order((chunks[int(c)].url for c in ranking), labels.base_url)
         for query_id, ranking in ranked.items()
-        if query_id in questions
     }
-    qrels = {query_id: grades for query_id, grades in labels.qrels.items() if query_id in questions}
-    return evaluate_rankings(qrels, pages).mean
+    return evaluate_rankings(labels.qrels, pages)
+
+
+def half_means(evaluation: Evaluation, questions: set[str]) -> Metrics:
+    return {metric: fmean(evaluation.per_query[q][metric] for q in questions) for metric in METRICS}
 
 
 def lead_vectors(
@@ -247,31 +242,32 @@ def run_variant(
 
 
 def print_tables(
-    results: Mapping[str, Mapping[str, Mapping[str, Metrics]]], costs: Mapping[str, list[str]], split: dict[str, set]
+    results: Mapping[str, Mapping[str, Evaluation]], costs: Mapping[str, list[str]], split: dict[str, set]
 ) -> None:
-    """results: variant → ranking → half → metrics; costs: variant → its chunks and embedding columns."""
+    """results: variant → ranking → every question's metrics; costs: variant → its chunks and embedding columns."""
     columns = ["variant", "chunks", "embedded / s", "ranking", *METRICS]
     for half in HALVES:
         table = [
-            [variant, *costs[variant], ranking, *(f"{value:.3f}" for value in by_half[half].values())]
+            [variant, *costs[variant], ranking, *(f"{v:.3f}" for v in half_means(evaluation, split[half]).values())]
             for variant, by_ranking in results.items()
-            for ranking, by_half in by_ranking.items()
+            for ranking, evaluation in by_ranking.items()
         ]
         title = f"{half} half ({len(split[half])} questions)" if half != "all" else f"all {len(split[half])} questions"
         print(f"\n{title}:")
         print(markdown_table(columns, table, right_aligned=["chunks", "embedded / s", *METRICS]))
     rows = []
     for variant, by_ranking in results.items():
+        ndcg = {ranking: ndcg_by_question(evaluation) for ranking, evaluation in by_ranking.items()}
         for family, members in page_families(PAGE_VECTORS).items():
-            best = chosen({name: by_ranking[name]["selection"]["ndcg@10"] for name in members}, members)
-            plain = by_ranking[family.split("+")[0]]["report"]
-            report = by_ranking[best]["report"]
+            best = chosen(ndcg, members, split["selection"])
+            plain = half_means(by_ranking[family.split("+")[0]], split["report"])
+            report = half_means(by_ranking[best], split["report"])
             rows.append(
                 [
                     variant,
                     family,
                     best.partition("@")[2],
-                    f"{by_ranking[best]['selection']['ndcg@10']:.3f}",
+                    f"{half_means(by_ranking[best], split['selection'])['ndcg@10']:.3f}",
                     *(f"{value:.3f}" for value in report.values()),
                     f"{report['ndcg@10'] - plain['ndcg@10']:+.3f}",
                 ]
@@ -287,6 +283,47 @@ def print_tables(
     )
 
 
+def ndcg_by_question(evaluation: Evaluation) -> dict[str, float]:
+    return {query_id: metrics["ndcg@10"] for query_id, metrics in evaluation.per_query.items()}
+
+
+def print_held_out(results: Mapping[str, Mapping[str, Evaluation]], baseline: str, splits: int) -> None:
+    """For each stage: choose the best of every variant's rankings of that stage (page signals and weights
+    included) on one half, measure it against ``baseline``'s plain ranking on the other, over ``splits`` seeded
+    splits both ways round."""
+    ndcg = {
+        f"{variant} {ranking}": ndcg_by_question(evaluation)
+        for variant, by_ranking in results.items()
+        for ranking, evaluation in by_ranking.items()
+    }
+    rows = []
+    for stage in ("dense", "hybrid", "final"):
+        stage_rankings = [
+            f"{variant} {ranking}"
+            for variant, by_ranking in results.items()
+            for ranking in by_ranking
+            if ranking == stage or ranking.startswith((f"{stage}+", f"{stage} ("))
+        ]
+        for label, candidates in (
+            (f"{stage}, any variant or page signal", stage_rankings),
+            *((f"{stage}, {variant} plain", [f"{variant} {stage}"]) for variant in results),
+            *(
+                (f"{family}, {variant}, weight chosen", [f"{variant} {member}" for member in members])
+                for variant in results
+                for family, members in page_families(PAGE_VECTORS).items()
+                if family.startswith(f"{stage}+")
+            ),
+        ):
+            gain = held_out_gain(ndcg, candidates, f"{baseline} {stage}", splits)
+            picks = ", ".join(f"{name} {count}" for name, count in list(gain.picks.items())[:3])
+            rows.append([label, f"{gain.mean:+.3f}", f"{gain.spread:.3f}", picks])
+    print(
+        f"\nheld out: nDCG@10 gained over {baseline}'s plain ranking of the stage, on the half not chosen on "
+        f"({splits} seeded splits, both ways round):"
+    )
+    print(markdown_table(["choice", "mean gain", "spread (sd)", "most chosen"], rows, right_aligned=["mean gain"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="an ingested data directory (only read)")
@@ -294,13 +331,14 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True, help="directory of the vector cache")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=18, help="seed of the selection/report split")
+    parser.add_argument("--splits", type=int, default=50, help="seeded splits of the held-out estimate")
     arguments = parser.parse_args()
     names = arguments.variants.split(",")
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants: {', '.join(unknown)}")
     labels = load_labelled_set(LABELS[arguments.labels])
-    split = halves(labels, arguments.seed)
+    split = halves((query.query_id for query in labels.queries), arguments.seed)
     embedder = MiniLMEmbedder()
     fits = chunk_fits(embedder.word_piece_counts)
     cache = VectorCache(arguments.cache)
@@ -319,7 +357,7 @@ def main() -> None:
     )
     leads, embedded, seconds = lead_vectors(documents, fits, cache, embedder)
     print(f"page leads: {len(leads)} pages, {embedded} texts embedded in {seconds:.0f} s", flush=True)
-    results: dict[str, dict[str, dict[str, Metrics]]] = {}
+    results: dict[str, dict[str, Evaluation]] = {}
     costs: dict[str, list[str]] = {}
     for name in names:
         started = time.perf_counter()
@@ -336,11 +374,9 @@ def main() -> None:
         costs[name] = [str(len(chunks)), f"{run.embedded} / {run.seconds:.0f}"]
         order = [*RETRIEVAL, "reranked", "final", *(r for f in page_families(PAGE_VECTORS).values() for r in f)]
         order += [f"{stage} ({candidates})" for candidates in RERANKED[1:] for stage in ("reranked", "final")]
-        results[name] = {
-            ranking: {half: page_metrics(chunks, run.rankings[ranking], labels, split[half]) for half in HALVES}
-            for ranking in order
-        }
+        results[name] = {ranking: page_evaluation(chunks, run.rankings[ranking], labels) for ranking in order}
     print_tables(results, costs, split)
+    print_held_out(results, names[0], arguments.splits)
 
 
 if __name__ == "__main__":

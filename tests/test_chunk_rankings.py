@@ -1,4 +1,4 @@
-from pipeline.evaluation.chunk_rankings import chosen, final_orders, page_families, reranked
+from pipeline.evaluation.chunk_rankings import final_orders, page_families, reranked
 from pipeline.evaluation.chunk_variants import VariantChunk
 
 A, B = "https://docs.example.com/a.html", "https://docs.example.com/b.html"
@@ -29,9 +29,7 @@ def test_the_final_order_keeps_two_passages_of_a_page_in_front_and_packs_the_bud
     assert final_orders(ranked, {}, CHUNKS) == {"q1": ["0", "1", "2", "3"]}
 
 
-def test_the_weight_chosen_is_the_best_on_the_selection_half_ties_to_the_smaller():
+def test_a_family_is_its_rankings_in_weight_order():
     family = page_families(["mean"], (0.25, 0.5, 1.0))["dense+mean"]
     assert family == ["dense+mean@0.25", "dense+mean@0.5", "dense+mean@1"]
-    assert chosen({"dense+mean@0.25": 0.6, "dense+mean@0.5": 0.7, "dense+mean@1": 0.65}, family) == "dense+mean@0.5"
-    assert chosen({"dense+mean@0.25": 0.7, "dense+mean@0.5": 0.7, "dense+mean@1": 0.7}, family) == "dense+mean@0.25"
     assert set(page_families(["mean", "lead"])) == {"dense+mean", "hybrid+mean", "dense+lead", "hybrid+lead"}

@@ -30,7 +30,7 @@ from pipeline.retrieve import Fusion, fuse
 
 K = 50
 DEPTH = 2 * K  # what hybrid retrieval takes from each retriever by default
-PAGE_WEIGHTS = (0.25, 0.5, 1.0)
+PAGE_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 RETRIEVAL = ("dense", "bm25", "hybrid")
 
 ChunkRankings = dict[str, list[str]]  # query ID → chunk IDs, best first
@@ -113,8 +113,3 @@ def final_orders(
         )
         for query_id, ranking in ranked.items()
     }
-
-
-def chosen(selection_scores: Mapping[str, float], family: Sequence[str]) -> str:
-    """The ranking of ``family`` with the best selection-half score; a tie goes to the earlier (smaller weight)."""
-    return max(family, key=lambda name: (selection_scores[name], -family.index(name)))
