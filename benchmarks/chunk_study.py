@@ -11,7 +11,7 @@ sha256 of the exact text (seeded from the data directory's stored MiniLM vectors
 shipped chunker costs nothing), and each variant is ranked by
 ``pipeline.evaluation.chunk_rankings``: dense (exact cosine search, numpy, not Chroma's HNSW),
 BM25 (the pipeline's lexical index over the variant's embedded texts), hybrid (the two fused as
-the pipeline fuses them), dense and hybrid with a page signal at three weights (each chunk's
+the pipeline fuses them), dense and hybrid with a page signal at four weights (each chunk's
 page vector: the mean of its chunk vectors, or the embedding of the page's title and lead; or the
 page's best two or three chunk scores among the query's candidates), the hybrid candidates (plain,
 and with the mean and best-three page signals at each weight) reranked in-process by
