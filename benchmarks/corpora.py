@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 LABELS = {
     "demo": LABELLED_QUERIES_FILE,
     "postgresql": REPO / "benchmarks" / "labels" / "postgresql15.yaml",
+    "flask": REPO / "benchmarks" / "labels" / "flask22.yaml",
 }
 
 

@@ -1,6 +1,6 @@
 """Ingest the PostgreSQL 15 manual (Debian ``postgresql-doc-15``), then refresh it twice, all in one run.
 
-    uv run python benchmarks/ingest_postgresql.py DATA_DIR [--cold-only | --upgrade]
+    uv run python benchmarks/ingest_postgresql.py DATA_DIR [--cold-only | --upgrade] [--corpus flask]
 
 Serves a copy of ``/usr/share/doc/postgresql-doc-15/html`` on 127.0.0.1:18900 (the base URL
 the labelled set's paths are relative to) and runs the ``ingest_source`` job for one source,
@@ -15,6 +15,9 @@ the labelled set's paths are relative to) and runs the ``ingest_source`` job for
 3. no-change refresh: wall clock as a share of cold, chunks re-embedded;
 4. one page modified and another deleted: which chunk IDs changed, checked against exactly those
    two pages.
+
+``--corpus flask`` ingests the Flask 2.2 docs (Debian ``python-flask-doc``, served on
+127.0.0.1:18901, the base of ``benchmarks/labels/flask22.yaml``'s paths) instead, cold only.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from pathlib import Path
 
 import yaml
 
-CORPUS_DIR = Path("/usr/share/doc/postgresql-doc-15/html")
-PORT = 18900
+# corpus → (the pages, the loopback port its labelled set's paths are relative to)
+CORPORA = {
+    "postgresql": (Path("/usr/share/doc/postgresql-doc-15/html"), 18900),
+    "flask": (Path("/usr/share/doc/python-flask-doc/html"), 18901),
+}
 MODIFIED_PAGE = "sql-createtable.html"
 DELETED_PAGE = "sql-createview.html"
 
@@ -70,8 +76,12 @@ def main() -> None:
         help="Refresh a directory an earlier release ingested, once, and print what the current code re-chunked "
         "and re-embedded (a new chunker version re-chunks every page).",
     )
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="postgresql", help="which docs to ingest")
     parser.add_argument("--embed-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    corpus_dir, port = CORPORA[arguments.corpus]
+    if arguments.corpus != "postgresql" and not arguments.cold_only:
+        parser.error(f"--corpus {arguments.corpus} needs --cold-only: the refreshes edit PostgreSQL pages")
     data_dir = arguments.data_dir.resolve()
     if arguments.embed_only:
         embed_only(data_dir)
@@ -95,10 +105,10 @@ def main() -> None:
 
     site = data_dir / "site"
     shutil.rmtree(site, ignore_errors=True)
-    shutil.copytree(CORPUS_DIR, site)
-    with serve_directory(site, port=PORT) as url:
+    shutil.copytree(corpus_dir, site)
+    with serve_directory(site, port=port) as url:
         source = {
-            "name": "postgresql",
+            "name": arguments.corpus,
             "start_urls": [url + "index.html"],
             "allow_private_hosts": True,
             "max_pages": arguments.max_pages,
@@ -106,14 +116,14 @@ def main() -> None:
         }
         sources.write_text(yaml.safe_dump({"sources": [source]}))
         with dg.DagsterInstance.ephemeral() as instance:
-            register_sources(instance, ["postgresql"])
+            register_sources(instance, [arguments.corpus])
             job = defs.resolve_job_def(ingest_source_job.name)
 
             def ingest() -> tuple[float, dict[str, dict], dict[str, float]]:
                 started = time.perf_counter()
                 result = job.execute_in_process(
                     instance=instance,
-                    partition_key="postgresql",
+                    partition_key=arguments.corpus,
                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
                 )
                 elapsed = time.perf_counter() - started
