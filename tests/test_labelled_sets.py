@@ -21,9 +21,11 @@ LABELS_DIR = REPO_ROOT / "benchmarks" / "labels"
 # Corpus name (the `corpus:` key of a label file) -> directory that `path` is relative to.
 CORPUS_DIRS: dict[str, Path] = {
     "postgresql-doc-15": Path("/usr/share/doc/postgresql-doc-15/html"),
+    "python-flask-doc": Path("/usr/share/doc/python-flask-doc/html"),
 }
 CORPUS_INSTALL_HINTS: dict[str, str] = {
     "postgresql-doc-15": "install it with: apt-get install -y postgresql-doc-15",
+    "python-flask-doc": "install it with: apt-get install -y python-flask-doc",
 }
 
 MIN_QUERIES = 50
