@@ -45,10 +45,13 @@ from corpora import LABELS
 from pipeline.chunking import header_line
 from pipeline.embedding import MODEL_NAME, MiniLMEmbedder
 from pipeline.evaluation.chunk_rankings import (
+    PAGE_WEIGHTS,
     RETRIEVAL,
     ChunkRankings,
+    capped_name,
     final_orders,
     page_families,
+    rerank_page_support,
     reranked,
     retrieval_rankings,
 )
@@ -79,6 +82,11 @@ PAGE_VECTORS = ("mean", "lead", "head", "top2", "top3")
 # Candidate rankings reranked by the local scorer and packed: plain hybrid, then hybrid with the mean
 # page signal and with the page's best three chunk scores.
 RERANKED = ("hybrid", *page_families(("mean",))["hybrid+mean"], *page_families(("top3",))["hybrid+top3"])
+# Hybrid candidates with at most this many chunks of a page, so they reach more pages; reranked and packed too.
+CANDIDATE_CAP = 3
+RERANKED += tuple(
+    capped_name(ranking, CANDIDATE_CAP) for ranking in ("hybrid", *page_families(("top3",))["hybrid+top3"])
+)
 HALVES = ("selection", "report", "all")
 Metrics = dict[str, float]
 
@@ -229,15 +237,23 @@ def run_variant(
             vectors,
             lambda query, depth: [hit.chunk_id for hit in lexical.search(query, depth)],
             page_vectors,
+            chunk_pages=page_rows(urls)[1].tolist(),
+            caps=(CANDIDATE_CAP,),
         )
     # The scorer's heading_dense feature embeds each candidate's header line: embed them in one batch.
     candidates = {chunk_id for stage in RERANKED for ranking in ranked[stage].values() for chunk_id in ranking}
     headers = sorted({header_of(chunks[int(chunk_id)].embedding_text, header_line) for chunk_id in candidates})
     _, headers_embedded, header_seconds = cache.vectors(headers, embedder)
+    chunk_pages = page_rows(urls)[1]
     for stage in RERANKED:
         suffix = "" if stage == "hybrid" else f" ({stage})"
         ranked[f"reranked{suffix}"], scores = reranked(queries, ranked[stage], chunks, scorer.score)
         ranked[f"final{suffix}"] = final_orders(ranked[f"reranked{suffix}"], scores, chunks)
+        if stage == "hybrid":
+            for best in (2, 3):
+                for weight in PAGE_WEIGHTS:
+                    order, supported = rerank_page_support(ranked["reranked"], scores, chunk_pages, best, weight)
+                    ranked[f"final (rerank+top{best}@{weight:g})"] = final_orders(order, supported, chunks)
     return VariantRun(chunks, ranked, embedded, seconds, headers_embedded, header_seconds)
 
 
@@ -302,7 +318,7 @@ def print_held_out(results: Mapping[str, Mapping[str, Evaluation]], baseline: st
             f"{variant} {ranking}"
             for variant, by_ranking in results.items()
             for ranking in by_ranking
-            if ranking == stage or ranking.startswith((f"{stage}+", f"{stage} ("))
+            if ranking == stage or ranking.startswith((f"{stage}+", f"{stage} (", f"{stage}/"))
         ]
         for label, candidates in (
             (f"{stage}, any variant or page signal", stage_rankings),
@@ -373,7 +389,13 @@ def main() -> None:
         )
         costs[name] = [str(len(chunks)), f"{run.embedded} / {run.seconds:.0f}"]
         order = [*RETRIEVAL, "reranked", "final", *(r for f in page_families(PAGE_VECTORS).values() for r in f)]
+        hybrids = [
+            "hybrid",
+            *(r for f, members in page_families(PAGE_VECTORS).items() if f.startswith("hybrid") for r in members),
+        ]
+        order += [capped_name(ranking, CANDIDATE_CAP) for ranking in hybrids]
         order += [f"{stage} ({candidates})" for candidates in RERANKED[1:] for stage in ("reranked", "final")]
+        order += [f"final (rerank+top{best}@{weight:g})" for best in (2, 3) for weight in PAGE_WEIGHTS]
         results[name] = {ranking: page_evaluation(chunks, run.rankings[ranking], labels) for ranking in order}
     print_tables(results, costs, split)
     print_held_out(results, names[0], arguments.splits)

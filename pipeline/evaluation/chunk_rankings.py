@@ -13,7 +13,11 @@ with the pipeline's own pieces, so a variant's figures are the pipeline's as far
 - ``reranked``: ``hybrid``'s candidates ordered by a scorer (the local rerank stand-in's), as the
   stand-in orders them: by score, ties in candidate order;
 - ``final``: the context set ``reranked`` makes (per-page cap, token budget), as the
-  ``retrieval_evaluation`` asset measures it (``pipeline.evaluation.pipeline.context_order``).
+  ``retrieval_evaluation`` asset measures it (``pipeline.evaluation.pipeline.context_order``);
+- ``hybrid/cap3`` (and ``hybrid+top3@w/cap3``, …): the hybrid ranking with at most three chunks of a
+  page, so fifty candidates reach more pages;
+- ``final (rerank+top3@w)``: the reranked candidates ordered again by their rerank score plus ``w``
+  times their page's support among them (:func:`rerank_page_support`), then packed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pipeline.evaluation.chunk_variants import VariantChunk
-from pipeline.evaluation.page_signal import PageSupport, PageVectors, page_fused_scores
+from pipeline.evaluation.page_signal import PageSupport, PageVectors, members_page_support, page_fused_scores
 from pipeline.evaluation.pipeline import context_order
 from pipeline.ranking import RankingPlan
 from pipeline.retrieve import Fusion, fuse
@@ -60,8 +64,14 @@ def retrieval_rankings(
     lexical: LexicalSearch,
     page_vectors: Mapping[str, PageVectors | PageSupport],
     weights: Sequence[float] = PAGE_WEIGHTS,
+    chunk_pages: Sequence[int] = (),
+    caps: Sequence[int] = (),
 ) -> dict[str, ChunkRankings]:
-    """Ranking name → query ID → the ``K`` best chunk IDs; ``queries`` (query ID → text) in ``query_vectors`` order."""
+    """Ranking name → query ID → the ``K`` best chunk IDs; ``queries`` (query ID → text) in ``query_vectors`` order.
+
+    For each cap, every hybrid ranking also comes with at most that many chunks per page (``chunk_pages``: each
+    chunk's page), named ``hybrid/cap3`` and so on: the candidates then reach more pages.
+    """
     ids = [str(position) for position in range(len(chunk_vectors))]
     bm25 = {query_id: lexical(text, DEPTH) for query_id, text in queries.items()}
     result: dict[str, ChunkRankings] = {"bm25": {query_id: found[:K] for query_id, found in bm25.items()}}
@@ -73,12 +83,32 @@ def retrieval_rankings(
     }
     for suffix, scores in dense_scores.items():
         dense_name, hybrid_name = f"dense{suffix}", f"hybrid{suffix}"
-        result[dense_name], result[hybrid_name] = {}, {}
+        names = [dense_name, hybrid_name, *(capped_name(hybrid_name, cap) for cap in caps)]
+        result.update({name: {} for name in names})
         for query_id, row in zip(queries, scores, strict=True):
             dense = [ids[position] for position in np.argsort(-row, kind="stable")[:DEPTH]]
             result[dense_name][query_id] = dense[:K]
-            result[hybrid_name][query_id] = [hit.chunk_id for hit in fuse(dense, bm25[query_id], K, Fusion())]
+            fused = [hit.chunk_id for hit in fuse(dense, bm25[query_id], 2 * DEPTH, Fusion())]
+            result[hybrid_name][query_id] = fused[:K]
+            for cap in caps:
+                result[capped_name(hybrid_name, cap)][query_id] = per_page_capped(fused, chunk_pages, cap)[:K]
     return result
+
+
+def capped_name(ranking: str, cap: int) -> str:
+    return f"{ranking}/cap{cap}"
+
+
+def per_page_capped(ranking: Sequence[str], chunk_pages: Sequence[int], cap: int) -> list[str]:
+    """``ranking`` without each chunk whose page already has ``cap`` chunks ahead of it."""
+    taken: dict[int, int] = {}
+    kept = []
+    for chunk_id in ranking:
+        page = chunk_pages[int(chunk_id)]
+        if taken.get(page, 0) < cap:
+            taken[page] = taken.get(page, 0) + 1
+            kept.append(chunk_id)
+    return kept
 
 
 def reranked(
@@ -113,3 +143,24 @@ def final_orders(
         )
         for query_id, ranking in ranked.items()
     }
+
+
+def rerank_page_support(
+    ranked: ChunkRankings, scores: Mapping[str, Sequence[float]], chunk_pages: np.ndarray, best: int, weight: float
+) -> tuple[ChunkRankings, dict[str, list[float]]]:
+    """Each query's reranked candidates ordered again by rerank score + ``weight`` × the page's support among them
+    (the mean of its ``best`` highest rerank scores), with those scores."""
+    slots = np.minimum(np.bincount(chunk_pages), best)
+    order: ChunkRankings = {}
+    fused: dict[str, list[float]] = {}
+    for query_id, ranking in ranked.items():
+        if not ranking:
+            order[query_id], fused[query_id] = [], []
+            continue
+        own = np.asarray(scores[query_id], dtype=np.float64)
+        pages = chunk_pages[[int(chunk_id) for chunk_id in ranking]]
+        total = own + weight * members_page_support(own, pages, slots, best)
+        best_first = np.argsort(-total, kind="stable")
+        order[query_id] = [ranking[i] for i in best_first]
+        fused[query_id] = [float(total[i]) for i in best_first]
+    return order, fused

@@ -62,20 +62,25 @@ class PageSupport:
         support = np.empty_like(chunk_scores)
         for row, scores in enumerate(chunk_scores):
             members = np.argsort(-scores, kind="stable")[: self.pool]
-            member_scores, member_pages = scores[members], self.chunk_pages[members]
-            floor = member_scores.min()
-            # Members by page, best first within a page; a member's rank within its page picks the best few.
-            order = np.lexsort((-member_scores, member_pages))
-            grouped = member_pages[order]
-            starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-            rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-            kept = rank < self.best
-            sums = np.bincount(grouped[kept], weights=member_scores[order][kept], minlength=pages)
-            counts = np.bincount(grouped[kept], minlength=pages)
-            page_scores = (sums + (slots - counts) * floor) / np.maximum(slots, 1)
-            support[row] = floor
-            support[row, members] = page_scores[member_pages]
+            support[row] = scores[members].min()
+            support[row, members] = members_page_support(scores[members], self.chunk_pages[members], slots, self.best)
         return support
+
+
+def members_page_support(scores: np.ndarray, pages: np.ndarray, slots: np.ndarray, best: int) -> np.ndarray:
+    """Each member's page support among ``scores`` (one per member; ``pages``: each member's page row): the mean
+    of its page's ``best`` highest member scores over ``slots[page]`` slots, empty slots at the lowest score."""
+    floor = scores.min()
+    # Members by page, best first within a page; a member's rank within its page picks the best few.
+    order = np.lexsort((-scores, pages))
+    grouped = pages[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    kept = rank < best
+    sums = np.bincount(grouped[kept], weights=scores[order][kept], minlength=len(slots))
+    counts = np.bincount(grouped[kept], minlength=len(slots))
+    page_scores = (sums + (slots - counts) * floor) / np.maximum(slots, 1)
+    return page_scores[pages]
 
 
 def page_rows(chunk_urls: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
