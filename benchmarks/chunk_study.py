@@ -1,26 +1,28 @@
 """Chunk representation study (issue 18): the same labelled questions over other chunk shapes.
 
-    uv run python benchmarks/chunk_study.py --data DIR --labels demo|postgresql --cache DIR
-        [--variants sections,merged-80,...] [--seed 18]
+    uv run python benchmarks/chunk_study.py --data DIR --labels demo|postgresql|flask --cache DIR
+        [--variants sections,merged-80,...] [--seed 18] [--splits 50]
 
 ``--data`` is an ingested data directory (``scripts/demo``'s ``data/``, or
-``benchmarks/ingest_postgresql.py``'s); it is only read. Its extracted documents are
-re-chunked under each variant (``pipeline.evaluation.chunk_variants``), every embedded
-text is embedded with the local MiniLM through a vector cache in ``--cache`` keyed by the
-sha256 of the exact text (seeded from the data directory's stored MiniLM vectors, so the
-shipped chunker costs nothing), and each variant is ranked by
-``pipeline.evaluation.chunk_rankings``: dense (exact cosine search, numpy, not Chroma's HNSW),
-BM25 (the pipeline's lexical index over the variant's embedded texts), hybrid (the two fused as
-the pipeline fuses them), dense and hybrid with a page signal at four weights (each chunk's
-page vector: the mean of its chunk vectors, or the embedding of the page's title and lead; or the
-page's best two or three chunk scores among the query's candidates), the hybrid candidates (plain,
-and with the mean and best-three page signals at each weight) reranked in-process by
-the local rerank stand-in's scorer (header lines embedded through the same cache), and the final
-context-set order made from each.
+``benchmarks/ingest_postgresql.py``'s, ``--corpus flask`` for the Flask set); it is only read.
+Its extracted documents are re-chunked under each variant (``pipeline.evaluation.chunk_variants``),
+every embedded text is embedded with the local MiniLM through a vector cache in ``--cache`` keyed
+by the sha256 of the exact text (seeded from the data directory's stored MiniLM vectors, so the
+shipped chunker costs nothing), and each variant is ranked by ``pipeline.evaluation.chunk_rankings``:
+dense (exact cosine search, numpy, not Chroma's HNSW), BM25 (the pipeline's lexical index over the
+variant's embedded texts), hybrid (the two fused as the pipeline fuses them), dense and hybrid with
+a page signal at four weights (the page's mean chunk vector, the embedding of its title and lead,
+the chunk's header line, or the page's best two or three chunk scores among the query's
+candidates), hybrid with at most three chunks a page; the hybrid candidates (plain, with the mean
+and best-three page signals, capped) reranked in-process by the local rerank stand-in's scorer
+(header lines embedded through the same cache) and packed into the final context-set order, and
+the plain reranked candidates ordered again with their page's support among them.
 
 Page-level nDCG@10, MRR@10 and Recall@50 (``pipeline.evaluation.metrics``) are printed on two
 seeded halves of the questions: pick a variant on the selection half, report it on the other.
-Each page-signal family's weight is chosen on the selection half and reported on the other.
+Each page-signal family's weight is chosen on the selection half and reported on the other. Last,
+``pipeline.evaluation.held_out`` repeats each choice over ``--splits`` seeded splits, both ways
+round, and prints the mean gain over the first variant's plain ranking on the questions not chosen on.
 The cache is written batch by batch, so a killed run resumes where it stopped.
 """
 
