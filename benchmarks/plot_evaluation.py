@@ -28,7 +28,7 @@ STAGE_LABELS = {
     "reranked": "reranked\n(local scorer)",
     "context_sets": "context\nsets",
 }
-SET_COLOURS = {"demo": "#4C72B0", "postgresql": "#DD8452"}
+SET_COLOURS = {"demo": "#4C72B0", "postgresql": "#DD8452", "flask": "#55A868"}
 
 
 def plot(summary: dict, output: Path) -> None:

@@ -1,6 +1,6 @@
 """Retrieval-quality ablation on the labelled sets: retrieval, local rerank, and context-set order.
 
-    uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR] [--json FILE]
+    uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR] [--flask-data DIR] [--json FILE]
 
 ``--postgresql-data`` is a data directory ingested from the PostgreSQL 15 manual
 (``benchmarks/ingest_postgresql.py``); ``--demo-data`` defaults to a fresh run of the
@@ -211,6 +211,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgresql-data", type=Path, required=True)
     parser.add_argument("--demo-data", type=Path, help="default: run the offline demo into a temporary directory")
+    parser.add_argument(
+        "--flask-data", type=Path, help="also the Flask set: ingest_postgresql.py DIR --cold-only --corpus flask"
+    )
     parser.add_argument("--json", type=Path, help="write each set's stage metrics here (for plot_evaluation.py)")
     arguments = parser.parse_args()
     embedder = MiniLMEmbedder()
@@ -219,6 +222,8 @@ def main() -> None:
             "demo": open_corpus("demo", demo_dir, embedder),
             "postgresql": open_corpus("postgresql", arguments.postgresql_data, embedder),
         }
+        if arguments.flask_data:
+            corpora["flask"] = open_corpus("flask", arguments.flask_data, embedder)
         print(", ".join(f"{c.name}: {len(c.labels.queries)} queries, {len(c.chunks)} chunks" for c in corpora.values()))
         scorers = {
             name: local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.embeddings.iter_embedded_texts))
