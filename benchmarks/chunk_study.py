@@ -218,6 +218,7 @@ def run_variant(
     vectors, embedded, seconds = cache.vectors([chunk.embedding_text for chunk in chunks], embedder)
     queries = {query.query_id: query.query for query in labels.queries}
     urls = [chunk.url for chunk in chunks]
+    chunk_pages = page_rows(urls)[1]
     # A chunk's header line (``Title > H2 > H3``) as a vector of its own: the distinct lines take the
     # place of pages in PageVectors, so the fusion is page_signal's with the header's similarity.
     header_lines, header_rows = page_rows([header_of(chunk.embedding_text, header_line) for chunk in chunks])
@@ -226,8 +227,8 @@ def run_variant(
         "mean": mean_page_vectors(urls, vectors),
         "lead": page_vectors_by_url(urls, leads, vectors.shape[1]),
         "head": PageVectors(header_lines, header_vectors, header_rows),
-        "top2": PageSupport(page_rows(urls)[1], best=2),
-        "top3": PageSupport(page_rows(urls)[1], best=3),
+        "top2": PageSupport(chunk_pages, best=2),
+        "top3": PageSupport(chunk_pages, best=3),
     }
     with tempfile.TemporaryDirectory() as scratch:
         lexical = LexicalIndex(scratch)
@@ -239,14 +240,13 @@ def run_variant(
             vectors,
             lambda query, depth: [hit.chunk_id for hit in lexical.search(query, depth)],
             page_vectors,
-            chunk_pages=page_rows(urls)[1].tolist(),
+            chunk_pages=chunk_pages.tolist(),
             caps=(CANDIDATE_CAP,),
         )
     # The scorer's heading_dense feature embeds each candidate's header line: embed them in one batch.
     candidates = {chunk_id for stage in RERANKED for ranking in ranked[stage].values() for chunk_id in ranking}
     headers = sorted({header_of(chunks[int(chunk_id)].embedding_text, header_line) for chunk_id in candidates})
     _, headers_embedded, header_seconds = cache.vectors(headers, embedder)
-    chunk_pages = page_rows(urls)[1]
     for stage in RERANKED:
         suffix = "" if stage == "hybrid" else f" ({stage})"
         ranked[f"reranked{suffix}"], scores = reranked(queries, ranked[stage], chunks, scorer.score)
