@@ -1,6 +1,6 @@
 """Refit the local scorer's feature weights (``pipeline/local/scoring.py: WEIGHTS``) on the labelled sets.
 
-    uv run python benchmarks/fit_scorer.py --postgresql-data DIR [--demo-data DIR] [--features a,b]
+    uv run python benchmarks/fit_scorer.py --postgresql-data DIR [--demo-data DIR] [--flask-data DIR] [--features a,b]
 
 Coordinate ascent on page-level nDCG@10 of the reranked hybrid candidates, averaged
 over the two labelled sets (so the 52 demo questions weigh as much as the 172
@@ -8,7 +8,8 @@ PostgreSQL ones). ``dense`` stays at weight 1 (only ratios matter); each other w
 is searched on a 0.1 grid in [0, 2]. Five folds by query (within each set, seeded)
 give the cross-validated figures: every fold's weights are fitted without its
 queries. Prints those, the committed weights' figures, and the weights fitted on all
-queries, to be copied into ``WEIGHTS`` by hand.
+queries, to be copied into ``WEIGHTS`` by hand. ``--flask-data`` scores the committed and the
+newly fitted weights on the Flask set, which no fit sees: a refit must not lose there.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgresql-data", type=Path, required=True)
     parser.add_argument("--demo-data", type=Path)
+    parser.add_argument("--flask-data", type=Path, help="a set only scored, never fitted on")
     parser.add_argument(
         "--features",
         default=",".join(FEATURES[1:]),
@@ -131,6 +133,13 @@ def main() -> None:
             )
         final = coordinate_ascent(tables, all_ids, free)
         print("fitted on all queries: " + ", ".join(f'"{n}": {w:g}' for n, w in zip(FEATURES, final, strict=True)))
+        if arguments.flask_data:
+            unseen = FeatureTable(open_corpus("flask", arguments.flask_data, embedder), embedder)
+            ids = list(unseen.candidates)
+            print(
+                f"flask (never fitted on): hybrid order {unseen.hybrid_ndcg:.3f}, committed weights "
+                f"{unseen.ndcg(committed, ids):.3f}, weights fitted on all queries {unseen.ndcg(final, ids):.3f}"
+            )
 
 
 if __name__ == "__main__":
