@@ -22,7 +22,7 @@ from pipeline.embedding import Embedder
 from pipeline.queries import query_entry_problem
 from pipeline.ranking import RankingPlan, RerankRunReport, StoreRerankCache, query_context_set, rerank_candidates
 from pipeline.rerank.client import RerankClient
-from pipeline.retrieve import SearchIndexes, retrieve_candidates
+from pipeline.retrieve import SearchIndexes, page_sizes_for, retrieve_candidates
 from pipeline.store.records import Candidate, ContextSet, Query
 from pipeline.store.state import StateStore
 
@@ -74,7 +74,13 @@ class Asker:
         run would fail on them."""
         plan = self.plan
         hits = retrieve_candidates(
-            queries, self.indexes.vectors, self.embedder, plan.top_k, lexical=self.indexes.lexical, fusion=plan.fusion
+            queries,
+            self.indexes.vectors,
+            self.embedder,
+            plan.top_k,
+            lexical=self.indexes.lexical,
+            fusion=plan.fusion,
+            page_sizes=page_sizes_for(plan.fusion, self.store),
         )
         candidates = {
             query_id: [Candidate(rank, hit.chunk_id, hit.score) for rank, hit in enumerate(found, start=1)]

@@ -10,7 +10,9 @@ default); the union is deduplicated by chunk ID and cut to ``k``.
 
 Defaults (``benchmarks/quality.py`` measures the alternatives): the standard
 ``rrf_k=60``, and the BM25 ranking at half the dense ranking's weight, since BM25
-alone is much weaker on questions phrased the way users ask them.
+alone is much weaker on questions phrased the way users ask them. With a
+``page_support_weight`` above 0 the dense ranking is first reordered by page support
+(:mod:`pipeline.page_support`, off by default).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 from pipeline.embedding import Embedder
 from pipeline.ingest.vectors import sync_vectors
+from pipeline.page_support import POOL, page_supported
 from pipeline.store.lexical import LexicalIndex, sync_lexical
 from pipeline.store.records import Query
 from pipeline.store.state import StateStore
@@ -33,12 +36,15 @@ class Fusion:
     rrf_k: int = 60
     lexical_weight: float = 0.5  # the dense ranking weighs 1
     depth: int | None = None
+    page_support_weight: float = 0.0  # 0: the dense ranking by cosine alone
 
     def __post_init__(self) -> None:
         if self.rrf_k < 0:
             raise ValueError(f"rrf_k must be non-negative, got {self.rrf_k}")
         if self.lexical_weight < 0:
             raise ValueError(f"lexical_weight must be non-negative, got {self.lexical_weight}")
+        if self.page_support_weight < 0:
+            raise ValueError(f"page_support_weight must be non-negative, got {self.page_support_weight}")
         if self.depth is not None and self.depth < 1:
             raise ValueError(f"depth must be at least 1, got {self.depth}")
 
@@ -78,17 +84,48 @@ def fuse(dense: Sequence[str], lexical: Sequence[str], k: int, fusion: Fusion = 
 
 
 def dense_candidates(
-    queries: Sequence[Query], vectors: VectorIndex, embedder: Embedder, k: int
+    queries: Sequence[Query],
+    vectors: VectorIndex,
+    embedder: Embedder,
+    k: int,
+    *,
+    page_support_weight: float = 0.0,
+    page_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, list[RetrievalHit]]:
-    """query_id → the ``k`` nearest chunks by cosine similarity, best first (questions embedded as queries)."""
+    """query_id → the ``k`` nearest chunks by cosine similarity, best first (questions embedded as queries).
+
+    With a ``page_support_weight``, the ``POOL`` nearest are ordered by cosine + weight × page support instead
+    (``page_sizes``: stored chunks per page URL, :func:`page_sizes_for`), and the score is that sum.
+    """
     query_vectors = embedder.embed_queries([query.query for query in queries])
+    if not page_support_weight:
+        found = {
+            query.query_id: [(hit.chunk_id, hit.score) for hit in vectors.query(vector, k)]
+            for query, vector in zip(queries, query_vectors, strict=True)
+        }
+    elif page_sizes is None:
+        raise ValueError("page support needs the stored chunks per page (page_sizes)")
+    else:
+        found = {
+            query.query_id: page_supported(
+                [
+                    (hit.chunk_id, hit.score, hit.url or "")
+                    for hit in vectors.query(vector, max(k, POOL), with_urls=True)
+                ],
+                page_sizes,
+                page_support_weight,
+            )[:k]
+            for query, vector in zip(queries, query_vectors, strict=True)
+        }
     return {
-        query.query_id: [
-            RetrievalHit(hit.chunk_id, hit.score, dense_rank=rank)
-            for rank, hit in enumerate(vectors.query(vector, k), start=1)
-        ]
-        for query, vector in zip(queries, query_vectors, strict=True)
+        query_id: [RetrievalHit(chunk_id, score, dense_rank=rank) for rank, (chunk_id, score) in enumerate(ranked, 1)]
+        for query_id, ranked in found.items()
     }
+
+
+def page_sizes_for(fusion: Fusion, store: StateStore) -> dict[str, int] | None:
+    """Stored chunks per page URL when ``fusion`` applies page support (it reads them); None otherwise."""
+    return store.chunks.page_sizes() if fusion.page_support_weight else None
 
 
 def lexical_candidates(queries: Sequence[Query], lexical: LexicalIndex, k: int) -> dict[str, list[RetrievalHit]]:
@@ -110,16 +147,24 @@ def retrieve_candidates(
     *,
     lexical: LexicalIndex | None = None,
     fusion: Fusion = Fusion(),
+    page_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, list[RetrievalHit]]:
-    """query_id → candidates, best first: hybrid when a lexical index is given, dense only otherwise."""
+    """query_id → candidates, best first: hybrid when a lexical index is given, dense only otherwise. Page support
+    (``fusion.page_support_weight``) needs ``page_sizes`` (:func:`page_sizes_for`)."""
+
+    def dense(depth: int) -> dict[str, list[RetrievalHit]]:
+        return dense_candidates(
+            queries, vectors, embedder, depth, page_support_weight=fusion.page_support_weight, page_sizes=page_sizes
+        )
+
     if lexical is None:
-        return dense_candidates(queries, vectors, embedder, k)
+        return dense(k)
     depth = fusion.depth or 2 * k
-    dense = dense_candidates(queries, vectors, embedder, depth)
+    dense_hits = dense(depth)
     lexical_hits = lexical_candidates(queries, lexical, depth)
     return {
         query.query_id: fuse(
-            [c.chunk_id for c in dense[query.query_id]],
+            [c.chunk_id for c in dense_hits[query.query_id]],
             [c.chunk_id for c in lexical_hits[query.query_id]],
             k,
             fusion,

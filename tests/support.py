@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from pipeline.defs.resources import ChromaResource, PipelineFilesResource, State
 from pipeline.demo import LABELLED_QUERIES_FILE, QUERIES_FILE, UNANSWERABLE_QUERIES_FILE, serve_directory, site_dir
 from pipeline.local import LocalRerankService, ServiceConfig
 from pipeline.stand_ins import local_scorer
+from pipeline.store.records import StoredChunk
 from pipeline.store.state import StateStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,3 +231,22 @@ def run_worker(command: list[str], env: dict[str, str], dagster_home: Path, time
     run_ids = json.loads(completed.stdout.strip().splitlines()[-1])
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         return {run: run_materializations(instance, run_id) for run, run_id in run_ids.items()}
+
+
+def page_chunks(url: str, texts: list[str], source: str = "docs") -> list[StoredChunk]:
+    """One stored chunk per text of a page, titled after the page's file name, as the chunker would store them."""
+    title = url.rsplit("/", 1)[1].removesuffix(".html").title()
+    return [
+        StoredChunk(
+            chunk_id=f"{title.lower()}-{hashlib.sha1(text.encode()).hexdigest()[:10]}",
+            source=source,
+            url=url,
+            title=title,
+            heading_path=(title,),
+            text=text,
+            embedding_text=f"{title}\n{text}",
+            token_count=len(text.split()),
+            position=position,
+        )
+        for position, text in enumerate(texts)
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 
 import dagster as dg
@@ -16,9 +15,10 @@ from pipeline.ingest.consistency import check_index_consistency
 from pipeline.ingest.vectors import index_chunks
 from pipeline.retrieve import Fusion, fuse, lexical_candidates, reciprocal_rank_fusion, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex, sync_lexical
-from pipeline.store.records import Query, StoredChunk
+from pipeline.store.records import Query
 from pipeline.store.state import StateStore, sqlite_url
 from pipeline.store.vectors import ChromaConnection, VectorIndex
+from tests.support import page_chunks
 
 PAGES = {
     "http://docs/pool.html": [
@@ -35,24 +35,6 @@ PAGES = {
 }
 
 
-def _chunks(url: str, texts: list[str], source: str = "docs") -> list[StoredChunk]:
-    title = url.rsplit("/", 1)[1].removesuffix(".html").title()
-    return [
-        StoredChunk(
-            chunk_id=f"{title.lower()}-{hashlib.sha1(text.encode()).hexdigest()[:10]}",
-            source=source,
-            url=url,
-            title=title,
-            heading_path=(title,),
-            text=text,
-            embedding_text=f"{title}\n{text}",
-            token_count=len(text.split()),
-            position=position,
-        )
-        for position, text in enumerate(texts)
-    ]
-
-
 @pytest.fixture(scope="module")
 def embedder() -> MiniLMEmbedder:
     return MiniLMEmbedder()
@@ -62,7 +44,7 @@ def embedder() -> MiniLMEmbedder:
 def store(tmp_path):
     state = StateStore(sqlite_url(tmp_path))
     for url, texts in PAGES.items():
-        state.chunks.replace(source="docs", url=url, new_chunks=_chunks(url, texts), chunked_key="k")
+        state.chunks.replace(source="docs", url=url, new_chunks=page_chunks(url, texts), chunked_key="k")
     yield state
     state.dispose()
 
@@ -105,7 +87,7 @@ def test_sync_follows_additions_and_deletions_incrementally(store, tmp_path):
 
     # An edited page: one chunk replaced, one kept; a deleted page: its chunks go.
     url = "http://docs/vacuum.html"
-    edited = _chunks(url, [PAGES[url][0], "VACUUM FULL rewrites the whole table and takes an exclusive lock."])
+    edited = page_chunks(url, [PAGES[url][0], "VACUUM FULL rewrites the whole table and takes an exclusive lock."])
     store.chunks.replace(source="docs", url=url, new_chunks=edited, chunked_key="k2")
     store.chunks.replace(source="docs", url="http://docs/errors.html", new_chunks=[], chunked_key="k2")
     refreshed = sync_lexical(store, lexical)
@@ -157,7 +139,7 @@ def test_hybrid_candidates_are_the_deduplicated_union_of_both_rankings(indexed, 
         assert set(ids) <= union
         scores = [c.score for c in hybrid[query.query_id]]
         assert scores == sorted(scores, reverse=True)
-    error_chunk = _chunks("http://docs/errors.html", PAGES["http://docs/errors.html"])[0].chunk_id
+    error_chunk = page_chunks("http://docs/errors.html", PAGES["http://docs/errors.html"])[0].chunk_id
     assert hybrid["q1"][0].chunk_id == error_chunk
     assert hybrid["q1"][0].dense_rank is not None and hybrid["q1"][0].lexical_rank == 1
 

@@ -17,6 +17,7 @@ from pipeline.retrieve import (
     SearchIndexes,
     candidate_rankings,
     lexical_candidates,
+    page_sizes_for,
     retrieve_candidates,
     synced_search_indexes,
 )
@@ -68,9 +69,23 @@ class CandidatesConfig(dg.Config):
     lexical_weight: float = Field(
         default=Fusion().lexical_weight, ge=0, description="Weight of the BM25 ranking in the fusion (dense weighs 1)."
     )
+    page_support_weight: float = Field(
+        default=Fusion().page_support_weight,
+        ge=0,
+        description=(
+            "Page support (0 = off): each dense candidate's cosine plus this weight × the mean of its page's "
+            "three best chunk scores among the 400 nearest. Raises the retrieval order's nDCG, lowers the pages "
+            "the candidates reach; measure it with retrieval_evaluation first (docs/evaluation.md)."
+        ),
+    )
 
     def fusion(self) -> Fusion:
-        return Fusion(rrf_k=self.rrf_k, lexical_weight=self.lexical_weight, depth=self.depth)
+        return Fusion(
+            rrf_k=self.rrf_k,
+            lexical_weight=self.lexical_weight,
+            depth=self.depth,
+            page_support_weight=self.page_support_weight,
+        )
 
 
 class RetrieveConfig(CandidatesConfig):
@@ -117,13 +132,15 @@ def retrieved_candidates(
     if config.retriever == "lexical":
         candidates = lexical_candidates(store.rankings.queries(), indexes.lexical, config.top_k)
     else:
+        fusion = config.fusion()
         candidates = retrieve_candidates(
             store.rankings.queries(),
             indexes.vectors,
             model,
             config.top_k,
             lexical=indexes.lexical if config.retriever == "hybrid" else None,
-            fusion=config.fusion(),
+            fusion=fusion,
+            page_sizes=page_sizes_for(fusion, store),
         )
     # BM25 alone embeds nothing: its candidates come from no embedding model.
     embedding_model = None if config.retriever == "lexical" else indexes.vectors.model
@@ -135,6 +152,7 @@ def retrieved_candidates(
             "retriever": config.retriever,
             "embedding_model": embedding_model or "none (BM25 alone)",
             "top_k": config.top_k,
+            "page_support_weight": config.page_support_weight,
             "candidates_total": sum(counts),
             "candidates_from_both": sum(
                 1 for ranked in candidates.values() for c in ranked if c.dense_rank and c.lexical_rank

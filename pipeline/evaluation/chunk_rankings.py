@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pipeline.evaluation.chunk_variants import VariantChunk
-from pipeline.evaluation.page_signal import PageSupport, PageVectors, members_page_support, page_fused_scores
+from pipeline.evaluation.page_signal import PageSupport, PageVectors, page_fused_scores
 from pipeline.evaluation.pipeline import context_order
+from pipeline.page_support import members_page_support
 from pipeline.ranking import RankingPlan
 from pipeline.retrieve import Fusion, fuse
 

@@ -11,10 +11,9 @@ Three page scores are compared (``benchmarks/chunk_study.py``):
 
 - cosine to the mean of the page's chunk vectors, L2-normalised: costs no embedding;
 - cosine to the embedding of the page's lead (:func:`lead_text`): one text per page;
-- the page's support (:class:`PageSupport`): the mean of its best few chunk scores among the
-  query's dense candidates, so a page with several matching chunks beats one with a single
-  stray match; it needs no vector at all, and a service can compute it over the candidates
-  it already fetched.
+- the page's support (:class:`PageSupport`, :mod:`pipeline.page_support`'s as retrieval applies
+  it): the mean of its best few chunk scores among the query's dense candidates, so a page with
+  several matching chunks beats one with a single stray match; it needs no vector at all.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import numpy as np
 from pipeline import tokens
 from pipeline.chunking import MAX_HEADER_TOKENS, ChunkingConfig
 from pipeline.extract import Document
+from pipeline.page_support import BEST, POOL, members_page_support
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class PageSupport:
     """
 
     chunk_pages: np.ndarray  # (chunks,) each chunk's page row
-    best: int = 3
-    pool: int = 400
+    best: int = BEST
+    pool: int = POOL
 
     def scores(self, query_vectors: np.ndarray, chunk_scores: np.ndarray) -> np.ndarray:
         pages = int(self.chunk_pages.max()) + 1 if len(self.chunk_pages) else 0
@@ -65,22 +65,6 @@ class PageSupport:
             support[row] = scores[members].min()
             support[row, members] = members_page_support(scores[members], self.chunk_pages[members], slots, self.best)
         return support
-
-
-def members_page_support(scores: np.ndarray, pages: np.ndarray, slots: np.ndarray, best: int) -> np.ndarray:
-    """Each member's page support among ``scores`` (one per member; ``pages``: each member's page row): the mean
-    of its page's ``best`` highest member scores over ``slots[page]`` slots, empty slots at the lowest score."""
-    floor = scores.min()
-    # Members by page, best first within a page; a member's rank within its page picks the best few.
-    order = np.lexsort((-scores, pages))
-    grouped = pages[order]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    kept = rank < best
-    sums = np.bincount(grouped[kept], weights=scores[order][kept], minlength=len(slots))
-    counts = np.bincount(grouped[kept], minlength=len(slots))
-    page_scores = (sums + (slots - counts) * floor) / np.maximum(slots, 1)
-    return page_scores[pages]
 
 
 def page_rows(chunk_urls: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:

@@ -28,7 +28,7 @@ from pipeline.evaluation.labels import LabelledSet, pages_in_order
 from pipeline.evaluation.metrics import METRICS, Evaluation, evaluate_rankings
 from pipeline.ranking import RankingPlan, ranked_passage
 from pipeline.rerank.client import RerankCache, RerankClient, RerankRequest, RerankStats
-from pipeline.retrieve import dense_candidates, lexical_candidates, retrieve_candidates
+from pipeline.retrieve import dense_candidates, lexical_candidates, page_sizes_for, retrieve_candidates
 from pipeline.store.lexical import LexicalIndex
 from pipeline.store.records import Query, StoredChunk
 from pipeline.store.state import StateStore
@@ -137,7 +137,15 @@ def evaluate_pipeline(
         "bm25": chunk_ids(lexical_candidates(queries, lexical, plan.top_k)),
         "dense": chunk_ids(dense_candidates(queries, vectors, embedder, plan.top_k)),
         "hybrid": chunk_ids(
-            retrieve_candidates(queries, vectors, embedder, plan.top_k, lexical=lexical, fusion=plan.fusion)
+            retrieve_candidates(
+                queries,
+                vectors,
+                embedder,
+                plan.top_k,
+                lexical=lexical,
+                fusion=plan.fusion,
+                page_sizes=page_sizes_for(plan.fusion, store),
+            )
         ),
     }
     wanted = {chunk_id for by_query in retrieved.values() for ranking in by_query.values() for chunk_id in ranking}

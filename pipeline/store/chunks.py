@@ -98,6 +98,12 @@ class ChunkStore:
     def count(self, source: str | None = None) -> int:
         return count_rows(self._database.engine, chunks, source)
 
+    def page_sizes(self) -> dict[str, int]:
+        """Stored chunks per page URL."""
+        query = sa.select(chunks.c.url, sa.func.count()).group_by(chunks.c.url)
+        with self._database.engine.connect() as connection:
+            return {url: count for url, count in connection.execute(query)}
+
     def iter_embedding_texts(self) -> Iterator[str]:
         """Every stored chunk's embedding_text (all sources), a batch at a time."""
         return (text for _, _, text in self.iter_index_rows())

@@ -82,6 +82,7 @@ def collection_name(base: str, model: str) -> str:
 class VectorHit:
     chunk_id: str
     score: float  # cosine similarity, 1 is identical
+    url: str | None = None  # the chunk's page, when the query asked for it
 
 
 def _client(connection: ChromaConnection):
@@ -241,14 +242,18 @@ class VectorIndex:
             self.collection.delete(ids=doomed[start : start + self.max_batch_size])
         return len(doomed)
 
-    def query(self, embedding: np.ndarray, k: int) -> list[VectorHit]:
+    def query(self, embedding: np.ndarray, k: int, *, with_urls: bool = False) -> list[VectorHit]:
+        """The ``k`` nearest chunks, best first; ``with_urls`` also reads each one's page URL from its metadata."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         result = self.collection.query(
-            query_embeddings=np.asarray([embedding], dtype=np.float32), n_results=k, include=["distances"]
+            query_embeddings=np.asarray([embedding], dtype=np.float32),
+            n_results=k,
+            include=["distances", "metadatas"] if with_urls else ["distances"],
         )
+        metadatas = result["metadatas"][0] if with_urls and result["metadatas"] else [None] * len(result["ids"][0])
         # Chroma's cosine distance is 1 - cosine similarity.
         return [
-            VectorHit(chunk_id=chunk_id, score=1.0 - float(distance))
-            for chunk_id, distance in zip(result["ids"][0], result["distances"][0], strict=True)
+            VectorHit(chunk_id=chunk_id, score=1.0 - float(distance), url=str(metadata["url"]) if metadata else None)
+            for chunk_id, distance, metadata in zip(result["ids"][0], result["distances"][0], metadatas, strict=True)
         ]
