@@ -1,6 +1,7 @@
 """Retrieval-quality ablation on the labelled sets: retrieval, local rerank, and context-set order.
 
     uv run python benchmarks/quality.py --postgresql-data DIR [--demo-data DIR] [--flask-data DIR] [--json FILE]
+        [--page-support-weight W]
 
 ``--postgresql-data`` is a data directory ingested from the PostgreSQL 15 manual
 (``benchmarks/ingest_postgresql.py``); ``--demo-data`` defaults to a fresh run of the
@@ -99,7 +100,7 @@ def context_order(corpus: Corpus, ranked: Rankings, max_per_page: int | None) ->
     }
 
 
-def stages(corpus: Corpus, scorer: LocalRelevanceScorer) -> PipelineEvaluation:
+def stages(corpus: Corpus, scorer: LocalRelevanceScorer, page_support_weight: float = 0.0) -> PipelineEvaluation:
     """What the retrieval_evaluation asset computes, with the local rerank service on loopback."""
     with (
         LocalRerankService(ServiceConfig(api_key=SERVICE_KEY), scorer=scorer) as service,
@@ -112,7 +113,12 @@ def stages(corpus: Corpus, scorer: LocalRelevanceScorer) -> PipelineEvaluation:
             corpus.lexical,
             scorer.embedder,
             client,
-            RankingPlan(top_k=K, token_budget=TOKEN_BUDGET, max_passages_per_page=DEFAULT_PAGE_CAP),
+            RankingPlan(
+                top_k=K,
+                fusion=Fusion(page_support_weight=page_support_weight),
+                token_budget=TOKEN_BUDGET,
+                max_passages_per_page=DEFAULT_PAGE_CAP,
+            ),
             cache=InMemoryRerankCache(),
         )
 
@@ -215,6 +221,9 @@ def main() -> None:
         "--flask-data", type=Path, help="also the Flask set: ingest_postgresql.py DIR --cold-only --corpus flask"
     )
     parser.add_argument("--json", type=Path, help="write each set's stage metrics here (for plot_evaluation.py)")
+    parser.add_argument(
+        "--page-support-weight", type=float, default=0.0, help="the stages with page support (the run knob)"
+    )
     arguments = parser.parse_args()
     embedder = MiniLMEmbedder()
     with demo_data(arguments.demo_data) as demo_dir:
@@ -229,7 +238,9 @@ def main() -> None:
             name: local_scorer(embedder, known_vectors=StoredEmbeddings(corpus.store.embeddings.iter_embedded_texts))
             for name, corpus in corpora.items()
         }
-        reports = {name: stages(corpus, scorers[name]) for name, corpus in corpora.items()}
+        reports = {
+            name: stages(corpus, scorers[name], arguments.page_support_weight) for name, corpus in corpora.items()
+        }
         for name, report in reports.items():
             print(f"\n{name} (retrieval_evaluation):\n{report.markdown()}")
         if arguments.json:
