@@ -51,7 +51,8 @@ def page_supported(
     row = {url: index for index, url in enumerate(urls)}
     pages = np.array([row[url] for _, _, url in pool], dtype=np.intp)
     # A page the store no longer lists (deleted since it was indexed) counts the chunks the pool holds.
-    sizes = np.array([page_sizes.get(url, int((pages == row[url]).sum())) for url in urls])
+    in_pool = np.bincount(pages, minlength=len(urls))
+    sizes = np.array([page_sizes.get(url, int(in_pool[index])) for index, url in enumerate(urls)])
     scores = np.array([score for _, score, _ in pool], dtype=np.float64)
     total = scores + weight * members_page_support(scores, pages, np.minimum(sizes, best), best)
     return [(pool[index][0], float(total[index])) for index in np.argsort(-total, kind="stable")]

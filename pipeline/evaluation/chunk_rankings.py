@@ -29,7 +29,7 @@ import numpy as np
 from pipeline.evaluation.chunk_variants import VariantChunk
 from pipeline.evaluation.page_signal import PageSupport, PageVectors, page_fused_scores
 from pipeline.evaluation.pipeline import context_order
-from pipeline.page_support import members_page_support
+from pipeline.page_support import page_supported
 from pipeline.ranking import RankingPlan
 from pipeline.retrieve import Fusion, fuse
 
@@ -150,18 +150,16 @@ def rerank_page_support(
     ranked: ChunkRankings, scores: Mapping[str, Sequence[float]], chunk_pages: np.ndarray, best: int, weight: float
 ) -> tuple[ChunkRankings, dict[str, list[float]]]:
     """Each query's reranked candidates ordered again by rerank score + ``weight`` × the page's support among them
-    (the mean of its ``best`` highest rerank scores), with those scores."""
-    slots = np.minimum(np.bincount(chunk_pages), best)
+    (the mean of its ``best`` highest rerank scores, as retrieval's page support takes cosines), with those scores."""
+    sizes = {str(page): int(count) for page, count in enumerate(np.bincount(chunk_pages))}
     order: ChunkRankings = {}
     fused: dict[str, list[float]] = {}
     for query_id, ranking in ranked.items():
-        if not ranking:
-            order[query_id], fused[query_id] = [], []
-            continue
-        own = np.asarray(scores[query_id], dtype=np.float64)
-        pages = chunk_pages[[int(chunk_id) for chunk_id in ranking]]
-        total = own + weight * members_page_support(own, pages, slots, best)
-        best_first = np.argsort(-total, kind="stable")
-        order[query_id] = [ranking[i] for i in best_first]
-        fused[query_id] = [float(total[i]) for i in best_first]
+        pool = [
+            (chunk_id, score, str(chunk_pages[int(chunk_id)]))
+            for chunk_id, score in zip(ranking, scores[query_id], strict=True)
+        ]
+        supported = page_supported(pool, sizes, weight, best)
+        order[query_id] = [chunk_id for chunk_id, _ in supported]
+        fused[query_id] = [score for _, score in supported]
     return order, fused
